@@ -1,0 +1,53 @@
+"""The contract registry: one pandera model per dataset version, looked up by name.
+
+A contract's name (``<source>.<table>``) and version live in its ``Config``; the registry is the only place
+that maps names to models, so source files, the loader, quarantine and the ledger all agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import polars as pl
+
+from ndc.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Contract:
+    name: str
+    version: str
+    model: type
+
+    @property
+    def columns(self) -> dict[str, pl.DataType]:
+        """Contract columns in order, with their polars types."""
+        schema = self.model.to_schema()
+        return {name: column.dtype.type for name, column in schema.columns.items()}
+
+    def validate(self, frame: pl.DataFrame, *, lazy: bool = True) -> pl.DataFrame:
+        return self.model.validate(frame, lazy=lazy)
+
+
+def _models() -> list[type]:
+    from ndc.contracts import population
+
+    return [population.Citizens, population.Households, population.ResidenceChanges]
+
+
+@cache
+def contracts() -> dict[str, Contract]:
+    found: dict[str, Contract] = {}
+    for model in _models():
+        config = model.__config__
+        found[config.name] = Contract(config.name, config.metadata["version"], model)
+    return found
+
+
+def get_contract(name: str) -> Contract:
+    try:
+        return contracts()[name]
+    except KeyError:
+        known = ", ".join(sorted(contracts()))
+        raise ConfigError(f"unknown contract {name!r} (registered: {known})") from None

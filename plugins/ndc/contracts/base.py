@@ -1,0 +1,69 @@
+"""Conventions shared by every contract, and the expressions that several contracts reuse.
+
+A contract is a pandera (polars backend) ``DataFrameModel``. Every check carries a stable ``name``: that name is
+what quarantine records as the reason a row was rejected, and what tests compare with the simulators'
+manifests. Text columns are declared nullable and their own checks decide about nulls, so one defect fails
+exactly one named check.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pandera.polars as pa
+import polars as pl
+
+from ndc.reference import REORGANISATION_DATE, new_codes, old_codes
+
+VIETNAM_TZ = "Asia/Ho_Chi_Minh"
+PIN_PATTERN = r"^\d{12}$"
+
+
+class NdcContract(pa.DataFrameModel):
+    """Base of every contract: new source columns are filtered (drift is reported before validation)."""
+
+    class Config:
+        strict = "filter"
+        coerce = True
+        metadata = {"version": "1.0.0"}
+
+
+def vietnam_date(column: str) -> pl.Expr:
+    """The Việt Nam calendar date of a UTC timestamp column (domain dates are Việt Nam dates)."""
+    return pl.col(column).dt.convert_time_zone(VIETNAM_TZ).dt.date()
+
+
+def province_valid_on(code: pl.Expr, on: pl.Expr) -> pl.Expr:
+    """True where ``code`` is a province code in force on date ``on`` (63 codes before 2025-07-01, 34 after)."""
+    before = code.is_in(list(old_codes()))
+    after = code.is_in(list(new_codes()))
+    return pl.when(on < pl.lit(REORGANISATION_DATE)).then(before).otherwise(after).fill_null(False)
+
+
+def pin_is_well_formed(pin: pl.Expr) -> pl.Expr:
+    """12 digits whose first three are a province-of-birth-registration code (0 + a province code)."""
+    prefixes = [f"0{code}" for code in old_codes()]
+    return (pin.str.contains(PIN_PATTERN) & pin.str.slice(0, 3).is_in(prefixes)).fill_null(False)
+
+
+def pin_matches_birth(pin: pl.Expr, birth_date: pl.Expr, sex: pl.Expr) -> pl.Expr:
+    """The PIN's century+sex digit and two year digits agree with the birth date and sex.
+
+    Digit 4 is 0/1 for a man/woman born in the 1900s, 2/3 in the 2000s (4/5 in the 2100s); digits 5-6 are
+    the year of birth. Rows whose PIN, birth date or sex are themselves invalid pass here: their own checks
+    reject them, so each defect is reported once.
+    """
+    year = birth_date.dt.year()
+    expected = (year // 100 - 19) * 2 + (sex == "F").cast(pl.Int32)
+    digit = pin.str.slice(3, 1).cast(pl.Int32, strict=False)
+    two_digits = pin.str.slice(4, 2).cast(pl.Int32, strict=False)
+    applicable = pin_is_well_formed(pin) & birth_date.is_not_null() & sex.is_in(["M", "F"]).fill_null(False)
+    return (~applicable | ((digit == expected) & (two_digits == year % 100))).fill_null(False)
+
+
+def not_blank(column: pl.Expr) -> pl.Expr:
+    return (column.str.strip_chars().str.len_chars() > 0).fill_null(False)
+
+
+def date_between(column: pl.Expr, earliest: date, latest: pl.Expr) -> pl.Expr:
+    return ((column >= pl.lit(earliest)) & (column <= latest)).fill_null(False)

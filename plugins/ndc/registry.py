@@ -1,0 +1,150 @@
+"""The registry of national databases: one YAML file per source under ``dags/sources/``.
+
+Each file is validated by :class:`SourceConfig`; an error names the file, the field and what was expected, so a
+data team adding a source sees exactly what to fix (``ndc sources validate``).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ndc.errors import ConfigError
+from ndc.identifiers import is_identifier
+
+_CRON = re.compile(r"^(@(hourly|daily|weekly|monthly|yearly)|(\S+\s+){4}\S+)$")
+
+
+def _check_identifier(value: str) -> str:
+    if not is_identifier(value):
+        raise ValueError("expected a lower-case SQL identifier (letters, digits, _; at most 63 characters)")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConnectionConfig(_Strict):
+    conn_id: str = Field(description="Airflow connection id; its URL comes from AIRFLOW_CONN_<ID>")
+    engine: Literal["postgresql", "mysql", "http", "files"]
+
+    _id = field_validator("conn_id")(_check_identifier)
+
+
+class TableConfig(_Strict):
+    name: str = Field(description="landing table name")
+    source_schema: str = "public"
+    source_table: str
+    primary_key: list[str] = Field(min_length=1)
+    incremental_column: str
+    contract: str = Field(description="contract name in the contract registry, e.g. population.citizens")
+
+    _names = field_validator("name", "source_schema", "source_table", "incremental_column")(_check_identifier)
+
+    @field_validator("primary_key")
+    @classmethod
+    def _keys(cls, value: list[str]) -> list[str]:
+        for column in value:
+            _check_identifier(column)
+        return value
+
+
+class SourceConfig(_Strict):
+    name: str
+    description: str
+    owner_agency: str
+    connection_model: Literal["centralised", "direct"]
+    connection: ConnectionConfig
+    schedule: str
+    start_date: date
+    lookback: timedelta = timedelta(0)
+    tables: list[TableConfig] = Field(min_length=1)
+    path: Path | None = Field(default=None, exclude=True)
+
+    _name = field_validator("name")(_check_identifier)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        if not _CRON.match(value.strip()):
+            raise ValueError("expected a cron expression ('0 2 * * *') or a preset such as '@daily'")
+        return value
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0):
+            raise ValueError("expected a duration of zero or more (ISO 8601, e.g. PT2H)")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_tables(self) -> SourceConfig:
+        names = [t.name for t in self.tables]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"table names must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+    @property
+    def landing_schema(self) -> str:
+        return f"landing_{self.name}"
+
+    def table(self, name: str) -> TableConfig:
+        for table in self.tables:
+            if table.name == name:
+                return table
+        known = ", ".join(t.name for t in self.tables)
+        raise ConfigError(f"source {self.name!r} has no table {name!r} (tables: {known})")
+
+
+def _format_errors(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: invalid source file"]
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(file)"
+        given = err.get("input")
+        shown = "" if isinstance(given, dict | list) else f" (got {given!r})"
+        lines.append(f"  - field '{field}': {err['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def load_source(path: Path) -> SourceConfig:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of fields at the top level")
+    try:
+        source = SourceConfig.model_validate({**data, "path": path})
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(path, exc)) from None
+    if source.name != path.stem:
+        raise ConfigError(f"{path}: field 'name': {source.name!r} must match the file name {path.stem!r}")
+    return source
+
+
+def load_sources(directory: Path) -> list[SourceConfig]:
+    """Every source file in ``directory``; raises one ConfigError listing every invalid file."""
+    sources, problems = [], []
+    for path in sorted(directory.glob("*.yml")):
+        try:
+            sources.append(load_source(path))
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return sources
+
+
+def find_source(directory: Path, name: str) -> SourceConfig:
+    path = directory / f"{name}.yml"
+    if not path.exists():
+        known = ", ".join(p.stem for p in sorted(directory.glob("*.yml"))) or "none"
+        raise ConfigError(f"no source file {path} (sources in {directory}: {known})")
+    return load_source(path)

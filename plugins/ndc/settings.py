@@ -1,0 +1,59 @@
+"""Settings read from the environment, in one place.
+
+| variable | meaning | default |
+|---|---|---|
+| ``NDC_WAREHOUSE_URL`` | the hub's warehouse (PostgreSQL URL) | the machine's PostgreSQL on loopback, database ``ndc`` |
+| ``NDC_SOURCES_DIR`` | folder of source YAML files | ``dags/sources`` of this repository |
+| ``NDC_DATA_DIR`` | where the platform keeps files (embedded server, manifests) | ``/var/tmp/ndc-<user>`` |
+| ``NDC_BATCH_BYTES`` | size of one streamed extract batch | 16 MiB |
+| ``AIRFLOW_CONN_<ID>`` | a source connection, Airflow's URI or JSON format | see :mod:`ndc.connections` |
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ndc.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_WAREHOUSE_URL = "postgresql://postgres@127.0.0.1:5432/ndc"
+DEFAULT_BATCH_BYTES = 16 * 1024 * 1024
+
+
+def _int_setting(name: str, default: int, minimum: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={raw!r}: expected a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"environment variable {name}={value}: expected at least {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    warehouse_url: str
+    sources_dir: Path
+    data_dir: Path
+    batch_bytes: int
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        data_dir = os.environ.get("NDC_DATA_DIR") or f"/var/tmp/ndc-{getpass.getuser()}"
+        return cls(
+            warehouse_url=os.environ.get("NDC_WAREHOUSE_URL") or DEFAULT_WAREHOUSE_URL,
+            sources_dir=Path(os.environ.get("NDC_SOURCES_DIR") or REPO_ROOT / "dags" / "sources"),
+            data_dir=Path(data_dir),
+            batch_bytes=_int_setting("NDC_BATCH_BYTES", DEFAULT_BATCH_BYTES, minimum=1024),
+        )
+
+
+def get_settings() -> Settings:
+    """Settings as the environment says now (cheap; re-read on every call so tests can change them)."""
+    return Settings.from_env()

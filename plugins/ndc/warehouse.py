@@ -1,0 +1,134 @@
+"""The hub's warehouse: connections with fixed session settings, and the platform's own schemas.
+
+Every warehouse session runs in UTC with ISO dates, so row hashes (``md5(row::text)``) and timestamps are the
+same whichever client or server default is in force.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from ndc.connections import database_of, redact, with_database
+from ndc.errors import NdcError
+from ndc.identifiers import ident
+
+_DDL_LOCK = 727_001  # advisory lock that serialises the platform's DDL across processes
+
+META_DDL = """
+create schema if not exists ndc_meta;
+create schema if not exists quarantine;
+
+create table if not exists ndc_meta.batches (
+    batch_id uuid primary key,
+    dataset text not null,
+    run_id text not null,
+    window_start timestamptz not null,
+    window_end timestamptz not null,
+    batch_no integer not null,
+    rows_in integer not null,
+    rows_loaded integer not null,
+    rows_quarantined integer not null,
+    rows_repaired integer not null,
+    rows_new_versions integer not null,
+    rows_superseded_in_landing integer not null,
+    started_at timestamptz not null,
+    committed_at timestamptz not null default clock_timestamp()
+);
+create index if not exists batches_dataset_window on ndc_meta.batches (dataset, window_start, window_end);
+
+create table if not exists ndc_meta.watermarks (
+    dataset text primary key,
+    loaded_through timestamptz,
+    last_run_id text not null,
+    updated_at timestamptz not null default now()
+);
+
+create table if not exists ndc_meta.ledger (
+    ledger_id bigint primary key,
+    recorded_at timestamptz not null,
+    kind text not null,
+    source text not null,
+    target text not null,
+    run_id text,
+    interval_start timestamptz,
+    interval_end timestamptz,
+    rows_in bigint not null,
+    rows_loaded bigint not null,
+    rows_quarantined bigint not null,
+    contract_name text,
+    contract_version text,
+    duration_ms bigint not null,
+    outcome text not null check (outcome in ('success', 'failed')),
+    details jsonb not null default '{}',
+    prev_hash text not null,
+    row_hash text not null unique
+);
+
+create or replace function ndc_meta.ledger_is_append_only() returns trigger language plpgsql as $$
+begin
+    raise exception 'ndc_meta.ledger is append-only: % is not allowed', tg_op;
+end $$;
+drop trigger if exists ledger_no_update on ndc_meta.ledger;
+create trigger ledger_no_update before update or delete on ndc_meta.ledger
+    for each row execute function ndc_meta.ledger_is_append_only();
+drop trigger if exists ledger_no_truncate on ndc_meta.ledger;
+create trigger ledger_no_truncate before truncate on ndc_meta.ledger
+    for each statement execute function ndc_meta.ledger_is_append_only();
+
+create table if not exists quarantine.rows (
+    quarantine_id bigint generated always as identity primary key,
+    dataset text not null,
+    record_key text,
+    checks text[] not null,
+    reasons jsonb not null,
+    payload jsonb not null,
+    row_hash text not null,
+    contract_name text not null,
+    contract_version text not null,
+    batch_id uuid not null,
+    run_id text not null,
+    quarantined_at timestamptz not null default now(),
+    unique (dataset, row_hash)
+);
+create index if not exists quarantine_rows_dataset_checks on quarantine.rows using gin (checks);
+"""
+
+
+def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
+    """A warehouse session in UTC with ISO dates; the error names the server without its password."""
+    try:
+        conn = psycopg.connect(url, autocommit=autocommit, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise NdcError(f"cannot connect to {redact(url)}: {str(exc).strip()}") from None
+    conn.execute("set timezone = 'UTC'")
+    conn.execute("set datestyle = 'ISO, YMD'")
+    if not autocommit:
+        conn.commit()
+    return conn
+
+
+def ensure_database(url: str) -> None:
+    """Create the database named in ``url`` if it does not exist yet."""
+    name = database_of(url)
+    with connect(with_database(url, "postgres"), autocommit=True) as admin:
+        exists = admin.execute("select 1 from pg_database where datname = %s", (name,)).fetchone()
+        if not exists:
+            admin.execute(sql.SQL("create database {}").format(ident(name)))
+
+
+def drop_database(url: str) -> None:
+    name = database_of(url)
+    with connect(with_database(url, "postgres"), autocommit=True) as admin:
+        admin.execute(sql.SQL("drop database if exists {} with (force)").format(ident(name)))
+
+
+def run_ddl(conn: psycopg.Connection, statements: str | sql.Composable) -> None:
+    """Run idempotent DDL under a cluster-wide advisory lock, so concurrent first runs do not collide."""
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
+        conn.execute(statements)
+
+
+def ensure_meta(conn: psycopg.Connection) -> None:
+    run_ddl(conn, META_DDL)
