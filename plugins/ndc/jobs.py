@@ -51,6 +51,13 @@ def landing_target(source: SourceConfig, table_name: str) -> LandingTarget:
                          contract=get_contract(table.contract))
 
 
+def _as_utc(moment: datetime) -> datetime:
+    """A plain UTC datetime (Airflow passes pendulum datetimes; naive means UTC)."""
+    if moment.tzinfo is None:
+        return datetime(*moment.timetuple()[:6], moment.microsecond, tzinfo=UTC)
+    return datetime.fromtimestamp(moment.timestamp(), tz=UTC)
+
+
 def _load_chunks(wh, target: LandingTarget, chunks: Iterable[bytes], run_id: str,
                  window: tuple[datetime, datetime], stats: RunStats, began: float) -> int:
     batches = 0
@@ -76,7 +83,7 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
         source = find_source(settings.sources_dir, source)
     target = landing_target(source, table_name)
     table = source.table(table_name)
-    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    start, end = _as_utc(start), _as_utc(end)
     window = (start - source.lookback, end)
     run_id = run_id or f"manual__{datetime.now(UTC).isoformat(timespec='seconds')}"
     stats, began = RunStats(), time.monotonic()

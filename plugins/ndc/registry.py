@@ -103,6 +103,16 @@ class SourceConfig(_Strict):
         raise ConfigError(f"source {self.name!r} has no table {name!r} (tables: {known})")
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """Safe YAML without implicit timestamps: dates reach pydantic as text, so a bad one is named by field."""
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regex) for tag, regex in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def _format_errors(path: Path, exc: ValidationError) -> str:
     lines = [f"{path}: invalid source file"]
     for err in exc.errors():
@@ -115,7 +125,7 @@ def _format_errors(path: Path, exc: ValidationError) -> str:
 
 def load_source(path: Path) -> SourceConfig:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):

@@ -153,12 +153,13 @@ class _Generator:
                           ).cast(pl.Date)
         year = birth.dt.year().to_numpy()
         updated_at = self.timestamps(n)
-        cmnd = np.where((year < 2000) & (rng.random(n) < 0.6),
-                        np.char.zfill(rng.integers(0, 10**9, n).astype(str), 9), None)
+        has_cmnd = pl.Series((year < 2000) & (rng.random(n) < 0.6))
+        digits = pl.Series(np.char.zfill(rng.integers(0, 10**9, n).astype(str), 9))
+        cmnd = pl.select(pl.when(pl.lit(has_cmnd)).then(pl.lit(digits))).to_series()
         households = max(1, n // 3)
         frame = pl.DataFrame({
             "birth_province": self.choice(self.old, n),
-            "cmnd": pl.Series(cmnd, dtype=pl.String), "full_name": self.names(sex), "birth_date": birth,
+            "cmnd": cmnd, "full_name": self.names(sex), "birth_date": birth,
             "dies": (year < 1950) & (rng.random(n) < 0.05), "death_days": rng.integers(0, 300, n),
             "sex": sex, "ethnicity": self.choice(list(ETHNICITIES), n, list(ETHNICITIES.values())),
             "household_id": pl.Series(rng.integers(0, households, n)).cast(pl.String).str.zfill(9),

@@ -1,0 +1,135 @@
+"""The ``ndc`` command line: every DAG task is one of these commands, so any step can be run by hand.
+
+Heavy modules (polars, pandera, Faker) are imported inside the commands, so ``ndc --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+
+import click
+
+from ndc.errors import NdcError
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class _Cli(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except NdcError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Cli)
+@click.option("-v", "--verbose", is_flag=True, help="Log progress at INFO level.")
+def main(verbose: bool) -> None:
+    """NDC Data Sharing & Coordination Platform."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.group()
+def simulate() -> None:
+    """Create simulated national databases (deterministic per seed) with a manifest of injected defects."""
+
+
+@simulate.command("population")
+@click.option("--citizens", default=100_000, show_default=True, type=click.IntRange(min=10))
+@click.option("--seed", default=42, show_default=True, type=int)
+@click.option("--defect-rate", default=0.001, show_default=True, type=click.FloatRange(0, 0.05),
+              help="Share of rows per defect kind.")
+@click.option("--url", help="Source database URL [default: the connection of dags/sources/population.yml].")
+def simulate_population(citizens: int, seed: int, defect_rate: float, url: str | None) -> None:
+    """The Ministry of Public Security's population database."""
+    from ndc import connections
+    from ndc.registry import find_source
+    from ndc.settings import get_settings
+    from ndc.simulate import population
+
+    if url is None:
+        source = find_source(get_settings().sources_dir, "population")
+        url = connections.resolve(source.connection.conn_id)
+    spec = population.PopulationSpec(citizens=citizens, seed=seed, defect_rate=defect_rate)
+    started = datetime.now(UTC)
+    sim = population.simulate(spec)
+    population.write(url, sim, spec)
+    seconds = (datetime.now(UTC) - started).total_seconds()
+    click.echo(f"population: {sim.citizens.height:,} citizen rows, {sim.households.height:,} households, "
+               f"{sim.residence_changes.height:,} residence changes in {connections.redact(url)} ({seconds:.1f} s)")
+    summary = sim.manifest.group_by("table_name", "kind", "expected_outcome").len().sort("table_name", "kind")
+    for table, kind, outcome, count in summary.iter_rows():
+        click.echo(f"  defect {table}.{kind}: {count} -> {outcome}")
+
+
+@main.command()
+@click.argument("source")
+@click.argument("table")
+@click.option("--start", required=True, type=click.DateTime(), help="Interval start (UTC unless an offset is given).")
+@click.option("--end", required=True, type=click.DateTime(), help="Interval end, exclusive.")
+@click.option("--run-id", help="Run id recorded in landing, quarantine and the ledger.")
+def extract(source: str, table: str, start: datetime, end: datetime, run_id: str | None) -> None:
+    """Extract one table's interval [START - lookback, END), gate it and load it into landing."""
+    from ndc.jobs import extract_table
+
+    if _utc(end) <= _utc(start):
+        raise click.BadParameter("--end must be after --start")
+    result = extract_table(source, table, _utc(start), _utc(end), run_id=run_id)
+    click.echo(json.dumps(result.__dict__, indent=2, ensure_ascii=False))
+
+
+@main.group()
+def ledger() -> None:
+    """The hash-chained ledger of hand-offs."""
+
+
+@ledger.command("verify")
+def ledger_verify() -> None:
+    """Recompute the chain from its first row; exit 1 if any link is broken."""
+    from ndc import ledger as ledger_module
+    from ndc import warehouse
+    from ndc.settings import get_settings
+
+    with warehouse.connect(get_settings().warehouse_url) as conn:
+        warehouse.ensure_meta(conn)
+        result = ledger_module.verify(conn)
+    if result.ok:
+        click.echo(f"ledger verified: {result.rows} rows, head {result.head}")
+        return
+    for problem in result.problems:
+        click.secho(problem, fg="red", err=True)
+    click.secho(f"ledger does NOT verify: {len(result.problems)} problem(s) in {result.rows} rows", fg="red", err=True)
+    sys.exit(1)
+
+
+@main.group()
+def sources() -> None:
+    """The registry of national databases (dags/sources/*.yml)."""
+
+
+@sources.command("validate")
+@click.option("--dir", "directory", type=click.Path(exists=True, file_okay=False), help="Folder of source files.")
+def sources_validate(directory: str | None) -> None:
+    """Validate every source file and its contracts; exit 1 with every problem named."""
+    from pathlib import Path
+
+    from ndc.contracts import get_contract
+    from ndc.registry import load_sources
+    from ndc.settings import get_settings
+
+    folder = Path(directory) if directory else get_settings().sources_dir
+    for source in load_sources(folder):
+        for table in source.tables:
+            get_contract(table.contract)
+        click.echo(f"{source.path}: ok ({source.name}, {len(source.tables)} tables)")
+
+
+if __name__ == "__main__":
+    main()

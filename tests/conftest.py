@@ -1,0 +1,80 @@
+"""Fixtures on the real PostgreSQL: a fresh warehouse database and simulated source per test module.
+
+Tests that need the server fail, not skip, when CI=true and it is unreachable. The server comes from
+NDC_TEST_PG_URL (default: the machine's PostgreSQL on loopback).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from ndc.connections import with_database
+from ndc.warehouse import drop_database, ensure_database
+
+SERVER = os.environ.get("NDC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _server_up() -> str | None:
+    try:
+        with psycopg.connect(SERVER, connect_timeout=3):
+            return None
+    except psycopg.OperationalError as exc:
+        return str(exc).strip()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    problem = _server_up()
+    if problem:
+        message = f"PostgreSQL at {SERVER} is unreachable: {problem}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return SERVER
+
+
+@dataclass
+class Databases:
+    warehouse: str
+    source: str
+    run: str
+
+
+@pytest.fixture(scope="module")
+def dbs(pg_server: str) -> Iterator[Databases]:
+    """A warehouse database and a population source database, named for this run, dropped afterwards."""
+    run = uuid.uuid4().hex[:8]
+    found = Databases(warehouse=with_database(pg_server, f"ndc_test_{run}"),
+                      source=with_database(pg_server, f"ndc_test_src_{run}"), run=run)
+    ensure_database(found.warehouse)
+    saved = {k: os.environ.get(k) for k in ("NDC_WAREHOUSE_URL", "AIRFLOW_CONN_NDC_SRC_POPULATION")}
+    os.environ["NDC_WAREHOUSE_URL"] = found.warehouse
+    os.environ["AIRFLOW_CONN_NDC_SRC_POPULATION"] = found.source
+    try:
+        yield found
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        drop_database(found.warehouse)
+        drop_database(found.source)
+
+
+def query(url: str, statement: str, params: tuple = ()) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        conn.execute("set timezone = 'UTC'")
+        return conn.execute(statement, params).fetchall()
+
+
+def scalar(url: str, statement: str, params: tuple = ()):
+    return query(url, statement, params)[0][0]
