@@ -13,10 +13,10 @@ import psycopg
 KEYS = {"citizens": "pin", "households": "household_id", "residence_changes": "change_id"}
 
 
-def copy_source(source_url: str, warehouse_url: str) -> None:
+def copy_source(source_url: str, warehouse_url: str, tables: tuple[str, ...] = tuple(KEYS)) -> None:
     with psycopg.connect(source_url) as src, psycopg.connect(warehouse_url) as wh:
         wh.execute("drop schema if exists src_copy cascade; create schema src_copy")
-        for table in [*KEYS, "simulator.defect_manifest"]:
+        for table in [*tables, "simulator.defect_manifest"]:
             name = table.split(".")[-1]
             wh.execute(f"create table src_copy.{name} as select * from landing_population.{name} with no data"
                        if table in KEYS else

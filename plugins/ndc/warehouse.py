@@ -14,6 +14,7 @@ from ndc.errors import NdcError
 from ndc.identifiers import ident
 
 _DDL_LOCK = 727_001  # advisory lock that serialises the platform's DDL across processes
+META_VERSION = 1  # raise when META_DDL changes; ensure_meta then re-runs it
 
 META_DDL = """
 create schema if not exists ndc_meta;
@@ -92,6 +93,8 @@ create table if not exists quarantine.rows (
     unique (dataset, row_hash)
 );
 create index if not exists quarantine_rows_dataset_checks on quarantine.rows using gin (checks);
+
+create table if not exists ndc_meta.schema_version (version integer primary key, applied_at timestamptz default now());
 """
 
 
@@ -131,4 +134,19 @@ def run_ddl(conn: psycopg.Connection, statements: str | sql.Composable) -> None:
 
 
 def ensure_meta(conn: psycopg.Connection) -> None:
-    run_ddl(conn, META_DDL)
+    """Create or upgrade the platform's schemas. A no-op read when they are current, so it never waits for
+    (or blocks) readers of the ledger: the trigger DDL needs an exclusive lock and runs only on upgrade."""
+    if _meta_version(conn) >= META_VERSION:
+        return
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
+        if _meta_version(conn) < META_VERSION:
+            conn.execute(META_DDL)
+            conn.execute("insert into ndc_meta.schema_version (version) values (%s)", (META_VERSION,))
+
+
+def _meta_version(conn: psycopg.Connection) -> int:
+    with conn.transaction():
+        if conn.execute("select to_regclass('ndc_meta.schema_version')").fetchone()[0] is None:
+            return 0
+        return conn.execute("select coalesce(max(version), 0) from ndc_meta.schema_version").fetchone()[0]

@@ -263,13 +263,14 @@ def _households(citizens: pl.DataFrame) -> pl.DataFrame:
 
 
 def _absent_pins(gen: _Generator, pins: pl.Series, k: int) -> pl.Series:
-    """Well-formed PINs that belong to nobody (for orphan references)."""
-    taken, found = set(pins.to_list()), []
-    for pin in gen.choice(pins.to_numpy(), k * 3):
-        candidate = f"{pin[:6]}{int(gen.rng.integers(0, 1_000_000)):06d}"
-        if candidate not in taken and candidate not in found:
-            found.append(candidate)
-    return pl.Series(found[:k])
+    """``k`` well-formed PINs that belong to nobody (for orphan references)."""
+    taken, found = set(pins.to_list()), {}
+    while len(found) < k:
+        for pin in gen.choice(pins.to_numpy(), k - len(found)):
+            candidate = f"{pin[:6]}{int(gen.rng.integers(0, 1_000_000)):06d}"
+            if candidate not in taken:
+                found[candidate] = None
+    return pl.Series(list(found)[:k])
 
 
 def _residence_changes(gen: _Generator, citizens: pl.DataFrame) -> pl.DataFrame:

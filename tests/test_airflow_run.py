@@ -1,0 +1,41 @@
+"""A real Airflow DAG run (``airflow dags test``) of the population extract over one daily interval."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from ndc.simulate import population
+
+from .conftest import REPO, query, scalar
+
+
+@pytest.mark.airflow
+@pytest.mark.slow
+def test_extract_dag_run_loads_its_interval(dbs, tmp_path):
+    spec = population.PopulationSpec(citizens=20_000, seed=17, defect_rate=0.002)
+    population.write(dbs.source, population.simulate(spec), spec)
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/airflow.db"}
+    subprocess.run(["airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    run = subprocess.run(["airflow", "dags", "test", "extract_population", "2025-07-02"], env=env,
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    start, end = datetime(2025, 7, 1, tzinfo=UTC) - timedelta(hours=2), datetime(2025, 7, 2, tzinfo=UTC)
+    in_window = scalar(dbs.source, "select count(*) from citizens c where updated_at >= %s and updated_at < %s",
+                       (start, end))
+    rejected = scalar(dbs.source, "select count(*) from citizens c join simulator.defect_manifest m on"
+                      " m.table_name = 'citizens' and m.record_key = c.pin and (m.expected_outcome = 'quarantined'"
+                      " or (m.expected_outcome = 'superseded' and m.row_version = c.updated_at))"
+                      " where c.updated_at >= %s and c.updated_at < %s", (start, end))
+    assert in_window > 0
+    assert scalar(dbs.warehouse, "select count(*) from landing_population.citizens") == in_window - rejected
+    ledger = query(dbs.warehouse, "select target, outcome, interval_start, interval_end, run_id from ndc_meta.ledger")
+    assert sorted(r[0] for r in ledger) == [f"landing_population.{t}" for t in
+                                            ("citizens", "households", "residence_changes")]
+    assert {(r[1], r[2], r[3]) for r in ledger} == {("success", start + timedelta(hours=2), end)}
+    assert all(r[4].startswith("manual__") for r in ledger)
