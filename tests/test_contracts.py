@@ -32,7 +32,8 @@ def test_clean_rows_pass(table):
 def test_each_defect_fails_exactly_its_check(simulated, table):
     result = validate(getattr(simulated, table), get_contract(f"population.{table}"))
     got = {(str(r[KEY[table]]), tuple(r["_checks"])) for r in result.rejected.iter_rows(named=True)}
-    manifest = simulated.manifest.filter((pl.col("table_name") == table) & (pl.col("expected_outcome") == "quarantined"))
+    manifest = simulated.manifest.filter(
+        (pl.col("table_name") == table) & (pl.col("expected_outcome") == "quarantined"))
     expected = {(key, (check,)) for key, check in manifest.select("record_key", "expected_check").iter_rows()}
     assert expected and got == expected
 

@@ -66,7 +66,7 @@ def append(conn: psycopg.Connection, entry: LedgerEntry) -> tuple[int, str]:
         placeholders = ", ".join(["%s"] * len(columns))
         params = [psycopg.types.json.Jsonb(values[k]) if k == "details" else values[k] for k in _FIELDS]
         conn.execute(
-            f"insert into ndc_meta.ledger ({', '.join(columns)}) values ({placeholders})",  # noqa: S608 - fixed names
+            f"insert into ndc_meta.ledger ({', '.join(columns)}) values ({placeholders})",
             [*params, prev, digest],
         )
     return ledger_id, digest

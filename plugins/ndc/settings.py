@@ -2,7 +2,7 @@
 
 | variable | meaning | default |
 |---|---|---|
-| ``NDC_WAREHOUSE_URL`` | the hub's warehouse (PostgreSQL URL) | the machine's PostgreSQL on loopback, database ``ndc`` |
+| ``NDC_WAREHOUSE_URL`` | the hub's warehouse (PostgreSQL URL) | loopback PostgreSQL, database ``ndc`` |
 | ``NDC_SOURCES_DIR`` | folder of source YAML files | ``dags/sources`` of this repository |
 | ``NDC_DATA_DIR`` | where the platform keeps files (embedded server, manifests) | ``/var/tmp/ndc-<user>`` |
 | ``NDC_BATCH_BYTES`` | size of one streamed extract batch | 16 MiB |
@@ -45,7 +45,8 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        data_dir = os.environ.get("NDC_DATA_DIR") or f"/var/tmp/ndc-{getpass.getuser()}"
+        # Outside any 0700 home folder, so the embedded server's system user can reach it (see docs).
+        data_dir = os.environ.get("NDC_DATA_DIR") or f"/var/tmp/ndc-{getpass.getuser()}"  # noqa: S108
         return cls(
             warehouse_url=os.environ.get("NDC_WAREHOUSE_URL") or DEFAULT_WAREHOUSE_URL,
             sources_dir=Path(os.environ.get("NDC_SOURCES_DIR") or REPO_ROOT / "dags" / "sources"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import polars as pl
 
 MANIFEST_DDL = """

@@ -114,8 +114,8 @@ class _Generator:
     def timestamps(self, n: int) -> pl.Series:
         span = int((self.updated_to - UPDATED_FROM).total_seconds())
         seconds = self.rng.integers(0, span, n)
-        return pl.Series((np.datetime64(UPDATED_FROM.replace(tzinfo=None), "s") + seconds.astype("timedelta64[s]")).astype("datetime64[us]")
-                         ).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+        moments = np.datetime64(UPDATED_FROM.replace(tzinfo=None), "s") + seconds.astype("timedelta64[s]")
+        return pl.Series(moments.astype("datetime64[us]")).dt.replace_time_zone("UTC")
 
     def residence(self, updated_at: pl.Series) -> pl.Series:
         """A province code in force on each record's Việt Nam date."""
