@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 GENESIS = "0" * 64
 _FIELDS = (
@@ -64,7 +65,7 @@ def append(conn: psycopg.Connection, entry: LedgerEntry) -> tuple[int, str]:
         digest = row_hash(prev, values)
         columns = [*_FIELDS, "prev_hash", "row_hash"]
         placeholders = ", ".join(["%s"] * len(columns))
-        params = [psycopg.types.json.Jsonb(values[k]) if k == "details" else values[k] for k in _FIELDS]
+        params = [Jsonb(values[k]) if k == "details" else values[k] for k in _FIELDS]
         conn.execute(
             f"insert into ndc_meta.ledger ({', '.join(columns)}) values ({placeholders})",
             [*params, prev, digest],

@@ -152,17 +152,17 @@ class _Batch:
     def execute(self, statement: sql.Composable) -> int:
         return self.conn.execute(statement, self.q).rowcount
 
-    def quarantine(self, relation: str, checks: str, reasons: str, row_hash: str, where: str = "true") -> None:
+    def quarantine(self, relation: str, checks: str, reasons: str, row_hash: str) -> None:
         payload = sql.SQL(", ").join(sql.SQL("{}, q.{}").format(sql.Literal(c), ident(c)) for c in self.t.columns)
         key = sql.SQL(", ").join(sql.SQL("q.{}::text").format(ident(c)) for c in self.t.primary_key)
         self.execute(sql.SQL(
             "insert into quarantine.rows (dataset, record_key, checks, reasons, payload, row_hash,"
             " contract_name, contract_version, batch_id, run_id)"
             " select %(dataset)s, concat_ws('|', {key}), {checks}, {reasons}, jsonb_build_object({payload}),"
-            " {row_hash}, %(cname)s, %(cversion)s, %(batch)s, %(run)s from {relation} q where {where}"
+            " {row_hash}, %(cname)s, %(cversion)s, %(batch)s, %(run)s from {relation} q"
             " on conflict (dataset, row_hash) do nothing"
         ).format(key=key, checks=sql.SQL(checks), reasons=sql.SQL(reasons), payload=payload,
-                 row_hash=sql.SQL(row_hash), relation=sql.SQL(relation), where=sql.SQL(where)))
+                 row_hash=sql.SQL(row_hash), relation=sql.SQL(relation)))
 
     def hash_incoming(self) -> int:
         return self.execute(sql.SQL("create temp table _ndc_in on commit drop as"
