@@ -131,5 +131,40 @@ def sources_validate(directory: str | None) -> None:
         click.echo(f"{source.path}: ok ({source.name}, {len(source.tables)} tables)")
 
 
+@main.group("dbt")
+def dbt_group() -> None:
+    """The dbt project (dbt_project/)."""
+
+
+@dbt_group.command("parse")
+def dbt_parse() -> None:
+    """Write dbt_project/target/manifest.json, which the conform DAG is rendered from."""
+    from ndc import dbt
+
+    click.echo(f"manifest written: {dbt.parse()}")
+
+
+@main.command()
+@click.option("--run-id", help="Run id recorded in the ledger.")
+def conform(run_id: str | None) -> None:
+    """dbt build into the inactive build schema, then publish it (write-audit-publish).
+
+    If the build fails nothing is published: consumers keep reading the last good build."""
+    from ndc import dbt, warehouse
+    from ndc.publish import inactive_schema, publish
+    from ndc.settings import get_settings
+
+    with warehouse.connect(get_settings().warehouse_url) as conn:
+        warehouse.ensure_meta(conn)
+        build_schema = inactive_schema(conn)
+        click.echo(f"building shared models into {build_schema}")
+        result = dbt.run(["build"], build_schema=build_schema, echo=True)
+        if result.returncode != 0:
+            raise NdcError(f"dbt build failed (exit {result.returncode}); nothing published, "
+                           "consumers still read the previous build")
+        published = publish(conn, build_schema, dbt.shared_models(), run_id=run_id)
+    click.echo(f"published {published.rows} from {published.build_schema}")
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,38 @@
+{#- Each citizen's residence: the province in force on the record's Việt Nam date, and its 2025 province. -#}
+with
+
+citizens as (
+    select * from {{ ref('stg_population__citizens') }}
+),
+
+provinces as (
+    select * from {{ ref('int_provinces_effective_dated') }}
+),
+
+mapping as (
+    select * from {{ ref('province_mapping') }}
+),
+
+dated as (
+    select
+        *,
+        (source_updated_at at time zone 'Asia/Ho_Chi_Minh')::date as residence_recorded_on
+    from citizens
+),
+
+located as (
+    select
+        dated.*,
+        provinces.province_name as historic_province_name,
+        mapping.new_code as current_province_code,
+        mapping.new_name as current_province_name
+    from dated
+    left join provinces
+        on
+            dated.residence_province_code = provinces.province_code
+            and dated.residence_recorded_on between provinces.valid_from and provinces.valid_to
+    left join mapping
+        on dated.residence_province_code = mapping.old_code
+)
+
+select * from located

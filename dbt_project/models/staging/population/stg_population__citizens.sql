@@ -1,0 +1,25 @@
+with
+
+source as (
+    select * from {{ source('population', 'citizens') }}
+),
+
+renamed as (
+    select
+        pin as citizen_id,
+        cmnd as legacy_id_card_number,
+        full_name,
+        birth_date,
+        death_date,
+        sex,
+        ethnicity,
+        household_id,
+        province_code as residence_province_code,
+        ward as residence_ward,
+        address as residence_address,
+        updated_at as source_updated_at,
+        _ndc_loaded_at as loaded_at
+    from source
+)
+
+select * from renamed
