@@ -131,6 +131,27 @@ def sources_validate(directory: str | None) -> None:
         click.echo(f"{source.path}: ok ({source.name}, {len(source.tables)} tables)")
 
 
+@main.group()
+def agency() -> None:
+    """Consumer agencies (roles with security_barrier views over shared.<model>)."""
+
+
+@agency.command("apply-province")
+@click.argument("role")
+@click.argument("province_code")
+@click.option("--schema", help="Schema of the agency's views [default: the role name].")
+def agency_apply_province(role: str, province_code: str, schema: str | None) -> None:
+    """Give ROLE a masked view of shared.citizens for the current province PROVINCE_CODE (idempotent)."""
+    from ndc import warehouse
+    from ndc.settings import get_settings
+    from ndc.sharing import ProvinceAgency, apply_province_agency
+
+    url = get_settings().warehouse_url
+    with warehouse.connect(url) as conn:
+        apply_province_agency(conn, ProvinceAgency(role, schema or role, province_code), url)
+    click.echo(f"{role}: select on {schema or role}.citizens (current province {province_code}, PIN masked)")
+
+
 @main.group("dbt")
 def dbt_group() -> None:
     """The dbt project (dbt_project/)."""

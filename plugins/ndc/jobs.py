@@ -116,3 +116,15 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
         new_columns=stats.new_columns)
     log.info("%s done: %s", target.dataset, asdict(result))
     return result
+
+
+def publish_build(build_schema: str, run_id: str | None = None, settings: Settings | None = None) -> dict:
+    """Publish the shared models built in ``build_schema`` (the conform DAG's last task; also ``ndc publish``)."""
+    from ndc import dbt
+    from ndc.publish import publish
+
+    settings = settings or get_settings()
+    with warehouse.connect(settings.warehouse_url) as conn:
+        warehouse.ensure_meta(conn)
+        published = publish(conn, build_schema, dbt.shared_models(), run_id=run_id)
+    return {"build_schema": published.build_schema, "rows": published.rows}

@@ -112,12 +112,17 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
 
 
 def ensure_database(url: str) -> None:
-    """Create the database named in ``url`` if it does not exist yet."""
+    """Create the database named in ``url`` if it does not exist yet.
+
+    PostgreSQL lets every role connect to a new database; the platform's databases (warehouse, simulated
+    sources, Airflow metadata) revoke that, so a consumer role reaches only what it is granted.
+    """
     name = database_of(url)
     with connect(with_database(url, "postgres"), autocommit=True) as admin:
         exists = admin.execute("select 1 from pg_database where datname = %s", (name,)).fetchone()
         if not exists:
             admin.execute(sql.SQL("create database {}").format(ident(name)))
+        admin.execute(sql.SQL("revoke connect, temporary on database {} from public").format(ident(name)))
 
 
 def drop_database(url: str) -> None:

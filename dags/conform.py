@@ -1,0 +1,10 @@
+"""The conform DAG: dbt (via Cosmos) on the landing Assets, then write-audit-publish of the shared views.
+
+Needs dbt_project/target/manifest.json: run ``ndc dbt parse`` after changing the dbt project.
+"""
+
+from pathlib import Path
+
+from ndc.airflow.conform import build_conform_dag
+
+conform = build_conform_dag(Path(__file__).parent / "sources")
