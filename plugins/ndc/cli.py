@@ -19,6 +19,13 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _warehouse() -> str:
+    """NDC_WAREHOUSE_URL, or the embedded server (started if needed)."""
+    from ndc import embedded
+
+    return embedded.ensure_warehouse()
+
+
 class _Cli(click.Group):
     def invoke(self, ctx: click.Context):
         try:
@@ -54,6 +61,7 @@ def simulate_population(citizens: int, seed: int, defect_rate: float, url: str |
     from ndc.settings import get_settings
     from ndc.simulate import population
 
+    _warehouse()
     if url is None:
         source = find_source(get_settings().sources_dir, "population")
         url = connections.resolve(source.connection.conn_id)
@@ -81,6 +89,9 @@ def extract(source: str, table: str, start: datetime, end: datetime, run_id: str
 
     if _utc(end) <= _utc(start):
         raise click.BadParameter("--end must be after --start")
+    from ndc import warehouse
+
+    warehouse.ensure_database(_warehouse())
     result = extract_table(source, table, _utc(start), _utc(end), run_id=run_id)
     click.echo(json.dumps(result.__dict__, indent=2, ensure_ascii=False))
 
@@ -95,9 +106,8 @@ def ledger_verify() -> None:
     """Recompute the chain from its first row; exit 1 if any link is broken."""
     from ndc import ledger as ledger_module
     from ndc import warehouse
-    from ndc.settings import get_settings
 
-    with warehouse.connect(get_settings().warehouse_url) as conn:
+    with warehouse.connect(_warehouse()) as conn:
         warehouse.ensure_meta(conn)
         result = ledger_module.verify(conn)
     if result.ok:
@@ -143,13 +153,67 @@ def agency() -> None:
 def agency_apply_province(role: str, province_code: str, schema: str | None) -> None:
     """Give ROLE a masked view of shared.citizens for the current province PROVINCE_CODE (idempotent)."""
     from ndc import warehouse
-    from ndc.settings import get_settings
     from ndc.sharing import ProvinceAgency, apply_province_agency
 
-    url = get_settings().warehouse_url
+    url = _warehouse()
     with warehouse.connect(url) as conn:
         apply_province_agency(conn, ProvinceAgency(role, schema or role, province_code), url)
     click.echo(f"{role}: select on {schema or role}.citizens (current province {province_code}, PIN masked)")
+
+
+@main.command()
+@click.option("--citizens", default=100_000, show_default=True, type=click.IntRange(min=1000))
+@click.option("--seed", default=42, show_default=True, type=int)
+def demo(citizens: int, seed: int) -> None:
+    """Simulate, extract, conform and publish as real Airflow DAG runs, then show what a consumer sees."""
+    from ndc.demo import DEMO_AGENCY, run_demo
+
+    summary = run_demo(citizens, seed, click.echo)
+    f = summary.figures
+    click.echo("\n== Summary ==")
+    click.echo("rows per stage:")
+    for table, count in f["source"].items():
+        click.echo(f"  {table:<18} source {count:>9,}  landing {f['landing'][table]:>9,}")
+    click.echo(f"  shared.citizens (published from {f['build_schema']}): {f['shared']:,}")
+    click.echo("quarantined rows by check:")
+    for dataset, checks, count in f["quarantine"]:
+        click.echo(f"  {dataset:<30} {checks:<24} {count:>6,}")
+    ledger_rows = ", ".join(f"{kind} {count}" for kind, count in f["ledger"])
+    chain = "verified" if f["ledger_ok"] else "BROKEN"
+    click.echo(f"ledger: {ledger_rows}; chain {chain} (head {f['ledger_head'][:16]}…)")
+    click.echo("time per stage:")
+    for title, seconds in summary.stages:
+        click.echo(f"  {seconds:6.1f} s  {title}")
+    click.echo(f"  {sum(s for _, s in summary.stages):6.1f} s  total")
+    click.echo(f"what {DEMO_AGENCY} sees in agency_quang_ngai.citizens ({f['consumer_rows']:,} rows; PIN masked):")
+    for row in f["consumer_sample"]:
+        click.echo("  " + " | ".join(str(v) for v in row))
+    env = " ".join(f"{k}={v}" for k, v in f["airflow_env"].items())
+    click.echo("\nOpen the Airflow UI on the same data:  ndc airflow")
+    click.echo(f"  (that is: {env} airflow standalone)")
+
+
+@main.command()
+def stop() -> None:
+    """Stop the embedded PostgreSQL server."""
+    from ndc import embedded
+
+    click.echo("embedded PostgreSQL stopped" if embedded.stop() else "embedded PostgreSQL was not running")
+
+
+@main.command("airflow")
+def airflow_ui() -> None:
+    """Start the Airflow UI (airflow standalone) on the demo's data; prints the URL and the login."""
+    import os
+
+    from ndc import embedded
+    from ndc.demo import airflow_command, airflow_env
+
+    env = {**os.environ, **airflow_env(embedded.ensure_warehouse()),
+           "AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": "8080"}
+    passwords = f"{env['AIRFLOW_HOME']}/simple_auth_manager_passwords.json.generated"
+    click.echo(f"Airflow UI: http://127.0.0.1:8080  user admin, password in {passwords} (Ctrl-C stops)")
+    os.execvpe(airflow_command()[0], airflow_command("standalone"), env)  # noqa: S606 - our own venv binary
 
 
 @main.group("dbt")
@@ -173,9 +237,8 @@ def conform(run_id: str | None) -> None:
     If the build fails nothing is published: consumers keep reading the last good build."""
     from ndc import dbt, warehouse
     from ndc.publish import inactive_schema, publish
-    from ndc.settings import get_settings
 
-    with warehouse.connect(get_settings().warehouse_url) as conn:
+    with warehouse.connect(_warehouse()) as conn:
         warehouse.ensure_meta(conn)
         build_schema = inactive_schema(conn)
         click.echo(f"building shared models into {build_schema}")

@@ -27,6 +27,8 @@ from ndc.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
+FULL_REFRESH_START = datetime(1900, 1, 1, tzinfo=UTC)
+
 
 @dataclass
 class ExtractResult:

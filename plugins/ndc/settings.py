@@ -2,7 +2,7 @@
 
 | variable | meaning | default |
 |---|---|---|
-| ``NDC_WAREHOUSE_URL`` | the hub's warehouse (PostgreSQL URL) | loopback PostgreSQL, database ``ndc`` |
+| ``NDC_WAREHOUSE_URL`` | the hub's warehouse (PostgreSQL URL) | the embedded server (``ndc.embedded``) |
 | ``NDC_SOURCES_DIR`` | folder of source YAML files | ``dags/sources`` of this repository |
 | ``NDC_DATA_DIR`` | where the platform keeps files (embedded server, manifests) | ``/var/tmp/ndc-<user>`` |
 | ``NDC_BATCH_BYTES`` | size of one streamed extract batch | 16 MiB |
@@ -19,7 +19,8 @@ from pathlib import Path
 from ndc.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_WAREHOUSE_URL = "postgresql://postgres@127.0.0.1:5432/ndc"
+# Unset NDC_WAREHOUSE_URL means the embedded server (started by `ndc` commands through ndc.embedded).
+DEFAULT_WAREHOUSE_URL = f"postgresql://postgres@127.0.0.1:{os.environ.get('NDC_EMBEDDED_PORT') or 54329}/ndc"
 DEFAULT_BATCH_BYTES = 16 * 1024 * 1024
 
 

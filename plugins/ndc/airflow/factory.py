@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pendulum
-from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, task
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
 
 from ndc.connections import env_name
 from ndc.registry import SourceConfig, load_sources
@@ -56,6 +56,7 @@ one `ndc_meta.ledger` row. Reruns and backfills are idempotent.
 {tables}
 
 Rerun one table by hand: `ndc extract {source.name} <table> --start <interval start> --end <interval end>`.
+Trigger with `{{"full_refresh": true}}` to reload everything up to the interval end (idempotent).
 Config: `{source.path}`.
 """
 
@@ -64,14 +65,14 @@ def _table_task(source: SourceConfig, table_name: str):
     path = str(source.path)
 
     @task(task_id=f"extract_{table_name}", outlets=[landing_asset(source.landing_schema, table_name)])
-    def extract(data_interval_start=None, data_interval_end=None, run_id=None) -> dict:
+    def extract(data_interval_start=None, data_interval_end=None, run_id=None, params=None) -> dict:
         from dataclasses import asdict
 
-        from ndc.jobs import extract_table
+        from ndc.jobs import FULL_REFRESH_START, extract_table
         from ndc.registry import load_source
 
-        result = extract_table(load_source(Path(path)), table_name, data_interval_start, data_interval_end,
-                               run_id=run_id)
+        start = FULL_REFRESH_START if (params or {}).get("full_refresh") else data_interval_start
+        result = extract_table(load_source(Path(path)), table_name, start, data_interval_end, run_id=run_id)
         return asdict(result)
 
     return extract()
@@ -90,6 +91,8 @@ def build_extract_dag(source: SourceConfig) -> DAG:
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
         tags=["extract", source.name, source.connection_model],
+        params={"full_refresh": Param(False, type="boolean",
+                                      description="Extract everything up to the interval end, not just the interval")},
         doc_md=_doc(source),
     ) as dag:
         for table in source.tables:
