@@ -1,4 +1,4 @@
-"""A real Airflow DAG run (``airflow dags test``) of the population extract over one daily interval."""
+"""Real Airflow DAG runs (``airflow dags test``): the population extract over one daily interval, then conform."""
 
 from __future__ import annotations
 
@@ -39,3 +39,11 @@ def test_extract_dag_run_loads_its_interval(dbs, tmp_path):
                                             ("citizens", "households", "residence_changes")]
     assert {(r[1], r[2], r[3]) for r in ledger} == {("success", start + timedelta(hours=2), end)}
     assert all(r[4].startswith("manual__") for r in ledger)
+
+    conform = subprocess.run(["airflow", "dags", "test", "conform", "2025-07-02"], env=env, capture_output=True,
+                             text=True, timeout=600, check=False)
+    assert conform.returncode == 0, conform.stdout[-3000:] + conform.stderr[-3000:]
+    assert scalar(dbs.warehouse, "select count(*) from shared.citizens") == in_window - rejected
+    assert scalar(dbs.warehouse, "select build_schema from ndc_meta.publications") == "shared_a"
+    assert query(dbs.warehouse, "select kind, outcome from ndc_meta.ledger where kind = 'publish'") == [
+        ("publish", "success")]

@@ -1,0 +1,61 @@
+"""The README's demo on the embedded default: no NDC_WAREHOUSE_URL, a fresh data directory, its own server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from ndc import embedded
+
+
+@pytest.fixture
+def embedded_env():
+    # Not under pytest's tmp folders: they are 0700, and the server runs as its own user (as root).
+    data_dir = Path(tempfile.mkdtemp(prefix="ndc-test-", dir="/var/tmp"))
+    data_dir.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NDC_", "AIRFLOW"))}
+    env.update(NDC_DATA_DIR=str(data_dir), NDC_EMBEDDED_PORT="54391", NDC_EMBEDDED_NO_SYNC="1")
+    yield env
+    subprocess.run(["ndc", "stop"], env=env, check=False, capture_output=True)
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_embedded_server_starts_reuses_and_stops(embedded_env, monkeypatch):
+    for key in ("NDC_DATA_DIR", "NDC_EMBEDDED_PORT", "NDC_EMBEDDED_NO_SYNC"):
+        monkeypatch.setenv(key, embedded_env[key])
+    monkeypatch.delenv("NDC_WAREHOUSE_URL", raising=False)
+    url = embedded.start()
+    assert url == "postgresql://postgres@127.0.0.1:54391/ndc"
+    assert embedded.start() == url and embedded.is_running()
+    with psycopg.connect(url.replace("/ndc", "/postgres")) as conn:
+        assert conn.execute("show server_version").fetchone()[0].startswith("17.")
+        assert conn.execute("show listen_addresses").fetchone()[0] == "127.0.0.1"
+    assert embedded.stop() is True
+    assert not embedded.is_running() and embedded.stop() is False
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_on_the_embedded_default(embedded_env):
+    run = subprocess.run(["ndc", "demo", "--citizens", "100000"], env=embedded_env, capture_output=True,
+                         text=True, timeout=900, check=False)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    out = run.stdout
+    for expected in ("== Summary ==", "quarantined rows by check:", "chain verified", "time per stage:",
+                     "agency_quang_ngai.citizens", "ndc airflow"):
+        assert expected in out
+    print(out[out.index("== Summary =="):])
+    base = "postgresql://postgres@127.0.0.1:54391/"
+    with psycopg.connect(base + "ndc_src_population") as src:
+        clean = {r[0] for r in src.execute(
+            "select pin from citizens c where not exists (select 1 from simulator.defect_manifest m"
+            " where m.table_name = 'citizens' and m.record_key = c.pin)")}
+    with psycopg.connect(base + "ndc") as wh:
+        shared = {r[0] for r in wh.execute("select citizen_id from shared.citizens")}
+        landed = wh.execute("select count(*) from landing_population.citizens").fetchone()[0]
+    assert clean <= shared and len(shared) == landed
