@@ -43,6 +43,8 @@ def test_extract_dag_run_loads_its_interval(dbs, tmp_path):
     conform = subprocess.run(["airflow", "dags", "test", "conform", "2025-07-02"], env=env, capture_output=True,
                              text=True, timeout=600, check=False)
     assert conform.returncode == 0, conform.stdout[-3000:] + conform.stderr[-3000:]
+    # Succeeding only after a retry would hide a wrongly ordered test (see docs/conform-publish.md).
+    assert "Task failed" not in conform.stdout + conform.stderr
     assert scalar(dbs.warehouse, "select count(*) from shared.citizens") == in_window - rejected
     assert scalar(dbs.warehouse, "select build_schema from ndc_meta.publications") == "shared_a"
     assert query(dbs.warehouse, "select kind, outcome from ndc_meta.ledger where kind = 'publish'") == [

@@ -19,7 +19,7 @@ import subprocess
 from pathlib import Path
 
 from ndc.errors import NdcError
-from ndc.settings import get_settings
+from ndc.settings import DEFAULT_EMBEDDED_PORT, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ SYSTEM_USER = "ndc-postgres"
 
 
 def port() -> int:
-    return int(os.environ.get("NDC_EMBEDDED_PORT") or 54329)
+    return int(os.environ.get("NDC_EMBEDDED_PORT") or DEFAULT_EMBEDDED_PORT)
 
 
 def data_dir() -> Path:

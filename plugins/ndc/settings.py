@@ -19,8 +19,7 @@ from pathlib import Path
 from ndc.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# Unset NDC_WAREHOUSE_URL means the embedded server (started by `ndc` commands through ndc.embedded).
-DEFAULT_WAREHOUSE_URL = f"postgresql://postgres@127.0.0.1:{os.environ.get('NDC_EMBEDDED_PORT') or 54329}/ndc"
+DEFAULT_EMBEDDED_PORT = 54329
 DEFAULT_BATCH_BYTES = 16 * 1024 * 1024
 
 
@@ -49,7 +48,9 @@ class Settings:
         # Outside any 0700 home folder, so the embedded server's system user can reach it (see docs).
         data_dir = os.environ.get("NDC_DATA_DIR") or f"/var/tmp/ndc-{getpass.getuser()}"  # noqa: S108
         return cls(
-            warehouse_url=os.environ.get("NDC_WAREHOUSE_URL") or DEFAULT_WAREHOUSE_URL,
+            # Unset means the embedded server (started by `ndc` commands through ndc.embedded).
+            warehouse_url=os.environ.get("NDC_WAREHOUSE_URL") or (
+                f"postgresql://postgres@127.0.0.1:{os.environ.get('NDC_EMBEDDED_PORT') or DEFAULT_EMBEDDED_PORT}/ndc"),
             sources_dir=Path(os.environ.get("NDC_SOURCES_DIR") or REPO_ROOT / "dags" / "sources"),
             data_dir=Path(data_dir),
             batch_bytes=_int_setting("NDC_BATCH_BYTES", DEFAULT_BATCH_BYTES, minimum=1024),

@@ -52,6 +52,7 @@ def apply_province_agency(conn: psycopg.Connection, agency: ProvinceAgency, ware
         conn.execute(sql.SQL(
             "create or replace view {schema}.citizens with (security_barrier = true) as"
             " select " + MASKED_PIN + " as citizen_id_masked, full_name, birth_date, sex, household_id,"
+            " has_registered_household,"
             " historic_province_code, historic_province_name, current_province_code, current_province_name"
             " from shared.citizens where current_province_code = {code}"
         ).format(schema=schema, code=sql.Literal(agency.current_province_code)))

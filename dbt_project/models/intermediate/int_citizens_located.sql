@@ -1,4 +1,5 @@
-{#- Each citizen's residence: the province in force on the record's Việt Nam date, and its 2025 province. -#}
+{#- Each citizen's residence: the province in force on the record's Việt Nam date, and its 2025 province;
+    and whether the household is registered (an unknown one is flagged, never dropped). -#}
 with
 
 citizens as (
@@ -13,6 +14,10 @@ mapping as (
     select * from {{ ref('province_mapping') }}
 ),
 
+households as (
+    select household_id from {{ ref('stg_population__households') }}
+),
+
 dated as (
     select
         *,
@@ -25,7 +30,8 @@ located as (
         dated.*,
         provinces.province_name as historic_province_name,
         mapping.new_code as current_province_code,
-        mapping.new_name as current_province_name
+        mapping.new_name as current_province_name,
+        households.household_id is not null as has_registered_household
     from dated
     left join provinces
         on
@@ -33,6 +39,8 @@ located as (
             and dated.residence_recorded_on between provinces.valid_from and provinces.valid_to
     left join mapping
         on dated.residence_province_code = mapping.old_code
+    left join households
+        on dated.household_id = households.household_id
 )
 
 select * from located

@@ -13,6 +13,7 @@ final as (
         sex,
         ethnicity,
         household_id,
+        has_registered_household,
         residence_province_code as historic_province_code,
         historic_province_name,
         current_province_code,

@@ -38,8 +38,11 @@ def _dbt_group():
         render_config=RenderConfig(load_method=LoadMode.DBT_MANIFEST, test_behavior=TestBehavior.BUILD),
         execution_config=ExecutionConfig(dbt_executable_path=dbt.dbt_executable(),
                                          invocation_mode=InvocationMode.SUBPROCESS),
+        # "buildable": a test runs in the task of its last-built parent only. dbt's default ("eager") would also
+        # run a relationships test in the other parent's task, before this build of the tested model exists.
         operator_args={"vars": {"ndc_build_schema": BUILD_SCHEMA_XCOM}, "install_deps": False,
-                       "append_env": True, "emit_datasets": False},
+                       "append_env": True, "emit_datasets": False,
+                       "dbt_cmd_flags": ["--indirect-selection", "buildable"]},
     )
 
 
