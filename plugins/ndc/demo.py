@@ -64,8 +64,6 @@ class DemoSummary:
 
 def _reset(warehouse_url: str) -> None:
     """Start clean: drop the demo's warehouse and source databases (embedded default only)."""
-    if os.environ.get("NDC_DEMO_KEEP_WAREHOUSE"):
-        return
     warehouse.drop_database(warehouse_url)
     warehouse.drop_database(connections.resolve("ndc_src_population"))
 
@@ -73,7 +71,6 @@ def _reset(warehouse_url: str) -> None:
 def run_demo(citizens: int, seed: int, echo: Callable[[str], None]) -> DemoSummary:
     summary = DemoSummary()
     configured = bool(os.environ.get("NDC_WAREHOUSE_URL"))
-    steps: list[tuple[str, Callable[[], object]]] = []
     state: dict = {}
 
     def step_warehouse() -> None:
@@ -110,8 +107,9 @@ def run_demo(citizens: int, seed: int, echo: Callable[[str], None]) -> DemoSumma
             agency = ProvinceAgency(DEMO_AGENCY, "agency_quang_ngai", DEMO_PROVINCE)
             apply_province_agency(conn, agency, state["url"])
 
-    steps = [("warehouse (embedded PostgreSQL)" if not configured else "warehouse (NDC_WAREHOUSE_URL)",
-              step_warehouse),
+    where = "embedded PostgreSQL" if not configured else "NDC_WAREHOUSE_URL"
+    steps: list[tuple[str, Callable[[], None]]] = [
+             (f"warehouse ({where})", step_warehouse),
              (f"simulate population ({citizens:,} citizens)", step_simulate),
              ("extract_population DAG run (airflow dags test, full refresh)", step_extract),
              ("conform DAG run (dbt via Cosmos, write-audit-publish)", step_conform),
