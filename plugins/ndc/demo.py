@@ -63,9 +63,13 @@ class DemoSummary:
 
 
 def _reset(warehouse_url: str) -> None:
-    """Start clean: drop the demo's warehouse and source databases (embedded default only)."""
-    warehouse.drop_database(warehouse_url)
-    warehouse.drop_database(connections.resolve("ndc_src_population"))
+    """Start clean: drop the demo's warehouse and source databases, only those on the embedded server."""
+    from urllib.parse import urlsplit
+
+    server = urlsplit(warehouse_url).netloc
+    for url in (warehouse_url, connections.resolve("ndc_src_population")):
+        if urlsplit(url).netloc == server:
+            warehouse.drop_database(url)
 
 
 def run_demo(citizens: int, seed: int, echo: Callable[[str], None]) -> DemoSummary:

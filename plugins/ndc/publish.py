@@ -22,26 +22,8 @@ from ndc.identifiers import column_list, ident
 
 log = logging.getLogger(__name__)
 
-PUBLICATIONS_DDL = """
-create schema if not exists shared;
-create table if not exists ndc_meta.publications (
-    publication_id bigint generated always as identity primary key,
-    build_schema text not null check (build_schema in ('shared_a', 'shared_b')),
-    models text[] not null,
-    run_id text,
-    published_at timestamptz not null default now()
-);
-"""
-
-
-def ensure_publications(conn: psycopg.Connection) -> None:
-    from ndc.warehouse import run_ddl
-
-    run_ddl(conn, PUBLICATIONS_DDL)
-
-
 def active_schema(conn: psycopg.Connection) -> str | None:
-    ensure_publications(conn)
+    """The build schema consumers read now (None before the first publish). Needs ``ensure_meta`` first."""
     with conn.transaction():
         row = conn.execute("select build_schema from ndc_meta.publications"
                            " order by publication_id desc limit 1").fetchone()
@@ -77,7 +59,6 @@ def publish(conn: psycopg.Connection, build_schema: str, models: dict[str, list[
     if build_schema not in BUILD_SCHEMAS:
         raise NdcError(f"build schema must be one of {BUILD_SCHEMAS}, got {build_schema!r}")
     started = time.monotonic()
-    ensure_publications(conn)
     audit(conn, build_schema, models)
     rows = {}
     with conn.transaction():

@@ -14,11 +14,12 @@ from ndc.errors import NdcError
 from ndc.identifiers import ident
 
 _DDL_LOCK = 727_001  # advisory lock that serialises the platform's DDL across processes
-META_VERSION = 1  # raise when META_DDL changes; ensure_meta then re-runs it
+META_VERSION = 2  # raise when META_DDL changes; ensure_meta then re-runs it
 
 META_DDL = """
 create schema if not exists ndc_meta;
 create schema if not exists quarantine;
+create schema if not exists shared;
 
 create table if not exists ndc_meta.batches (
     batch_id uuid primary key,
@@ -93,6 +94,14 @@ create table if not exists quarantine.rows (
     unique (dataset, row_hash)
 );
 create index if not exists quarantine_rows_dataset_checks on quarantine.rows using gin (checks);
+
+create table if not exists ndc_meta.publications (
+    publication_id bigint generated always as identity primary key,
+    build_schema text not null check (build_schema in ('shared_a', 'shared_b')),
+    models text[] not null,
+    run_id text,
+    published_at timestamptz not null default now()
+);
 
 create table if not exists ndc_meta.schema_version (version integer primary key, applied_at timestamptz default now());
 """

@@ -16,14 +16,14 @@ import pendulum
 from airflow.sdk import DAG, Asset, task
 
 from ndc import dbt
-from ndc.airflow.factory import DEFAULT_ARGS, landing_asset
+from ndc.airflow.factory import DEFAULT_ARGS, landing_asset, warehouse_uri
 from ndc.registry import load_sources
 
 BUILD_SCHEMA_XCOM = "{{ ti.xcom_pull(task_ids='choose_build_schema') }}"
 
 
 def shared_asset(model: str) -> Asset:
-    return Asset(name=f"shared.{model}", uri=landing_asset("shared", model).uri, group="shared")
+    return Asset(name=f"shared.{model}", uri=warehouse_uri("shared", model), group="shared")
 
 
 def _dbt_group():

@@ -30,11 +30,15 @@ DEFAULT_ARGS = {
 }
 
 
-def landing_asset(schema: str, table: str) -> Asset:
-    """The Asset of a landing table, named ``<schema>.<table>``, URI in the form dbt/Cosmos use."""
+def warehouse_uri(schema: str, table: str) -> str:
+    """A warehouse table's Asset URI, in the form dbt/Cosmos use (no connection is made)."""
     parts = urlsplit(get_settings().warehouse_url)
-    uri = f"postgres://{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}/{schema}/{table}"
-    return Asset(name=f"{schema}.{table}", uri=uri, group="landing")
+    return f"postgres://{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}/{schema}/{table}"
+
+
+def landing_asset(schema: str, table: str) -> Asset:
+    """The Asset of a landing table, named ``<schema>.<table>``."""
+    return Asset(name=f"{schema}.{table}", uri=warehouse_uri(schema, table), group="landing")
 
 
 def _doc(source: SourceConfig) -> str:
