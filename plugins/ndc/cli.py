@@ -48,33 +48,42 @@ def simulate() -> None:
     """Create simulated national databases (deterministic per seed) with a manifest of injected defects."""
 
 
-@simulate.command("population")
-@click.option("--citizens", default=100_000, show_default=True, type=click.IntRange(min=10))
-@click.option("--seed", default=42, show_default=True, type=int)
-@click.option("--defect-rate", default=0.001, show_default=True, type=click.FloatRange(0, 0.05),
-              help="Share of rows per defect kind.")
-@click.option("--url", help="Source database URL [default: the connection of dags/sources/population.yml].")
-def simulate_population(citizens: int, seed: int, defect_rate: float, url: str | None) -> None:
-    """The Ministry of Public Security's population database."""
-    from ndc import connections
-    from ndc.registry import find_source
-    from ndc.settings import get_settings
-    from ndc.simulate import population
+def _simulate_command(name: str, summary: str) -> None:
+    @simulate.command(name, help=summary)
+    @click.option("--citizens", default=100_000, show_default=True, type=click.IntRange(min=10),
+                  help="Population size; every source is drawn from, or scaled to, the same people.")
+    @click.option("--seed", default=42, show_default=True, type=int)
+    @click.option("--defect-rate", default=0.001, show_default=True, type=click.FloatRange(0, 0.05),
+                  help="Share of rows per defect kind.")
+    @click.option("--url", help=f"Where the source lives [default: the connection of dags/sources/{name}.yml].")
+    def command(citizens: int, seed: int, defect_rate: float, url: str | None) -> None:
+        import importlib
 
-    _warehouse()
-    if url is None:
-        source = find_source(get_settings().sources_dir, "population")
-        url = connections.resolve(source.connection.conn_id)
-    spec = population.PopulationSpec(citizens=citizens, seed=seed, defect_rate=defect_rate)
-    started = datetime.now(UTC)
-    sim = population.simulate(spec)
-    population.write(url, sim, spec)
-    seconds = (datetime.now(UTC) - started).total_seconds()
-    click.echo(f"population: {sim.citizens.height:,} citizen rows, {sim.households.height:,} households, "
-               f"{sim.residence_changes.height:,} residence changes in {connections.redact(url)} ({seconds:.1f} s)")
-    summary = sim.manifest.group_by("table_name", "kind", "expected_outcome").len().sort("table_name", "kind")
-    for table, kind, outcome, count in summary.iter_rows():
-        click.echo(f"  defect {table}.{kind}: {count} -> {outcome}")
+        from ndc import connections
+        from ndc.simulate.common import SourceSpec
+
+        _warehouse()
+        module = importlib.import_module(f"ndc.simulate.{name}")
+        target = url or module.default_target()
+        spec = SourceSpec(citizens=citizens, seed=seed, defect_rate=defect_rate)
+        started = datetime.now(UTC)
+        sim = module.simulate(spec)
+        module.write(target, sim, spec)
+        seconds = (datetime.now(UTC) - started).total_seconds()
+        click.echo(f"{name}: {module.describe(sim)} in {connections.redact(target)} ({seconds:.1f} s)")
+        counts = sim.manifest.group_by("table_name", "kind", "expected_outcome").len().sort("table_name", "kind")
+        for table, kind, outcome, count in counts.iter_rows():
+            click.echo(f"  defect {table}.{kind}: {count} -> {outcome}")
+
+
+for _name, _summary in (
+    ("population", "The Ministry of Public Security's population database (PostgreSQL)."),
+    ("enterprise", "The national business registration database (MariaDB/MySQL)."),
+    ("taxation", "The General Department of Taxation's taxpayer database (PostgreSQL)."),
+    ("insurance", "Vietnam Social Security's database, served as a REST API (see `ndc simulate serve-insurance`)."),
+    ("education", "The education database's file drops (CSV and Parquet per province and school year)."),
+):
+    _simulate_command(_name, _summary)
 
 
 @main.command()

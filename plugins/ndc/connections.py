@@ -19,7 +19,7 @@ from ndc.errors import ConfigError
 from ndc.settings import get_settings
 
 _SCHEMES = {"postgres": "postgresql", "postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql",
-            "http": "http", "https": "https"}
+            "http": "http", "https": "https", "file": "file"}
 
 
 def env_name(conn_id: str) -> str:
@@ -69,6 +69,20 @@ def resolve(conn_id: str) -> str:
         raw = raw.strip()
         return _from_json(conn_id, raw) if raw.startswith("{") else normalise_url(raw)
     return with_database(get_settings().warehouse_url, conn_id)
+
+
+def source_url(conn_id: str, engine: str) -> str:
+    """A source's URL: ``AIRFLOW_CONN_<ID>`` if set, else the development default for its engine.
+
+    SQL engines default to a database beside the warehouse (so a MariaDB source falls back to PostgreSQL when
+    no MariaDB is configured); file drops default to ``$NDC_DATA_DIR/drops/<conn_id>``; an HTTP source has no
+    default and must be configured.
+    """
+    if os.environ.get(env_name(conn_id)) or engine in ("postgresql", "mysql"):
+        return resolve(conn_id)
+    if engine == "files":
+        return (get_settings().data_dir / "drops" / conn_id).as_uri()
+    raise ConfigError(f"connection {conn_id}: set {env_name(conn_id)} (e.g. http://:<token>@127.0.0.1:8765/)")
 
 
 def redact(url: str) -> str:

@@ -44,8 +44,25 @@ class TableConfig(_Strict):
     primary_key: list[str] = Field(min_length=1)
     incremental_column: str
     contract: str = Field(description="contract name in the contract registry, e.g. population.citizens")
+    tombstone_column: str | None = Field(
+        default=None, description="a column whose non-null value marks the row deleted at the source")
+    file_glob: str | None = Field(
+        default=None, description="files engine: files of this table under the drop folder "
+        "[default: <source_table>/**/*.csv and .parquet]")
 
     _names = field_validator("name", "source_schema", "source_table", "incremental_column")(_check_identifier)
+
+    @field_validator("tombstone_column")
+    @classmethod
+    def _tombstone(cls, value: str | None) -> str | None:
+        return None if value is None else _check_identifier(value)
+
+    @field_validator("file_glob")
+    @classmethod
+    def _glob(cls, value: str | None) -> str | None:
+        if value is not None and (value.startswith("/") or ".." in Path(value).parts):
+            raise ValueError("expected a pattern relative to the drop folder, without '..'")
+        return value
 
     @field_validator("primary_key")
     @classmethod
@@ -64,17 +81,55 @@ class SourceConfig(_Strict):
     schedule: str
     start_date: date
     lookback: timedelta = timedelta(0)
+    max_connections: int = Field(default=2, ge=1, le=64,
+                                 description="slots of the source's Airflow pool: concurrent connections to it")
+    full_compare_schedule: str | None = Field(
+        default="@weekly", description="when the full-compare DAG looks for rows deleted at the source "
+        "(SQL engines; null turns it off)")
+    legacy_encoding: str | None = Field(
+        default=None, description="files engine: the encoding of files that are not UTF-8, e.g. cp1258")
     tables: list[TableConfig] = Field(min_length=1)
     path: Path | None = Field(default=None, exclude=True)
 
     _name = field_validator("name")(_check_identifier)
 
-    @field_validator("schedule")
+    @field_validator("schedule", "full_compare_schedule")
     @classmethod
-    def _schedule(cls, value: str) -> str:
-        if not _CRON.match(value.strip()):
+    def _schedule(cls, value: str | None) -> str | None:
+        if value is not None and not _CRON.match(value.strip()):
             raise ValueError("expected a cron expression ('0 2 * * *') or a preset such as '@daily'")
         return value
+
+    @field_validator("legacy_encoding")
+    @classmethod
+    def _encoding(cls, value: str | None) -> str | None:
+        import codecs
+
+        if value is not None:
+            try:
+                codecs.lookup(value)
+            except LookupError:
+                raise ValueError("expected an encoding Python knows, e.g. cp1258") from None
+        return value
+
+    @model_validator(mode="after")
+    def _engine_options(self) -> SourceConfig:
+        engine = self.connection.engine
+        if self.legacy_encoding and engine != "files":
+            raise ValueError("legacy_encoding applies to the files engine only")
+        for table in self.tables:
+            if table.file_glob and engine != "files":
+                raise ValueError(f"tables.{table.name}.file_glob applies to the files engine only")
+        return self
+
+    @property
+    def is_sql(self) -> bool:
+        return self.connection.engine in ("postgresql", "mysql")
+
+    @property
+    def compares_keys(self) -> bool:
+        """Whether a scheduled full compare looks for deleted rows (SQL sources can list their keys)."""
+        return self.is_sql and self.full_compare_schedule is not None
 
     @field_validator("lookback")
     @classmethod

@@ -30,10 +30,17 @@ class Contract:
         return self.model.validate(frame, lazy=lazy)
 
 
-def _models() -> list[type]:
-    from ndc.contracts import population
+# One module per national database; each lists its models in ``CONTRACTS``.
+CONTRACT_MODULES = ("population", "enterprise", "taxation", "insurance", "education")
 
-    return [population.Citizens, population.Households, population.ResidenceChanges]
+
+def _models() -> list[type]:
+    import importlib
+
+    models: list[type] = []
+    for name in CONTRACT_MODULES:
+        models.extend(importlib.import_module(f"ndc.contracts.{name}").CONTRACTS)
+    return models
 
 
 @cache

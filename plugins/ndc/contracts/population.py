@@ -144,3 +144,6 @@ class ResidenceChanges(NdcContract):
 
 
 __all__ = ["Citizens", "Households", "ResidenceChanges"]
+
+
+CONTRACTS = (Citizens, Households, ResidenceChanges)

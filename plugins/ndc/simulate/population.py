@@ -377,3 +377,14 @@ def write(url: str, sim: SimulatedPopulation, spec: PopulationSpec) -> None:
                      (json.dumps(asdict(spec), default=str),))
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("vacuum analyze")
+
+
+def default_target() -> str:
+    from ndc import connections
+
+    return connections.resolve("ndc_src_population")
+
+
+def describe(sim: SimulatedPopulation) -> str:
+    return (f"{sim.citizens.height:,} citizen rows, {sim.households.height:,} households, "
+            f"{sim.residence_changes.height:,} residence changes")
