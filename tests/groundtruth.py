@@ -23,7 +23,9 @@ def copy_source(source_url: str, warehouse_url: str, tables: tuple[str, ...] = t
                        "create table src_copy.defect_manifest (table_name text, record_key text, kind text,"
                        " expected_outcome text, expected_check text, row_version timestamptz)")
             if table in KEYS:
-                for meta in ("_ndc_row_hash", "_ndc_batch_id", "_ndc_run_id", "_ndc_loaded_at"):
+                for (meta,) in wh.execute("select column_name from information_schema.columns where table_schema"
+                                          " = 'src_copy' and table_name = %s and column_name like '\\_ndc\\_%%'",
+                                          (name,)).fetchall():
                     wh.execute(f"alter table src_copy.{name} drop column {meta}")
             columns = [r[0] for r in wh.execute(
                 "select column_name from information_schema.columns where table_schema = 'src_copy'"

@@ -86,13 +86,49 @@ for _name, _summary in (
     _simulate_command(_name, _summary)
 
 
+def _scaffolded_simulators() -> None:
+    """Simulators added by `ndc sources new` get their command without editing this file (found by name)."""
+    import pkgutil
+
+    import ndc.simulate
+
+    taken = {"common", "manifest", "insurance_api", *simulate.commands}
+    for module in pkgutil.iter_modules(ndc.simulate.__path__):
+        if module.name not in taken:
+            _simulate_command(module.name, f"The {module.name} source (see plugins/ndc/simulate/{module.name}.py).")
+
+
+_scaffolded_simulators()
+
+
+@simulate.command("serve-insurance")
+@click.option("--backend-url", help="The insurance backend database [default: as `ndc simulate insurance`].")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True, type=int)
+@click.option("--token", envvar="NDC_INSURANCE_TOKEN", required=True, help="Bearer token clients must send.")
+@click.option("--rate-limit", default=50.0, show_default=True, type=float, help="Requests per second per token.")
+@click.option("--fault-rate", default=0.02, show_default=True, type=float, help="Share of requests answered 500.")
+@click.option("--seed", default=0, show_default=True, type=int)
+def serve_insurance(backend_url: str | None, host: str, port: int, token: str, rate_limit: float,
+                    fault_rate: float, seed: int) -> None:
+    """Serve the simulated insurance database as its REST API (blocking; Ctrl-C stops it)."""
+    from ndc.simulate import insurance, insurance_api
+
+    _warehouse()
+    click.echo(f"insurance API on http://{host}:{port}/v1 (rate limit {rate_limit}/s, fault rate {fault_rate})")
+    insurance_api.serve(backend_url or insurance.default_target(), host=host, port=port, token=token,
+                        rate_limit=rate_limit, fault_rate=fault_rate, seed=seed)
+
+
 @main.command()
 @click.argument("source")
 @click.argument("table")
 @click.option("--start", required=True, type=click.DateTime(), help="Interval start (UTC unless an offset is given).")
 @click.option("--end", required=True, type=click.DateTime(), help="Interval end, exclusive.")
 @click.option("--run-id", help="Run id recorded in landing, quarantine and the ledger.")
-def extract(source: str, table: str, start: datetime, end: datetime, run_id: str | None) -> None:
+@click.option("--full-refresh", is_flag=True, help="Extract everything up to --end (files: reload every file).")
+def extract(source: str, table: str, start: datetime, end: datetime, run_id: str | None,
+            full_refresh: bool) -> None:
     """Extract one table's interval [START - lookback, END), gate it and load it into landing."""
     from ndc.jobs import extract_table
 
@@ -101,7 +137,7 @@ def extract(source: str, table: str, start: datetime, end: datetime, run_id: str
     from ndc import warehouse
 
     warehouse.ensure_database(_warehouse())
-    result = extract_table(source, table, _utc(start), _utc(end), run_id=run_id)
+    result = extract_table(source, table, _utc(start), _utc(end), run_id=run_id, full_refresh=full_refresh)
     click.echo(json.dumps(result.__dict__, indent=2, ensure_ascii=False))
 
 
@@ -148,6 +184,48 @@ def sources_validate(directory: str | None) -> None:
         for table in source.tables:
             get_contract(table.contract)
         click.echo(f"{source.path}: ok ({source.name}, {len(source.tables)} tables)")
+
+
+@sources.command("new")
+@click.argument("name")
+@click.option("--engine", type=click.Choice(["postgresql", "mysql", "http", "files"]), default="postgresql",
+              show_default=True, help="Where the national database lives.")
+@click.option("--owner", default="Owner agency (Bộ ...)", show_default=True, help="The owner agency.")
+def sources_new(name: str, engine: str, owner: str) -> None:
+    """Scaffold a new source: YAML, contract, simulator with its defect manifest, and a test."""
+    from ndc.scaffold import new_source
+
+    made = new_source(name, engine, owner)
+    for path in made.files:
+        click.echo(f"created {path}")
+    click.echo(f"next: edit them, then `ndc sources validate`, `ndc simulate {name}` and "
+               f"`ndc extract {name} records --start 2024-07-01 --end 2026-01-01`")
+
+
+@sources.command("pools")
+def sources_pools() -> None:
+    """Print the Airflow pools (one per source, max_connections slots) for `airflow pools import`."""
+    from ndc.airflow.factory import pools
+    from ndc.registry import load_sources
+    from ndc.settings import get_settings
+
+    click.echo(json.dumps(pools(load_sources(get_settings().sources_dir)), indent=2, ensure_ascii=False))
+
+
+@main.command()
+@click.argument("source")
+@click.argument("table")
+@click.option("--allow-mass-delete", is_flag=True, help="Mark rows deleted even when most keys are gone.")
+@click.option("--run-id", help="Run id recorded in the ledger.")
+def compare(source: str, table: str, allow_mass_delete: bool, run_id: str | None) -> None:
+    """Full compare: mark landing rows whose key is gone from the source (hard deletes)."""
+    from dataclasses import asdict
+
+    from ndc.compare import compare_table
+
+    _warehouse()
+    result = compare_table(source, table, run_id=run_id, allow_mass_delete=allow_mass_delete)
+    click.echo(json.dumps(asdict(result), indent=2, ensure_ascii=False))
 
 
 @main.group()

@@ -1,4 +1,5 @@
-"""Gate 1: repair text to NFC (counted), validate a batch with its contract, and split it into rows that pass
+"""Gate 1: repair text to NFC (counted), cast to the contract's types (uncastable values are rejected with
+``value_type(<column>)``), validate a batch with its contract, and split it into rows that pass
 and rows that go to quarantine with every check they failed.
 
 pandera's ``failure_cases`` carries the failing row's ``index``; that is how a row is routed. A failure with no
@@ -37,6 +38,62 @@ def normalise_text(frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     return normalised, int(normalised.select(changed.sum()).item())
 
 
+def _cast_expr(column: str, source: pl.DataType, target: pl.DataType) -> pl.Expr:
+    value = pl.col(column)
+    if source == pl.String:
+        text = value.str.strip_chars()
+        if target == pl.Date:
+            return text.str.to_date(strict=False)
+        if isinstance(target, pl.Datetime):
+            aware = text.str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
+            naive = text.str.to_datetime(time_unit="us", strict=False).dt.replace_time_zone("UTC")
+            return pl.coalesce(aware, naive)
+        if target == pl.Boolean:
+            lowered = text.str.to_lowercase()
+            return pl.when(lowered.is_in(["true", "t", "1", "yes"])).then(True).when(
+                lowered.is_in(["false", "f", "0", "no"])).then(False)
+        return text.cast(target, strict=False)
+    if isinstance(target, pl.Datetime) and isinstance(source, pl.Datetime):
+        stamped = value if source.time_zone else value.dt.replace_time_zone("UTC")
+        return stamped.dt.convert_time_zone("UTC").dt.cast_time_unit("us")
+    if target == pl.String:
+        return value.cast(pl.String)
+    return value.cast(target, strict=False)
+
+
+def cast_to_contract(frame: pl.DataFrame, contract: Contract) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Cast each column to its contract type. Rows holding a value that cannot be cast (e.g. ``2015-02-30``
+    read as text into a date column) are split off with check ``value_type(<column>)`` and the raw value in
+    their reasons, so nothing of them is lost; the rest are returned typed, in contract order."""
+    schema = contract.columns
+    casts = {name: _cast_expr(name, frame.schema[name], dtype) for name, dtype in schema.items()
+             if frame.schema[name] != dtype}
+    if not casts:
+        return frame.select(list(schema)), _empty_rejects(frame.select(list(schema)))
+    typed = frame.with_columns(**{f"_cast_{n}": e for n, e in casts.items()})
+    failed = {n: pl.col(n).is_not_null() & pl.col(f"_cast_{n}").is_null() for n in casts}
+    typed = typed.with_columns(**{f"_bad_{n}": e for n, e in failed.items()})
+    any_bad = pl.any_horizontal(pl.col(f"_bad_{n}") for n in casts)
+    bad = typed.filter(any_bad)
+    good = typed.filter(~any_bad).with_columns(**{n: pl.col(f"_cast_{n}") for n in casts}).select(list(schema))
+    if bad.is_empty():
+        return good, _empty_rejects(good)
+    checks, reasons = [], []
+    for row in bad.iter_rows(named=True):
+        labels = {f"value_type({n})": {"column": n, "value": str(row[n]),
+                                      "expected": str(schema[n])} for n in casts if row[f"_bad_{n}"]}
+        checks.append(sorted(labels))
+        reasons.append(json.dumps(labels, sort_keys=True, ensure_ascii=False))
+    rejected = bad.with_columns(**{n: pl.col(f"_cast_{n}") for n in casts}).select(list(schema)).with_columns(
+        pl.Series("_checks", checks, dtype=pl.List(pl.String)), pl.Series("_reasons", reasons, dtype=pl.String))
+    return good, rejected
+
+
+def _empty_rejects(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.clear().with_columns(pl.lit(None, pl.List(pl.String)).alias("_checks"),
+                                      pl.lit(None, pl.String).alias("_reasons"))
+
+
 def _check_label(check: str, column: str | None, context: str) -> str:
     name = check.split("(")[0]
     if name in _BUILT_IN and context == "Column":
@@ -46,11 +103,18 @@ def _check_label(check: str, column: str | None, context: str) -> str:
 
 def validate(frame: pl.DataFrame, contract: Contract) -> GateResult:
     frame, repaired = normalise_text(frame)
+    frame, uncastable = cast_to_contract(frame, contract)
+    result = _validate_typed(frame, contract)
+    if uncastable.height:
+        result.rejected = pl.concat([result.rejected, uncastable], how="vertical_relaxed")
+    result.repaired = repaired
+    return result
+
+
+def _validate_typed(frame: pl.DataFrame, contract: Contract) -> GateResult:
     try:
         contract.validate(frame, lazy=True)
-        return GateResult(frame, frame.clear().with_columns(
-            pl.lit(None, pl.List(pl.String)).alias("_checks"), pl.lit(None, pl.String).alias("_reasons")),
-            repaired)
+        return GateResult(frame, _empty_rejects(frame), 0)
     except pandera.errors.SchemaErrors as exc:
         failures = exc.failure_cases
     unroutable = failures.filter(pl.col("index").is_null())
@@ -74,4 +138,4 @@ def validate(frame: pl.DataFrame, contract: Contract) -> GateResult:
     indexed = frame.with_row_index("index")
     rejected = indexed.join(per_row, on="index", how="inner").drop("index")
     passed = indexed.join(per_row.select("index"), on="index", how="anti").drop("index")
-    return GateResult(passed, rejected, repaired)
+    return GateResult(passed, rejected, 0)

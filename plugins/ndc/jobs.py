@@ -10,14 +10,17 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 from ndc import connections, warehouse
+from ndc.connectors import Chunk, open_connector
+from ndc.connectors.base import ExtractRequest
 from ndc.contracts import get_contract
-from ndc.extract import check_drift, connect_source, read_batch, source_columns, stream_csv
+from ndc.extract import check_drift
 from ndc.gate import validate
 from ndc.load import (
     LandingTarget,
     RunStats,
     ensure_landing,
     load_batch,
+    loaded_files,
     prepare_session,
     update_watermark,
     write_ledger,
@@ -44,13 +47,14 @@ class ExtractResult:
     rows_repaired: int
     rows_new_versions: int
     new_columns: list[str]
+    files: list[str]
 
 
 def landing_target(source: SourceConfig, table_name: str) -> LandingTarget:
     table = source.table(table_name)
     return LandingTarget(dataset=f"{source.name}.{table.name}", schema=source.landing_schema, table=table.name,
                          primary_key=tuple(table.primary_key), incremental_column=table.incremental_column,
-                         contract=get_contract(table.contract))
+                         contract=get_contract(table.contract), tombstone_column=table.tombstone_column)
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -60,47 +64,55 @@ def _as_utc(moment: datetime) -> datetime:
     return datetime.fromtimestamp(moment.timestamp(), tz=UTC)
 
 
-def _load_chunks(wh, target: LandingTarget, chunks: Iterable[bytes], run_id: str,
+def _load_chunks(wh, target: LandingTarget, chunks: Iterable[Chunk], run_id: str,
                  window: tuple[datetime, datetime], stats: RunStats, began: float) -> int:
     batches = 0
     for batches, chunk in enumerate(chunks, start=1):
         batch_started = datetime.now(UTC)
-        gated = validate(read_batch(chunk, target.contract), target.contract)
+        gated = validate(chunk.frame, target.contract)
         stats.add(load_batch(wh, target, gated, run_id=run_id, window=window, batch_no=batches,
-                             started_at=batch_started))
+                             started_at=batch_started, completes=chunk.completes))
+        if chunk.completes:
+            stats.files.append(chunk.completes.path)
         log.info("%s batch %d committed: %d rows in so far, %d loaded, %d quarantined (%.1f s)",
                  target.dataset, batches, stats.rows_in, stats.loaded, stats.quarantined, time.monotonic() - began)
     return batches
 
 
 def extract_table(source: SourceConfig | str, table_name: str, start: datetime, end: datetime,
-                  run_id: str | None = None, settings: Settings | None = None) -> ExtractResult:
+                  run_id: str | None = None, settings: Settings | None = None,
+                  full_refresh: bool = False) -> ExtractResult:
     """Extract one table's data interval ``[start - lookback, end)``, gate it, and load it into landing.
 
-    Idempotent: re-running an interval changes nothing in landing or quarantine. Writes one ledger row, also
-    when it fails (then it re-raises).
+    Idempotent: re-running an interval changes nothing in landing or quarantine. A files source loads the
+    files not loaded before (all of them on ``full_refresh``). Writes one ledger row, also when it fails (then
+    it re-raises).
     """
     settings = settings or get_settings()
     if isinstance(source, str):
         source = find_source(settings.sources_dir, source)
     target = landing_target(source, table_name)
     table = source.table(table_name)
-    start, end = _as_utc(start), _as_utc(end)
-    window = (start - source.lookback, end)
+    start, end = _as_utc(FULL_REFRESH_START if full_refresh else start), _as_utc(end)
+    window = (max(FULL_REFRESH_START, start - source.lookback), end)
     run_id = run_id or f"manual__{datetime.now(UTC).isoformat(timespec='seconds')}"
     stats, began = RunStats(), time.monotonic()
     with warehouse.connect(settings.warehouse_url) as wh:
         warehouse.ensure_meta(wh)
         ensure_landing(wh, target)
         prepare_session(wh, target)
+        request = ExtractRequest(table=table, columns=target.columns, contract_schema=target.contract.columns,
+                                 window=window, batch_bytes=settings.batch_bytes, full_refresh=full_refresh,
+                                 skip_files=loaded_files(wh, target.dataset))
         error = None
         try:
-            with connect_source(connections.resolve(source.connection.conn_id)) as src:
-                drift = check_drift(source, table, target.contract, source_columns(src, table))
+            connector = open_connector(source, connections.source_url(source.connection.conn_id,
+                                                                      source.connection.engine))
+            with closing(connector):
+                drift = check_drift(source.name, table.name, target.contract, connector.column_sets(table, request))
                 stats.new_columns = drift.new_columns
-                chunks = closing(stream_csv(src, table, target.columns, *window, settings.batch_bytes))
-                with chunks:
-                    stats.batches = _load_chunks(wh, target, chunks.thing, run_id, window, stats, began)
+                with closing(connector.chunks(request)) as chunks:
+                    stats.batches = _load_chunks(wh, target, chunks, run_id, window, stats, began)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             raise
@@ -115,7 +127,7 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
         window_start=window[0].isoformat(), window_end=window[1].isoformat(), batches=stats.batches,
         rows_in=stats.rows_in, rows_loaded=stats.loaded, rows_quarantined=stats.quarantined,
         rows_repaired=stats.rows_repaired, rows_new_versions=stats.rows_new_versions,
-        new_columns=stats.new_columns)
+        new_columns=stats.new_columns, files=stats.files)
     log.info("%s done: %s", target.dataset, asdict(result))
     return result
 

@@ -30,6 +30,7 @@ import psycopg
 from psycopg import sql
 
 from ndc import ledger
+from ndc.connectors.base import FileRef
 from ndc.contracts import Contract
 from ndc.extract import LANDING_TYPES, family_of
 from ndc.gate import GateResult
@@ -39,6 +40,7 @@ from ndc.warehouse import run_ddl
 log = logging.getLogger(__name__)
 
 _META_COLUMNS = ("_ndc_row_hash", "_ndc_batch_id", "_ndc_run_id", "_ndc_loaded_at")
+_DELETE_COLUMNS = ("_ndc_deleted_at", "_ndc_deleted_by")
 PK_NOT_NULL = "primary_key_not_null"
 DUPLICATE_KEY = "duplicate_key"
 
@@ -51,6 +53,7 @@ class LandingTarget:
     primary_key: tuple[str, ...]
     incremental_column: str
     contract: Contract
+    tombstone_column: str | None = None
 
     @property
     def history(self) -> str:
@@ -83,6 +86,7 @@ class BatchStats:
 class RunStats(BatchStats):
     batches: int = 0
     new_columns: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
 
     @property
     def loaded(self) -> int:
@@ -104,11 +108,15 @@ def ensure_landing(conn: psycopg.Connection, target: LandingTarget) -> None:
     meta = sql.SQL("_ndc_row_hash text not null, _ndc_batch_id uuid not null, _ndc_run_id text not null, "
                    "_ndc_loaded_at timestamptz not null")
     pk = column_list(list(target.primary_key))
+    latest = ident(target.schema, target.table)
     run_ddl(conn, sql.SQL(
         "create schema if not exists {schema};"
         "create table if not exists {latest} ({cols}, {meta}, primary key ({pk}));"
         "create table if not exists {history} ({cols}, {meta}, primary key ({pk}, _ndc_row_hash));"
-    ).format(schema=ident(target.schema), latest=ident(target.schema, target.table),
+        # Deleted at the source: by a tombstone row, or found missing by the full compare. Kept, never dropped.
+        "alter table {latest} add column if not exists _ndc_deleted_at timestamptz,"
+        " add column if not exists _ndc_deleted_by text;"
+    ).format(schema=ident(target.schema), latest=latest,
              history=ident(target.schema, target.history), cols=_typed_columns(target), meta=meta, pk=pk))
 
 
@@ -220,13 +228,19 @@ class _Batch:
             " select {cols}, _ndc_row_hash, %(batch)s, %(run)s, now() from _ndc_in"
             " on conflict do nothing").format(**self.ids))
         updates = sql.SQL(", ").join(sql.SQL("{0} = excluded.{0}").format(ident(c))
-                                     for c in [*self.t.columns, *_META_COLUMNS])
+                                     for c in [*self.t.columns, *_META_COLUMNS, *_DELETE_COLUMNS])
+        if self.t.tombstone_column:
+            deleted = sql.SQL("{0}, case when {0} is not null then 'tombstone' end").format(
+                ident(self.t.tombstone_column))
+        else:
+            deleted = sql.SQL("null::timestamptz, null::text")
         self.execute(sql.SQL(
-            "insert into {latest} as l ({cols}, _ndc_row_hash, _ndc_batch_id, _ndc_run_id, _ndc_loaded_at)"
-            " select {cols}, _ndc_row_hash, %(batch)s, %(run)s, now() from _ndc_in"
+            "insert into {latest} as l ({cols}, _ndc_row_hash, _ndc_batch_id, _ndc_run_id, _ndc_loaded_at,"
+            " _ndc_deleted_at, _ndc_deleted_by)"
+            " select {cols}, _ndc_row_hash, %(batch)s, %(run)s, now(), {deleted} from _ndc_in"
             " on conflict ({pk}) do update set {updates}"
             " where (excluded.{inc}, excluded._ndc_row_hash) > (l.{inc}, l._ndc_row_hash)"
-        ).format(updates=updates, **self.ids))
+        ).format(updates=updates, deleted=deleted, **self.ids))
         loaded, through = self.conn.execute(
             sql.SQL("select count(*), max({inc}) from _ndc_in").format(**self.ids)).fetchone()
         return loaded, new_versions, through
@@ -237,8 +251,10 @@ class _Batch:
 
 
 def load_batch(conn: psycopg.Connection, target: LandingTarget, gated: GateResult, *, run_id: str,
-               window: tuple[datetime, datetime], batch_no: int, started_at: datetime) -> BatchStats:
-    """Load one gated batch in one transaction; returns its accounting."""
+               window: tuple[datetime, datetime], batch_no: int, started_at: datetime,
+               completes: FileRef | None = None) -> BatchStats:
+    """Load one gated batch in one transaction; returns its accounting. ``completes``: the dropped file whose
+    last rows this batch holds; it is recorded as loaded in the same transaction."""
     passed, rejected = _reject_null_keys(gated, target)
     stats = BatchStats(rows_in=passed.height + rejected.height, rows_repaired=gated.repaired)
     batch_id = uuid.uuid4()
@@ -263,7 +279,20 @@ def load_batch(conn: psycopg.Connection, target: LandingTarget, gated: GateResul
             " started_at) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (batch_id, target.dataset, run_id, window[0], window[1], batch_no, stats.rows_in, stats.rows_loaded,
              stats.rows_quarantined, stats.rows_repaired, stats.rows_new_versions, moved, started_at))
+        if completes is not None:
+            conn.execute(
+                "insert into ndc_meta.files (dataset, sha256, path, bytes, encoding, batch_id, run_id)"
+                " values (%s, %s, %s, %s, %s, %s, %s) on conflict (dataset, sha256) do nothing",
+                (target.dataset, completes.sha256, completes.path, completes.size, completes.encoding, batch_id,
+                 run_id))
     return stats
+
+
+def loaded_files(conn: psycopg.Connection, dataset: str) -> set[str]:
+    """Content hashes of the files of ``dataset`` already loaded."""
+    with conn.transaction():  # ends here, so that each batch's transaction commits on its own
+        rows = conn.execute("select sha256 from ndc_meta.files where dataset = %s", (dataset,)).fetchall()
+    return {row[0] for row in rows}
 
 
 def _reject_null_keys(gated: GateResult, target: LandingTarget) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -285,7 +314,7 @@ def _array_literal(rejected: pl.DataFrame) -> pl.DataFrame:
 def write_ledger(conn: psycopg.Connection, *, source: str, target: LandingTarget, run_id: str,
                  interval: tuple[datetime, datetime], stats: RunStats, started: float, error: str | None,
                  window: tuple[datetime, datetime]) -> None:
-    details = {"batches": stats.batches, "rows_repaired": stats.rows_repaired,
+    details = {"batches": stats.batches, "rows_repaired": stats.rows_repaired, "files": stats.files,
                "rows_new_versions": stats.rows_new_versions,
                "rows_superseded_in_landing": stats.rows_superseded_in_landing,
                "new_columns": stats.new_columns, "window_start": window[0], "window_end": window[1]}

@@ -14,7 +14,7 @@ from ndc.errors import NdcError
 from ndc.identifiers import ident
 
 _DDL_LOCK = 727_001  # advisory lock that serialises the platform's DDL across processes
-META_VERSION = 2  # raise when META_DDL changes; ensure_meta then re-runs it
+META_VERSION = 3  # raise when META_DDL changes; ensure_meta then re-runs it
 
 META_DDL = """
 create schema if not exists ndc_meta;
@@ -101,6 +101,19 @@ create table if not exists ndc_meta.publications (
     models text[] not null,
     run_id text,
     published_at timestamptz not null default now()
+);
+
+-- Dropped files loaded by the files connector: each content hash once per dataset (see ndc.connectors.files).
+create table if not exists ndc_meta.files (
+    dataset text not null,
+    sha256 text not null,
+    path text not null,
+    bytes bigint not null,
+    encoding text not null,
+    batch_id uuid not null,
+    run_id text not null,
+    loaded_at timestamptz not null default clock_timestamp(),
+    primary key (dataset, sha256)
 );
 
 create table if not exists ndc_meta.schema_version (version integer primary key, applied_at timestamptz default now());

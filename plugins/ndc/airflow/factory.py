@@ -49,7 +49,8 @@ def _doc(source: SourceConfig) -> str:
 {source.description}
 
 **Owner agency:** {source.owner_agency} · **connection model:** {source.connection_model} ·
-**connection:** `{env_name(source.connection.conn_id)}` · **look-back:** {source.lookback}
+**connection:** `{env_name(source.connection.conn_id)}` ({source.connection.engine}) ·
+**look-back:** {source.lookback} · **pool:** `{pool_name(source)}` ({source.max_connections} slots)
 
 Each run loads `[data_interval_start - look-back, data_interval_end)` into `{source.landing_schema}`, gated by
 the table's contract; failing rows go to `quarantine.rows` with the checks they failed, and each table writes
@@ -65,21 +66,77 @@ Config: `{source.path}`.
 """
 
 
+def pool_name(source: SourceConfig) -> str:
+    """The Airflow pool that caps concurrent connections to a source (``max_connections`` slots)."""
+    return f"ndc_source_{source.name}"
+
+
+def pools(sources: list[SourceConfig]) -> dict[str, dict]:
+    """Pool definitions in the format of ``airflow pools import``."""
+    return {pool_name(s): {"slots": s.max_connections, "description": f"connections to {s.name} "
+                           f"({s.owner_agency})", "include_deferred": False} for s in sources}
+
+
 def _table_task(source: SourceConfig, table_name: str):
     path = str(source.path)
 
-    @task(task_id=f"extract_{table_name}", outlets=[landing_asset(source.landing_schema, table_name)])
+    @task(task_id=f"extract_{table_name}", outlets=[landing_asset(source.landing_schema, table_name)],
+          pool=pool_name(source))
     def extract(data_interval_start=None, data_interval_end=None, run_id=None, params=None) -> dict:
         from dataclasses import asdict
 
-        from ndc.jobs import FULL_REFRESH_START, extract_table
+        from ndc.jobs import extract_table
         from ndc.registry import load_source
 
-        start = FULL_REFRESH_START if (params or {}).get("full_refresh") else data_interval_start
-        result = extract_table(load_source(Path(path)), table_name, start, data_interval_end, run_id=run_id)
+        result = extract_table(load_source(Path(path)), table_name, data_interval_start, data_interval_end,
+                               run_id=run_id, full_refresh=bool((params or {}).get("full_refresh")))
         return asdict(result)
 
     return extract()
+
+
+def _compare_task(source: SourceConfig, table_name: str):
+    path = str(source.path)
+
+    @task(task_id=f"compare_{table_name}", pool=pool_name(source))
+    def compare(run_id=None, params=None) -> dict:
+        from dataclasses import asdict
+
+        from ndc.compare import compare_table
+        from ndc.registry import load_source
+
+        result = compare_table(load_source(Path(path)), table_name, run_id=run_id,
+                               allow_mass_delete=bool((params or {}).get("allow_mass_delete")))
+        return asdict(result)
+
+    return compare()
+
+
+def build_compare_dag(source: SourceConfig) -> DAG:
+    """The scheduled full compare of a SQL source: finds rows deleted without a tombstone."""
+    with DAG(
+        dag_id=f"compare_{source.name}",
+        description=f"Find rows deleted at {source.name} (full key compare with {source.landing_schema})",
+        schedule=source.full_compare_schedule,
+        start_date=pendulum.datetime(source.start_date.year, source.start_date.month, source.start_date.day,
+                                     tz="UTC"),
+        catchup=False,  # only the source's current keys matter: one compare per tick is enough
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["compare", source.name],
+        params={"allow_mass_delete": Param(False, type="boolean",
+                                           description="Mark rows deleted even when most keys are gone")},
+        doc_md=f"""### Full compare: {source.name}
+
+Streams every current key of each table of `{source.name}` and marks landing rows whose key is gone
+(`_ndc_deleted_at`, `_ndc_deleted_by = 'full_compare'`); rows are kept, and a key that comes back is unmarked.
+One ledger row (`kind = full_compare`) per table. Refuses when most keys are gone (a broken source looks like
+that) unless triggered with `{{"allow_mass_delete": true}}`. By hand: `ndc compare {source.name} <table>`.
+""",
+    ) as dag:
+        for table in source.tables:
+            _compare_task(source, table.name)
+    return dag
 
 
 def build_extract_dag(source: SourceConfig) -> DAG:
@@ -105,5 +162,11 @@ def build_extract_dag(source: SourceConfig) -> DAG:
 
 
 def extract_dags(sources_dir: Path) -> dict[str, DAG]:
-    """Every source file's DAG by dag_id; an invalid file raises a ConfigError naming file and field."""
-    return {f"extract_{s.name}": build_extract_dag(s) for s in load_sources(sources_dir)}
+    """Every source file's DAGs by dag_id (``extract_<source>``, and ``compare_<source>`` for SQL sources);
+    an invalid file raises a ConfigError naming file and field."""
+    dags = {}
+    for source in load_sources(sources_dir):
+        dags[f"extract_{source.name}"] = build_extract_dag(source)
+        if source.compares_keys:
+            dags[f"compare_{source.name}"] = build_compare_dag(source)
+    return dags

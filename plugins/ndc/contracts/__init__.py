@@ -30,16 +30,24 @@ class Contract:
         return self.model.validate(frame, lazy=lazy)
 
 
-# One module per national database; each lists its models in ``CONTRACTS``.
-CONTRACT_MODULES = ("population", "enterprise", "taxation", "insurance", "education")
+def contract_modules() -> list[str]:
+    """One module per national database (``ndc sources new`` adds one); each lists its models in ``CONTRACTS``."""
+    import pkgutil
+
+    import ndc.contracts
+
+    return sorted(m.name for m in pkgutil.iter_modules(ndc.contracts.__path__) if m.name != "base")
 
 
 def _models() -> list[type]:
     import importlib
 
     models: list[type] = []
-    for name in CONTRACT_MODULES:
-        models.extend(importlib.import_module(f"ndc.contracts.{name}").CONTRACTS)
+    for name in contract_modules():
+        module = importlib.import_module(f"ndc.contracts.{name}")
+        if not hasattr(module, "CONTRACTS"):
+            raise ConfigError(f"{module.__file__}: a contract module must list its models in CONTRACTS")
+        models.extend(module.CONTRACTS)
     return models
 
 

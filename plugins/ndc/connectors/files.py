@@ -1,0 +1,124 @@
+"""File-drop sources (the education database): CSV and Parquet files in a landing folder.
+
+The URL is ``file:///path/to/drop``; a table's files are ``<source_table>/**/*.csv|.parquet`` under it (or the
+table's ``file_glob``). Each file is loaded exactly once, tracked by the SHA-256 of its content in
+``ndc_meta.files`` (recorded in the transaction of the file's last batch): a renamed copy is not loaded twice,
+a changed file is a new file. CSV files are decoded as UTF-8 (a BOM is dropped) or, when not valid UTF-8, with
+the source's ``legacy_encoding`` (e.g. Windows-1258, which stores Vietnamese tone marks as combining
+characters; the gate then normalises to NFC and counts the repair). CSV values arrive as text and the gate
+casts them to the contract's types. One file is held in memory at a time, in batches of rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import polars as pl
+
+from ndc.connectors.base import Chunk, ColumnSet, ExtractRequest, FileRef
+from ndc.errors import NdcError
+from ndc.registry import TableConfig
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = (".csv", ".parquet")
+_PARQUET_FAMILIES = {pl.String: "text", pl.Date: "date", pl.Datetime: "timestamptz", pl.Int64: "integer",
+                     pl.Int32: "integer", pl.Int16: "integer", pl.Int8: "integer", pl.Float64: "float",
+                     pl.Float32: "float", pl.Boolean: "boolean", pl.Decimal: "numeric"}
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _family(dtype: pl.DataType) -> str:
+    for base, family in _PARQUET_FAMILIES.items():
+        if dtype == base or isinstance(dtype, base):
+            return family
+    return str(dtype)
+
+
+class FileDropConnector:
+    def __init__(self, url: str, legacy_encoding: str | None = None) -> None:
+        self.root = Path(unquote(urlsplit(url).path))
+        self.legacy_encoding = legacy_encoding
+        self._pending: dict[tuple[str, bool, frozenset], list[tuple[Path, str]]] = {}
+
+    def files(self, table: TableConfig) -> list[Path]:
+        if not self.root.is_dir():
+            raise NdcError(f"drop folder {self.root} does not exist (connection of the files source)")
+        pattern = table.file_glob or f"{table.source_table}/**/*"
+        return sorted(p for p in self.root.glob(pattern) if p.is_file() and p.suffix.lower() in SUFFIXES)
+
+    def pending(self, table: TableConfig, request: ExtractRequest) -> list[tuple[Path, str]]:
+        """Files not loaded yet (all of them on a full refresh), with their content hashes."""
+        key = (table.name, request.full_refresh, frozenset(request.skip_files))
+        if key not in self._pending:
+            hashed = [(path, sha256_of(path)) for path in self.files(table)]
+            seen: set[str] = set()
+            todo = []
+            for path, digest in hashed:
+                if digest in seen or (digest in request.skip_files and not request.full_refresh):
+                    continue
+                seen.add(digest)
+                todo.append((path, digest))
+            self._pending[key] = todo
+        return self._pending[key]
+
+    def decode(self, path: Path) -> tuple[str, str]:
+        data = path.read_bytes()
+        try:
+            return data.decode("utf-8-sig"), "utf-8-sig" if data.startswith(b"\xef\xbb\xbf") else "utf-8"
+        except UnicodeDecodeError as exc:
+            if not self.legacy_encoding:
+                raise NdcError(f"{path}: not valid UTF-8 at byte {exc.start} and the source declares no "
+                               "legacy_encoding") from None
+            try:
+                return data.decode(self.legacy_encoding), self.legacy_encoding
+            except UnicodeDecodeError as legacy:
+                raise NdcError(f"{path}: neither UTF-8 nor {self.legacy_encoding} (byte {legacy.start})") from None
+
+    def column_sets(self, table: TableConfig, request: ExtractRequest | None = None) -> list[ColumnSet]:
+        if request is None:
+            raise NdcError("a files source describes its pending files: pass the extract request")
+        found = []
+        for path, _ in self.pending(table, request):
+            if path.suffix.lower() == ".parquet":
+                schema = pl.read_parquet_schema(path)
+                columns: dict[str, str | None] = {name: _family(dtype) for name, dtype in schema.items()}
+            else:
+                header = next(csv.reader(io.StringIO(self.decode(path)[0])), [])
+                columns = dict.fromkeys((h.strip() for h in header), None)
+            found.append(ColumnSet(f"file {path}", columns))
+        return found
+
+    def chunks(self, request: ExtractRequest) -> Iterator[Chunk]:
+        for path, digest in self.pending(request.table, request):
+            if path.suffix.lower() == ".parquet":
+                frame, encoding = pl.read_parquet(path, columns=request.columns), "parquet"
+            else:
+                text, encoding = self.decode(path)
+                frame = pl.read_csv(io.StringIO(text), infer_schema=False, columns=None)
+                frame = frame.rename({c: c.strip() for c in frame.columns}).select(request.columns)
+            ref = FileRef(path=str(path), sha256=digest, size=path.stat().st_size, encoding=encoding)
+            log.info("%s: %d rows (%s)", path, frame.height, encoding)
+            slices = list(range(0, max(frame.height, 1), request.batch_rows))
+            for n, offset in enumerate(slices, start=1):
+                yield Chunk(frame.slice(offset, request.batch_rows), completes=ref if n == len(slices) else None,
+                            origin=str(path))
+
+    def keys(self, table: TableConfig, batch_rows: int) -> Iterator[pl.DataFrame]:
+        raise NotImplementedError("file drops list no current keys: deletes arrive as tombstones")
+
+    def close(self) -> None:
+        self._pending.clear()
