@@ -64,7 +64,7 @@ def test_parse_time_of_all_dag_files_stays_small(tmp_path):
 def test_factory_builds_one_task_per_table_with_assets():
     from ndc.airflow.factory import build_extract_dag
 
-    source = load_sources(REPO / "dags" / "sources")[0]
+    source = next(s for s in load_sources(REPO / "dags" / "sources") if s.name == "population")
     dag = build_extract_dag(source)
     assert dag.dag_id == "extract_population"
     assert dag.catchup is True and dag.max_active_runs == 1

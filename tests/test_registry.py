@@ -37,8 +37,8 @@ def write(folder: Path, name: str, text: str) -> Path:
 
 def test_repository_sources_are_valid():
     sources = load_sources(REPO / "dags" / "sources")
-    assert [s.name for s in sources] == ["population"]
-    population = sources[0]
+    assert [s.name for s in sources] == ["education", "enterprise", "insurance", "population", "taxation"]
+    population = sources[3]
     assert population.lookback == timedelta(hours=2)
     assert population.landing_schema == "landing_population"
     assert [t.name for t in population.tables] == ["citizens", "households", "residence_changes"]

@@ -1,3 +1,171 @@
-"""Contracts of the insurance source (being written for issue 4)."""
+"""Contracts of Vietnam Social Security's database (Bảo hiểm xã hội Việt Nam), version 1, read through its REST API.
 
-CONTRACTS: tuple[type, ...] = ()
+Identifiers: the 10-digit social insurance code (2-digit code of the issuing province + 8 digits) keys insured
+people; from 2025-08-01 (Việt Nam date) records also carry the citizen's 12-digit PIN, which then replaces the
+insurance code as the national identifier. Employers are keyed by their 10-digit enterprise code (= tax code).
+Province codes are those in force on the record's date (Việt Nam time).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pandera.polars as pa
+import polars as pl
+from pandera.polars import PolarsData
+from pandera.typing.polars import Series
+
+from ndc.contracts.base import (
+    NdcContract,
+    date_between,
+    not_blank,
+    pin_is_well_formed,
+    pin_matches_birth,
+    province_valid_on,
+    vietnam_date,
+)
+from ndc.reference import old_codes
+
+EARLIEST_BIRTH = date(1900, 1, 1)
+EARLIEST_MONTH = date(1995, 1, 1)  # Vietnam Social Security was founded in 1995
+PIN_REQUIRED_FROM = date(2025, 8, 1)
+UTC_TIMESTAMP = pl.Datetime("us", "UTC")
+
+
+def insurance_code_is_well_formed(code: pl.Expr) -> pl.Expr:
+    """10 digits whose first two are a province code (the issuing province; codes are never reused)."""
+    return (code.str.contains(r"^\d{10}$") & code.str.slice(0, 2).is_in(list(old_codes()))).fill_null(False)
+
+
+def enterprise_code_or_null(code: pl.Expr) -> pl.Expr:
+    return code.is_null() | code.str.contains(r"^\d{10}$").fill_null(False)
+
+
+class InsuredPeople(NdcContract):
+    """One row per insured person (người tham gia BHXH)."""
+
+    insurance_code: str = pa.Field(nullable=True, description="10-digit social insurance code (mã số BHXH)")
+    pin: str = pa.Field(nullable=True, description="12-digit PIN; required on records updated from 2025-08-01")
+    full_name: str = pa.Field(nullable=True)
+    birth_date: date = pa.Field(nullable=True)
+    sex: str = pa.Field(nullable=True, description="M or F")
+    province_code: str = pa.Field(nullable=True, description="residence, code in force on updated_at")
+    employer_code: str = pa.Field(nullable=True, description="enterprise code; null for voluntary contributors")
+    updated_at: Series[UTC_TIMESTAMP] = pa.Field(nullable=False)  # type: ignore[valid-type]
+
+    class Config:
+        name = "insurance.insured_people"
+        metadata = {"version": "1.0.0"}
+
+    @pa.check("insurance_code", name="insurance_code_format")
+    def _insurance_code(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(insurance_code_is_well_formed(pl.col(data.key)))
+
+    @pa.check("pin", name="pin_format")
+    def _pin_format(cls, data: PolarsData) -> pl.LazyFrame:
+        column = pl.col(data.key)
+        return data.lazyframe.select(column.is_null() | pin_is_well_formed(column))
+
+    @pa.check("full_name", name="full_name_not_blank")
+    def _full_name(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(not_blank(pl.col(data.key)))
+
+    @pa.check("sex", name="sex_allowed")
+    def _sex(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col(data.key).is_in(["M", "F"]).fill_null(False))
+
+    @pa.check("employer_code", name="employer_code_format")
+    def _employer_code(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(enterprise_code_or_null(pl.col(data.key)))
+
+    @pa.dataframe_check(name="pin_required_from_2025_08")
+    def _pin_required(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(
+            (pl.col("pin").is_not_null() | (vietnam_date("updated_at") < pl.lit(PIN_REQUIRED_FROM))).alias("ok"))
+
+    @pa.dataframe_check(name="birth_date_range")
+    def _birth_date(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(
+            date_between(pl.col("birth_date"), EARLIEST_BIRTH, vietnam_date("updated_at")))
+
+    @pa.dataframe_check(name="pin_birth_consistency")
+    def _pin_birth(cls, data: PolarsData) -> pl.LazyFrame:
+        """The PIN agrees with birth date and sex; rows whose birth date is out of range are left to that check."""
+        in_range = date_between(pl.col("birth_date"), EARLIEST_BIRTH, vietnam_date("updated_at"))
+        agrees = pin_matches_birth(pl.col("pin"), pl.col("birth_date"), pl.col("sex"))
+        return data.lazyframe.select((~in_range | agrees).alias("ok"))
+
+    @pa.dataframe_check(name="province_code_valid")
+    def _province(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(province_valid_on(pl.col("province_code"), vietnam_date("updated_at")))
+
+
+class Employers(NdcContract):
+    """One row per employer registered with Vietnam Social Security (an enterprise of the business register)."""
+
+    employer_code: str = pa.Field(nullable=True, description="10-digit enterprise code (= tax code)")
+    name: str = pa.Field(nullable=True)
+    province_code: str = pa.Field(nullable=True, description="code in force on updated_at")
+    updated_at: Series[UTC_TIMESTAMP] = pa.Field(nullable=False)  # type: ignore[valid-type]
+
+    class Config:
+        name = "insurance.employers"
+        metadata = {"version": "1.0.0"}
+
+    @pa.check("employer_code", name="employer_code_format")
+    def _employer_code(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col(data.key).str.contains(r"^\d{10}$").fill_null(False))
+
+    @pa.check("name", name="name_not_blank")
+    def _name(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(not_blank(pl.col(data.key)))
+
+    @pa.dataframe_check(name="province_code_valid")
+    def _province(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(province_valid_on(pl.col("province_code"), vietnam_date("updated_at")))
+
+
+class Contributions(NdcContract):
+    """One row per monthly contribution; a cancelled one keeps its row with ``deleted_at`` set (the tombstone)."""
+
+    contribution_id: int = pa.Field(nullable=False)
+    insurance_code: str = pa.Field(nullable=True)
+    employer_code: str = pa.Field(nullable=True, description="null for voluntary contributions")
+    contribution_month: date = pa.Field(nullable=True, description="first day of the month paid for")
+    amount: float = pa.Field(nullable=True, description="VND")
+    deleted_at: Series[UTC_TIMESTAMP] = pa.Field(nullable=True)  # type: ignore[valid-type]
+    updated_at: Series[UTC_TIMESTAMP] = pa.Field(nullable=False)  # type: ignore[valid-type]
+
+    class Config:
+        name = "insurance.contributions"
+        metadata = {"version": "1.0.0"}
+
+    @pa.check("insurance_code", name="insurance_code_format")
+    def _insurance_code(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(insurance_code_is_well_formed(pl.col(data.key)))
+
+    @pa.check("employer_code", name="employer_code_format")
+    def _employer_code(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(enterprise_code_or_null(pl.col(data.key)))
+
+    @pa.check("amount", name="amount_positive")
+    def _amount(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select((pl.col(data.key) > 0).fill_null(False))
+
+    @pa.dataframe_check(name="contribution_month_range")
+    def _month(cls, data: PolarsData) -> pl.LazyFrame:
+        month = pl.col("contribution_month")
+        first_day = (month.dt.day() == 1).fill_null(False)
+        return data.lazyframe.select(
+            (first_day & date_between(month, EARLIEST_MONTH, vietnam_date("updated_at"))).alias("ok"))
+
+    @pa.dataframe_check(name="deleted_at_not_after_update")
+    def _deleted_at(cls, data: PolarsData) -> pl.LazyFrame:
+        deleted = pl.col("deleted_at")
+        return data.lazyframe.select((deleted.is_null() | (deleted <= pl.col("updated_at"))).alias("ok"))
+
+
+__all__ = ["Contributions", "Employers", "InsuredPeople"]
+
+
+CONTRACTS = (InsuredPeople, Employers, Contributions)

@@ -3,6 +3,7 @@ the same people) and the result (tables, defect manifest, ground-truth crosswalk
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass, field
 from datetime import date
@@ -53,12 +54,11 @@ def tax_code_check_digit(first9: str) -> int | None:
     return None if digit == 10 else digit % 10
 
 
+@functools.lru_cache(maxsize=2)
 def population_citizens(spec: SourceSpec) -> pl.DataFrame:
     """The population simulator's citizens that are clean (no injected defect besides NFD text, one row per PIN):
     the people every other source refers to. Columns: pin, cmnd, full_name, birth_date, death_date, sex,
     province_code. Deterministic for the spec (it reruns the population simulator, ~1 s per 100,000)."""
-    import unicodedata
-
     from ndc.simulate import population
 
     sim = population.simulate(population.PopulationSpec(
@@ -69,7 +69,7 @@ def population_citizens(spec: SourceSpec) -> pl.DataFrame:
                                                                                 maintain_order=True)
     return clean.select(
         "pin", "cmnd",
-        pl.col("full_name").map_elements(lambda t: unicodedata.normalize("NFC", t), return_dtype=pl.String),
+        pl.col("full_name").str.normalize("NFC"),
         "birth_date", "death_date", "sex", "province_code")
 
 

@@ -1,0 +1,113 @@
+"""The education source end to end: file drops (CSV, Parquet, Windows-1258, BOM) through the files connector,
+the gate and the loader into landing; every file loaded once by content hash; drift named by file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from ndc.errors import SchemaDriftError
+from ndc.jobs import extract_table
+from ndc.registry import find_source
+from ndc.settings import get_settings
+from ndc.simulate import education
+from ndc.simulate.common import SourceSpec
+
+from .acceptance import assert_matches_manifest
+from .conftest import query, scalar
+
+WINDOW = (datetime(2024, 7, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC))
+TABLES = ("schools", "students", "enrolments")
+
+
+@pytest.fixture(scope="module")
+def drop(dbs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("education_drop")
+    os.environ["AIRFLOW_CONN_NDC_SRC_EDUCATION"] = root.as_uri()
+    spec = SourceSpec(citizens=20_000, seed=5, defect_rate=0.002)
+    sim = education.simulate(spec)
+    education.write(root.as_uri(), sim, spec)
+    results = {t: extract_table("education", t, *WINDOW, run_id="first") for t in TABLES}
+    yield root, sim, results
+    os.environ.pop("AIRFLOW_CONN_NDC_SRC_EDUCATION", None)
+
+
+def test_every_defect_has_its_expected_outcome(dbs, drop):
+    _, sim, results = drop
+    source = find_source(get_settings().sources_dir, "education")
+    tables = {t: f.drop([c for c in f.columns if c.startswith("_")]) for t, f in sim.tables.items()}
+    summary = assert_matches_manifest(dbs.warehouse, source, tables, sim.manifest)
+    print(summary)
+    assert all(results[t].files for t in TABLES)
+    encodings = {r[0] for r in query(dbs.warehouse, "select distinct encoding from ndc_meta.files")}
+    assert {"cp1258", "utf-8-sig", "parquet"} <= encodings
+
+
+def test_second_run_loads_no_file_again(dbs, drop):
+    before = scalar(dbs.warehouse, "select count(*) from landing_education.students_history")
+    again = extract_table("education", "students", *WINDOW, run_id="second")
+    assert again.files == [] and again.rows_in == 0 and again.batches == 0
+    assert scalar(dbs.warehouse, "select count(*) from landing_education.students_history") == before
+
+
+def test_a_renamed_copy_is_not_loaded_and_a_changed_file_is(dbs, drop):
+    root, _, _ = drop
+    csvs = sorted((root / "schools").rglob("*.csv"))
+    original = next(p for p in csvs if p.read_bytes().startswith(b"school_id"))
+    shutil.copy(original, original.with_name("copy_of_" + original.name))
+    assert extract_table("education", "schools", *WINDOW, run_id="copy").rows_in == 0
+
+    frame = pl.read_csv(original, infer_schema=False)
+    first = frame.row(0, named=True)
+    changed = frame.with_columns(
+        pl.when(pl.col("school_id") == first["school_id"]).then(pl.lit("Trường Tiểu học Đổi Tên"))
+        .otherwise(pl.col("name")).alias("name"),
+        pl.when(pl.col("school_id") == first["school_id"]).then(pl.lit("2025-12-31T23:00:00Z"))
+        .otherwise(pl.col("exported_at")).alias("exported_at"))
+    target = original.with_name("resent_" + original.name)
+    changed.write_csv(target)
+    result = extract_table("education", "schools", *WINDOW, run_id="changed")
+    assert result.files == [str(target)] and result.rows_new_versions == 1
+    assert scalar(dbs.warehouse, "select name from landing_education.schools where school_id = %s",
+                  (first["school_id"],)) == "Trường Tiểu học Đổi Tên"
+
+
+def test_a_file_missing_a_column_blocks_the_load_by_name(dbs, drop):
+    root, _, _ = drop
+    bad = root / "students" / "2099-2100" / "01.csv"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("student_id,pin,full_name,sex,province_code,exported_at\n"
+                   "HS0000000001,001200000001,Nguyễn Văn A,M,01,2025-12-31T00:00:00Z\n", encoding="utf-8")
+    batches = scalar(dbs.warehouse, "select count(*) from ndc_meta.batches")
+    try:
+        with pytest.raises(SchemaDriftError) as caught:
+            extract_table("education", "students", *WINDOW, run_id="drift")
+    finally:
+        shutil.rmtree(bad.parent)
+    assert f"source education, file {bad}: column birth_date: missing" in str(caught.value)
+    assert scalar(dbs.warehouse, "select count(*) from ndc_meta.batches") == batches
+
+
+def test_value_that_cannot_be_cast_keeps_its_raw_text_in_quarantine(dbs, drop):
+    reasons = query(dbs.warehouse, "select reasons from quarantine.rows where dataset = 'education.students'"
+                    " and 'value_type(birth_date)' = any(checks) limit 1")
+    assert reasons, "the simulator injects impossible dates"
+    detail = reasons[0][0]["value_type(birth_date)"]
+    assert detail["column"] == "birth_date" and "-" in detail["value"]
+
+
+def test_drop_folder_is_the_connection(dbs, drop):
+    root, _, _ = drop
+    assert Path(root).is_dir()
+    missing = root / "nowhere"
+    os.environ["AIRFLOW_CONN_NDC_SRC_EDUCATION"] = missing.as_uri()
+    try:
+        with pytest.raises(Exception, match=r"drop folder .*nowhere does not exist"):
+            extract_table("education", "schools", *WINDOW, run_id="nowhere")
+    finally:
+        os.environ["AIRFLOW_CONN_NDC_SRC_EDUCATION"] = root.as_uri()
