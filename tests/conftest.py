@@ -41,6 +41,35 @@ def pg_server() -> str:
     return SERVER
 
 
+MYSQL_SERVER = os.environ.get("NDC_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/")
+
+
+def mysql_connect(url: str):
+    """A mysql-connector connection to ``url`` (the database part may be empty)."""
+    from urllib.parse import unquote, urlsplit
+
+    import mysql.connector
+
+    parts = urlsplit(url)
+    return mysql.connector.connect(
+        host=parts.hostname, port=parts.port or 3306, user=unquote(parts.username or "root"),
+        password=unquote(parts.password or ""), database=parts.path.lstrip("/") or None, use_pure=True,
+        autocommit=True, connection_timeout=5)
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> str:
+    """The machine's MariaDB (NDC_TEST_MYSQL_URL); fails, not skips, under CI=true when unreachable."""
+    try:
+        mysql_connect(MYSQL_SERVER).close()
+    except Exception as exc:  # the driver raises several error types for an unreachable server
+        message = f"MariaDB at {MYSQL_SERVER} is unreachable: {exc}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return MYSQL_SERVER
+
+
 @dataclass
 class Databases:
     warehouse: str

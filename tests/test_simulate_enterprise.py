@@ -7,7 +7,6 @@ CI=true and it is unreachable.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -24,7 +23,6 @@ from ndc.warehouse import drop_database
 
 from .conftest import query, scalar
 
-MYSQL_SERVER = os.environ.get("NDC_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/")
 TABLES = ["enterprises", "branches", "legal_representatives", "status_history"]
 KEY = {
     "enterprises": pl.col("enterprise_code"),
@@ -41,18 +39,6 @@ def _mysql(url: str):
     return mysql.connector.connect(host=parts.hostname, port=parts.port or 3306, user=parts.username or "root",
                                    password=parts.password or "", use_pure=True, charset="utf8mb4",
                                    collation="utf8mb4_unicode_ci", connection_timeout=3)
-
-
-@pytest.fixture(scope="session")
-def mariadb_server() -> str:
-    try:
-        _mysql(MYSQL_SERVER).close()
-    except Exception as exc:  # the driver raises several error types for an unreachable server
-        message = f"MariaDB at {MYSQL_SERVER} is unreachable: {exc}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return MYSQL_SERVER
 
 
 @pytest.fixture(scope="module")
