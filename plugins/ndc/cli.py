@@ -258,9 +258,10 @@ def demo(citizens: int, seed: int) -> None:
     summary = run_demo(citizens, seed, click.echo)
     f = summary.figures
     click.echo("\n== Summary ==")
-    click.echo("rows per stage:")
-    for table, count in f["source"].items():
-        click.echo(f"  {table:<18} source {count:>9,}  landing {f['landing'][table]:>9,}")
+    click.echo("rows per stage (source rows include duplicate versions and rows that fail their contract):")
+    for name, tables in f["source"].items():
+        for table, count in tables.items():
+            click.echo(f"  {name + '.' + table:<34} source {count:>9,}  landing {f['landing'][name][table]:>9,}")
     click.echo(f"  shared.citizens (published from {f['build_schema']}): {f['shared']:,}")
     click.echo("quarantined rows by check:")
     for dataset, checks, count in f["quarantine"]:
@@ -294,10 +295,11 @@ def airflow_ui() -> None:
     import os
 
     from ndc import embedded
-    from ndc.demo import airflow_command, airflow_env
+    from ndc.demo import airflow_command, airflow_env, import_pools
 
     env = {**os.environ, **airflow_env(embedded.ensure_warehouse()),
            "AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": "8080"}
+    import_pools(env)  # one pool per source caps its connections; the scheduler needs them to exist
     passwords = f"{env['AIRFLOW_HOME']}/simple_auth_manager_passwords.json.generated"
     click.echo(f"Airflow UI: http://127.0.0.1:8080  user admin, password in {passwords} (Ctrl-C stops)")
     os.execvpe(airflow_command()[0], airflow_command("standalone"), env)  # noqa: S606 - our own venv binary

@@ -1,8 +1,12 @@
 """``ndc demo``: the whole path on one machine, as real Airflow DAG runs, with a summary at the end.
 
-simulate the population database -> ``extract_population`` DAG run (full refresh) -> ``conform`` DAG run (dbt via
-Cosmos, then write-audit-publish) -> a consumer agency role reads its view -> summary. On the embedded default
-the warehouse is rebuilt on every run (the demo starts clean); a configured ``NDC_WAREHOUSE_URL`` is never dropped.
+simulate the five national databases (population, taxation and the enterprise register in databases, the
+insurance API served on loopback, education file drops) -> one ``extract_<source>`` DAG run each (full refresh)
+-> ``conform`` DAG run (dbt via Cosmos, then write-audit-publish) -> a consumer agency role reads its view ->
+summary. On the embedded default the warehouse and the simulated sources are rebuilt on every run (the demo
+starts clean), and the enterprise register, which lives on MariaDB, falls back to a database in the embedded
+PostgreSQL unless ``AIRFLOW_CONN_NDC_SRC_ENTERPRISE`` names a MariaDB. A configured ``NDC_WAREHOUSE_URL`` is never
+dropped.
 """
 
 from __future__ import annotations
@@ -56,20 +60,77 @@ def _airflow(env: dict[str, str], *args: str) -> None:
                        f"{(result.stdout + result.stderr)[-4000:]}")
 
 
+def import_pools(env: dict[str, str]) -> None:
+    """Create or update the sources' Airflow pools (``ndc sources pools``) in the metadata database."""
+    import tempfile
+
+    from ndc.airflow.factory import pools
+    from ndc.registry import load_sources
+
+    _airflow(env, "db", "migrate")
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(pools(load_sources(get_settings().sources_dir)), handle)
+    try:
+        _airflow(env, "pools", "import", handle.name)
+    finally:
+        os.unlink(handle.name)
+
+
 @dataclass
 class DemoSummary:
     stages: list[tuple[str, float]] = field(default_factory=list)
     figures: dict = field(default_factory=dict)
 
 
+SOURCES = ("population", "enterprise", "taxation", "insurance", "education")
+
+
 def _reset(warehouse_url: str) -> None:
     """Start clean: drop the demo's warehouse and source databases, only those on the embedded server."""
     from urllib.parse import urlsplit
 
+    from ndc.simulate import insurance
+
     server = urlsplit(warehouse_url).netloc
-    for url in (warehouse_url, connections.resolve("ndc_src_population")):
-        if urlsplit(url).netloc == server:
+    urls = [warehouse_url, insurance.default_target(),
+            *(connections.source_url(f"ndc_src_{name}", "postgresql") for name in ("population", "taxation"))]
+    if not os.environ.get("AIRFLOW_CONN_NDC_SRC_ENTERPRISE"):
+        urls.append(connections.source_url("ndc_src_enterprise", "mysql"))
+    for url in urls:
+        if urlsplit(url).scheme == "postgresql" and urlsplit(url).netloc == server:
             warehouse.drop_database(url)
+
+
+def _simulate_all(citizens: int, seed: int) -> dict[str, dict[str, int]]:
+    """Every source at the same size and seed (they share the population); returns rows per table."""
+    import importlib
+
+    from ndc.simulate.common import SourceSpec
+
+    spec = SourceSpec(citizens=citizens, seed=seed)
+    rows = {}
+    for name in SOURCES:
+        module = importlib.import_module(f"ndc.simulate.{name}")
+        sim = module.simulate(spec)
+        module.write(module.default_target(), sim, spec)
+        tables = sim.tables if hasattr(sim, "tables") else {
+            "citizens": sim.citizens, "households": sim.households, "residence_changes": sim.residence_changes}
+        rows[name] = {table: frame.height for table, frame in tables.items()}
+    return rows
+
+
+def _serve_insurance(state: dict) -> None:
+    """The insurance API on a free loopback port for the demo's lifetime, rate-limited and failing now and then
+    as the real one does; the extract DAG reaches it through AIRFLOW_CONN_NDC_SRC_INSURANCE."""
+    import secrets
+
+    from ndc.simulate import insurance, insurance_api
+
+    token = secrets.token_urlsafe(16)
+    server, base = insurance_api.start_in_thread(insurance.default_target(), token=token, rate_limit=50.0,
+                                                 fault_rate=0.01, seed=1)
+    state["insurance_server"] = server
+    state["airflow"]["AIRFLOW_CONN_NDC_SRC_INSURANCE"] = base.replace("http://", f"http://:{token}@", 1) + "/"
 
 
 def run_demo(citizens: int, seed: int, echo: Callable[[str], None]) -> DemoSummary:
@@ -86,16 +147,20 @@ def run_demo(citizens: int, seed: int, echo: Callable[[str], None]) -> DemoSumma
         warehouse.ensure_database(state["airflow"]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("+psycopg2", ""))
 
     def step_simulate() -> None:
-        from ndc.simulate import population
-
-        spec = population.PopulationSpec(citizens=citizens, seed=seed)
-        population.write(connections.resolve("ndc_src_population"), population.simulate(spec), spec)
+        state["source_rows"] = _simulate_all(citizens, seed)
+        _serve_insurance(state)
 
     def step_extract() -> None:
-        _airflow(state["airflow"], "db", "migrate")
+        import_pools(state["airflow"])
         _airflow(state["airflow"], "dags", "reserialize")
-        _airflow(state["airflow"], "dags", "test", "extract_population", LOGICAL_DATE, "-c",
-                 json.dumps({"full_refresh": True}))
+        from concurrent.futures import ThreadPoolExecutor
+
+        # Three DAG runs at a time: each `airflow dags test` spends seconds starting up, the loads overlap it.
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            runs = [pool.submit(_airflow, state["airflow"], "dags", "test", f"extract_{name}", LOGICAL_DATE,
+                                "-c", json.dumps({"full_refresh": True})) for name in SOURCES]
+            for run in runs:
+                run.result()
 
     def step_conform() -> None:
         from ndc import dbt
@@ -114,32 +179,39 @@ def run_demo(citizens: int, seed: int, echo: Callable[[str], None]) -> DemoSumma
     where = "embedded PostgreSQL" if not configured else "NDC_WAREHOUSE_URL"
     steps: list[tuple[str, Callable[[], None]]] = [
              (f"warehouse ({where})", step_warehouse),
-             (f"simulate population ({citizens:,} citizens)", step_simulate),
-             ("extract_population DAG run (airflow dags test, full refresh)", step_extract),
+             (f"simulate the five national databases ({citizens:,} citizens)", step_simulate),
+             ("extract_<source> DAG runs, three at a time (airflow dags test, full refresh)", step_extract),
              ("conform DAG run (dbt via Cosmos, write-audit-publish)", step_conform),
              ("consumer agency: People's Committee of Quảng Ngãi", step_agency)]
+    try:
+        _run_steps(steps, summary, echo)
+    finally:
+        if "insurance_server" in state:
+            state["insurance_server"].shutdown()
+            state["insurance_server"].server_close()
+    summary.figures = collect_figures(state["url"], state["source_rows"])
+    summary.figures["airflow_env"] = {k: v for k, v in state["airflow"].items()
+                                      if k != "AIRFLOW_CONN_NDC_SRC_INSURANCE"}  # the token stays private
+    return summary
+
+
+def _run_steps(steps: list[tuple[str, Callable[[], None]]], summary: DemoSummary,
+               echo: Callable[[str], None]) -> None:
     for number, (title, action) in enumerate(steps, start=1):
         echo(f"[{number}/{len(steps)}] {title} ...")
         began = time.monotonic()
         action()
         summary.stages.append((title, time.monotonic() - began))
         echo(f"      done in {summary.stages[-1][1]:.1f} s")
-    summary.figures = collect_figures(state["url"])
-    summary.figures["airflow_env"] = state["airflow"]
-    return summary
 
 
-def collect_figures(url: str) -> dict:
+def collect_figures(url: str, source_rows: dict[str, dict[str, int]]) -> dict:
     from ndc import ledger
 
-    figures: dict = {}
-    source = connections.resolve("ndc_src_population")
-    with psycopg.connect(source) as src:
-        figures["source"] = {t: src.execute(f"select count(*) from {t}").fetchone()[0]
-                             for t in ("citizens", "households", "residence_changes")}
+    figures: dict = {"source": source_rows}
     with warehouse.connect(url) as wh:
-        figures["landing"] = {t: wh.execute(f"select count(*) from landing_population.{t}").fetchone()[0]
-                              for t in figures["source"]}
+        figures["landing"] = {name: {t: wh.execute(f"select count(*) from landing_{name}.{t}").fetchone()[0]
+                                     for t in tables} for name, tables in source_rows.items()}
         figures["quarantine"] = wh.execute(
             "select dataset, array_to_string(checks, ','), count(*) from quarantine.rows"
             " group by 1, 2 order by 1, 2").fetchall()
