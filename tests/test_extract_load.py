@@ -94,9 +94,15 @@ def test_accounting_and_ledger(dbs, loaded):
 
 
 def test_batches_record_progress(dbs, loaded):
-    per_batch = query(dbs.warehouse, "select sum(rows_in), sum(rows_loaded) - sum(rows_superseded_in_landing),"
-                      " count(*) from ndc_meta.batches where dataset = 'population.citizens'")[0]
-    assert per_batch == (loaded["citizens"].rows_in, loaded["citizens"].rows_loaded, loaded["citizens"].batches)
+    per_batch = query(dbs.warehouse, "select sum(rows_in), sum(rows_staged), count(*), count(merged_at)"
+                      " from ndc_meta.batches where dataset = 'population.citizens' and run_id = 'acceptance'")[0]
+    result = loaded["citizens"]
+    assert per_batch[0] == result.rows_in and per_batch[2] == per_batch[3] == result.batches
+    # staged rows become landed rows, less the older versions of duplicate keys
+    duplicates = scalar(dbs.warehouse, "select count(*) from quarantine.rows where dataset = 'population.citizens'"
+                        " and checks = array['duplicate_key']")
+    assert per_batch[1] - duplicates == result.rows_loaded
+    assert scalar(dbs.warehouse, "select count(*) from landing_population._citizens_stage") == 0
 
 
 def test_watermark_is_the_latest_loaded_version(dbs, loaded):

@@ -34,14 +34,18 @@ def test_killed_load_leaves_whole_batches_and_rerun_completes(dbs):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    committed = query(dbs.warehouse, "select count(*), coalesce(sum(rows_in), 0), coalesce(sum(rows_new_versions"
-                      " - rows_superseded_in_landing), 0) from ndc_meta.batches")[0]
+    committed = query(dbs.warehouse, "select count(*), coalesce(sum(rows_in), 0), coalesce(sum(rows_staged), 0),"
+                      " count(merged_at) from ndc_meta.batches")[0]
     assert 0 < committed[1] < total, "partial state must exist before recovery"
-    # Nothing half-loaded: every landed row belongs to a committed batch, and their counts agree.
-    assert scalar(dbs.warehouse, "select count(*) from landing_population.citizens_history h where not exists"
-                  " (select 1 from ndc_meta.batches b where b.batch_id = h._ndc_batch_id)") == 0
-    assert scalar(dbs.warehouse, "select count(*) from landing_population.citizens_history") == committed[2]
+    # Nothing half-loaded: the stage holds exactly the rows of the committed batches, each tagged with its
+    # batch; nothing was merged into landing by the killed run.
+    assert scalar(dbs.warehouse, "select count(*) from landing_population._citizens_stage s where not exists"
+                  " (select 1 from ndc_meta.batches b where b.batch_id = s._ndc_batch_id)") == 0
+    assert scalar(dbs.warehouse, "select count(*) from landing_population._citizens_stage") == committed[2]
+    assert committed[3] == 0
+    assert scalar(dbs.warehouse, "select count(*) from landing_population.citizens_history") == 0
     result = extract_table("population", "citizens", *EVERYTHING, run_id="after-kill")
+    assert scalar(dbs.warehouse, "select count(*) from ndc_meta.batches where merged_at is null") == 0
     assert result.rows_in == total
     copy_source(dbs.source, dbs.warehouse, ("citizens",))
     assert expected_minus_landing(dbs.warehouse, "citizens") == (0, 0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import closing
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -14,17 +14,20 @@ from ndc.connectors import Chunk, open_connector
 from ndc.connectors.base import ExtractRequest
 from ndc.contracts import get_contract
 from ndc.extract import check_drift
-from ndc.gate import validate
+from ndc.gate import GateResult, validate
 from ndc.load import (
     LandingTarget,
     RunStats,
     ensure_landing,
-    load_batch,
     loaded_files,
+    lock_dataset,
+    merge_staged,
     prepare_session,
+    stage_batch,
     update_watermark,
     write_ledger,
 )
+from ndc.prefetch import prefetch
 from ndc.registry import SourceConfig, find_source
 from ndc.settings import Settings, get_settings
 
@@ -64,18 +67,22 @@ def _as_utc(moment: datetime) -> datetime:
     return datetime.fromtimestamp(moment.timestamp(), tz=UTC)
 
 
-def _load_chunks(wh, target: LandingTarget, chunks: Iterable[Chunk], run_id: str,
-                 window: tuple[datetime, datetime], stats: RunStats, began: float) -> int:
+def _gated(chunks: Iterable[Chunk], contract) -> Iterator[tuple[Chunk, GateResult]]:
+    for chunk in chunks:
+        yield chunk, validate(chunk.frame, contract)
+
+
+def _stage_chunks(wh, target: LandingTarget, gated: Iterable[tuple[Chunk, GateResult]], run_id: str,
+                  window: tuple[datetime, datetime], stats: RunStats, began: float) -> int:
     batches = 0
-    for batches, chunk in enumerate(chunks, start=1):
-        batch_started = datetime.now(UTC)
-        gated = validate(chunk.frame, target.contract)
-        stats.add(load_batch(wh, target, gated, run_id=run_id, window=window, batch_no=batches,
-                             started_at=batch_started, completes=chunk.completes))
+    for batches, (chunk, result) in enumerate(gated, start=1):
+        stats.add(stage_batch(wh, target, result, run_id=run_id, window=window, batch_no=batches,
+                              started_at=datetime.now(UTC), completes=chunk.completes))
         if chunk.completes:
             stats.files.append(chunk.completes.path)
-        log.info("%s batch %d committed: %d rows in so far, %d loaded, %d quarantined (%.1f s)",
-                 target.dataset, batches, stats.rows_in, stats.loaded, stats.quarantined, time.monotonic() - began)
+        log.info("%s batch %d staged: %d rows in so far, %d staged, %d rejected (%.1f s)",
+                 target.dataset, batches, stats.rows_in, stats.rows_staged, stats.rows_rejected,
+                 time.monotonic() - began)
     return batches
 
 
@@ -100,6 +107,7 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
     with warehouse.connect(settings.warehouse_url) as wh:
         warehouse.ensure_meta(wh)
         ensure_landing(wh, target)
+        lock_dataset(wh, target)
         prepare_session(wh, target)
         request = ExtractRequest(table=table, columns=target.columns, contract_schema=target.contract.columns,
                                  window=window, batch_bytes=settings.batch_bytes, full_refresh=full_refresh,
@@ -111,8 +119,10 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
             with closing(connector):
                 drift = check_drift(source.name, table.name, target.contract, connector.column_sets(table, request))
                 stats.new_columns = drift.new_columns
-                with closing(connector.chunks(request)) as chunks:
-                    stats.batches = _load_chunks(wh, target, chunks, run_id, window, stats, began)
+                # Reading and validating the next batch (a thread) overlaps staging this one.
+                with closing(prefetch(_gated(connector.chunks(request), target.contract))) as gated:
+                    stats.batches = _stage_chunks(wh, target, gated, run_id, window, stats, began)
+            stats.merge = merge_staged(wh, target, run_id)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             raise
@@ -126,7 +136,7 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
         dataset=target.dataset, target=f"{target.schema}.{target.table}", run_id=run_id,
         window_start=window[0].isoformat(), window_end=window[1].isoformat(), batches=stats.batches,
         rows_in=stats.rows_in, rows_loaded=stats.loaded, rows_quarantined=stats.quarantined,
-        rows_repaired=stats.rows_repaired, rows_new_versions=stats.rows_new_versions,
+        rows_repaired=stats.rows_repaired, rows_new_versions=stats.merge.rows_new_versions,
         new_columns=stats.new_columns, files=stats.files)
     log.info("%s done: %s", target.dataset, asdict(result))
     return result

@@ -1,19 +1,27 @@
-"""The warehouse side of extract-and-load: landing tables, and one transaction per batch.
+"""The warehouse side of extract-and-load, in two steps: stage every batch, then merge the run.
 
-Per batch, in one transaction (so a batch is committed whole or not at all, and its row in
-``ndc_meta.batches`` exists exactly when its data does):
+**Stage** (one transaction per batch, so a batch is committed whole or not at all, and its row in
+``ndc_meta.batches`` exists exactly when its data does): rows that passed the gate are COPied straight into the
+table's stage (``landing_<source>._<table>_stage``, tagged with the batch id); rows that failed go to
+``quarantine.rows`` with their checks and whole payload. Nothing else happens per batch, so staging runs at
+close to COPY speed while the next batch is read and validated.
 
-1. rows that passed the gate are COPied into a session temp table; their version hash is ``md5(row::text)``;
-2. keys duplicated inside the batch: the latest version (by incremental column, then hash) is kept, the others
-   go to quarantine as ``duplicate_key``;
-3. keys already loaded by an earlier batch of the same window (same source table, same extract window): the
-   source held two versions at once; the older one goes to quarantine as ``duplicate_key`` (moved out of
-   landing if it had been loaded), whatever the batch boundaries or earlier failed attempts were;
-4. new versions are appended to ``<table>_history``; ``<table>`` keeps the latest version per key;
-5. rows that failed the gate go to quarantine with their checks and whole payload.
+**Merge** (one transaction for everything staged, at the end of the run; a run that was killed leaves its
+whole batches staged and the next run merges them too):
+
+1. each staged row's version hash is ``md5(row(<contract columns>)::text)``; identical rows staged twice (a
+   rerun after a kill) count once;
+2. versions of one key from one extract window: the latest (by incremental column, then hash) is kept, the
+   others go to quarantine as ``duplicate_key`` — whatever the batch boundaries were;
+3. a key already merged from another run of the same window with another version: the source held two
+   versions at once; the older goes to quarantine as ``duplicate_key`` (moved out of landing if it had been
+   loaded);
+4. new versions are appended to ``<table>_history``; ``<table>`` keeps the latest version per key (with the
+   source's tombstone, if it has one);
+5. the stage is emptied and the batches are marked merged.
 
 Quarantine is keyed by (dataset, row hash) and history by (key, row hash), so re-running a window changes
-nothing. Batches of one dataset are serialised by an advisory lock.
+nothing. A run holds its dataset's advisory lock, so runs of one table never interleave.
 """
 
 from __future__ import annotations
@@ -60,6 +68,10 @@ class LandingTarget:
         return f"{self.table}_history"
 
     @property
+    def stage(self) -> str:
+        return f"_{self.table}_stage"
+
+    @property
     def columns(self) -> list[str]:
         return list(self.contract.columns)
 
@@ -67,19 +79,23 @@ class LandingTarget:
 @dataclass
 class BatchStats:
     rows_in: int = 0
-    rows_loaded: int = 0
-    rows_quarantined: int = 0
+    rows_staged: int = 0
+    rows_rejected: int = 0
     rows_repaired: int = 0
-    rows_new_versions: int = 0
-    rows_superseded_in_landing: int = 0
-    loaded_through: datetime | None = None
 
     def add(self, other: BatchStats) -> None:
-        for name in ("rows_in", "rows_loaded", "rows_quarantined", "rows_repaired", "rows_new_versions",
-                     "rows_superseded_in_landing"):
+        for name in ("rows_in", "rows_staged", "rows_rejected", "rows_repaired"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        if other.loaded_through and (not self.loaded_through or other.loaded_through > self.loaded_through):
-            self.loaded_through = other.loaded_through
+
+
+@dataclass
+class MergeStats:
+    rows_merged: int = 0            # staged rows that are now in landing (new or already-known versions)
+    rows_new_versions: int = 0
+    rows_duplicates: int = 0        # staged versions that lost to a newer one of the same key and window
+    rows_superseded_in_landing: int = 0
+    batches: int = 0
+    loaded_through: datetime | None = None
 
 
 @dataclass
@@ -87,15 +103,20 @@ class RunStats(BatchStats):
     batches: int = 0
     new_columns: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    merge: MergeStats = field(default_factory=MergeStats)
 
     @property
     def loaded(self) -> int:
-        """Rows that ended in landing (a version moved out as a duplicate later in the run is not counted)."""
-        return self.rows_loaded - self.rows_superseded_in_landing
+        """Rows that ended in landing (a version moved out as a duplicate by this run is not counted)."""
+        return self.merge.rows_merged - self.merge.rows_superseded_in_landing
 
     @property
     def quarantined(self) -> int:
-        return self.rows_quarantined + self.rows_superseded_in_landing
+        return self.rows_rejected + self.merge.rows_duplicates + self.merge.rows_superseded_in_landing
+
+    @property
+    def loaded_through(self) -> datetime | None:
+        return self.merge.loaded_through
 
 
 def _typed_columns(target: LandingTarget) -> sql.Composed:
@@ -116,76 +137,125 @@ def ensure_landing(conn: psycopg.Connection, target: LandingTarget) -> None:
         # Deleted at the source: by a tombstone row, or found missing by the full compare. Kept, never dropped.
         "alter table {latest} add column if not exists _ndc_deleted_at timestamptz,"
         " add column if not exists _ndc_deleted_by text;"
-    ).format(schema=ident(target.schema), latest=latest,
+        # The stage takes COPY with no index to maintain; the batch id comes from the transaction's setting.
+        "create table if not exists {stage} ({cols},"
+        " _ndc_batch_id uuid not null default current_setting('ndc.batch_id')::uuid);"
+    ).format(schema=ident(target.schema), latest=latest, stage=ident(target.schema, target.stage),
              history=ident(target.schema, target.history), cols=_typed_columns(target), meta=meta, pk=pk))
 
 
 def prepare_session(conn: psycopg.Connection, target: LandingTarget) -> None:
-    """Session temp tables that hold one batch; emptied at every commit."""
-    cols = _typed_columns(target)
-    conn.execute("drop table if exists _ndc_raw, _ndc_rej")
-    conn.execute(sql.SQL("create temp table _ndc_raw ({}) on commit delete rows").format(cols))
+    """A session temp table for one batch's rejected rows; emptied at every commit."""
+    conn.execute("drop table if exists _ndc_rej")
     conn.execute(sql.SQL("create temp table _ndc_rej ({}, _checks text[], _reasons jsonb) on commit delete rows")
-                 .format(cols))
+                 .format(_typed_columns(target)))
     conn.commit()
 
 
-def _copy_frame(conn: psycopg.Connection, table: str, columns: list[str], frame: pl.DataFrame) -> None:
+def lock_dataset(conn: psycopg.Connection, target: LandingTarget) -> None:
+    """Hold the dataset's lock for this session (runs of one table never interleave; released on disconnect)."""
+    conn.execute("select pg_advisory_lock(hashtext(%s))", (target.dataset,))
+    conn.commit()
+
+
+def _copy_frame(conn: psycopg.Connection, table: sql.Composable, columns: list[str], frame: pl.DataFrame) -> None:
     if frame.is_empty():
         return
     buffer = io.BytesIO()
     frame.write_csv(buffer, include_header=False)
-    stmt = sql.SQL("copy {} ({}) from stdin (format csv)").format(ident(table), column_list(columns))
+    stmt = sql.SQL("copy {} ({}) from stdin (format csv)").format(table, column_list(columns))
     with conn.cursor().copy(stmt) as copy:
         copy.write(buffer.getbuffer())
 
 
-def _pk_match(left: str, right: str, target: LandingTarget) -> sql.Composed:
-    return sql.SQL(" and ").join(
-        sql.SQL("{}.{} = {}.{}").format(ident(left), ident(c), ident(right), ident(c)) for c in target.primary_key)
+def _quarantine(conn: psycopg.Connection, target: LandingTarget, params: dict, relation: sql.Composable,
+                checks: str, reasons: str, row_hash: sql.Composable) -> int:
+    payload = sql.SQL(", ").join(sql.SQL("{}, q.{}").format(sql.Literal(c), ident(c)) for c in target.columns)
+    key = sql.SQL(", ").join(sql.SQL("q.{}::text").format(ident(c)) for c in target.primary_key)
+    return conn.execute(sql.SQL(
+        "insert into quarantine.rows (dataset, record_key, checks, reasons, payload, row_hash,"
+        " contract_name, contract_version, batch_id, run_id)"
+        " select %(dataset)s, concat_ws('|', {key}), {checks}, {reasons}, jsonb_build_object({payload}),"
+        " {row_hash}, %(cname)s, %(cversion)s, {batch}, %(run)s from {relation} q"
+        " on conflict (dataset, row_hash) do nothing"
+    ).format(key=key, checks=sql.SQL(checks), reasons=sql.SQL(reasons), payload=payload, row_hash=row_hash,
+             relation=relation, batch=sql.SQL(params.get("batch_expr", "%(batch)s"))), params).rowcount
 
 
-class _Batch:
-    """The SQL of one batch's transaction; ``q`` holds the statement parameters."""
+def _params(target: LandingTarget, run_id: str, **extra) -> dict:
+    return {"dataset": target.dataset, "run": run_id, "cname": target.contract.name,
+            "cversion": target.contract.version, **extra}
 
-    def __init__(self, conn: psycopg.Connection, target: LandingTarget, batch_id: uuid.UUID, run_id: str,
-                 window: tuple[datetime, datetime]) -> None:
+
+def stage_batch(conn: psycopg.Connection, target: LandingTarget, gated: GateResult, *, run_id: str,
+                window: tuple[datetime, datetime], batch_no: int, started_at: datetime,
+                completes: FileRef | None = None) -> BatchStats:
+    """Stage one gated batch in one transaction; returns its accounting. ``completes``: the dropped file whose
+    last rows this batch holds; it is recorded as loaded in the same transaction."""
+    passed, rejected = _reject_null_keys(gated, target)
+    stats = BatchStats(rows_in=passed.height + rejected.height, rows_staged=passed.height,
+                       rows_rejected=rejected.height, rows_repaired=gated.repaired)
+    batch_id = uuid.uuid4()
+    with conn.transaction():
+        conn.execute("select set_config('ndc.batch_id', %s, true)", (str(batch_id),))
+        _copy_frame(conn, ident(target.schema, target.stage), target.columns, passed)
+        if rejected.height:
+            _copy_frame(conn, ident("_ndc_rej"), [*target.columns, "_checks", "_reasons"], _array_literal(rejected))
+            columns = sql.SQL(", ").join(sql.SQL("q.{}").format(ident(c)) for c in target.columns)
+            _quarantine(conn, target, _params(target, run_id, batch=batch_id), ident("_ndc_rej"), "q._checks",
+                        "q._reasons", sql.SQL("md5(row({})::text)").format(columns))
+        conn.execute(
+            "insert into ndc_meta.batches (batch_id, dataset, run_id, window_start, window_end, batch_no, rows_in,"
+            " rows_staged, rows_quarantined, rows_repaired, started_at) values (%s, %s, %s, %s, %s, %s, %s, %s,"
+            " %s, %s, %s)",
+            (batch_id, target.dataset, run_id, window[0], window[1], batch_no, stats.rows_in, stats.rows_staged,
+             stats.rows_rejected, stats.rows_repaired, started_at))
+        if completes is not None:
+            conn.execute(
+                "insert into ndc_meta.files (dataset, sha256, path, bytes, encoding, batch_id, run_id)"
+                " values (%s, %s, %s, %s, %s, %s, %s) on conflict (dataset, sha256) do nothing",
+                (target.dataset, completes.sha256, completes.path, completes.size, completes.encoding, batch_id,
+                 run_id))
+    return stats
+
+
+class _Merge:
+    """The SQL of the merge transaction; ``q`` holds the statement parameters."""
+
+    def __init__(self, conn: psycopg.Connection, target: LandingTarget, run_id: str) -> None:
         self.conn, self.t = conn, target
-        self.q = {"dataset": target.dataset, "batch": batch_id, "run": run_id, "ws": window[0], "we": window[1],
-                  "cname": target.contract.name, "cversion": target.contract.version}
+        self.q = _params(target, run_id, batch_expr="q._ndc_batch_id")
         self.ids = {"latest": ident(target.schema, target.table), "history": ident(target.schema, target.history),
-                    "inc": ident(target.incremental_column), "pk": column_list(list(target.primary_key)),
-                    "cols": column_list(target.columns)}
+                    "stage": ident(target.schema, target.stage), "inc": ident(target.incremental_column),
+                    "pk": column_list(list(target.primary_key)), "cols": column_list(target.columns),
+                    "row": sql.SQL(", ").join(sql.SQL("s.{}").format(ident(c)) for c in target.columns)}
 
     def execute(self, statement: sql.Composable) -> int:
         return self.conn.execute(statement, self.q).rowcount
 
-    def quarantine(self, relation: str, checks: str, reasons: str, row_hash: str) -> None:
-        payload = sql.SQL(", ").join(sql.SQL("{}, q.{}").format(sql.Literal(c), ident(c)) for c in self.t.columns)
-        key = sql.SQL(", ").join(sql.SQL("q.{}::text").format(ident(c)) for c in self.t.primary_key)
-        self.execute(sql.SQL(
-            "insert into quarantine.rows (dataset, record_key, checks, reasons, payload, row_hash,"
-            " contract_name, contract_version, batch_id, run_id)"
-            " select %(dataset)s, concat_ws('|', {key}), {checks}, {reasons}, jsonb_build_object({payload}),"
-            " {row_hash}, %(cname)s, %(cversion)s, %(batch)s, %(run)s from {relation} q"
-            " on conflict (dataset, row_hash) do nothing"
-        ).format(key=key, checks=sql.SQL(checks), reasons=sql.SQL(reasons), payload=payload,
-                 row_hash=sql.SQL(row_hash), relation=sql.SQL(relation)))
+    def quarantine(self, relation: sql.Composable, reason: str) -> int:
+        return _quarantine(self.conn, self.t, self.q, relation, "array['duplicate_key']",
+                           f"jsonb_build_object('duplicate_key', '{reason}')", sql.SQL("q._ndc_row_hash"))
 
-    def hash_incoming(self) -> int:
-        return self.execute(sql.SQL("create temp table _ndc_in on commit drop as"
-                                    " select r.*, md5(r::text) as _ndc_row_hash from _ndc_raw r"))
+    def collect(self) -> int:
+        """Every staged row with its version hash and extract window; identical rows staged twice count once."""
+        return self.execute(sql.SQL(
+            "create temp table _ndc_in on commit drop as"
+            " select distinct on ({pk}, _ndc_row_hash, _ws, _we) * from ("
+            "  select {row}, md5(row({row})::text) as _ndc_row_hash, s._ndc_batch_id,"
+            "  b.window_start as _ws, b.window_end as _we"
+            "  from {stage} s join ndc_meta.batches b on b.batch_id = s._ndc_batch_id) x"
+        ).format(**self.ids))
 
-    def drop_duplicates_in_batch(self) -> int:
+    def drop_window_duplicates(self) -> int:
         losers = self.execute(sql.SQL(
             "create temp table _ndc_losers on commit drop as select * from ("
             " select i.*, i.ctid as _ctid, row_number() over"
-            " (partition by {pk} order by {inc} desc, _ndc_row_hash desc) as _rank from _ndc_in i) ranked"
+            " (partition by {pk}, _ws, _we order by {inc} desc, _ndc_row_hash desc) as _rank from _ndc_in i) r"
             " where _rank > 1").format(**self.ids))
-        self.quarantine("_ndc_losers", "array['duplicate_key']",
-                        """jsonb_build_object('duplicate_key', 'a newer version of this key is in the same batch')""",
-                        "q._ndc_row_hash")
-        self.execute(sql.SQL("delete from _ndc_in where ctid in (select _ctid from _ndc_losers)"))
+        if losers:
+            self.quarantine(ident("_ndc_losers"), "a newer version of this key is in the same extract window")
+            self.execute(sql.SQL("delete from _ndc_in where ctid in (select _ctid from _ndc_losers)"))
         return losers
 
     def drop_known_duplicates(self) -> int:
@@ -193,8 +263,8 @@ class _Batch:
             "delete from _ndc_in i using quarantine.rows q where q.dataset = %(dataset)s"
             " and q.row_hash = i._ndc_row_hash and 'duplicate_key' = any(q.checks)"))
 
-    def resolve_window_duplicates(self) -> tuple[int, int]:
-        """Versions of a key also loaded by another batch of this window: the newer wins."""
+    def resolve_earlier_runs(self) -> tuple[int, int]:
+        """Versions of a key merged by another run of the same window: the newer wins."""
         pk_in = sql.SQL(", ").join(sql.SQL("i.{}").format(ident(c)) for c in self.t.primary_key)
         found = self.execute(sql.SQL(
             "create temp table _ndc_conf on commit drop as"
@@ -203,29 +273,28 @@ class _Batch:
             " from _ndc_in i join {latest} l on {match}"
             " join ndc_meta.batches b on b.batch_id = l._ndc_batch_id"
             " where l._ndc_row_hash <> i._ndc_row_hash and b.dataset = %(dataset)s"
-            " and b.window_start = %(ws)s and b.window_end = %(we)s"
+            " and b.window_start = i._ws and b.window_end = i._we"
         ).format(pk_in=pk_in, match=_pk_match("i", "l", self.t), **self.ids))
         if not found:
             return 0, 0
         match_hc = _pk_match("h", "c", self.t)
-        superseded_rel = sql.SQL("(select h.* from {history} h join _ndc_conf c on {m}"
-                                 " and h._ndc_row_hash = c.old_hash where c.new_wins)").format(
-            history=self.ids["history"], m=match_hc)
-        reason = "jsonb_build_object('duplicate_key', 'a newer version of this key is in the same extract window')"
-        self.quarantine(superseded_rel.as_string(self.conn), "array['duplicate_key']", reason, "q._ndc_row_hash")
+        reason = "a newer version of this key is in the same extract window"
+        self.quarantine(sql.SQL("(select h.* from {history} h join _ndc_conf c on {m}"
+                                " and h._ndc_row_hash = c.old_hash where c.new_wins)").format(
+            history=self.ids["history"], m=match_hc), reason)
         moved = self.execute(sql.SQL(
             "delete from {history} h using _ndc_conf c where {m} and h._ndc_row_hash = c.old_hash and c.new_wins"
         ).format(history=self.ids["history"], m=match_hc))
-        self.quarantine("(select i.* from _ndc_in i join _ndc_conf c on i.ctid = c._in_ctid where not c.new_wins)",
-                        "array['duplicate_key']", reason, "q._ndc_row_hash")
+        self.quarantine(sql.SQL("(select i.* from _ndc_in i join _ndc_conf c on i.ctid = c._in_ctid"
+                                " where not c.new_wins)"), reason)
         lost = self.execute(sql.SQL(
             "delete from _ndc_in where ctid in (select _in_ctid from _ndc_conf where not new_wins)"))
         return moved, lost
 
-    def merge(self) -> tuple[int, int, datetime | None]:
+    def write(self) -> tuple[int, datetime | None]:
         new_versions = self.execute(sql.SQL(
             "insert into {history} ({cols}, _ndc_row_hash, _ndc_batch_id, _ndc_run_id, _ndc_loaded_at)"
-            " select {cols}, _ndc_row_hash, %(batch)s, %(run)s, now() from _ndc_in"
+            " select {cols}, _ndc_row_hash, _ndc_batch_id, %(run)s, now() from _ndc_in"
             " on conflict do nothing").format(**self.ids))
         updates = sql.SQL(", ").join(sql.SQL("{0} = excluded.{0}").format(ident(c))
                                      for c in [*self.t.columns, *_META_COLUMNS, *_DELETE_COLUMNS])
@@ -234,58 +303,44 @@ class _Batch:
                 ident(self.t.tombstone_column))
         else:
             deleted = sql.SQL("null::timestamptz, null::text")
+        # One version per key (staged rows from several windows: the newest); an older one never replaces.
         self.execute(sql.SQL(
             "insert into {latest} as l ({cols}, _ndc_row_hash, _ndc_batch_id, _ndc_run_id, _ndc_loaded_at,"
             " _ndc_deleted_at, _ndc_deleted_by)"
-            " select {cols}, _ndc_row_hash, %(batch)s, %(run)s, now(), {deleted} from _ndc_in"
+            " select distinct on ({pk}) {cols}, _ndc_row_hash, _ndc_batch_id, %(run)s, now(), {deleted}"
+            " from _ndc_in order by {pk}, {inc} desc, _ndc_row_hash desc"
             " on conflict ({pk}) do update set {updates}"
             " where (excluded.{inc}, excluded._ndc_row_hash) > (l.{inc}, l._ndc_row_hash)"
         ).format(updates=updates, deleted=deleted, **self.ids))
-        loaded, through = self.conn.execute(
-            sql.SQL("select count(*), max({inc}) from _ndc_in").format(**self.ids)).fetchone()
-        return loaded, new_versions, through
-
-    def quarantine_rejects(self) -> None:
-        columns = sql.SQL(", ").join(sql.SQL("q.{}").format(ident(c)) for c in self.t.columns)
-        self.quarantine("_ndc_rej", "q._checks", "q._reasons", f"md5(row({columns.as_string(self.conn)})::text)")
+        through = self.conn.execute(sql.SQL("select max({inc}) from _ndc_in").format(**self.ids)).fetchone()[0]
+        return new_versions, through
 
 
-def load_batch(conn: psycopg.Connection, target: LandingTarget, gated: GateResult, *, run_id: str,
-               window: tuple[datetime, datetime], batch_no: int, started_at: datetime,
-               completes: FileRef | None = None) -> BatchStats:
-    """Load one gated batch in one transaction; returns its accounting. ``completes``: the dropped file whose
-    last rows this batch holds; it is recorded as loaded in the same transaction."""
-    passed, rejected = _reject_null_keys(gated, target)
-    stats = BatchStats(rows_in=passed.height + rejected.height, rows_repaired=gated.repaired)
-    batch_id = uuid.uuid4()
+def merge_staged(conn: psycopg.Connection, target: LandingTarget, run_id: str) -> MergeStats:
+    """Merge everything staged for ``target`` into history and latest state, in one transaction."""
+    stats = MergeStats()
     with conn.transaction():
-        conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (target.dataset,))
-        _copy_frame(conn, "_ndc_raw", target.columns, passed)
-        _copy_frame(conn, "_ndc_rej", [*target.columns, "_checks", "_reasons"], _array_literal(rejected))
-        step = _Batch(conn, target, batch_id, run_id, window)
-        step.hash_incoming()
-        dropped = 0
-        if passed.select(pl.struct(list(target.primary_key)).is_duplicated().any()).item():
-            dropped += step.drop_duplicates_in_batch()
-        dropped += step.drop_known_duplicates()
-        moved, lost = step.resolve_window_duplicates()
-        stats.rows_loaded, stats.rows_new_versions, stats.loaded_through = step.merge()
-        step.quarantine_rejects()
-        stats.rows_quarantined = rejected.height + dropped + lost
-        stats.rows_superseded_in_landing = moved
-        conn.execute(
-            "insert into ndc_meta.batches (batch_id, dataset, run_id, window_start, window_end, batch_no, rows_in,"
-            " rows_loaded, rows_quarantined, rows_repaired, rows_new_versions, rows_superseded_in_landing,"
-            " started_at) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (batch_id, target.dataset, run_id, window[0], window[1], batch_no, stats.rows_in, stats.rows_loaded,
-             stats.rows_quarantined, stats.rows_repaired, stats.rows_new_versions, moved, started_at))
-        if completes is not None:
-            conn.execute(
-                "insert into ndc_meta.files (dataset, sha256, path, bytes, encoding, batch_id, run_id)"
-                " values (%s, %s, %s, %s, %s, %s, %s) on conflict (dataset, sha256) do nothing",
-                (target.dataset, completes.sha256, completes.path, completes.size, completes.encoding, batch_id,
-                 run_id))
+        staged = _Merge(conn, target, run_id)
+        if not staged.collect():
+            stats.batches = conn.execute(
+                "update ndc_meta.batches set merged_at = clock_timestamp(), merge_run_id = %s"
+                " where dataset = %s and merged_at is null", (run_id, target.dataset)).rowcount
+            return stats
+        stats.rows_duplicates = staged.drop_window_duplicates() + staged.drop_known_duplicates()
+        stats.rows_superseded_in_landing, lost = staged.resolve_earlier_runs()
+        stats.rows_duplicates += lost
+        stats.rows_merged = conn.execute("select count(*) from _ndc_in").fetchone()[0]
+        stats.rows_new_versions, stats.loaded_through = staged.write()
+        stats.batches = conn.execute(
+            "update ndc_meta.batches set merged_at = clock_timestamp(), merge_run_id = %s"
+            " where dataset = %s and merged_at is null", (run_id, target.dataset)).rowcount
+        conn.execute(sql.SQL("truncate {}").format(staged.ids["stage"]))
     return stats
+
+
+def _pk_match(left: str, right: str, target: LandingTarget) -> sql.Composed:
+    return sql.SQL(" and ").join(
+        sql.SQL("{}.{} = {}.{}").format(ident(left), ident(c), ident(right), ident(c)) for c in target.primary_key)
 
 
 def loaded_files(conn: psycopg.Connection, dataset: str) -> set[str]:
@@ -315,8 +370,9 @@ def write_ledger(conn: psycopg.Connection, *, source: str, target: LandingTarget
                  interval: tuple[datetime, datetime], stats: RunStats, started: float, error: str | None,
                  window: tuple[datetime, datetime]) -> None:
     details = {"batches": stats.batches, "rows_repaired": stats.rows_repaired, "files": stats.files,
-               "rows_new_versions": stats.rows_new_versions,
-               "rows_superseded_in_landing": stats.rows_superseded_in_landing,
+               "rows_new_versions": stats.merge.rows_new_versions,
+               "rows_superseded_in_landing": stats.merge.rows_superseded_in_landing,
+               "batches_merged": stats.merge.batches,
                "new_columns": stats.new_columns, "window_start": window[0], "window_end": window[1]}
     if error:
         details["error"] = error

@@ -29,15 +29,21 @@ create table if not exists ndc_meta.batches (
     window_end timestamptz not null,
     batch_no integer not null,
     rows_in integer not null,
-    rows_loaded integer not null,
+    rows_staged integer not null,
     rows_quarantined integer not null,
     rows_repaired integer not null,
-    rows_new_versions integer not null,
-    rows_superseded_in_landing integer not null,
     started_at timestamptz not null,
-    committed_at timestamptz not null default clock_timestamp()
+    committed_at timestamptz not null default clock_timestamp(),
+    merged_at timestamptz,
+    merge_run_id text
 );
+-- From META_VERSION 2 (rows merged per batch) to 3 (batches staged, then merged per run).
+alter table ndc_meta.batches add column if not exists rows_staged integer not null default 0,
+    add column if not exists merged_at timestamptz, add column if not exists merge_run_id text,
+    drop column if exists rows_loaded, drop column if exists rows_new_versions,
+    drop column if exists rows_superseded_in_landing;
 create index if not exists batches_dataset_window on ndc_meta.batches (dataset, window_start, window_end);
+create index if not exists batches_unmerged on ndc_meta.batches (dataset) where merged_at is null;
 
 create table if not exists ndc_meta.watermarks (
     dataset text primary key,
