@@ -305,6 +305,27 @@ def airflow_ui() -> None:
     os.execvpe(airflow_command()[0], airflow_command("standalone"), env)  # noqa: S606 - our own venv binary
 
 
+@main.group()
+def bench() -> None:
+    """Benchmarks: figures as ratios against a baseline measured in the same run (never in CI)."""
+
+
+@bench.command("el")
+@click.option("--rows", "sizes", multiple=True, type=click.IntRange(min=1000), default=(1_000_000, 5_000_000),
+              show_default=True, help="Table sizes to measure (repeat the option).")
+@click.option("--server", help="PostgreSQL server for the bench databases [default: the warehouse's server].")
+@click.option("--json-out", type=click.Path(dir_okay=False), help="Also write the figures as JSON here.")
+@click.option("--keep", is_flag=True, help="Keep the bench databases (ndc_bench_*) afterwards.")
+def bench_el(sizes: tuple[int, ...], server: str | None, json_out: str | None, keep: bool) -> None:
+    """Extract-and-load: raw COPY limit vs the platform's validated load and merge, RSS, no-change run."""
+    from ndc import bench as bench_module
+
+    figures = bench_module.run(server or _warehouse(), list(sizes), click.echo, keep=keep)
+    if json_out:
+        with open(json_out, "w", encoding="utf-8") as handle:
+            json.dump(figures, handle, indent=2)
+
+
 @main.group("dbt")
 def dbt_group() -> None:
     """The dbt project (dbt_project/)."""

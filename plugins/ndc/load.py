@@ -9,8 +9,8 @@ close to COPY speed while the next batch is read and validated.
 **Merge** (one transaction for everything staged, at the end of the run; a run that was killed leaves its
 whole batches staged and the next run merges them too):
 
-1. each staged row's version hash is ``md5(row(<contract columns>)::text)``; identical rows staged twice (a
-   rerun after a kill) count once;
+1. each staged row carries its version hash (:mod:`ndc.rowhash`, computed by the extract); identical rows
+   staged twice (a rerun after a kill, or a row the source lists twice) count once;
 2. versions of one key from one extract window: the latest (by incremental column, then hash) is kept, the
    others go to quarantine as ``duplicate_key`` — whatever the batch boundaries were;
 3. a key already merged from another run of the same window with another version: the source held two
@@ -30,6 +30,7 @@ import io
 import logging
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 _META_COLUMNS = ("_ndc_row_hash", "_ndc_batch_id", "_ndc_run_id", "_ndc_loaded_at")
 _DELETE_COLUMNS = ("_ndc_deleted_at", "_ndc_deleted_by")
 PK_NOT_NULL = "primary_key_not_null"
+MERGE_WORK_MEM = "256MB"
+BULK_ROWS = 10_000  # from this many rows into an empty table, build the primary key after inserting
 DUPLICATE_KEY = "duplicate_key"
 
 
@@ -96,6 +99,7 @@ class MergeStats:
     rows_superseded_in_landing: int = 0
     batches: int = 0
     loaded_through: datetime | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # per step, for the benchmark and the ledger
 
 
 @dataclass
@@ -119,15 +123,21 @@ class RunStats(BatchStats):
         return self.merge.loaded_through
 
 
-def _typed_columns(target: LandingTarget) -> sql.Composed:
-    return sql.SQL(", ").join(
-        sql.SQL("{} {}").format(ident(name), sql.SQL(LANDING_TYPES[family_of(dtype)]))
-        for name, dtype in target.contract.columns.items())
+def _typed_columns(target: LandingTarget, keyed: bool = False) -> sql.Composed:
+    """Column definitions; with ``keyed``, text key columns sort bytewise (``COLLATE "C"``): their btrees are
+    built and probed several times faster than under a linguistic collation, and keys need no linguistic
+    order (consumers sort in their own collation)."""
+    def definition(name: str, dtype) -> sql.Composed:
+        landing_type = LANDING_TYPES[family_of(dtype)]
+        collate = ' collate "C"' if keyed and landing_type == "text" and name in target.primary_key else ""
+        return sql.SQL("{} {}").format(ident(name), sql.SQL(landing_type + collate))
+
+    return sql.SQL(", ").join(definition(name, dtype) for name, dtype in target.contract.columns.items())
 
 
 def ensure_landing(conn: psycopg.Connection, target: LandingTarget) -> None:
-    meta = sql.SQL("_ndc_row_hash text not null, _ndc_batch_id uuid not null, _ndc_run_id text not null, "
-                   "_ndc_loaded_at timestamptz not null")
+    meta = sql.SQL('_ndc_row_hash text collate "C" not null, _ndc_batch_id uuid not null, _ndc_run_id text not null,'
+                   " _ndc_loaded_at timestamptz not null")
     pk = column_list(list(target.primary_key))
     latest = ident(target.schema, target.table)
     run_ddl(conn, sql.SQL(
@@ -138,17 +148,19 @@ def ensure_landing(conn: psycopg.Connection, target: LandingTarget) -> None:
         "alter table {latest} add column if not exists _ndc_deleted_at timestamptz,"
         " add column if not exists _ndc_deleted_by text;"
         # The stage takes COPY with no index to maintain; the batch id comes from the transaction's setting.
-        "create table if not exists {stage} ({cols},"
+        "create table if not exists {stage} ({stage_cols}, _ndc_row_hash text collate \"C\" not null,"
         " _ndc_batch_id uuid not null default current_setting('ndc.batch_id')::uuid);"
     ).format(schema=ident(target.schema), latest=latest, stage=ident(target.schema, target.stage),
-             history=ident(target.schema, target.history), cols=_typed_columns(target), meta=meta, pk=pk))
+             stage_cols=_typed_columns(target),
+             history=ident(target.schema, target.history), cols=_typed_columns(target, keyed=True), meta=meta,
+             pk=pk))
 
 
 def prepare_session(conn: psycopg.Connection, target: LandingTarget) -> None:
     """A session temp table for one batch's rejected rows; emptied at every commit."""
     conn.execute("drop table if exists _ndc_rej")
-    conn.execute(sql.SQL("create temp table _ndc_rej ({}, _checks text[], _reasons jsonb) on commit delete rows")
-                 .format(_typed_columns(target)))
+    conn.execute(sql.SQL("create temp table _ndc_rej ({}, _checks text[], _reasons jsonb, _ndc_row_hash text)"
+                         " on commit delete rows").format(_typed_columns(target)))
     conn.commit()
 
 
@@ -162,7 +174,7 @@ def _copy_frame(conn: psycopg.Connection, table: sql.Composable, columns: list[s
     if frame.is_empty():
         return
     buffer = io.BytesIO()
-    frame.write_csv(buffer, include_header=False)
+    frame.select(columns).write_csv(buffer, include_header=False)
     stmt = sql.SQL("copy {} ({}) from stdin (format csv)").format(table, column_list(columns))
     with conn.cursor().copy(stmt) as copy:
         copy.write(buffer.getbuffer())
@@ -198,12 +210,12 @@ def stage_batch(conn: psycopg.Connection, target: LandingTarget, gated: GateResu
     batch_id = uuid.uuid4()
     with conn.transaction():
         conn.execute("select set_config('ndc.batch_id', %s, true)", (str(batch_id),))
-        _copy_frame(conn, ident(target.schema, target.stage), target.columns, passed)
+        _copy_frame(conn, ident(target.schema, target.stage), [*target.columns, "_ndc_row_hash"], passed)
         if rejected.height:
-            _copy_frame(conn, ident("_ndc_rej"), [*target.columns, "_checks", "_reasons"], _array_literal(rejected))
-            columns = sql.SQL(", ").join(sql.SQL("q.{}").format(ident(c)) for c in target.columns)
+            _copy_frame(conn, ident("_ndc_rej"), [*target.columns, "_checks", "_reasons", "_ndc_row_hash"],
+                        _array_literal(rejected))
             _quarantine(conn, target, _params(target, run_id, batch=batch_id), ident("_ndc_rej"), "q._checks",
-                        "q._reasons", sql.SQL("md5(row({})::text)").format(columns))
+                        "q._reasons", sql.SQL("q._ndc_row_hash"))
         conn.execute(
             "insert into ndc_meta.batches (batch_id, dataset, run_id, window_start, window_end, batch_no, rows_in,"
             " rows_staged, rows_quarantined, rows_repaired, started_at) values (%s, %s, %s, %s, %s, %s, %s, %s,"
@@ -238,24 +250,36 @@ class _Merge:
                            f"jsonb_build_object('duplicate_key', '{reason}')", sql.SQL("q._ndc_row_hash"))
 
     def collect(self) -> int:
-        """Every staged row with its version hash and extract window; identical rows staged twice count once."""
+        """Every staged row with its version hash and extract window."""
         return self.execute(sql.SQL(
             "create temp table _ndc_in on commit drop as"
-            " select distinct on ({pk}, _ndc_row_hash, _ws, _we) * from ("
-            "  select {row}, md5(row({row})::text) as _ndc_row_hash, s._ndc_batch_id,"
-            "  b.window_start as _ws, b.window_end as _we"
-            "  from {stage} s join ndc_meta.batches b on b.batch_id = s._ndc_batch_id) x"
+            " select {row}, s._ndc_row_hash, s._ndc_batch_id, b.window_start as _ws, b.window_end as _we"
+            " from {stage} s join ndc_meta.batches b on b.batch_id = s._ndc_batch_id"
         ).format(**self.ids))
 
     def drop_window_duplicates(self) -> int:
-        losers = self.execute(sql.SQL(
+        """Versions of one key from one window: the newest stays. Identical copies (a batch staged again after a
+        killed run, or a source row listed twice) are the same version and simply collapse; a different, older
+        version goes to quarantine. Returns the versions quarantined."""
+        # Find the repeated keys with a hash aggregate first; only those need ranking (usually a handful).
+        repeated = self.execute(sql.SQL(
+            "create temp table _ndc_repeated on commit drop as select {pk}, _ws, _we from _ndc_in"
+            " group by {pk}, _ws, _we having count(*) > 1").format(**self.ids))
+        if not repeated:
+            return 0
+        extra = self.execute(sql.SQL(
             "create temp table _ndc_losers on commit drop as select * from ("
-            " select i.*, i.ctid as _ctid, row_number() over"
-            " (partition by {pk}, _ws, _we order by {inc} desc, _ndc_row_hash desc) as _rank from _ndc_in i) r"
-            " where _rank > 1").format(**self.ids))
+            " select i.*, i.ctid as _ctid, first_value(_ndc_row_hash) over w as _winner,"
+            " row_number() over w as _rank from _ndc_in i join _ndc_repeated d on {match}"
+            " and d._ws = i._ws and d._we = i._we"
+            " window w as (partition by {pk_i}, i._ws, i._we order by i.{inc} desc, i._ndc_row_hash desc)) r"
+            " where _rank > 1").format(match=_pk_match("i", "d", self.t), pk_i=self._columns("i"), **self.ids))
+        if not extra:
+            return 0
+        self.execute(sql.SQL("delete from _ndc_in where ctid in (select _ctid from _ndc_losers)"))
+        losers = extra - self.execute(sql.SQL("delete from _ndc_losers where _ndc_row_hash = _winner"))
         if losers:
             self.quarantine(ident("_ndc_losers"), "a newer version of this key is in the same extract window")
-            self.execute(sql.SQL("delete from _ndc_in where ctid in (select _ctid from _ndc_losers)"))
         return losers
 
     def drop_known_duplicates(self) -> int:
@@ -291,11 +315,40 @@ class _Merge:
             "delete from _ndc_in where ctid in (select _in_ctid from _ndc_conf where not new_wins)"))
         return moved, lost
 
-    def write(self) -> tuple[int, datetime | None]:
-        new_versions = self.execute(sql.SQL(
+    def _columns(self, alias: str, columns: tuple[str, ...] | None = None) -> sql.Composed:
+        return sql.SQL(", ").join(sql.SQL("{}.{}").format(ident(alias), ident(c))
+                                  for c in columns or self.t.primary_key)
+
+    def windows(self) -> int:
+        """Extract windows among the staged rows (more than one only when a killed run left batches)."""
+        return self.conn.execute(
+            "select count(*) from (select distinct window_start, window_end from ndc_meta.batches"
+            " where dataset = %s and merged_at is null) w", (self.t.dataset,)).fetchone()[0]
+
+    def _bulk(self, table: str, rows: int) -> _BulkLoad | None:
+        """A first load into an empty table inserts without its primary key and builds it afterwards (several
+        times faster than maintaining a btree row by row); the build still proves the keys unique."""
+        if rows < BULK_ROWS or self.conn.execute(
+                sql.SQL("select exists (select 1 from {})").format(ident(self.t.schema, table))).fetchone()[0]:
+            return None
+        return _BulkLoad(self.conn, self.t.schema, table)
+
+    def append_history(self, rows: int, windows: int) -> int:
+        insert = sql.SQL(
             "insert into {history} ({cols}, _ndc_row_hash, _ndc_batch_id, _ndc_run_id, _ndc_loaded_at)"
-            " select {cols}, _ndc_row_hash, _ndc_batch_id, %(run)s, now() from _ndc_in"
-            " on conflict do nothing").format(**self.ids))
+            " select {cols}, _ndc_row_hash, _ndc_batch_id, %(run)s, now() from _ndc_in i").format(**self.ids)
+        if windows > 1:  # the same version may have been staged under two windows
+            return self.execute(insert + sql.SQL(" on conflict do nothing"))
+        bulk = self._bulk(self.t.history, rows)
+        if bulk:
+            with bulk:
+                return self.execute(insert)
+        # The run holds the dataset's lock, so an anti-join is as safe as ON CONFLICT and cheaper.
+        return self.execute(insert + sql.SQL(
+            " where not exists (select 1 from {history} h where {match} and h._ndc_row_hash = i._ndc_row_hash)"
+        ).format(match=_pk_match("h", "i", self.t), **self.ids))
+
+    def upsert_latest(self, rows: int, windows: int) -> datetime | None:
         updates = sql.SQL(", ").join(sql.SQL("{0} = excluded.{0}").format(ident(c))
                                      for c in [*self.t.columns, *_META_COLUMNS, *_DELETE_COLUMNS])
         if self.t.tombstone_column:
@@ -303,39 +356,96 @@ class _Merge:
                 ident(self.t.tombstone_column))
         else:
             deleted = sql.SQL("null::timestamptz, null::text")
-        # One version per key (staged rows from several windows: the newest); an older one never replaces.
-        self.execute(sql.SQL(
+        # One version per key: after the window dedupe that holds unless rows of several windows were staged
+        # (a killed run's leftovers); then the newest per key. An older version never replaces a newer one.
+        one_per_key = sql.SQL("select distinct on ({pk}) * from _ndc_in order by {pk}, {inc} desc,"
+                              " _ndc_row_hash desc").format(**self.ids) if windows > 1 else sql.SQL("_ndc_in")
+        relation = sql.SQL("({}) i").format(one_per_key) if windows > 1 else sql.SQL("_ndc_in i")
+        insert = sql.SQL(
             "insert into {latest} as l ({cols}, _ndc_row_hash, _ndc_batch_id, _ndc_run_id, _ndc_loaded_at,"
             " _ndc_deleted_at, _ndc_deleted_by)"
-            " select distinct on ({pk}) {cols}, _ndc_row_hash, _ndc_batch_id, %(run)s, now(), {deleted}"
-            " from _ndc_in order by {pk}, {inc} desc, _ndc_row_hash desc"
-            " on conflict ({pk}) do update set {updates}"
-            " where (excluded.{inc}, excluded._ndc_row_hash) > (l.{inc}, l._ndc_row_hash)"
-        ).format(updates=updates, deleted=deleted, **self.ids))
-        through = self.conn.execute(sql.SQL("select max({inc}) from _ndc_in").format(**self.ids)).fetchone()[0]
-        return new_versions, through
+            " select {cols}, _ndc_row_hash, _ndc_batch_id, %(run)s, now(), {deleted} from {relation}"
+        ).format(deleted=deleted, relation=relation, **self.ids)
+        bulk = self._bulk(self.t.table, rows)
+        if bulk:
+            with bulk:
+                self.execute(insert)
+        else:
+            self.execute(insert + sql.SQL(
+                " on conflict ({pk}) do update set {updates}"
+                " where (excluded.{inc}, excluded._ndc_row_hash) > (l.{inc}, l._ndc_row_hash)"
+            ).format(updates=updates, **self.ids))
+        return self.conn.execute(sql.SQL("select max({inc}) from _ndc_in").format(**self.ids)).fetchone()[0]
 
 
 def merge_staged(conn: psycopg.Connection, target: LandingTarget, run_id: str) -> MergeStats:
     """Merge everything staged for ``target`` into history and latest state, in one transaction."""
     stats = MergeStats()
+    clock = _Clock(stats.seconds)
     with conn.transaction():
+        # Sorts and hashes of a whole run stay in memory rather than spilling to disk.
+        conn.execute("select set_config('work_mem', %s, true)", (MERGE_WORK_MEM,))
         staged = _Merge(conn, target, run_id)
-        if not staged.collect():
+        with clock("collect"):
+            collected = staged.collect()
+        if not collected:
             stats.batches = conn.execute(
                 "update ndc_meta.batches set merged_at = clock_timestamp(), merge_run_id = %s"
                 " where dataset = %s and merged_at is null", (run_id, target.dataset)).rowcount
             return stats
-        stats.rows_duplicates = staged.drop_window_duplicates() + staged.drop_known_duplicates()
-        stats.rows_superseded_in_landing, lost = staged.resolve_earlier_runs()
-        stats.rows_duplicates += lost
-        stats.rows_merged = conn.execute("select count(*) from _ndc_in").fetchone()[0]
-        stats.rows_new_versions, stats.loaded_through = staged.write()
+        with clock("dedupe"):
+            stats.rows_duplicates = staged.drop_window_duplicates() + staged.drop_known_duplicates()
+            stats.rows_superseded_in_landing, lost = staged.resolve_earlier_runs()
+            stats.rows_duplicates += lost
+            stats.rows_merged = conn.execute("select count(*) from _ndc_in").fetchone()[0]
+        windows = staged.windows()
+        with clock("history"):
+            stats.rows_new_versions = staged.append_history(stats.rows_merged, windows)
+        with clock("latest"):
+            stats.loaded_through = staged.upsert_latest(stats.rows_merged, windows)
         stats.batches = conn.execute(
             "update ndc_meta.batches set merged_at = clock_timestamp(), merge_run_id = %s"
             " where dataset = %s and merged_at is null", (run_id, target.dataset)).rowcount
-        conn.execute(sql.SQL("truncate {}").format(staged.ids["stage"]))
+        with clock("commit"):
+            conn.execute(sql.SQL("truncate {}").format(staged.ids["stage"]))
     return stats
+
+
+class _BulkLoad:
+    """Drop an empty table's primary key for the duration of a bulk insert, then build it (same name)."""
+
+    def __init__(self, conn: psycopg.Connection, schema: str, table: str) -> None:
+        self.conn, self.table = conn, ident(schema, table)
+        self.name, self.columns = conn.execute(
+            "select c.conname, array_agg(a.attname order by k.ord) from pg_constraint c"
+            " cross join unnest(c.conkey) with ordinality k(attnum, ord)"
+            " join pg_attribute a on a.attrelid = c.conrelid and a.attnum = k.attnum"
+            " where c.conrelid = %s::regclass and c.contype = 'p' group by c.conname",
+            (self.table.as_string(conn),)).fetchone()
+
+    def __enter__(self) -> _BulkLoad:
+        self.conn.execute(sql.SQL("alter table {} drop constraint {}").format(self.table, ident(self.name)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self.conn.execute(sql.SQL("alter table {} add constraint {} primary key ({})").format(
+                self.table, ident(self.name), column_list(list(self.columns))))
+
+
+class _Clock:
+    """Times named steps into a dict (seconds)."""
+
+    def __init__(self, into: dict[str, float]) -> None:
+        self.into = into
+
+    @contextmanager
+    def __call__(self, name: str):
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.into[name] = round(self.into.get(name, 0.0) + time.perf_counter() - began, 3)
 
 
 def _pk_match(left: str, right: str, target: LandingTarget) -> sql.Composed:
@@ -357,7 +467,8 @@ def _reject_null_keys(gated: GateResult, target: LandingTarget) -> tuple[pl.Data
         return gated.passed, gated.rejected
     bad = bad.with_columns(pl.lit([PK_NOT_NULL], pl.List(pl.String)).alias("_checks"),
                            pl.lit(f'{{"{PK_NOT_NULL}": {{"column": null}}}}').alias("_reasons"))
-    return gated.passed.filter(~null_key), pl.concat([gated.rejected, bad], how="vertical_relaxed")
+    rejected = pl.concat([gated.rejected, bad.select(gated.rejected.columns)], how="vertical_relaxed")
+    return gated.passed.filter(~null_key), rejected
 
 
 def _array_literal(rejected: pl.DataFrame) -> pl.DataFrame:
