@@ -77,6 +77,23 @@ def test_factory_builds_one_task_per_table_with_assets():
     assert dag.default_args["retry_delay"] == timedelta(minutes=1)
 
 
+def test_every_task_runs_in_its_sources_pool_and_sql_sources_get_a_compare_dag():
+    from ndc.airflow.factory import extract_dags, pools
+
+    sources = load_sources(REPO / "dags" / "sources")
+    dags = extract_dags(REPO / "dags" / "sources")
+    for source in sources:
+        extract = dags[f"extract_{source.name}"]
+        assert {t.pool for t in extract.tasks} == {f"ndc_source_{source.name}"}
+    assert sorted(d for d in dags if d.startswith("compare_")) == [
+        "compare_enterprise", "compare_population", "compare_taxation"]  # the API and the drops list no keys
+    compare = dags["compare_taxation"]
+    assert compare.catchup is False and {t.pool for t in compare.tasks} == {"ndc_source_taxation"}
+    assert sorted(t.task_id for t in compare.tasks) == ["compare_filings", "compare_payments", "compare_taxpayers"]
+    slots = {name: pool["slots"] for name, pool in pools(sources).items()}
+    assert slots == {f"ndc_source_{s.name}": s.max_connections for s in sources}
+
+
 def test_factory_refuses_an_invalid_source_file_by_name(tmp_path):
     from ndc.airflow.factory import extract_dags
 

@@ -106,8 +106,9 @@ def simulate(spec: SourceSpec) -> SimulatedSource:
     records = pl.DataFrame({{
         "record_id": [f"R{{i:08d}}" for i in range(n)],
         "name": rng.choice(["Nguyễn Văn An", "Trần Thị Bình", "Lê Hoàng Cường"], n),
-        "updated_at": pl.Series(np.datetime64(start.replace(tzinfo=None), "s") + seconds.astype("timedelta64[s]"))
-        .cast(pl.Datetime("us")).dt.replace_time_zone("UTC"),
+        "updated_at": pl.Series((np.datetime64(start.replace(tzinfo=None), "s")
+                                 + seconds.astype("timedelta64[s]")).astype("datetime64[us]"))
+        .dt.replace_time_zone("UTC"),
     }})
     blank = rng.choice(n, spec.defect_count(n), replace=False)
     records = records.with_row_index("_row").with_columns(
@@ -122,7 +123,12 @@ def write(target: str, sim: SimulatedSource, spec: SourceSpec) -> None:
     """(Re)create the source at ``target``: here a PostgreSQL database; adapt to the engine."""
     import psycopg
 
+    from ndc.errors import NdcError
     from ndc.simulate.common import copy_frame_pg
+
+    if not target.startswith("postgresql://"):
+        raise NdcError(f"the scaffolded simulator writes to PostgreSQL only; adapt write() in {{__file__}} "
+                       f"for {{target.split(':')[0]}} (see ndc.simulate.enterprise, insurance, education)")
     from ndc.simulate.manifest import MANIFEST_DDL
     from ndc.warehouse import ensure_database
 

@@ -1,7 +1,9 @@
 with
 
 source as (
+    -- rows deleted at the source (tombstone or full compare) stay in landing, marked; they are not current
     select * from {{ source('population', 'citizens') }}
+    where _ndc_deleted_at is null
 ),
 
 renamed as (

@@ -1,0 +1,68 @@
+"""The HTTP connector against the real simulated insurance API on loopback: transient failures (HTTP 500, 429
+with Retry-After) are retried with backoff; permanent ones fail at once, naming the URL and status."""
+
+from __future__ import annotations
+
+import pytest
+
+from ndc.connections import with_database
+from ndc.connectors.http import HttpConnector, RetryPolicy
+from ndc.errors import NdcError
+from ndc.simulate import insurance, insurance_api
+from ndc.simulate.common import SourceSpec
+from ndc.warehouse import drop_database
+
+TOKEN = "http-connector-test"
+
+
+@pytest.fixture(scope="module")
+def backend(dbs):
+    url = with_database(dbs.warehouse, f"ndc_test_http_{dbs.run}")
+    spec = SourceSpec(citizens=2_000, seed=4)
+    insurance.write(url, insurance.simulate(spec), spec)
+    yield url
+    drop_database(url)
+
+
+def _serve(backend: str, **faults):
+    server, base = insurance_api.start_in_thread(backend, token=TOKEN, seed=7, **faults)
+    return server, base.replace("http://", f"http://:{TOKEN}@") + "/"
+
+
+def test_server_errors_and_rate_limits_are_retried(backend):
+    server, url = _serve(backend, rate_limit=5.0, fault_rate=0.3)
+    connector = HttpConnector(url, RetryPolicy(attempts=10, base=0.01, cap=0.5, seed=1))
+    try:
+        pages = [connector.get("/v1/employers", {"limit": 5}) for _ in range(15)]
+    finally:
+        connector.close()
+        server.shutdown()
+        server.server_close()
+    assert all(len(page["data"]) == 5 for page in pages)
+    assert connector.retries > 0, "with 30 % HTTP 500 and 5 requests/s, some requests must have been retried"
+
+
+def test_a_source_that_keeps_failing_fails_the_task_by_url(backend):
+    server, url = _serve(backend, rate_limit=0, fault_rate=1.0)
+    connector = HttpConnector(url, RetryPolicy(attempts=3, base=0.01, cap=0.05, seed=1))
+    try:
+        with pytest.raises(NdcError, match=r"/v1/employers: still failing after 3 attempts \(HTTP 500\)"):
+            connector.get("/v1/employers")
+    finally:
+        connector.close()
+        server.shutdown()
+        server.server_close()
+    assert connector.retries == 2
+
+
+def test_a_wrong_token_fails_at_once(backend):
+    server, url = _serve(backend, rate_limit=0, fault_rate=0.0)
+    connector = HttpConnector(url.replace(TOKEN, "wrong"), RetryPolicy(attempts=5, base=0.01, seed=1))
+    try:
+        with pytest.raises(NdcError, match="HTTP 401"):
+            connector.get("/v1/employers")
+    finally:
+        connector.close()
+        server.shutdown()
+        server.server_close()
+    assert connector.retries == 0
