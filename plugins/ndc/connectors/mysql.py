@@ -7,6 +7,7 @@ unbuffered cursor and ``fetchmany``; the session runs in UTC, so ``DATETIME``/``
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from urllib.parse import unquote, urlsplit
 
@@ -14,6 +15,8 @@ import polars as pl
 
 from ndc.connectors.base import Chunk, ColumnSet, ExtractRequest, frame_from_rows
 from ndc.registry import TableConfig
+
+log = logging.getLogger(__name__)
 
 FAMILIES = {
     "varchar": "text", "char": "text", "text": "text", "mediumtext": "text", "longtext": "text",
@@ -63,8 +66,10 @@ class MySQLConnector:
             while rows := cursor.fetchmany(batch_rows):
                 yield frame_from_rows(rows, schema)
         finally:
-            # An abandoned unbuffered read must be drained or the connection is unusable; closing does it.
-            cursor.close()
+            try:
+                cursor.close()
+            except Exception as exc:  # an abandoned unbuffered read: the connection is closed next anyway
+                log.info("closing an abandoned MySQL read: %s", exc)
 
     def chunks(self, request: ExtractRequest) -> Iterator[Chunk]:
         table = request.table
@@ -85,7 +90,10 @@ class MySQLConnector:
             yield frame.select(pl.all().cast(pl.String))
 
     def close(self) -> None:
-        self.conn.close()
+        try:
+            self.conn.close()
+        except Exception as exc:  # after an abandoned read the server side is gone with the socket anyway
+            log.info("closing the MySQL connection: %s", exc)
 
 
 def _text(value) -> str:
