@@ -1,0 +1,28 @@
+"""The version hash: equal rows hash equal, and any difference — a value, a null, a value moved between
+columns, a timestamp's zone — changes it. Reruns are idempotent only because of the first property."""
+
+from datetime import UTC, date, datetime
+
+import polars as pl
+
+from ndc.rowhash import row_hashes
+
+
+def test_equal_rows_hash_equal_and_different_rows_differ():
+    frame = pl.DataFrame({
+        "a": ["x", "x", None, "", "x|", "x"],
+        "b": ["y", "y", "y", "y", "y", "|y"],
+        "d": [date(2020, 1, 1), date(2020, 1, 1), date(2020, 1, 1), date(2020, 1, 1), date(2020, 1, 1),
+              date(2020, 1, 1)],
+    })
+    hashes = row_hashes(frame, ["a", "b", "d"]).to_list()
+    assert hashes[0] == hashes[1]
+    assert len(set(hashes[1:])) == 5, "null, empty, and a separator moved between columns must all differ"
+
+
+def test_the_same_instant_in_another_zone_hashes_the_same():
+    utc = pl.DataFrame({"t": [datetime(2025, 7, 1, 3, 0, tzinfo=UTC)]})
+    local = utc.with_columns(pl.col("t").dt.convert_time_zone("Asia/Ho_Chi_Minh"))
+    later = pl.DataFrame({"t": [datetime(2025, 7, 1, 3, 0, 0, 1, tzinfo=UTC)]})
+    assert row_hashes(utc, ["t"]).to_list() == row_hashes(local, ["t"]).to_list()
+    assert row_hashes(utc, ["t"]).to_list() != row_hashes(later, ["t"]).to_list()
