@@ -9,6 +9,8 @@ from contextlib import closing
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
+import polars as pl
+
 from ndc import connections, warehouse
 from ndc.connectors import Chunk, open_connector
 from ndc.connectors.base import ExtractRequest
@@ -81,14 +83,47 @@ def _gated(chunks: Iterable[Chunk], contract) -> Iterator[tuple[Chunk, GateResul
         yield chunk, result
 
 
+def _grouped(gated: Iterable[tuple[Chunk, GateResult]], batch_rows: int) -> Iterator[tuple[Chunk, GateResult]]:
+    """Consecutive chunks that end dropped files joined into batches of about ``batch_rows``, so a folder of small
+    files is not one transaction per file (streamed batches pass as they are). Gated frames have the contract's
+    types, so chunks of CSV and Parquet files join."""
+    pending: list[tuple[Chunk, GateResult]] = []
+    rows = 0
+    for chunk, result in gated:
+        if not chunk.completes:  # a streamed SQL/API batch, or the first part of a large file: as it is
+            if pending:
+                yield _join(pending)
+                pending, rows = [], 0
+            yield chunk, result
+            continue
+        pending.append((chunk, result))
+        rows += result.passed.height + result.rejected.height
+        if rows >= batch_rows:
+            yield _join(pending)
+            pending, rows = [], 0
+    if pending:
+        yield _join(pending)
+
+
+def _join(parts: list[tuple[Chunk, GateResult]]) -> tuple[Chunk, GateResult]:
+    if len(parts) == 1:
+        return parts[0]
+    chunks, results = zip(*parts, strict=True)
+    result = GateResult(passed=pl.concat([r.passed for r in results]),
+                        rejected=pl.concat([r.rejected for r in results]),
+                        repaired=sum(r.repaired for r in results))
+    chunk = Chunk(frame=result.passed.clear(), completes=[f for c in chunks for f in c.completes],
+                  origin=", ".join(c.origin for c in chunks if c.origin))
+    return chunk, result
+
+
 def _stage_chunks(wh, target: LandingTarget, gated: Iterable[tuple[Chunk, GateResult]], run_id: str,
                   window: tuple[datetime, datetime], stats: RunStats, began: float) -> int:
     batches = 0
     for batches, (chunk, result) in enumerate(gated, start=1):
         stats.add(stage_batch(wh, target, result, run_id=run_id, window=window, batch_no=batches,
                               started_at=datetime.now(UTC), completes=chunk.completes))
-        if chunk.completes:
-            stats.files.append(chunk.completes.path)
+        stats.files.extend(done.path for done in chunk.completes)
         log.info("%s batch %d staged: %d rows in so far, %d staged, %d rejected (%.1f s)",
                  target.dataset, batches, stats.rows_in, stats.rows_staged, stats.rows_rejected,
                  time.monotonic() - began)
@@ -129,7 +164,8 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
                 drift = check_drift(source.name, table.name, target.contract, connector.column_sets(table, request))
                 stats.new_columns = drift.new_columns
                 # Reading and validating the next batch (a thread) overlaps staging this one.
-                with closing(prefetch(_gated(connector.chunks(request), target.contract))) as gated:
+                gated = _grouped(_gated(connector.chunks(request), target.contract), request.batch_rows)
+                with closing(prefetch(gated)) as gated:
                     stats.batches = _stage_chunks(wh, target, gated, run_id, window, stats, began)
             staged_at = time.monotonic()
             stats.merge = merge_staged(wh, target, run_id)

@@ -201,9 +201,9 @@ def _params(target: LandingTarget, run_id: str, **extra) -> dict:
 
 def stage_batch(conn: psycopg.Connection, target: LandingTarget, gated: GateResult, *, run_id: str,
                 window: tuple[datetime, datetime], batch_no: int, started_at: datetime,
-                completes: FileRef | None = None) -> BatchStats:
-    """Stage one gated batch in one transaction; returns its accounting. ``completes``: the dropped file whose
-    last rows this batch holds; it is recorded as loaded in the same transaction."""
+                completes: list[FileRef] = ()) -> BatchStats:
+    """Stage one gated batch in one transaction; returns its accounting. ``completes``: the dropped files whose
+    last rows this batch holds; they are recorded as loaded in the same transaction."""
     passed, rejected = _reject_null_keys(gated, target)
     stats = BatchStats(rows_in=passed.height + rejected.height, rows_staged=passed.height,
                        rows_rejected=rejected.height, rows_repaired=gated.repaired)
@@ -222,12 +222,11 @@ def stage_batch(conn: psycopg.Connection, target: LandingTarget, gated: GateResu
             " %s, %s, %s)",
             (batch_id, target.dataset, run_id, window[0], window[1], batch_no, stats.rows_in, stats.rows_staged,
              stats.rows_rejected, stats.rows_repaired, started_at))
-        if completes is not None:
+        for done in completes:
             conn.execute(
                 "insert into ndc_meta.files (dataset, sha256, path, bytes, encoding, batch_id, run_id)"
                 " values (%s, %s, %s, %s, %s, %s, %s) on conflict (dataset, sha256) do nothing",
-                (target.dataset, completes.sha256, completes.path, completes.size, completes.encoding, batch_id,
-                 run_id))
+                (target.dataset, done.sha256, done.path, done.size, done.encoding, batch_id, run_id))
     return stats
 
 

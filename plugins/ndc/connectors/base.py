@@ -40,7 +40,7 @@ class Chunk:
     """One batch of source rows with the contract's columns (typed where the source has types)."""
 
     frame: pl.DataFrame
-    completes: FileRef | None = None  # set on the last chunk of a file
+    completes: list[FileRef] = field(default_factory=list)  # files whose last rows this chunk holds
     origin: str = ""
 
 

@@ -114,7 +114,7 @@ class FileDropConnector:
             log.info("%s: %d rows (%s)", path, frame.height, encoding)
             slices = list(range(0, max(frame.height, 1), request.batch_rows))
             for n, offset in enumerate(slices, start=1):
-                yield Chunk(frame.slice(offset, request.batch_rows), completes=ref if n == len(slices) else None,
+                yield Chunk(frame.slice(offset, request.batch_rows), completes=[ref] if n == len(slices) else [],
                             origin=str(path))
 
     def keys(self, table: TableConfig, batch_rows: int) -> Iterator[pl.DataFrame]:
