@@ -1,4 +1,5 @@
-"""Real Airflow DAG runs (``airflow dags test``): the population extract over one daily interval, then conform."""
+"""Real Airflow DAG runs (``airflow dags test``): the population extract over one daily interval, then conform,
+then the scheduled full compare finding rows deleted at the source."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import subprocess
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 
 from ndc.simulate import population
@@ -49,3 +51,18 @@ def test_extract_dag_run_loads_its_interval(dbs, tmp_path):
     assert scalar(dbs.warehouse, "select build_schema from ndc_meta.publications") == "shared_a"
     assert query(dbs.warehouse, "select kind, outcome from ndc_meta.ledger where kind = 'publish'") == [
         ("publish", "success")]
+
+    # The full-compare DAG: two households deleted outright at the source are marked (and kept) in landing.
+    gone = [r[0] for r in query(dbs.warehouse, "select household_id from landing_population.households"
+                                " order by household_id limit 2")]
+    with psycopg.connect(dbs.source, autocommit=True) as src:
+        src.execute("delete from households where household_id = any(%s)", (gone,))
+    compare = subprocess.run(["airflow", "dags", "test", "compare_population", "2025-07-02"], env=env,
+                             capture_output=True, text=True, timeout=300, check=False)
+    assert compare.returncode == 0, compare.stdout[-3000:] + compare.stderr[-3000:]
+    assert query(dbs.warehouse, "select household_id, _ndc_deleted_by from landing_population.households"
+                 " where _ndc_deleted_at is not null order by 1") == [(g, "full_compare") for g in gone]
+    assert query(dbs.warehouse, "select target, rows_loaded, outcome from ndc_meta.ledger where kind = 'full_compare'"
+                 " order by target") == [("landing_population.citizens", 0, "success"),
+                                         ("landing_population.households", 2, "success"),
+                                         ("landing_population.residence_changes", 0, "success")]
