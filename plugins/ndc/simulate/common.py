@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import functools
 import io
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import date
 
+import numpy as np
 import polars as pl
 
 
@@ -61,8 +63,7 @@ def population_citizens(spec: SourceSpec) -> pl.DataFrame:
     province_code. Deterministic for the spec (it reruns the population simulator, ~1 s per 100,000)."""
     from ndc.simulate import population
 
-    sim = population.simulate(population.PopulationSpec(
-        citizens=spec.citizens, seed=spec.seed, defect_rate=spec.defect_rate, as_of=spec.as_of))
+    sim = population.simulate(spec)
     flawed = sim.manifest.filter((pl.col("table_name") == "citizens")
                                  & (pl.col("expected_outcome") != "repaired"))["record_key"]
     clean = sim.citizens.filter(~pl.col("pin").is_in(flawed.implode())).unique("pin", keep="last",
@@ -97,3 +98,46 @@ def enterprise_base(spec: SourceSpec) -> pl.DataFrame:
     days = rng.integers(0, (date(2025, 12, 1) - date(1995, 1, 1)).days, n)
     registered = pl.Series(np.datetime64(date(1995, 1, 1), "D") + days).cast(pl.Date)
     return pl.DataFrame({"enterprise_code": codes, "province_code": provinces, "registered_on": registered})
+
+
+# --- helpers every simulator uses to inject defects ------------------------------------------------------------
+
+class Picker:
+    """Disjoint random row choices, so every defect row carries exactly one defect."""
+
+    def __init__(self, rng: np.random.Generator, n: int) -> None:
+        self.order = rng.permutation(n)
+        self.used = np.zeros(n, dtype=bool)
+
+    def take(self, k: int, eligible: np.ndarray | None = None) -> list[int]:
+        ok = ~self.used[self.order]
+        if eligible is not None:
+            ok &= eligible[self.order]
+        chosen = self.order[ok][:k]
+        self.used[chosen] = True
+        return chosen.tolist()
+
+
+def set_rows(frame: pl.DataFrame, rows: list[int], column: str, value: pl.Expr) -> pl.DataFrame:
+    """``column`` set to ``value`` on the rows whose ``_row`` is in ``rows``."""
+    return frame.with_columns(pl.when(pl.col("_row").is_in(rows)).then(value).otherwise(pl.col(column))
+                              .alias(column))
+
+
+def second_of_day(stamp: pl.Series) -> np.ndarray:
+    """Seconds since midnight UTC (a duplicate's older version stays within the same daily interval)."""
+    return (stamp - stamp.dt.truncate("1d")).dt.total_seconds().to_numpy()
+
+
+def decomposes(text: pl.Series) -> np.ndarray:
+    """Which values change under NFD (those can carry an NFD defect)."""
+    return np.array([t is not None and unicodedata.normalize("NFD", t) != t for t in text.to_list()], dtype=bool)
+
+
+def nfd(value: pl.Expr) -> pl.Expr:
+    return value.map_elements(lambda t: unicodedata.normalize("NFD", t), return_dtype=pl.String)
+
+
+def vietnam_day(timestamp: pl.Expr) -> pl.Expr:
+    """The Việt Nam calendar date of a UTC timestamp."""
+    return timestamp.dt.convert_time_zone("Asia/Ho_Chi_Minh").dt.date()

@@ -58,7 +58,17 @@ from faker import Faker
 
 from ndc.errors import NdcError
 from ndc.reference import REORGANISATION_DATE, current_code_of, new_codes, old_codes
-from ndc.simulate.common import SimulatedSource, SourceSpec, population_citizens
+from ndc.simulate.common import (
+    Picker,
+    SimulatedSource,
+    SourceSpec,
+    decomposes,
+    nfd,
+    population_citizens,
+    second_of_day,
+    set_rows,
+    vietnam_day,
+)
 from ndc.simulate.manifest import Defect, empty_manifest, manifest_rows
 
 TABLES = ("schools", "students", "enrolments")
@@ -100,10 +110,6 @@ FILE_COLUMNS = ["_file", "_encoding"]  # where a row is dropped: path under the 
 
 
 # --- time, places and files -------------------------------------------------------------------------------
-
-def vietnam_day(stamp: pl.Expr) -> pl.Expr:
-    return stamp.dt.convert_time_zone("Asia/Ho_Chi_Minh").dt.date()
-
 
 def code_in_force(old: pl.Expr, stamp: pl.Expr) -> pl.Expr:
     """The province code in force on the Việt Nam date of ``stamp`` for a province known by its old code."""
@@ -190,39 +196,6 @@ def encode_cp1258(text: str) -> bytes:
 
 # --- defect selection ---------------------------------------------------------------------------------------
 
-class _Picker:
-    """Disjoint random row choices, so every defect row carries exactly one defect."""
-
-    def __init__(self, rng: np.random.Generator, n: int) -> None:
-        self.order = rng.permutation(n)
-        self.used = np.zeros(n, dtype=bool)
-
-    def take(self, k: int, eligible: np.ndarray | None = None) -> list[int]:
-        ok = ~self.used[self.order]
-        if eligible is not None:
-            ok &= eligible[self.order]
-        chosen = self.order[ok][:k]
-        self.used[chosen] = True
-        return chosen.tolist()
-
-
-def _set(frame: pl.DataFrame, rows: list[int], column: str, value: pl.Expr) -> pl.DataFrame:
-    return frame.with_columns(pl.when(pl.col("_row").is_in(rows)).then(value).otherwise(pl.col(column))
-                              .alias(column))
-
-
-def _decomposes(text: pl.Series) -> np.ndarray:
-    return np.array([t is not None and unicodedata.normalize("NFD", t) != t for t in text.to_list()], dtype=bool)
-
-
-def _nfd(value: pl.Expr) -> pl.Expr:
-    return value.map_elements(lambda t: unicodedata.normalize("NFD", t), return_dtype=pl.String)
-
-
-def _second_of_day(stamp: pl.Series) -> np.ndarray:
-    return (stamp - stamp.dt.truncate("1d")).dt.total_seconds().to_numpy()
-
-
 def _legacy_rows(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
     """Rows of Windows-1258 files whose text is not what cp1258 decodes to (it has tone marks)."""
     legacy = frame.filter(pl.col("_encoding") == "cp1258")
@@ -293,15 +266,15 @@ def _present(frame: pl.DataFrame) -> list[tuple[str, str]]:
 
 def _student_picks(gen: _Generator, frame: pl.DataFrame) -> dict[Defect, list[int]]:
     k = gen.spec.defect_count(frame.height)
-    picker = _Picker(gen.rng, frame.height)
+    picker = Picker(gen.rng, frame.height)
     encoding = frame["_encoding"]
     not_legacy = (encoding.ne_missing("cp1258")).to_numpy()
     utf8_csv = encoding.is_in(["utf-8", "utf-8-sig"]).fill_null(False).to_numpy()
     return {
         IMPOSSIBLE_DATE: picker.take(k, utf8_csv),
         PIN_FORMAT: picker.take(k, not_legacy & frame["pin"].is_not_null().to_numpy()),
-        DUPLICATE: picker.take(k, not_legacy & (_second_of_day(frame["exported_at"]) >= 2)),
-        NFD: picker.take(k, not_legacy & _decomposes(frame["full_name"])),
+        DUPLICATE: picker.take(k, not_legacy & (second_of_day(frame["exported_at"]) >= 2)),
+        NFD: picker.take(k, not_legacy & decomposes(frame["full_name"])),
         FUTURE_BIRTH: picker.take(k, not_legacy),
         PROVINCE: picker.take(k, not_legacy),
         BLANK_NAME: picker.take(k, not_legacy),
@@ -311,25 +284,25 @@ def _student_picks(gen: _Generator, frame: pl.DataFrame) -> dict[Defect, list[in
 def _inject_students(gen: _Generator, frame: pl.DataFrame, picks: dict[Defect, list[int]]) -> pl.DataFrame:
     n, rng = frame.height, gen.rng
     days = pl.Series(gen.choice(IMPOSSIBLE_DAYS, n))
-    frame = _set(frame, picks[IMPOSSIBLE_DATE], "birth_date",
+    frame = set_rows(frame, picks[IMPOSSIBLE_DATE], "birth_date",
                  pl.concat_str(pl.col("_birth_year").cast(pl.String), pl.lit("-"), pl.lit(days)))
     later = vietnam_day(pl.col("exported_at")) + pl.duration(days=pl.lit(pl.Series(rng.integers(1, 3000, n))))
-    frame = _set(frame, picks[FUTURE_BIRTH], "birth_date", later.dt.to_string("%Y-%m-%d"))
+    frame = set_rows(frame, picks[FUTURE_BIRTH], "birth_date", later.dt.to_string("%Y-%m-%d"))
     kind = pl.Series(rng.integers(0, 3, n))
-    frame = _set(frame, picks[PIN_FORMAT], "pin", pl.when(pl.lit(kind) == 0).then(pl.col("pin").str.slice(0, 11))
+    frame = set_rows(frame, picks[PIN_FORMAT], "pin", pl.when(pl.lit(kind) == 0).then(pl.col("pin").str.slice(0, 11))
                  .when(pl.lit(kind) == 1).then(pl.col("pin") + pl.lit("0"))
                  .otherwise(pl.col("pin").str.slice(0, 7) + pl.lit("O") + pl.col("pin").str.slice(8)))
-    frame = _set(frame, picks[PROVINCE], "province_code", gen.bad_province(n))
-    frame = _set(frame, picks[BLANK_NAME], "full_name",
+    frame = set_rows(frame, picks[PROVINCE], "province_code", gen.bad_province(n))
+    frame = set_rows(frame, picks[BLANK_NAME], "full_name",
                  pl.when(pl.col("_row") % 2 == 0).then(pl.lit("")).otherwise(pl.lit("   ")))
-    return _set(frame, picks[NFD], "full_name", _nfd(pl.col("full_name")))
+    return set_rows(frame, picks[NFD], "full_name", nfd(pl.col("full_name")))
 
 
 def _duplicate_losers(gen: _Generator, frame: pl.DataFrame, rows: list[int], plan: _FilePlan) -> pl.DataFrame:
     """The older version of each duplicated student: exported earlier the same UTC day from another province's
     file (never a Windows-1258 one, so the older version carries no repair)."""
     winners = frame.filter(pl.col("_row").is_in(rows)).sort("_row")
-    earlier = gen.rng.integers(1, np.maximum(_second_of_day(winners["exported_at"]), 2))
+    earlier = gen.rng.integers(1, np.maximum(second_of_day(winners["exported_at"]), 2))
     losers = winners.with_columns(pl.col("exported_at") - pl.duration(seconds=pl.lit(pl.Series(earlier))))
     stamps = losers.select(vietnam_day(pl.col("exported_at")).alias("day"),
                            export_school_year(pl.col("exported_at")).alias("year"))
@@ -400,15 +373,15 @@ def _schools(gen: _Generator, students: pl.DataFrame) -> tuple[pl.DataFrame, pl.
     plan.ensure(gen.rng, _present(base), ("cp1258", "utf-8-sig"))
     base = plan.annotate(base)
     k = gen.spec.defect_count(base.height)
-    picker = _Picker(gen.rng, base.height)
+    picker = Picker(gen.rng, base.height)
     not_legacy = base["_encoding"].ne_missing("cp1258").to_numpy()
     spare = not_legacy & (base["_serial"] >= 2).to_numpy()
     picks = {PROVINCE: picker.take(k, spare), BLANK_SCHOOL_NAME: picker.take(k, spare),
-             NFD: picker.take(k, not_legacy & _decomposes(base["name"]))}
-    frame = _set(base, picks[PROVINCE], "province_code", gen.bad_province(base.height))
-    frame = _set(frame, picks[BLANK_SCHOOL_NAME], "name",
+             NFD: picker.take(k, not_legacy & decomposes(base["name"]))}
+    frame = set_rows(base, picks[PROVINCE], "province_code", gen.bad_province(base.height))
+    frame = set_rows(frame, picks[BLANK_SCHOOL_NAME], "name",
                  pl.when(pl.col("_row") % 2 == 0).then(pl.lit("")).otherwise(pl.lit("  ")))
-    frame = _set(frame, picks[NFD], "name", _nfd(pl.col("name")))
+    frame = set_rows(frame, picks[NFD], "name", nfd(pl.col("name")))
     manifest = _manifest_for("schools", frame, "school_id", picks)
     manifest.append(manifest_rows("schools", _legacy_rows(frame, ["name", "ward"])["school_id"], LEGACY))
     landing = frame.filter(~pl.col("_row").is_in(picks[PROVINCE] + picks[BLANK_SCHOOL_NAME]))
@@ -459,14 +432,14 @@ def _enrolments(gen: _Generator, students: pl.DataFrame, schools: pl.DataFrame,
     plan.ensure(gen.rng, _present(frame), ("utf-8-sig",))
     frame = plan.annotate(frame)
     k = gen.spec.defect_count(frame.height)
-    picker = _Picker(gen.rng, frame.height)
+    picker = Picker(gen.rng, frame.height)
     picks = {GRADE: picker.take(k), ORPHAN_STUDENT: picker.take(k), ORPHAN_SCHOOL: picker.take(k)}
     n = frame.height
-    frame = _set(frame, picks[GRADE], "grade", pl.lit(pl.Series(gen.choice([-1, 13, 14, 15], n))).cast(pl.Int64))
+    frame = set_rows(frame, picks[GRADE], "grade", pl.lit(pl.Series(gen.choice([-1, 13, 14, 15], n))).cast(pl.Int64))
     absent = gen.student_ids(n, all_student_ids)
-    frame = _set(frame, picks[ORPHAN_STUDENT], "student_id", pl.lit(absent))
+    frame = set_rows(frame, picks[ORPHAN_STUDENT], "student_id", pl.lit(absent))
     ghost = pl.Series(gen.rng.integers(9000, 10_000, n)).cast(pl.String)
-    frame = _set(frame, picks[ORPHAN_SCHOOL], "school_id", pl.col("school_id").str.head(-4) + pl.lit(ghost))
+    frame = set_rows(frame, picks[ORPHAN_SCHOOL], "school_id", pl.col("school_id").str.head(-4) + pl.lit(ghost))
     return frame, _manifest_for("enrolments", frame, "enrolment_id", picks)
 
 

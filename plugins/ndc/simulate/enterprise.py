@@ -75,15 +75,18 @@ from faker.providers.person.vi_VN import Provider as PersonNames
 
 from ndc.reference import REORGANISATION_DATE, current_code_of, new_codes, old_codes, province_mappings
 from ndc.simulate.common import (
+    Picker,
     SimulatedSource,
     SourceSpec,
     copy_frame_pg,
+    decomposes,
     enterprise_base,
+    nfd,
     population_citizens,
+    second_of_day,
     tax_code_check_digit,
 )
 from ndc.simulate.manifest import MANIFEST_DDL, Defect, empty_manifest, manifest_rows
-from ndc.simulate.population import _decomposes, _nfd, _Picker, _second_of_day
 
 UPDATED_FROM = datetime(2024, 7, 1, tzinfo=UTC)
 UNKNOWN_CODES = ("00", "99")
@@ -261,12 +264,12 @@ def _enterprises(gen: _Generator, base: pl.DataFrame) -> pl.DataFrame:
 
 def _pick_enterprise_defects(gen: _Generator, frame: pl.DataFrame) -> dict[Defect, list[int]]:
     k = gen.spec.defect_count(frame.height)
-    picker = _Picker(gen.rng, frame.height)
+    picker = Picker(gen.rng, frame.height)
     utc_day = frame["updated_at"].dt.date()
     near_reorganisation = utc_day.is_in([date(2025, 6, 30), date(2025, 7, 1)]).to_numpy()
-    duplicable = ((_second_of_day(frame["updated_at"]) >= 2) & ~near_reorganisation
+    duplicable = ((second_of_day(frame["updated_at"]) >= 2) & ~near_reorganisation
                   & (frame["registered_on"] <= utc_day).to_numpy())
-    picks = {DUPLICATE: picker.take(k, duplicable), NFD: picker.take(k, _decomposes(frame["name"]))}
+    picks = {DUPLICATE: picker.take(k, duplicable), NFD: picker.take(k, decomposes(frame["name"]))}
     for defect in (ENTERPRISE_CODE, FUTURE_REGISTERED, PROVINCE, BLANK_NAME, UNKNOWN_STATUS):
         picks[defect] = picker.take(k)
     return picks
@@ -304,7 +307,7 @@ def _future_dates(gen: _Generator, frame: pl.DataFrame, rows: list[int]) -> pl.S
 
 def _nfd_columns(frame: pl.DataFrame, rows: list[int], columns: tuple[str, ...]) -> pl.DataFrame:
     chosen = pl.col("_row").is_in(rows)
-    return frame.with_columns(pl.when(chosen).then(_nfd(pl.col(c))).otherwise(pl.col(c)).alias(c) for c in columns)
+    return frame.with_columns(pl.when(chosen).then(nfd(pl.col(c))).otherwise(pl.col(c)).alias(c) for c in columns)
 
 
 def _inject_enterprise_defects(gen: _Generator, frame: pl.DataFrame,
@@ -323,7 +326,7 @@ def _inject_enterprise_defects(gen: _Generator, frame: pl.DataFrame,
 def _duplicate_losers(gen: _Generator, frame: pl.DataFrame, rows: list[int]) -> pl.DataFrame:
     """Older versions of the chosen rows: earlier on the same UTC day, at another address."""
     winners = frame.filter(pl.col("_row").is_in(rows)).sort("_row")
-    earlier = gen.rng.integers(1, np.maximum(_second_of_day(winners["updated_at"]), 2))
+    earlier = gen.rng.integers(1, np.maximum(second_of_day(winners["updated_at"]), 2))
     return winners.with_columns(
         (pl.col("updated_at") - pl.duration(seconds=pl.lit(pl.Series(earlier)))).alias("updated_at"),
         gen.addresses(winners.height).alias("address"))
@@ -395,7 +398,7 @@ def _bad_branch_codes(codes: list[str]) -> list[str]:
 def _inject_branch_defects(gen: _Generator, frame: pl.DataFrame, taken: set[str]
                            ) -> tuple[pl.DataFrame, dict[Defect, list[int]]]:
     k = gen.spec.defect_count(frame.height) if frame.height else 0
-    picker = _Picker(gen.rng, frame.height)
+    picker = Picker(gen.rng, frame.height)
     picks = {defect: picker.take(k) for defect in (BRANCH_CODE, PROVINCE, NFD, ORPHAN_ENTERPRISE)}
     tombstones = picker.take(round(TOMBSTONE_SHARE * frame.height))
     frame = _assign(frame, "deleted_at", tombstones, _values(frame, tombstones, "updated_at"))
@@ -448,10 +451,10 @@ def _absent_pins(gen: _Generator, pins: list[str], taken: set[str]) -> list[str]
 def _inject_representative_defects(gen: _Generator, frame: pl.DataFrame, taken: set[str]
                                    ) -> tuple[pl.DataFrame, dict[Defect, list[int]]]:
     k = gen.spec.defect_count(frame.height)
-    picker = _Picker(gen.rng, frame.height)
+    picker = Picker(gen.rng, frame.height)
     alone = (frame["enterprise_code"].is_unique()).to_numpy()  # a mistyped PIN never meets a co-director's key
     picks = {PIN_FORMAT: picker.take(k, alone), ORPHAN_PIN: picker.take(k),
-             NFD: picker.take(k, _decomposes(frame["full_name"]))}
+             NFD: picker.take(k, decomposes(frame["full_name"]))}
     pins = _values(frame, picks[PIN_FORMAT], "pin")
     frame = _assign(frame, "pin", picks[PIN_FORMAT],
                     [p[:11] if i % 2 == 0 else p[:7] + "O" + p[8:] for i, p in enumerate(pins)])
@@ -462,7 +465,7 @@ def _inject_representative_defects(gen: _Generator, frame: pl.DataFrame, taken: 
 
 def _inject_history_defects(gen: _Generator, frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[Defect, list[int]]]:
     k = gen.spec.defect_count(frame.height)
-    picker = _Picker(gen.rng, frame.height)
+    picker = Picker(gen.rng, frame.height)
     picks = {FUTURE_EFFECTIVE: picker.take(k), UNKNOWN_STATUS: picker.take(k)}
     frame = _assign(frame, "effective_on", picks[FUTURE_EFFECTIVE],
                     _future_dates(gen, frame, picks[FUTURE_EFFECTIVE]))

@@ -51,9 +51,20 @@ from faker import Faker
 from faker.providers.person.vi_VN import Provider as PersonNames
 
 from ndc.reference import REORGANISATION_DATE, current_code_of, new_codes, old_codes
-from ndc.simulate.common import SimulatedSource, SourceSpec, copy_frame_pg, enterprise_base, population_citizens
+from ndc.simulate.common import (
+    Picker,
+    SimulatedSource,
+    SourceSpec,
+    copy_frame_pg,
+    decomposes,
+    enterprise_base,
+    nfd,
+    population_citizens,
+    second_of_day,
+    set_rows,
+    vietnam_day,
+)
 from ndc.simulate.manifest import MANIFEST_DDL, Defect, empty_manifest, manifest_rows
-from ndc.simulate.population import _decomposes, _nfd, _Picker, _second_of_day, _set, vietnam_day
 
 UPDATED_FROM = datetime(2024, 7, 1, tzinfo=UTC)
 PIN_FROM = date(2025, 8, 1)
@@ -162,7 +173,7 @@ class _Generator:
 
 def _decomposable(text: pl.Series) -> np.ndarray:
     """Rows whose text changes under NFD (a boolean array, also for an empty series)."""
-    return np.asarray(_decomposes(text), dtype=bool)
+    return np.asarray(decomposes(text), dtype=bool)
 
 
 def _blank() -> pl.Expr:
@@ -193,12 +204,12 @@ def _employers(gen: _Generator, enterprises: pl.DataFrame) -> pl.DataFrame:
 
 def _employer_defects(gen: _Generator, employers: pl.DataFrame) -> tuple[pl.DataFrame, dict[Defect, list[int]]]:
     k = gen.spec.defect_count(employers.height)
-    picker = _Picker(gen.rng, employers.height)
+    picker = Picker(gen.rng, employers.height)
     picks = {NFD: picker.take(k, _decomposable(employers["name"])), PROVINCE: picker.take(k),
              EMPLOYER_BLANK_NAME: picker.take(k)}
-    frame = _set(employers, picks[PROVINCE], "province_code", gen.bad_province(employers.height))
-    frame = _set(frame, picks[EMPLOYER_BLANK_NAME], "name", _blank())
-    return _set(frame, picks[NFD], "name", _nfd(pl.col("name"))), picks
+    frame = set_rows(employers, picks[PROVINCE], "province_code", gen.bad_province(employers.height))
+    frame = set_rows(frame, picks[EMPLOYER_BLANK_NAME], "name", _blank())
+    return set_rows(frame, picks[NFD], "name", nfd(pl.col("name"))), picks
 
 
 # --- insured people ----------------------------------------------------------------------------------------
@@ -246,27 +257,27 @@ def _people(gen: _Generator, insured: pl.DataFrame, employer_codes: pl.Series) -
 
 def _people_defects(gen: _Generator, people: pl.DataFrame) -> tuple[pl.DataFrame, dict[Defect, list[int]]]:
     n, k = people.height, gen.spec.defect_count(people.height)
-    picker = _Picker(gen.rng, n)
-    picks = {DUPLICATE: picker.take(k, _second_of_day(people["updated_at"]) >= 2),
+    picker = Picker(gen.rng, n)
+    picks = {DUPLICATE: picker.take(k, second_of_day(people["updated_at"]) >= 2),
              NFD: picker.take(k, _decomposable(people["full_name"]))}
     for defect in (CODE_FORMAT, PIN_FORMAT, FUTURE_BIRTH, PROVINCE, BLANK_NAME):
         picks[defect] = picker.take(k)
     local = vietnam_day(pl.col("updated_at"))
-    frame = _set(people, picks[CODE_FORMAT], "insurance_code", _malformed("insurance_code", 5))
-    frame = _set(frame, picks[PIN_FORMAT], "pin", pl.when(pl.col("_row") % 2 == 0).then(
+    frame = set_rows(people, picks[CODE_FORMAT], "insurance_code", _malformed("insurance_code", 5))
+    frame = set_rows(frame, picks[PIN_FORMAT], "pin", pl.when(pl.col("_row") % 2 == 0).then(
         pl.col("_true_pin").str.slice(0, 7) + "O" + pl.col("_true_pin").str.slice(8)).otherwise(
         pl.col("_true_pin").str.slice(0, 11)))
-    frame = _set(frame, picks[FUTURE_BIRTH], "birth_date",
+    frame = set_rows(frame, picks[FUTURE_BIRTH], "birth_date",
                  local + pl.duration(days=pl.lit(pl.Series(gen.rng.integers(1, 3000, n)))))
-    frame = _set(frame, picks[PROVINCE], "province_code", gen.bad_province(n))
-    frame = _set(frame, picks[BLANK_NAME], "full_name", _blank())
-    return _set(frame, picks[NFD], "full_name", _nfd(pl.col("full_name"))), picks
+    frame = set_rows(frame, picks[PROVINCE], "province_code", gen.bad_province(n))
+    frame = set_rows(frame, picks[BLANK_NAME], "full_name", _blank())
+    return set_rows(frame, picks[NFD], "full_name", nfd(pl.col("full_name"))), picks
 
 
 def _duplicate_losers(gen: _Generator, people: pl.DataFrame, rows: list[int]) -> pl.DataFrame:
     """Older versions of ``rows``: same UTC day, strictly earlier, another employer (or none)."""
     winners = people.filter(pl.col("_row").is_in(rows)).sort("_row")
-    earlier = gen.rng.integers(1, np.maximum(np.floor(_second_of_day(winners["updated_at"])), 2))
+    earlier = gen.rng.integers(1, np.maximum(np.floor(second_of_day(winners["updated_at"])), 2))
     return winners.with_columns(
         (pl.col("updated_at") - pl.duration(seconds=pl.lit(pl.Series(earlier)))).alias("updated_at"),
         pl.lit(None, pl.String).alias("employer_code"))
@@ -315,18 +326,18 @@ def _contributions(gen: _Generator, payers: pl.DataFrame) -> pl.DataFrame:
 def _contribution_defects(gen: _Generator, contributions: pl.DataFrame, known: set[str]
                           ) -> tuple[pl.DataFrame, dict[Defect, list[int]]]:
     n, k = contributions.height, gen.spec.defect_count(contributions.height)
-    picker = _Picker(gen.rng, n)
+    picker = Picker(gen.rng, n)
     picks = {defect: picker.take(k) for defect in CONTRIBUTION_DEFECTS}
     tombstones = picker.take(max(1, round(TOMBSTONE_SHARE * n)))
     local = vietnam_day(pl.col("updated_at"))
     ahead = pl.lit(pl.Series(gen.rng.integers(1, 25, n)))
     total = local.dt.year() * 12 + local.dt.month() - 1 + ahead
-    frame = _set(contributions, picks[FUTURE_MONTH], "contribution_month", pl.date(total // 12, total % 12 + 1, 1))
-    frame = _set(frame, picks[AMOUNT], "amount",
+    frame = set_rows(contributions, picks[FUTURE_MONTH], "contribution_month", pl.date(total // 12, total % 12 + 1, 1))
+    frame = set_rows(frame, picks[AMOUNT], "amount",
                  pl.when(pl.col("_row") % 2 == 0).then(pl.lit(0.0)).otherwise(-pl.col("amount")))
     orphans = _unique_codes(gen, pl.Series(gen.choice(old_codes(), len(picks[ORPHAN_PERSON]))), known)
     frame = frame.with_columns(frame["insurance_code"].scatter(picks[ORPHAN_PERSON], orphans))
-    return _set(frame, tombstones, "deleted_at", pl.col("updated_at")), picks
+    return set_rows(frame, tombstones, "deleted_at", pl.col("updated_at")), picks
 
 
 # --- the source --------------------------------------------------------------------------------------------

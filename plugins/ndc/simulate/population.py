@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import json
-import unicodedata
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 
@@ -27,6 +26,7 @@ from faker import Faker
 from faker.providers.person.vi_VN import Provider as PersonNames
 
 from ndc.reference import REORGANISATION_DATE, current_code_of, new_codes, old_codes
+from ndc.simulate.common import Picker, SourceSpec, decomposes, nfd, second_of_day, set_rows, vietnam_day
 from ndc.simulate.manifest import MANIFEST_DDL, Defect, empty_manifest, manifest_rows
 
 UPDATED_FROM = datetime(2024, 7, 1, tzinfo=UTC)
@@ -76,15 +76,8 @@ create index on households (updated_at); create index on residence_changes (upda
 """
 
 
-@dataclass(frozen=True)
-class PopulationSpec:
-    citizens: int = 100_000
-    seed: int = 42
-    defect_rate: float = 0.001
-    as_of: date = date(2026, 1, 1)
-
-    def defect_count(self, rows: int) -> int:
-        return max(1, round(self.defect_rate * rows)) if self.defect_rate > 0 else 0
+# The population is sized and seeded by the same spec as every other source (they are drawn from it).
+PopulationSpec = SourceSpec
 
 
 @dataclass
@@ -179,55 +172,17 @@ class _Generator:
         return frame.with_columns(pins.alias("pin")).drop("birth_province")
 
 
-def vietnam_day(timestamp: pl.Expr) -> pl.Expr:
-    return timestamp.dt.convert_time_zone("Asia/Ho_Chi_Minh").dt.date()
-
-
 def _pin(prefix: pl.Series, digit: pl.Series, year: pl.Series, random6: pl.Series) -> pl.Series:
     return pl.select(pl.concat_str(
         pl.lit("0") + prefix, digit.cast(pl.String), (year % 100).cast(pl.String).str.zfill(2),
         random6.cast(pl.String).str.zfill(6))).to_series()
-class _Picker:
-    """Disjoint random row choices, so every defect row carries exactly one defect."""
-
-    def __init__(self, rng: np.random.Generator, n: int) -> None:
-        self.order = rng.permutation(n)
-        self.used = np.zeros(n, dtype=bool)
-
-    def take(self, k: int, eligible: np.ndarray | None = None) -> list[int]:
-        ok = ~self.used[self.order]
-        if eligible is not None:
-            ok &= eligible[self.order]
-        chosen = self.order[ok][:k]
-        self.used[chosen] = True
-        return chosen.tolist()
-
-
-def _set(frame: pl.DataFrame, rows: list[int], column: str, value: pl.Expr) -> pl.DataFrame:
-    return frame.with_columns(pl.when(pl.col("_row").is_in(rows)).then(value).otherwise(pl.col(column))
-                              .alias(column))
-
-
-def _second_of_day(stamp: pl.Series) -> np.ndarray:
-    """Seconds since midnight UTC (a duplicate's older version stays within the same daily interval)."""
-    return (stamp - stamp.dt.truncate("1d")).dt.total_seconds().to_numpy()
-
-
-def _decomposes(text: pl.Series) -> np.ndarray:
-    return np.array([unicodedata.normalize("NFD", t) != t for t in text.to_list()])
-
-
-def _nfd(value: pl.Expr) -> pl.Expr:
-    return value.map_elements(lambda t: unicodedata.normalize("NFD", t), return_dtype=pl.String)
-
-
 def _pick_defects(gen: _Generator, base: pl.DataFrame) -> dict[Defect, list[int]]:
     k = gen.spec.defect_count(base.height)
-    picker = _Picker(gen.rng, base.height)
+    picker = Picker(gen.rng, base.height)
     no_death = base["death_date"].is_null().to_numpy()
-    second_of_day = _second_of_day(base["updated_at"])
-    picks = {FUTURE_BIRTH: picker.take(k, no_death), DUPLICATE: picker.take(k, no_death & (second_of_day >= 2)),
-             NFD: picker.take(k, _decomposes(base["full_name"]))}
+    seconds = second_of_day(base["updated_at"])
+    picks = {FUTURE_BIRTH: picker.take(k, no_death), DUPLICATE: picker.take(k, no_death & (seconds >= 2)),
+             NFD: picker.take(k, decomposes(base["full_name"]))}
     for defect in (PIN_FORMAT, PIN_BIRTH, DEATH_BEFORE_BIRTH, PROVINCE, BLANK_NAME, CMND, ORPHAN_HOUSEHOLD):
         picks[defect] = picker.take(k)
     return picks
@@ -235,25 +190,26 @@ def _pick_defects(gen: _Generator, base: pl.DataFrame) -> dict[Defect, list[int]
 
 def _inject_citizen_defects(gen: _Generator, base: pl.DataFrame, picks: dict[Defect, list[int]]) -> pl.DataFrame:
     rng, local = gen.rng, vietnam_day(pl.col("updated_at"))
-    frame = _set(base, picks[FUTURE_BIRTH], "birth_date",
+    frame = set_rows(base, picks[FUTURE_BIRTH], "birth_date",
                  local + pl.duration(days=pl.lit(pl.Series(rng.integers(1, 3000, base.height)))))
     frame = gen.assign_pins(frame)
     half = picks[PIN_FORMAT][: len(picks[PIN_FORMAT]) // 2]
-    frame = _set(frame, picks[PIN_FORMAT], "pin", pl.when(pl.col("_row").is_in(half))
+    frame = set_rows(frame, picks[PIN_FORMAT], "pin", pl.when(pl.col("_row").is_in(half))
                  .then(pl.col("pin").str.slice(0, 11))
                  .otherwise(pl.col("pin").str.slice(0, 7) + "O" + pl.col("pin").str.slice(8)))
-    frame = _set(frame, picks[PIN_BIRTH], "sex", pl.when(pl.col("sex") == "M").then(pl.lit("F")).otherwise(pl.lit("M")))
-    frame = _set(frame, picks[DEATH_BEFORE_BIRTH], "death_date",
+    frame = set_rows(frame, picks[PIN_BIRTH], "sex",
+                     pl.when(pl.col("sex") == "M").then(pl.lit("F")).otherwise(pl.lit("M")))
+    frame = set_rows(frame, picks[DEATH_BEFORE_BIRTH], "death_date",
                  pl.col("birth_date") - pl.duration(days=pl.lit(pl.Series(rng.integers(1, 1000, base.height)))))
     retired = sorted(set(old_codes()) - set(new_codes()))
-    frame = _set(frame, picks[PROVINCE], "province_code",
+    frame = set_rows(frame, picks[PROVINCE], "province_code",
                  pl.when(local >= REORGANISATION_DATE)
                  .then(pl.lit(pl.Series(gen.choice(retired, base.height))))
                  .otherwise(pl.lit(pl.Series(gen.choice(UNKNOWN_CODES, base.height)))))
-    frame = _set(frame, picks[BLANK_NAME], "full_name",
+    frame = set_rows(frame, picks[BLANK_NAME], "full_name",
                  pl.when(pl.col("_row") % 2 == 0).then(pl.lit("")).otherwise(pl.lit("   ")))
     eight = pl.Series(np.char.zfill(rng.integers(0, 10**8, base.height).astype(str), 8))
-    return _set(frame, picks[CMND], "cmnd", pl.lit(eight))
+    return set_rows(frame, picks[CMND], "cmnd", pl.lit(eight))
 
 
 def _households(citizens: pl.DataFrame) -> pl.DataFrame:
@@ -293,22 +249,22 @@ def _inject_related_defects(gen: _Generator, households: pl.DataFrame, changes: 
                             pins: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame, list[pl.DataFrame]]:
     rng, manifest = gen.rng, []
     households = households.with_row_index("_row")
-    picker = _Picker(rng, households.height)
+    picker = Picker(rng, households.height)
     kh = gen.spec.defect_count(households.height)
     bad_province, orphan_head = picker.take(kh), picker.take(kh)
-    households = _set(households, bad_province, "province_code", pl.lit(UNKNOWN_CODES[1]))
-    households = _set(households, orphan_head, "head_pin", pl.lit(_absent_pins(gen, pins, households.height)))
+    households = set_rows(households, bad_province, "province_code", pl.lit(UNKNOWN_CODES[1]))
+    households = set_rows(households, orphan_head, "head_pin", pl.lit(_absent_pins(gen, pins, households.height)))
     for rows, defect in ((bad_province, PROVINCE), (orphan_head, ORPHAN_HEAD)):
         manifest.append(manifest_rows("households", households["household_id"].gather(rows), defect))
-    picker = _Picker(rng, changes.height)
+    picker = Picker(rng, changes.height)
     kc = gen.spec.defect_count(changes.height)
     future, bad_code, orphan = picker.take(kc), picker.take(kc), picker.take(kc)
     new = pl.lit(pl.Series(gen.choice(list(new_codes()), changes.height)))
-    changes = _set(changes, future, "moved_on", vietnam_day(pl.col("updated_at")) + pl.duration(
+    changes = set_rows(changes, future, "moved_on", vietnam_day(pl.col("updated_at")) + pl.duration(
         days=pl.lit(pl.Series(rng.integers(1, 365, changes.height)))))
-    changes = _set(_set(changes, future, "from_province_code", new), future, "to_province_code", new)
-    changes = _set(changes, bad_code, "to_province_code", pl.lit(UNKNOWN_CODES[0]))
-    changes = _set(changes, orphan, "pin", pl.lit(_absent_pins(gen, pins, changes.height)))
+    changes = set_rows(set_rows(changes, future, "from_province_code", new), future, "to_province_code", new)
+    changes = set_rows(changes, bad_code, "to_province_code", pl.lit(UNKNOWN_CODES[0]))
+    changes = set_rows(changes, orphan, "pin", pl.lit(_absent_pins(gen, pins, changes.height)))
     for rows, defect in ((future, FUTURE_MOVE), (bad_code, PROVINCE), (orphan, ORPHAN_CITIZEN)):
         manifest.append(manifest_rows("residence_changes", changes["change_id"].gather(rows), defect))
     return households.drop("_row"), changes.drop("_row"), manifest
@@ -316,8 +272,8 @@ def _inject_related_defects(gen: _Generator, households: pl.DataFrame, changes: 
 
 def _duplicate_losers(gen: _Generator, citizens: pl.DataFrame, rows: list[int]) -> pl.DataFrame:
     winners = citizens.filter(pl.col("_row").is_in(rows)).sort("_row")
-    second_of_day = _second_of_day(winners["updated_at"])
-    earlier = gen.rng.integers(1, np.maximum(second_of_day, 2))
+    seconds = second_of_day(winners["updated_at"])
+    earlier = gen.rng.integers(1, np.maximum(seconds, 2))
     return winners.with_columns(
         (pl.col("updated_at") - pl.duration(seconds=pl.lit(pl.Series(earlier)))).alias("updated_at"),
         pl.lit(pl.Series(gen.choice(gen.addresses, winners.height))).alias("address"))
@@ -336,10 +292,10 @@ def simulate(spec: PopulationSpec) -> SimulatedPopulation:
     landing = citizens.filter(~pl.col("_row").is_in(rejected))
     households, changes, manifest = _inject_related_defects(
         gen, _households(landing), _residence_changes(gen, landing), citizens["pin"])
-    citizens = _set(citizens, picks[NFD], "full_name", _nfd(pl.col("full_name")))
-    citizens = _set(citizens, picks[NFD], "address", _nfd(pl.col("address")))
+    citizens = set_rows(citizens, picks[NFD], "full_name", nfd(pl.col("full_name")))
+    citizens = set_rows(citizens, picks[NFD], "address", nfd(pl.col("address")))
     orphan_ids = pl.Series([f"HK9{i:09d}" for i in gen.rng.integers(0, 10**9, citizens.height)])
-    citizens = _set(citizens, picks[ORPHAN_HOUSEHOLD], "household_id", pl.lit(orphan_ids))
+    citizens = set_rows(citizens, picks[ORPHAN_HOUSEHOLD], "household_id", pl.lit(orphan_ids))
     losers = _duplicate_losers(gen, citizens, picks[DUPLICATE])
     for defect in CITIZEN_DEFECTS:
         chosen = citizens.filter(pl.col("_row").is_in(picks[defect])).sort("_row")

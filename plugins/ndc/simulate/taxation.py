@@ -66,11 +66,14 @@ from faker.providers.person.vi_VN import Provider as PersonNames
 from ndc.reference import REORGANISATION_DATE, current_code_of, new_codes, old_codes
 from ndc.simulate.common import (
     TAX_CODE_WEIGHTS,
+    Picker,
     SimulatedSource,
     SourceSpec,
     copy_frame_pg,
     enterprise_base,
     population_citizens,
+    second_of_day,
+    set_rows,
 )
 from ndc.simulate.manifest import MANIFEST_DDL, Defect, empty_manifest, manifest_rows
 
@@ -276,33 +279,11 @@ def _enterprises(gen: _Generator, base: pl.DataFrame) -> pl.DataFrame:
         updated_at.alias("updated_at"), pl.lit(False).alias("_twin"))
 
 
-class _Picker:
-    """Disjoint random rows, so each defect row carries one defect."""
-
-    def __init__(self, rng: np.random.Generator, n: int) -> None:
-        self.order = rng.permutation(n)
-        self.free = np.ones(n, dtype=bool)
-
-    def take(self, k: int, eligible: np.ndarray | None = None) -> list[int]:
-        ok = self.free[self.order] if eligible is None else (self.free & eligible)[self.order]
-        rows = self.order[ok][:k]
-        self.free[rows] = False
-        return sorted(rows.tolist())
-
-
-def _set(frame: pl.DataFrame, rows: list[int], column: str, value: pl.Expr) -> pl.DataFrame:
-    return frame.with_columns(pl.when(pl.col("_row").is_in(rows)).then(value).otherwise(pl.col(column)).alias(column))
-
-
-def _second_of_day(stamp: pl.Series) -> np.ndarray:
-    return (stamp - stamp.dt.truncate("1d")).dt.total_seconds().to_numpy()
-
-
 def _taxpayer_eligibility(frame: pl.DataFrame) -> dict[Defect, np.ndarray]:
     day = _vietnam_day(frame["updated_at"])
     individual = frame["taxpayer_kind"] == "individual"
     utc_day = frame["updated_at"].dt.date()
-    duplicable = ((pl.Series(_second_of_day(frame["updated_at"])) >= 2) & (utc_day != date(2025, 6, 30))
+    duplicable = ((pl.Series(second_of_day(frame["updated_at"])) >= 2) & (utc_day != date(2025, 6, 30))
                   & (frame["registered_on"] < day))
     decomposes = frame["full_name"].str.normalize("NFD") != frame["full_name"]
     return {
@@ -315,10 +296,10 @@ def _taxpayer_eligibility(frame: pl.DataFrame) -> dict[Defect, np.ndarray]:
 
 def _pick_taxpayer_defects(gen: _Generator, frame: pl.DataFrame) -> dict[Defect, list[int]]:
     k = gen.spec.defect_count(frame.height)
-    picker = _Picker(gen.rng, frame.height)
+    picker = Picker(gen.rng, frame.height)
     untouchable = frame["_twin"].to_numpy()
     eligible = _taxpayer_eligibility(frame)
-    return {defect: picker.take(k, ~untouchable & eligible.get(defect, True)) for defect in TAXPAYER_DEFECTS}
+    return {defect: sorted(picker.take(k, ~untouchable & eligible.get(defect, True))) for defect in TAXPAYER_DEFECTS}
 
 
 _LETTERS = {str(d): chr(ord("A") + d) for d in range(10)}
@@ -331,32 +312,32 @@ def _inject_taxpayer_defects(gen: _Generator, frame: pl.DataFrame, picks: dict[D
     if picks[LEGACY_AFTER]:
         codes = gen.tax_codes(gen.choice(old_codes(), len(picks[LEGACY_AFTER])))
         fresh = fresh.scatter(picks[LEGACY_AFTER], codes)
-    frame = _set(frame, picks[LEGACY_AFTER], "taxpayer_id", pl.lit(fresh))
-    frame = _set(frame, picks[LEGACY_AFTER], "legacy_tax_code", pl.lit(fresh))
-    frame = _set(frame, picks[LEGACY_AFTER], "pin", pl.lit(None, pl.String))
-    frame = _set(frame, picks[PIN_BEFORE], "pin", pl.col("_citizen_pin"))
-    frame = _set(frame, picks[PIN_BEFORE], "taxpayer_id", pl.col("_citizen_pin"))
+    frame = set_rows(frame, picks[LEGACY_AFTER], "taxpayer_id", pl.lit(fresh))
+    frame = set_rows(frame, picks[LEGACY_AFTER], "legacy_tax_code", pl.lit(fresh))
+    frame = set_rows(frame, picks[LEGACY_AFTER], "pin", pl.lit(None, pl.String))
+    frame = set_rows(frame, picks[PIN_BEFORE], "pin", pl.col("_citizen_pin"))
+    frame = set_rows(frame, picks[PIN_BEFORE], "taxpayer_id", pl.col("_citizen_pin"))
     wrong = pl.Series(gen.rng.integers(1, 10, n))
     last = tid.str.slice(9, 1).cast(pl.Int64)
-    frame = _set(frame, picks[ID_CHECK_DIGIT], "taxpayer_id",
+    frame = set_rows(frame, picks[ID_CHECK_DIGIT], "taxpayer_id",
                  tid.str.slice(0, 9) + ((last + pl.lit(wrong)) % 10).cast(pl.String))
-    frame = _set(frame, picks[ID_LENGTH], "taxpayer_id",
+    frame = set_rows(frame, picks[ID_LENGTH], "taxpayer_id",
                  pl.when(tid.str.len_chars() == 10).then(tid.str.slice(0, 9)).otherwise(tid + "0"))
-    frame = _set(frame, picks[ID_NON_DIGIT], "taxpayer_id",
+    frame = set_rows(frame, picks[ID_NON_DIGIT], "taxpayer_id",
                  tid.str.slice(0, 4) + tid.str.slice(4, 1).replace_strict(_LETTERS, default="X") + tid.str.slice(5))
     day = pl.lit(_vietnam_day(frame["updated_at"]))
     retired = sorted(set(old_codes()) - set(new_codes()))
-    frame = _set(frame, picks[PROVINCE], "province_code",
+    frame = set_rows(frame, picks[PROVINCE], "province_code",
                  pl.when(day >= REORGANISATION_DATE).then(pl.lit(pl.Series(gen.choice(retired, n))))
                  .otherwise(pl.lit(pl.Series(gen.choice(UNKNOWN_CODES, n)))))
-    frame = _set(frame, picks[BLANK_NAME], "full_name",
+    frame = set_rows(frame, picks[BLANK_NAME], "full_name",
                  pl.when(pl.col("_row") % 2 == 0).then(pl.lit("")).otherwise(pl.lit("   ")))
-    return _set(frame, picks[NFD], "full_name", pl.col("full_name").str.normalize("NFD"))
+    return set_rows(frame, picks[NFD], "full_name", pl.col("full_name").str.normalize("NFD"))
 
 
 def _duplicate_losers(gen: _Generator, frame: pl.DataFrame, rows: list[int]) -> pl.DataFrame:
     winners = frame.filter(pl.col("_row").is_in(rows)).sort("_row")
-    earlier = gen.rng.integers(1, np.maximum(_second_of_day(winners["updated_at"]), 2))
+    earlier = gen.rng.integers(1, np.maximum(second_of_day(winners["updated_at"]), 2))
     return winners.with_columns(pl.col("updated_at") - pl.duration(seconds=pl.lit(pl.Series(earlier))))
 
 
@@ -412,15 +393,15 @@ def _inject_activity_defects(gen: _Generator, frame: pl.DataFrame, table: str, k
                              defects: tuple[tuple[Defect, str, pl.Expr | pl.Series], ...]) -> tuple[pl.DataFrame, list]:
     """Pick disjoint rows per defect and set one column to a bad value; returns the frame and manifest rows."""
     frame = frame.with_row_index("_row")
-    picker = _Picker(gen.rng, frame.height)
+    picker = Picker(gen.rng, frame.height)
     k = gen.spec.defect_count(frame.height)
     manifest = []
     for defect, column, value in defects:
-        rows = picker.take(k)
+        rows = sorted(picker.take(k))
         if isinstance(value, pl.Series):  # values for the chosen rows, in order
             value = pl.lit(pl.Series(np.full(frame.height, None, object), dtype=value.dtype).scatter(
                 rows, value.head(len(rows))))
-        frame = _set(frame, rows, column, value)
+        frame = set_rows(frame, rows, column, value)
         manifest.append(manifest_rows(table, frame[key].gather(rows), defect))
     return frame.drop("_row"), manifest
 
