@@ -14,7 +14,7 @@ from ndc.connections import with_database
 from ndc.contracts import get_contract
 from ndc.gate import validate
 from ndc.simulate import taxation
-from ndc.simulate.common import SourceSpec, tax_code_check_digit
+from ndc.simulate.common import SourceSpec, check_digits, tax_code_check_digit
 from ndc.warehouse import drop_database
 
 KEYS = {"taxpayers": "taxpayer_id", "filings": "filing_id", "payments": "payment_id"}
@@ -38,13 +38,20 @@ def test_deterministic_per_seed():
     assert not first.manifest.equals(other.manifest)
 
 
-def test_check_digits_agree_with_common():
+def test_generated_tax_codes_meet_the_contracts_rule_and_a_wrong_digit_does_not():
     import numpy as np
 
+    from ndc.contracts.base import tax_code_is_valid
+
     first9 = np.arange(10_000_000, 10_002_000, dtype=np.int64) * 7 + 123
-    ours = taxation.check_digits(first9)
-    theirs = [tax_code_check_digit(f"{v:09d}") for v in first9.tolist()]
-    assert [None if d < 0 else int(d) for d in ours] == theirs
+    digits = check_digits(first9)
+    assert (digits == -1).any() and (digits >= 0).any()
+    usable = first9[digits >= 0]
+    good = [f"{v:09d}{d}" for v, d in zip(usable.tolist(), digits[digits >= 0].tolist(), strict=True)]
+    wrong = [f"{code[:9]}{(int(code[9]) + 1) % 10}" for code in good]
+    valid = pl.select(tax_code_is_valid(pl.lit(pl.Series(good + wrong)))).to_series().to_list()
+    assert valid == [True] * len(good) + [False] * len(wrong)
+    assert tax_code_check_digit("010010007") == 9
 
 
 def _source_rows(frame: pl.DataFrame, table: str) -> pl.DataFrame:

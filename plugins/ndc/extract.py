@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 _POLARS_FAMILIES = {
     pl.String: "text", pl.Date: "date", pl.Datetime: "timestamptz", pl.Int64: "integer", pl.Int32: "integer",
-    pl.Float64: "float", pl.Boolean: "boolean", pl.Decimal: "numeric",
+    pl.Int16: "integer", pl.Int8: "integer", pl.Float64: "float", pl.Float32: "float", pl.Boolean: "boolean",
+    pl.Decimal: "numeric",
 }
 LANDING_TYPES = {"text": "text", "date": "date", "timestamptz": "timestamptz", "integer": "bigint",
                  "float": "double precision", "boolean": "boolean", "numeric": "numeric"}

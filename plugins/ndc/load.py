@@ -272,7 +272,7 @@ class _Merge:
             " row_number() over w as _rank from _ndc_in i join _ndc_repeated d on {match}"
             " and d._ws = i._ws and d._we = i._we"
             " window w as (partition by {pk_i}, i._ws, i._we order by i.{inc} desc, i._ndc_row_hash desc)) r"
-            " where _rank > 1").format(match=_pk_match("i", "d", self.t), pk_i=self._columns("i"), **self.ids))
+            " where _rank > 1").format(match=_pk_match("i", "d", self.t), pk_i=self._key("i"), **self.ids))
         if not extra:
             return 0
         self.execute(sql.SQL("delete from _ndc_in where ctid in (select _ctid from _ndc_losers)"))
@@ -314,9 +314,8 @@ class _Merge:
             "delete from _ndc_in where ctid in (select _in_ctid from _ndc_conf where not new_wins)"))
         return moved, lost
 
-    def _columns(self, alias: str, columns: tuple[str, ...] | None = None) -> sql.Composed:
-        return sql.SQL(", ").join(sql.SQL("{}.{}").format(ident(alias), ident(c))
-                                  for c in columns or self.t.primary_key)
+    def _key(self, alias: str) -> sql.Composed:
+        return sql.SQL(", ").join(sql.SQL("{}.{}").format(ident(alias), ident(c)) for c in self.t.primary_key)
 
     def windows(self) -> int:
         """Extract windows among the staged rows (more than one only when a killed run left batches)."""

@@ -77,6 +77,6 @@ class Connector(Protocol):
         ...
 
 
-def frame_from_rows(rows: list[tuple], schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    """A frame from driver rows (tuples in column order), typed as the contract where the values allow."""
-    return pl.DataFrame(rows, schema=list(schema), orient="row", infer_schema_length=None)
+def frame_from_rows(rows: list[tuple], columns: list[str]) -> pl.DataFrame:
+    """A frame from driver rows (tuples in column order), typed from the values (the gate casts them)."""
+    return pl.DataFrame(rows, schema=columns, orient="row", infer_schema_length=None)

@@ -23,15 +23,12 @@ import polars as pl
 
 from ndc.connectors.base import Chunk, ColumnSet, ExtractRequest, FileRef
 from ndc.errors import NdcError
+from ndc.extract import family_of
 from ndc.registry import TableConfig
 
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".csv", ".parquet")
-_PARQUET_FAMILIES = {pl.String: "text", pl.Date: "date", pl.Datetime: "timestamptz", pl.Int64: "integer",
-                     pl.Int32: "integer", pl.Int16: "integer", pl.Int8: "integer", pl.Float64: "float",
-                     pl.Float32: "float", pl.Boolean: "boolean", pl.Decimal: "numeric"}
-
 
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
@@ -42,10 +39,11 @@ def sha256_of(path: Path) -> str:
 
 
 def _family(dtype: pl.DataType) -> str:
-    for base, family in _PARQUET_FAMILIES.items():
-        if dtype == base or isinstance(dtype, base):
-            return family
-    return str(dtype)
+    """A Parquet column's type family; a type with none is reported by name (drift names it)."""
+    try:
+        return family_of(dtype)
+    except NdcError:
+        return str(dtype)
 
 
 class FileDropConnector:

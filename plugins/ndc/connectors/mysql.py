@@ -58,13 +58,13 @@ class MySQLConnector:
         cursor.close()
         return [ColumnSet(f"table {self.database}.{table.source_table}", found)]
 
-    def _stream(self, statement: str, params: tuple, schema: dict[str, pl.DataType],
+    def _stream(self, statement: str, params: tuple, columns: list[str],
                 batch_rows: int) -> Iterator[pl.DataFrame]:
         cursor = self.conn.cursor(buffered=False)
         try:
             cursor.execute(statement, params)
             while rows := cursor.fetchmany(batch_rows):
-                yield frame_from_rows(rows, schema)
+                yield frame_from_rows(rows, columns)
         finally:
             try:
                 cursor.close()
@@ -78,15 +78,14 @@ class MySQLConnector:
         statement = (f"select {', '.join(quote_mysql(c) for c in request.columns)}"
                      f" from {quote_mysql(table.source_table)} where {inc} >= %s and {inc} < %s")
         window = tuple(moment.replace(tzinfo=None) for moment in request.window)  # UTC session
-        schema = {c: request.contract_schema[c] for c in request.columns}
-        untyped = dict.fromkeys(request.columns, None)
-        for frame in self._stream(statement, window, untyped, request.batch_rows):
-            yield Chunk(frame.rename(dict(zip(frame.columns, schema, strict=True))))
+        # Types as the driver returns them; the gate casts to the contract's (naive DATETIME values are UTC).
+        for frame in self._stream(statement, window, request.columns, request.batch_rows):
+            yield Chunk(frame)
 
     def keys(self, table: TableConfig, batch_rows: int) -> Iterator[pl.DataFrame]:
         statement = (f"select {', '.join(quote_mysql(c) for c in table.primary_key)}"
                      f" from {quote_mysql(table.source_table)}")
-        for frame in self._stream(statement, (), dict.fromkeys(table.primary_key, None), batch_rows):
+        for frame in self._stream(statement, (), table.primary_key, batch_rows):
             yield frame.select(pl.all().cast(pl.String))
 
     def close(self) -> None:

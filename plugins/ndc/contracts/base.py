@@ -13,7 +13,7 @@ from datetime import date
 import pandera.polars as pa
 import polars as pl
 
-from ndc.reference import REORGANISATION_DATE, new_codes, old_codes
+from ndc.reference import REORGANISATION_DATE, TAX_CODE_WEIGHTS, new_codes, old_codes
 
 VIETNAM_TZ = "Asia/Ho_Chi_Minh"
 PIN_PATTERN = r"^\d{12}$"
@@ -59,6 +59,14 @@ def pin_matches_birth(pin: pl.Expr, birth_date: pl.Expr, sex: pl.Expr) -> pl.Exp
     two_digits = pin.str.slice(4, 2).cast(pl.Int32, strict=False)
     applicable = pin_is_well_formed(pin) & birth_date.is_not_null() & sex.is_in(["M", "F"]).fill_null(False)
     return (~applicable | ((digit == expected) & (two_digits == year % 100))).fill_null(False)
+
+
+def tax_code_is_valid(code: pl.Expr) -> pl.Expr:
+    """10 digits whose tenth is the check digit of the first nine: ``10 - (weighted sum mod 11)``; a result of
+    10 admits no valid code."""
+    digits = [code.str.slice(i, 1).cast(pl.Int32, strict=False) for i in range(10)]
+    expected = 10 - pl.sum_horizontal(d * w for d, w in zip(digits[:9], TAX_CODE_WEIGHTS, strict=True)) % 11
+    return (code.str.contains(r"^\d{10}$") & (expected != 10) & (digits[9] == expected)).fill_null(False)
 
 
 def not_blank(column: pl.Expr) -> pl.Expr:

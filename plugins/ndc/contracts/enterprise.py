@@ -8,30 +8,29 @@ by their 12-digit PIN. Province codes are those in force on the row's date (Viá»
 from __future__ import annotations
 
 from datetime import date
-from functools import reduce
 
 import pandera.polars as pa
 import polars as pl
 from pandera.polars import PolarsData
 from pandera.typing.polars import Series
 
-from ndc.contracts.base import NdcContract, date_between, not_blank, pin_is_well_formed, province_valid_on, vietnam_date
+from ndc.contracts.base import (
+    NdcContract,
+    date_between,
+    not_blank,
+    pin_is_well_formed,
+    province_valid_on,
+    tax_code_is_valid,
+    vietnam_date,
+)
 
 EARLIEST_REGISTRATION = date(1990, 1, 1)
 UTC_TIMESTAMP = pl.Datetime("us", "UTC")
 LEGAL_FORMS = ("tnhh", "co_phan", "tu_nhan", "hop_danh")
 STATUSES = ("active", "suspended", "dissolved")
 ROLES = ("giam_doc", "tong_giam_doc", "chu_tich")
-# Weights of the tax code's check digit (the same rule as ndc.simulate.common.tax_code_check_digit).
-CHECK_WEIGHTS = (31, 29, 23, 19, 17, 13, 7, 5, 3)
-
-
-def enterprise_code_is_valid(code: pl.Expr) -> pl.Expr:
-    """10 digits whose last is the check digit: ``10 - (weighted sum of the first nine mod 11)``, never 10."""
-    digits = [code.str.slice(i, 1).cast(pl.Int32, strict=False) for i in range(10)]
-    total = reduce(lambda a, b: a + b, (d * w for d, w in zip(digits[:9], CHECK_WEIGHTS, strict=True)))
-    check = 10 - total % 11
-    return (code.str.contains(r"^\d{10}$") & (check != 10) & (check % 10 == digits[9])).fill_null(False)
+# The enterprise code is the enterprise's tax code.
+enterprise_code_is_valid = tax_code_is_valid
 
 
 def branch_code_is_valid(code: pl.Expr) -> pl.Expr:

@@ -20,11 +20,11 @@ from ndc.contracts.base import (
     not_blank,
     pin_is_well_formed,
     province_valid_on,
+    tax_code_is_valid,
     vietnam_date,
 )
 from ndc.reference import REORGANISATION_DATE
 
-TAX_CODE_WEIGHTS = (31, 29, 23, 19, 17, 13, 7, 5, 3)
 TAXPAYER_KINDS = ("individual", "enterprise")
 FORM_CODES = ("01/GTGT", "03/TNDN", "02/KK-TNCN")
 TAX_PERIOD_PATTERN = r"^\d{4}-(0[1-9]|1[0-2]|Q[1-4])$"
@@ -32,14 +32,6 @@ EARLIEST_BIRTH = date(1900, 1, 1)
 EARLIEST_REGISTRATION = date(1990, 1, 1)
 EARLIEST_ACTIVITY = date(1990, 1, 1)
 UTC_TIMESTAMP = pl.Datetime("us", "UTC")
-
-
-def tax_code_is_valid(code: pl.Expr) -> pl.Expr:
-    """10 digits whose tenth is the check digit of the first nine: 10 - (weighted sum mod 11), where a result of
-    10 admits no valid code."""
-    digits = [code.str.slice(i, 1).cast(pl.Int32, strict=False) for i in range(10)]
-    expected = 10 - pl.sum_horizontal(d * w for d, w in zip(digits[:9], TAX_CODE_WEIGHTS, strict=True)) % 11
-    return (code.str.contains(r"^\d{10}$") & (expected != 10) & (digits[9] == expected)).fill_null(False)
 
 
 def taxpayer_id_is_valid(taxpayer_id: pl.Expr, kind: pl.Expr | None = None) -> pl.Expr:

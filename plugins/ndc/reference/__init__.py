@@ -1,4 +1,5 @@
-"""Administrative units: the effective-dated province codes (63 until 2025-06-30, 34 from 2025-07-01).
+"""Reference data. Administrative units: the effective-dated province codes (63 until 2025-06-30, 34 from
+2025-07-01); and the tax code's check-digit weights.
 
 ``provinces_2025.csv`` maps every old code to the province it merged into (Resolution 202/2025/QH15; a merged
 province keeps the code of the province holding its seat; codes are never reused).
@@ -13,6 +14,9 @@ from functools import cache
 from importlib.resources import files
 
 REORGANISATION_DATE = date(2025, 7, 1)
+# A tax code (an enterprise code, or a legacy personal tax code) is 9 digits and a check digit:
+# 10 - (sum of digit x weight) mod 11, where 10 admits no valid code.
+TAX_CODE_WEIGHTS = (31, 29, 23, 19, 17, 13, 7, 5, 3)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ from datetime import date
 import numpy as np
 import polars as pl
 
+from ndc.reference import TAX_CODE_WEIGHTS
+
 
 @dataclass(frozen=True)
 class SourceSpec:
@@ -46,14 +48,20 @@ def copy_frame_pg(conn, table: str, frame: pl.DataFrame) -> None:
         copy.write(buffer.getbuffer())
 
 
-TAX_CODE_WEIGHTS = (31, 29, 23, 19, 17, 13, 7, 5, 3)
+
+
+def check_digits(first9: np.ndarray) -> np.ndarray:
+    """The tax-code check digit of each 9-digit number (``ndc.reference.TAX_CODE_WEIGHTS``); -1 where no digit
+    is valid."""
+    digits = (first9[:, None] // 10 ** np.arange(8, -1, -1)) % 10
+    digit = 10 - (digits * np.array(TAX_CODE_WEIGHTS)).sum(axis=1) % 11
+    return np.where(digit == 10, -1, digit % 10)
 
 
 def tax_code_check_digit(first9: str) -> int | None:
     """The tenth digit of a Vietnamese tax code (enterprise or personal); None when no digit is valid."""
-    remainder = sum(int(d) * w for d, w in zip(first9, TAX_CODE_WEIGHTS, strict=True)) % 11
-    digit = 10 - remainder
-    return None if digit == 10 else digit % 10
+    digit = int(check_digits(np.array([int(first9)], dtype=np.int64))[0])
+    return None if digit < 0 else digit
 
 
 @functools.lru_cache(maxsize=2)

@@ -6,7 +6,7 @@ Tables:
   ``taxpayer_id`` is the 10-digit tax code for enterprises (= ``enterprise_code`` of ``common.enterprise_base``;
   every enterprise is a taxpayer). Individuals (about 30% of the adult citizens of ``common.population_citizens``)
   are keyed by their legacy 10-digit personal tax code (2-digit province of the registering tax office, 7-digit
-  serial, check digit of ``common.tax_code_check_digit``) when the record was last updated before 2025-07-01
+  serial, check digit of ``common.check_digits``) when the record was last updated before 2025-07-01
   (Việt Nam date), and by their 12-digit PIN when registered or migrated from 2025-07-01. ``pin`` is set for
   migrated individuals only; ``legacy_tax_code`` is kept after migration; people first registered from
   2025-07-01 never had one. Individuals whose record was last touched before the cut-over have a legacy code and
@@ -65,10 +65,10 @@ from faker.providers.person.vi_VN import Provider as PersonNames
 
 from ndc.reference import REORGANISATION_DATE, current_code_of, new_codes, old_codes
 from ndc.simulate.common import (
-    TAX_CODE_WEIGHTS,
     Picker,
     SimulatedSource,
     SourceSpec,
+    check_digits,
     copy_frame_pg,
     enterprise_base,
     population_citizens,
@@ -184,13 +184,6 @@ class _Generator:
         """The tax office's province code in force on each Việt Nam date."""
         new = old.replace_strict(self.current)
         return pl.select(pl.when(day < REORGANISATION_DATE).then(old).otherwise(new)).to_series()
-
-
-def check_digits(first9: np.ndarray) -> np.ndarray:
-    """The tax-code check digit of each 9-digit number (``common.tax_code_check_digit``); -1 where none is valid."""
-    digits = (first9[:, None] // 10 ** np.arange(8, -1, -1)) % 10
-    digit = 10 - (digits * np.array(TAX_CODE_WEIGHTS)).sum(axis=1) % 11
-    return np.where(digit == 10, -1, digit % 10)
 
 
 def _code_text(first9: np.ndarray) -> pl.Series:
