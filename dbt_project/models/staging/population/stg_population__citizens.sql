@@ -10,15 +10,15 @@ renamed as (
     select
         pin as citizen_id,
         cmnd as legacy_id_card_number,
-        full_name,
+        {{ clean_text('full_name') }} as full_name,
         birth_date,
         death_date,
         sex,
-        ethnicity,
+        {{ clean_text('ethnicity') }} as ethnicity,
         household_id,
         province_code as residence_province_code,
-        ward as residence_ward,
-        address as residence_address,
+        {{ clean_text('ward') }} as residence_ward,
+        {{ clean_text('address') }} as residence_address,
         updated_at as source_updated_at,
         _ndc_loaded_at as loaded_at
     from source

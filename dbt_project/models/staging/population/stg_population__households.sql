@@ -11,8 +11,8 @@ renamed as (
         household_id,
         head_pin as head_citizen_id,
         province_code as residence_province_code,
-        ward as residence_ward,
-        address as residence_address,
+        {{ clean_text('ward') }} as residence_ward,
+        {{ clean_text('address') }} as residence_address,
         updated_at as source_updated_at,
         _ndc_loaded_at as loaded_at
     from source

@@ -1,0 +1,35 @@
+{{ config(materialized='table') }}
+
+{#- Legacy identifiers linked to the PIN: the 9-digit CMND (from the population database itself), the legacy
+    10-digit personal tax code, the 10-digit social insurance code and the student id (from resolved records). -#}
+with
+
+id_cards as (
+    select
+        'cmnd' as identifier_kind,
+        legacy_id_card_number as identifier,
+        citizen_id,
+        'population' as source_name,
+        'recorded' as match_method
+    from {{ ref('stg_population__citizens') }}
+    where legacy_id_card_number is not null
+),
+
+resolved as (
+    select
+        legacy_identifier_kind as identifier_kind,
+        legacy_identifier as identifier,
+        citizen_id,
+        source_name,
+        match_method
+    from {{ ref('int_identity__resolved') }}
+    where citizen_id is not null and legacy_identifier is not null
+),
+
+final as (
+    select * from id_cards
+    union all
+    select * from resolved
+)
+
+select * from final

@@ -1,0 +1,72 @@
+{#- Every record of a person held outside the population database, in one shape: the PIN as recorded (if any),
+    the legacy identifier it carries, and the full name and birth date the authorities match on. -#}
+with
+
+taxpayers as (
+    select
+        'taxation' as source_name,
+        'taxpayers' as dataset,
+        taxpayer_id as record_key,
+        coalesce(citizen_id, case when length(taxpayer_id) = 12 then taxpayer_id end) as recorded_citizen_id,
+        'legacy_tax_code' as legacy_identifier_kind,
+        legacy_tax_code as legacy_identifier,
+        taxpayer_name as full_name,
+        birth_date,
+        loaded_at
+    from {{ ref('stg_taxation__taxpayers') }}
+    where taxpayer_kind = 'individual'
+),
+
+insured as (
+    select
+        'insurance' as source_name,
+        'insured_people' as dataset,
+        insurance_code as record_key,
+        citizen_id as recorded_citizen_id,
+        'insurance_code' as legacy_identifier_kind,
+        insurance_code as legacy_identifier,
+        full_name,
+        birth_date,
+        loaded_at
+    from {{ ref('stg_insurance__insured_persons') }}
+),
+
+students as (
+    select
+        'education' as source_name,
+        'students' as dataset,
+        student_id as record_key,
+        citizen_id as recorded_citizen_id,
+        'student_id' as legacy_identifier_kind,
+        student_id as legacy_identifier,
+        full_name,
+        birth_date,
+        loaded_at
+    from {{ ref('stg_education__students') }}
+),
+
+representatives as (
+    select
+        'enterprise' as source_name,
+        'legal_representatives' as dataset,
+        legal_representative_id as record_key,
+        recorded_citizen_id,
+        null as legacy_identifier_kind,
+        null as legacy_identifier,
+        full_name,
+        birth_date,
+        loaded_at
+    from {{ ref('stg_enterprise__legal_representatives') }}
+),
+
+unioned as (
+    select * from taxpayers
+    union all
+    select * from insured
+    union all
+    select * from students
+    union all
+    select * from representatives
+)
+
+select * from unioned

@@ -1,0 +1,38 @@
+{#- Every record the conformance layer could not link, with the reason: person records without a certain PIN
+    (identity) and records whose reference to another record resolves to nothing (reference). Never dropped. -#}
+with
+
+identity as (
+    select
+        source_name,
+        dataset,
+        record_key,
+        'identity' as exception_kind,
+        exception_reason,
+        coalesce(legacy_identifier_kind, 'pin') as identifier_kind,
+        name_birth_candidates as candidate_citizens,
+        loaded_at
+    from {{ ref('int_identity__resolved') }}
+    where exception_reason is not null
+),
+
+reference as (
+    select
+        source_name,
+        dataset,
+        record_key,
+        'reference' as exception_kind,
+        exception_reason,
+        reference_column as identifier_kind,
+        0 as candidate_citizens,
+        loaded_at
+    from {{ ref('int_reference_exceptions') }}
+),
+
+final as (
+    select * from identity
+    union all
+    select * from reference
+)
+
+select * from final

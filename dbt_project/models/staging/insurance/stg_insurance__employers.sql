@@ -1,0 +1,18 @@
+with
+
+source as (
+    select * from {{ source('insurance', 'employers') }}
+    where _ndc_deleted_at is null
+),
+
+renamed as (
+    select
+        employer_code as enterprise_code,
+        {{ clean_text('name') }} as employer_name,
+        province_code,
+        updated_at as source_updated_at,
+        _ndc_loaded_at as loaded_at
+    from source
+)
+
+select * from renamed

@@ -1,0 +1,22 @@
+with
+
+source as (
+    select * from {{ source('insurance', 'insured_people') }}
+    where _ndc_deleted_at is null
+),
+
+renamed as (
+    select
+        insurance_code,
+        pin as citizen_id,
+        {{ clean_text('full_name') }} as full_name,
+        birth_date,
+        sex,
+        province_code as residence_province_code,
+        employer_code as enterprise_code,
+        updated_at as source_updated_at,
+        _ndc_loaded_at as loaded_at
+    from source
+)
+
+select * from renamed

@@ -1,0 +1,21 @@
+with
+
+source as (
+    select * from {{ source('taxation', 'filings') }}
+    where _ndc_deleted_at is null
+),
+
+renamed as (
+    select
+        filing_id as tax_filing_id,
+        taxpayer_id,
+        tax_period,
+        form_code,
+        filed_on,
+        declared_amount::numeric(18, 0) as declared_amount_vnd,
+        updated_at as source_updated_at,
+        _ndc_loaded_at as loaded_at
+    from source
+)
+
+select * from renamed
