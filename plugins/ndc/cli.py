@@ -341,21 +341,27 @@ def dbt_parse() -> None:
 
 @main.command()
 @click.option("--run-id", help="Run id recorded in the ledger.")
-def conform(run_id: str | None) -> None:
-    """dbt build into the inactive build schema, then publish it (write-audit-publish).
+@click.option("--accept-stale", is_flag=True,
+              help="Build even if a source is past its freshness error threshold (reported either way).")
+def conform(run_id: str | None, accept_stale: bool) -> None:
+    """Source-freshness gate, dbt build into the inactive build schema, then publish it (write-audit-publish).
 
-    If the build fails nothing is published: consumers keep reading the last good build."""
+    If a source is stale or the build fails nothing is published: consumers keep reading the last good build."""
     from ndc import dbt, warehouse
-    from ndc.publish import inactive_schema, publish
+    from ndc.jobs import prepare_conform
+    from ndc.publish import publish
 
+    prepared = prepare_conform(accept_stale=accept_stale)
+    not_fresh = {k: v for k, v in prepared["freshness"].items() if v != "pass"}
+    if not_fresh:
+        click.echo(f"source freshness: {not_fresh}")
+    build_schema = prepared["build_schema"]
+    click.echo(f"building shared models into {build_schema}")
+    result = dbt.run(["build"], build_schema=build_schema, echo=True)
+    if result.returncode != 0:
+        raise NdcError(f"dbt build failed (exit {result.returncode}); nothing published, "
+                       "consumers still read the previous build")
     with warehouse.connect(_warehouse()) as conn:
-        warehouse.ensure_meta(conn)
-        build_schema = inactive_schema(conn)
-        click.echo(f"building shared models into {build_schema}")
-        result = dbt.run(["build"], build_schema=build_schema, echo=True)
-        if result.returncode != 0:
-            raise NdcError(f"dbt build failed (exit {result.returncode}); nothing published, "
-                           "consumers still read the previous build")
         published = publish(conn, build_schema, dbt.shared_models(), run_id=run_id)
     click.echo(f"published {published.rows} from {published.build_schema}")
 

@@ -30,7 +30,7 @@ from ndc.load import (
     write_ledger,
 )
 from ndc.prefetch import prefetch
-from ndc.registry import SourceConfig, find_source
+from ndc.registry import SourceConfig, find_source, load_sources
 from ndc.rowhash import row_hashes
 from ndc.settings import Settings, get_settings
 
@@ -188,6 +188,29 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
         seconds_merging=round(timing[1], 3), merge_steps=stats.merge.seconds)
     log.info("%s done: %s", target.dataset, asdict(result))
     return result
+
+
+def prepare_conform(*, accept_stale: bool = False, settings: Settings | None = None) -> dict:
+    """Before a conform build: every registered source's landing tables exist (empty for a source never loaded, so
+    the dbt project builds on any subset of sources), then the source-freshness gate (``ndc.freshness``). Returns
+    the build schema to use (the one consumers are not reading) and the freshness report."""
+    from ndc import dbt, freshness
+    from ndc.publish import inactive_schema
+
+    settings = settings or get_settings()
+    with warehouse.connect(settings.warehouse_url) as conn:
+        warehouse.ensure_meta(conn)
+        for source in load_sources(settings.sources_dir):
+            for table in source.tables:
+                target = landing_target(source, table.name)
+                # only where missing: ensure_landing's ALTER would queue behind a running extract's merge
+                relation = f'"{target.schema}"."{target.table}"'
+                if conn.execute("select to_regclass(%s)", (relation,)).fetchone()[0] is None:
+                    ensure_landing(conn, target)
+        conn.commit()
+        report = freshness.gate(freshness.check(conn, dbt.MANIFEST), accept_stale=accept_stale)
+        return {"build_schema": inactive_schema(conn),
+                "freshness": {f"{r.source}.{r.table}": r.status for r in report}}
 
 
 def publish_build(build_schema: str, run_id: str | None = None, settings: Settings | None = None) -> dict:
