@@ -141,13 +141,13 @@ def test_failed_build_publishes_nothing(dbs, published):
     before = (active_schema(psycopg.connect(dbs.warehouse)),
               query(dbs.warehouse, "select count(*), md5(string_agg(citizen_id, '' order by citizen_id))"
                     " from shared.citizens")[0])
-    with psycopg.connect(dbs.warehouse, autocommit=True) as conn:
-        conn.execute("alter table landing_population.households rename to households_away")
+    with psycopg.connect(dbs.warehouse, autocommit=True) as conn:  # staging reads ward: dbt build fails
+        conn.execute("alter table landing_population.households rename column ward to ward_away")
     try:
         result = subprocess.run(["ndc", "conform"], capture_output=True, text=True, check=False)
     finally:
         with psycopg.connect(dbs.warehouse, autocommit=True) as conn:
-            conn.execute("alter table landing_population.households_away rename to households")
+            conn.execute("alter table landing_population.households rename column ward_away to ward")
     assert result.returncode == 2
     assert "nothing published, consumers still read the previous build" in result.stderr
     after = (active_schema(psycopg.connect(dbs.warehouse)),

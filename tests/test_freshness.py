@@ -40,3 +40,15 @@ def test_a_stale_source_stops_the_build_naming_it(dbs):
     with pytest.raises(StaleSourceError, match=r"population\.households: error, last loaded .* threshold 7\.0 days"):
         prepare_conform()
     assert prepare_conform(accept_stale=True)["freshness"]["population.households"] == "error"
+
+
+def test_a_loaded_table_that_went_missing_is_not_recreated_and_stops_the_build(dbs):
+    prepare_conform(accept_stale=True)  # the landing tables exist (the previous test left one stale)
+    with psycopg.connect(dbs.warehouse, autocommit=True) as conn:
+        conn.execute("delete from landing_population.households")
+        conn.execute("insert into ndc_meta.watermarks (dataset, loaded_through, last_run_id)"
+                     " values ('taxation.filings', now(), 'test') on conflict do nothing")
+        conn.execute("drop table landing_taxation.filings")
+    with pytest.raises(StaleSourceError, match=r"landing tables missing.*taxation\.filings: missing"):
+        prepare_conform(accept_stale=True)
+    assert scalar(dbs.warehouse, "select to_regclass('landing_taxation.filings')") is None

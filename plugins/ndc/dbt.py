@@ -30,6 +30,8 @@ def dbt_env(warehouse_url: str | None = None) -> dict[str, str]:
         "NDC_DBT_USER": unquote(parts.username or "postgres"),
         "NDC_DBT_PASSWORD": unquote(parts.password or ""),
         "NDC_DBT_DBNAME": parts.path.lstrip("/") or "ndc",
+        # Aggregations over millions of rows (province_statistics, identity) sort in memory, not on disk.
+        "PGOPTIONS": "-c work_mem=128MB",
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
         "DO_NOT_TRACK": "1",
     }

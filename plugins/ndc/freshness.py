@@ -7,7 +7,9 @@ from the manifest). One ``max()`` per table instead of ``dbt source freshness`` 
   consumers keep the last good build, which already holds what the source last sent) unless the operator
   accepts the staleness for this run (``ndc conform --accept-stale``, the conform DAG's ``accept_stale`` param);
 - ``never_loaded``: the landing table is empty (a source registered but not connected yet): reported, not an
-  error, so one new source does not hold back the others.
+  error, so one new source does not hold back the others;
+- ``missing``: the landing table does not exist (it was loaded once: ``ndc.jobs.prepare_conform`` re-creates
+  only never-loaded ones): the gate stops the build like ``error``, and no acceptance overrides it.
 """
 
 from __future__ import annotations
@@ -37,15 +39,15 @@ class StaleSourceError(NdcError):
 class Freshness:
     source: str
     table: str
-    status: str                      # pass | warn | error | never_loaded
+    status: str                      # pass | warn | error | never_loaded | missing
     last_loaded_at: datetime | None
     age: timedelta | None
     warn_after: timedelta | None
     error_after: timedelta | None
 
     def describe(self) -> str:
-        if self.status == "never_loaded":
-            return f"{self.source}.{self.table}: never loaded"
+        if self.status in ("never_loaded", "missing"):
+            return f"{self.source}.{self.table}: {self.status.replace('_', ' ')}"
         limit = self.error_after if self.status == "error" else self.warn_after
         return (f"{self.source}.{self.table}: {self.status}, last loaded {self.last_loaded_at:%Y-%m-%d %H:%M} UTC"
                 f" ({_human(self.age)} ago; threshold {_human(limit)})")
@@ -79,12 +81,15 @@ def check(conn: psycopg.Connection, manifest_path: Path, now: datetime | None = 
     for source in sorted(_declared(manifest_path), key=lambda s: (s["source_name"], s["name"])):
         rules = source.get("freshness") or source["config"]["freshness"]
         field = source.get("loaded_at_field") or source["config"]["loaded_at_field"]
+        relation = ident(source["schema"], source["identifier"])
         with conn.transaction():
-            last = conn.execute(sql.SQL("select max({}) from {}").format(
-                ident(field), ident(source["schema"], source["identifier"]))).fetchone()[0]
+            exists = conn.execute("select to_regclass(%s) is not null",
+                                  (relation.as_string(conn),)).fetchone()[0]
+            last = conn.execute(sql.SQL("select max({}) from {}").format(ident(field), relation)
+                                ).fetchone()[0] if exists else None
         warn, error = _threshold(rules.get("warn_after")), _threshold(rules.get("error_after"))
         age = now - last if last else None
-        status = ("never_loaded" if last is None else "error" if error and age > error
+        status = ("missing" if not exists else "never_loaded" if last is None else "error" if error and age > error
                   else "warn" if warn and age > warn else "pass")
         found.append(Freshness(source["source_name"], source["name"], status, last, age, warn, error))
     return found
@@ -95,10 +100,15 @@ def gate(results: list[Freshness], *, accept_stale: bool = False) -> list[Freshn
     for result in results:
         if result.status != "pass":
             log.warning("source freshness: %s", result.describe())
+    missing = [r for r in results if r.status == "missing"]
+    if missing:
+        raise StaleSourceError(
+            "landing tables missing, conform not started (nothing published, consumers still read the previous"
+            " build): " + "; ".join(r.describe() for r in missing) + ". Reload them with a full refresh.")
     stale = [r for r in results if r.status == "error"]
     if stale and not accept_stale:
         raise StaleSourceError(
-            "stale sources, conform not started (consumers keep the last good build): "
+            "stale sources, conform not started (nothing published, consumers still read the previous build): "
             + "; ".join(r.describe() for r in stale)
             + ". Reload them, or accept the staleness for one run (`ndc conform --accept-stale`, or the conform"
               " DAG's accept_stale param).")

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 import polars as pl
+from psycopg import sql
 
 from ndc import connections, warehouse
 from ndc.connectors import Chunk, open_connector
@@ -17,6 +18,7 @@ from ndc.connectors.base import ExtractRequest
 from ndc.contracts import get_contract
 from ndc.extract import check_drift
 from ndc.gate import GateResult, validate
+from ndc.identifiers import ident
 from ndc.load import (
     LandingTarget,
     RunStats,
@@ -35,6 +37,7 @@ from ndc.rowhash import row_hashes
 from ndc.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+ANALYZE_AFTER_ROWS = 50_000
 
 FULL_REFRESH_START = datetime(1900, 1, 1, tzinfo=UTC)
 
@@ -179,6 +182,11 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
             write_ledger(wh, source=source.name, target=target, run_id=run_id, interval=(start, end),
                          stats=stats, started=began, error=error, window=window)
         update_watermark(wh, target.dataset, stats.loaded_through, run_id)
+        if stats.merge.rows_new_versions >= ANALYZE_AFTER_ROWS:
+            # Fresh planner statistics before the conform build reads it (autovacuum would come later).
+            with warehouse.connect(settings.warehouse_url, autocommit=True) as maintenance:
+                maintenance.execute(sql.SQL("analyze {}, {}").format(
+                    ident(target.schema, target.table), ident(target.schema, target.history)))
     result = ExtractResult(
         dataset=target.dataset, target=f"{target.schema}.{target.table}", run_id=run_id,
         window_start=window[0].isoformat(), window_end=window[1].isoformat(), batches=stats.batches,
@@ -191,9 +199,10 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
 
 
 def prepare_conform(*, accept_stale: bool = False, settings: Settings | None = None) -> dict:
-    """Before a conform build: every registered source's landing tables exist (empty for a source never loaded, so
-    the dbt project builds on any subset of sources), then the source-freshness gate (``ndc.freshness``). Returns
-    the build schema to use (the one consumers are not reading) and the freshness report."""
+    """Before a conform build: a registered source never loaded gets its (empty) landing tables, so the dbt project
+    builds on any subset of sources (a table that was loaded once and is now missing is not re-created: the build
+    fails on it and publishes nothing); then the source-freshness gate (``ndc.freshness``). Returns the build
+    schema to use (the one consumers are not reading) and the freshness report."""
     from ndc import dbt, freshness
     from ndc.publish import inactive_schema
 
@@ -205,7 +214,10 @@ def prepare_conform(*, accept_stale: bool = False, settings: Settings | None = N
                 target = landing_target(source, table.name)
                 # only where missing: ensure_landing's ALTER would queue behind a running extract's merge
                 relation = f'"{target.schema}"."{target.table}"'
-                if conn.execute("select to_regclass(%s)", (relation,)).fetchone()[0] is None:
+                never_loaded = conn.execute(
+                    "select to_regclass(%s) is null and not exists (select from ndc_meta.watermarks"
+                    " where dataset = %s)", (relation, target.dataset)).fetchone()[0]
+                if never_loaded:
                     ensure_landing(conn, target)
         conn.commit()
         report = freshness.gate(freshness.check(conn, dbt.MANIFEST), accept_stale=accept_stale)

@@ -170,22 +170,22 @@ enrolled as (
     -- a school year "YYYY-YYYY" runs from July to June (as the ministry's exports are cut)
     select
         mapping.new_code as current_province_code,
-        enrolments.student_id,
-        make_date(left(enrolments.school_year, 4)::int, 7, 1) as year_start
+        make_date(left(enrolments.school_year, 4)::int, 7, 1) as year_start,
+        count(distinct enrolments.student_id) as students
     from {{ ref('stg_education__enrolments') }} as enrolments
     inner join {{ ref('stg_education__schools') }} as schools on enrolments.school_id = schools.school_id
     inner join mapping on schools.province_code = mapping.old_code
+    group by 1, 2
 ),
 
 students as (
     select
         enrolled.current_province_code,
         months.month,
-        count(distinct enrolled.student_id) as students
+        enrolled.students
     from enrolled
     inner join months
-        on enrolled.year_start <= months.month and months.month < enrolled.year_start + interval '1 year'
-    group by 1, 2
+        on enrolled.year_start <= months.month and enrolled.year_start + interval '1 year' > months.month
 ),
 
 final as (

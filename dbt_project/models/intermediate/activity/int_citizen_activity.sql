@@ -1,5 +1,3 @@
-{{ config(materialized='table') }}
-
 {#- What the other national databases know about each citizen, through identity resolution: tax registration and
     filings, social insurance and contributing months, and the highest enrolment. One row per linked citizen. -#}
 with

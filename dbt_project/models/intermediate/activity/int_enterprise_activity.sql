@@ -1,5 +1,3 @@
-{{ config(materialized='table') }}
-
 {#- Per enterprise code: status events, open branches, tax compliance (filings, declared, paid, arrears) and
     insured employees, from the enterprise registry, the tax authority and social insurance. -#}
 with

@@ -1,18 +1,19 @@
-{{ config(materialized='table') }}
-
 {#- Legacy identifiers linked to the PIN: the 9-digit CMND (from the population database itself), the legacy
     10-digit personal tax code, the 10-digit social insurance code and the student id (from resolved records). -#}
 with
 
 id_cards as (
+    -- a CMND recorded for two citizens links neither (legacy numbers were reissued and mistyped)
     select
         'cmnd' as identifier_kind,
         legacy_id_card_number as identifier,
-        citizen_id,
+        min(citizen_id) as citizen_id,
         'population' as source_name,
         'recorded' as match_method
     from {{ ref('stg_population__citizens') }}
     where legacy_id_card_number is not null
+    group by legacy_id_card_number
+    having count(*) = 1
 ),
 
 resolved as (

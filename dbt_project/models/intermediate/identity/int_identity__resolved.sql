@@ -1,5 +1,3 @@
-{{ config(materialized='table') }}
-
 {#- Identity resolution, as the authorities match: the recorded PIN if there is one (it must exist and agree on
     the birth date); otherwise full name + date of birth, accepted only when exactly one citizen has them. An
     ambiguous or failed match is an exception with its reason, never a guess, and no record is dropped. -#}

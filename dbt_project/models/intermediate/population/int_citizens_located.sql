@@ -1,9 +1,37 @@
 {#- Each citizen's residence: the province in force on the record's Việt Nam date, and its 2025 province;
-    and whether the household is registered (an unknown one is flagged, never dropped). -#}
+    and whether the household is registered (an unknown one is flagged, never dropped).
+    Incremental (1 row per citizen, updated in place): citizens loaded since the last run, those whose household
+    was loaded since, and those whose household is gone; citizens deleted at the source are removed. -#}
+{{ config(
+    materialized='incremental',
+    unique_key='citizen_id',
+    incremental_strategy='delete+insert',
+    on_schema_change='fail',
+    post_hook="delete from {{ this }} as located where not exists (select from {{ ref('stg_population__citizens') }}
+        as citizens where citizens.citizen_id = located.citizen_id)"
+) }}
+
 with
 
 citizens as (
-    select * from {{ ref('stg_population__citizens') }}
+    select * from {{ ref('stg_population__citizens') }} as changed
+    {%- if is_incremental() %}
+        where
+            {{ loaded_since_last_run('changed.loaded_at') }}
+            or changed.household_id in (
+                select loaded.household_id from {{ ref('stg_population__households') }} as loaded
+                where {{ loaded_since_last_run('loaded.loaded_at') }}
+            )
+            or changed.citizen_id in (
+                select previous.citizen_id from {{ this }} as previous
+                where
+                    previous.has_registered_household
+                    and not exists (
+                        select from {{ ref('stg_population__households') }} as households
+                        where households.household_id = previous.household_id
+                    )
+            )
+    {%- endif %}
 ),
 
 provinces as (
@@ -31,7 +59,8 @@ located as (
         provinces.province_name as historic_province_name,
         mapping.new_code as current_province_code,
         mapping.new_name as current_province_name,
-        households.household_id is not null as has_registered_household
+        households.household_id is not null as has_registered_household,
+        {{ conformed_through() }} as conformed_through
     from dated
     left join provinces
         on
