@@ -339,6 +339,22 @@ def dbt_parse() -> None:
     click.echo(f"manifest written: {dbt.parse()}")
 
 
+@dbt_group.command("docs")
+def dbt_docs() -> None:
+    """Generate the dbt docs site (every model, column, test, source and exposure) from the warehouse."""
+    from ndc import dbt, warehouse
+    from ndc.publish import inactive_schema
+
+    with warehouse.connect(_warehouse()) as conn:
+        warehouse.ensure_meta(conn)
+        schema = inactive_schema(conn)
+    result = dbt.run(["docs", "generate"], build_schema=schema)
+    if result.returncode != 0:
+        raise NdcError(f"dbt docs generate failed:\n{result.output[-3000:]}")
+    site = dbt.PROJECT_DIR / "target"
+    click.echo(f"docs written to {site}/index.html (serve them with: python -m http.server -d {site})")
+
+
 @main.command()
 @click.option("--run-id", help="Run id recorded in the ledger.")
 @click.option("--accept-stale", is_flag=True,
