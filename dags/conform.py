@@ -1,4 +1,4 @@
-"""The conform DAG: dbt (via Cosmos) on the landing Assets, then write-audit-publish of the shared views.
+"""The conform DAG: freshness gate, one dbt build with a task per model, then write-audit-publish of the shared views.
 
 Needs dbt_project/target/manifest.json: run ``ndc dbt parse`` after changing the dbt project.
 """

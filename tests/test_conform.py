@@ -21,9 +21,9 @@ from ndc.connections import with_database
 from ndc.publish import active_schema, inactive_schema, publish
 from ndc.sharing import ProvinceAgency, apply_province_agency
 from ndc.simulate.common import SourceSpec
+from ndc.simulate.everything import FiveSources, five_sources
 
 from .conftest import REPO, query, scalar
-from .fivesources import FiveSources, five_sources
 
 REFERENCE = {r["old_code"]: r for r in csv.DictReader((REPO / "plugins/ndc/reference/provinces_2025.csv").open())}
 SPEC = SourceSpec(citizens=20_000, seed=2025, defect_rate=0.002)

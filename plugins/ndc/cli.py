@@ -326,6 +326,36 @@ def bench_el(sizes: tuple[int, ...], server: str | None, json_out: str | None, k
             json.dump(figures, handle, indent=2)
 
 
+@bench.command("conform")
+@click.option("--runs", type=click.IntRange(min=1), default=3, show_default=True,
+              help="DAG runs (the first after Airflow starts is cold).")
+@click.option("--change", "share", type=click.FloatRange(min=0.0001, max=1.0), default=None,
+              help="Instead: the DAG after this share of landing rows changed vs a full-refresh run (e.g. 0.01).")
+@click.option("--citizens", type=click.IntRange(min=1000), default=None,
+              help="First simulate and load the five sources at this size into a fresh bench warehouse"
+                   " (ndc_bench_conform on the warehouse's server) [default: use the configured warehouse].")
+@click.option("--airflow-db", default="ndc_bench_airflow", show_default=True,
+              help="Airflow metadata database, on the warehouse's server.")
+@click.option("--port", type=int, default=8080, show_default=True, help="Port of the Airflow API server.")
+@click.option("--json-out", type=click.Path(dir_okay=False), help="Also write the figures as JSON here.")
+def bench_conform(runs: int, share: float | None, citizens: int | None, airflow_db: str, port: int,
+                  json_out: str | None) -> None:
+    """The conform DAG through a real scheduler: ÷ a plain dbt build of the same models (default), or after a
+    small change ÷ a full refresh (--change)."""
+    from ndc import bench_conform as module
+
+    url = _warehouse()
+    if citizens:
+        url = module.load_bench_warehouse(url, citizens)
+    figures = (module.measure_change(url, share=share, airflow_db=airflow_db, port=port) if share
+               else module.measure(url, runs=runs, airflow_db=airflow_db, port=port))
+    click.echo(json.dumps({k: v for k, v in figures.items() if k not in ("runs", "task_times")}, indent=2,
+                          default=str))
+    if json_out:
+        with open(json_out, "w", encoding="utf-8") as handle:
+            json.dump(figures, handle, indent=2, default=str)
+
+
 @main.group("dbt")
 def dbt_group() -> None:
     """The dbt project (dbt_project/)."""

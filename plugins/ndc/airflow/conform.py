@@ -1,77 +1,439 @@
-"""The conform DAG: dbt through astronomer-cosmos, then write-audit-publish.
+"""The conform DAG: one ``dbt build``, one Airflow task per dbt model/seed for status, then write-audit-publish.
 
-``choose_build_schema`` picks the build schema consumers are not reading; Cosmos renders one task per dbt node
-from the manifest that ``ndc dbt parse`` wrote (``LoadMode.DBT_MANIFEST``: no dbt call at DAG parse time), each
-running ``dbt build`` for its node (so operators see each model and its tests); ``publish`` switches every
-``shared.<model>`` view to the new build in one transaction and emits the stable ``shared.<model>`` Assets.
-If any model fails, ``publish`` does not run and consumers keep the last good build.
+It runs when any source has finished loading all its tables (``(source A's landing Assets, all) | (source B's
+...)``). ``prepare_build`` is the source-freshness gate (``ndc.freshness``: a source past its error threshold, or a
+landing table gone, stops the run before anything builds and names it; the ``accept_stale`` param overrides the
+threshold for one run; a source never loaded gets empty landing tables) and then picks the build schema consumers
+are not reading. The ``dbt`` task group holds
+``dbt.build``, which runs a single ``dbt build`` of the project into that schema (dbt var ``ndc_build_schema``) and
+records each node's result in ``ndc_meta.conform_nodes`` as dbt reports it, and one task per model and seed, read
+from the manifest that ``ndc dbt parse`` wrote (no dbt call at DAG parse time) and drawn with dbt's lineage. A
+node task covers its model (or seed), its unit tests and the data tests whose last-built parent it is; it
+**starts in the triggerer** (``start_from_trigger``) and ends there with the node's result, so it costs no worker
+process: operators see each model's status as its own task while dbt builds the project in one process.
+``publish`` runs only when ``dbt.build`` and every node task succeeded (it is downstream of each of them); it
+switches every ``shared.<model>`` view to the new build in one transaction and emits the stable
+``shared.<model>`` Assets. If any model or test fails, consumers keep the last good build.
+
+Retrying: a node task that failed is retried (automatically, ``retries=1``, or by clearing it) on a worker with
+``dbt build --select <node>`` into the same build schema; nodes that succeeded are not rebuilt. A node that dbt
+skipped because an upstream node failed waits for that upstream task: rebuilt once it succeeds, skipped if it
+fails for good. Then ``publish`` runs. ``dbt.build`` itself is never retried (it would rebuild everything).
+
+``NDC_CONFORM_NODES`` chooses when node tasks start: ``concurrent`` (trigger rule ``always``: with the run, so they
+follow dbt's results as they come; the lineage edges then only draw the graph; right for the scheduler) or
+``after`` (downstream of ``dbt.build``, with ``all_success`` lineage; needed by ``airflow dags test``/``dag.test()``,
+which run one task at a time). The default, ``auto``, is ``after`` inside ``airflow dags test``, else
+``concurrent``. ``NDC_CONFORM_POLL_SECONDS`` (default 1) is how often the triggerer reads the results.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import json
+import logging
+import operator
 import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, Asset, task
+from airflow.sdk import DAG, Asset, BaseOperator, Param, TaskGroup, task
 
 from ndc import dbt
 from ndc.airflow.factory import DEFAULT_ARGS, landing_asset, warehouse_uri
 from ndc.registry import load_sources
 
-BUILD_SCHEMA_XCOM = "{{ ti.xcom_pull(task_ids='choose_build_schema') }}"
+log = logging.getLogger(__name__)
+
+STATUS_TABLE = "ndc_meta.conform_nodes"
+PRODUCER = "__producer__"
+OK = {"success", "pass", "warn", "no-op"}  # no-op: exposures
+FAILED = {"error", "fail", "runtime error"}
+POLL_SECONDS = float(os.environ.get("NDC_CONFORM_POLL_SECONDS", "1"))
 
 
 def shared_asset(model: str) -> Asset:
     return Asset(name=f"shared.{model}", uri=warehouse_uri("shared", model), group="shared")
 
 
-def _dbt_group():
-    from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
-    from cosmos.constants import InvocationMode, LoadMode, TestBehavior
+def nodes_mode() -> str:
+    mode = os.environ.get("NDC_CONFORM_NODES", "auto")
+    if mode == "auto":
+        return "after" if sys.argv[1:3] == ["dags", "test"] else "concurrent"
+    if mode not in ("concurrent", "after"):
+        raise ValueError(f"NDC_CONFORM_NODES must be auto, concurrent or after, got {mode!r}")
+    return mode
 
-    return DbtTaskGroup(
-        group_id="dbt",
-        project_config=ProjectConfig(dbt.PROJECT_DIR, manifest_path=dbt.MANIFEST, project_name="ndc"),
-        profile_config=ProfileConfig(profile_name="ndc", target_name="warehouse",
-                                     profiles_yml_filepath=dbt.PROJECT_DIR / "profiles.yml"),
-        render_config=RenderConfig(load_method=LoadMode.DBT_MANIFEST, test_behavior=TestBehavior.BUILD),
-        execution_config=ExecutionConfig(dbt_executable_path=dbt.dbt_executable(),
-                                         invocation_mode=InvocationMode.SUBPROCESS),
-        # "buildable": a test runs in the task of its last-built parent only. dbt's default ("eager") would also
-        # run a relationships test in the other parent's task, before this build of the tested model exists.
-        operator_args={"vars": {"ndc_build_schema": BUILD_SCHEMA_XCOM}, "install_deps": False,
-                       "append_env": True, "emit_datasets": False,
-                       "dbt_cmd_flags": ["--indirect-selection", "buildable"]},
-    )
+
+# --- status table (in the warehouse, reachable from workers and the triggerer) ---------------------------------
+
+def ensure_status_table(conn) -> None:
+    conn.execute(f"create table if not exists {STATUS_TABLE} (run_id text not null, unique_id text not null,"
+                 " status text not null, message text, updated_at timestamptz not null default now(),"
+                 " primary key (run_id, unique_id))")
+
+
+def record(conn, run_id: str, unique_id: str, status: str, message: str | None = None) -> None:
+    conn.execute(f"insert into {STATUS_TABLE} (run_id, unique_id, status, message) values (%s, %s, %s, %s)"
+                 " on conflict (run_id, unique_id) do update set status = excluded.status,"
+                 " message = excluded.message, updated_at = now()", (run_id, unique_id, status, message))
+
+
+# --- the plan: which dbt nodes each Airflow task reports ---------------------------------------------------------
+
+def plan(manifest_path: Path | None = None) -> dict[str, dict]:
+    """``{unique_id: {"name", "type", "covers": [unique ids], "upstream": [unique ids]}}`` for models and seeds.
+
+    Each data test goes to its last-built model/seed parent (dbt's "buildable" rule), unit tests to their model;
+    tests on sources only are covered by ``dbt.build`` itself."""
+    manifest = json.loads((manifest_path or dbt.MANIFEST).read_text())
+    nodes = manifest["nodes"]
+    built = {uid: n for uid, n in nodes.items() if n["resource_type"] in ("model", "seed", "snapshot")}
+    depth: dict[str, int] = {}
+
+    def level(uid: str) -> int:
+        if uid not in depth:
+            parents = [p for p in built[uid]["depends_on"].get("nodes", []) if p in built]
+            depth[uid] = 1 + max((level(p) for p in parents), default=-1)
+        return depth[uid]
+
+    result = {uid: {"name": n["name"], "type": n["resource_type"], "covers": [uid],
+                    "upstream": sorted(p for p in n["depends_on"].get("nodes", []) if p in built)}
+              for uid, n in built.items()}
+    for uid, n in nodes.items():
+        if n["resource_type"] != "test":
+            continue
+        parents = [p for p in n["depends_on"].get("nodes", []) if p in built]
+        if parents:
+            result[max(parents, key=lambda p: (level(p), p))]["covers"].append(uid)
+    for uid, n in manifest.get("unit_tests", {}).items():
+        for parent in n["depends_on"].get("nodes", []):
+            if parent in result:
+                result[parent]["covers"].append(uid)
+                break
+    return result
+
+
+def verdict(statuses: dict[str, tuple[str, str | None]], covers: list[str]) -> tuple[str, str]:
+    """``("success" | "failed" | "skipped" | "wait", message)`` of a node task from the recorded results."""
+    bad = [f"{u}: {statuses[u][0]} {statuses[u][1] or ''}".strip() for u in covers
+           if u in statuses and statuses[u][0] in FAILED]
+    if bad:
+        return "failed", "; ".join(bad)
+    if all(u in statuses and statuses[u][0] in OK for u in covers):
+        return "success", "ok"
+    producer = statuses.get(PRODUCER)
+    if producer is None or producer[0] == "running":
+        return "wait", ""
+    missing = [u for u in covers if u not in statuses]
+    if missing:
+        return "failed", f"dbt build ended ({producer[0]}) without a result for {missing}"
+    return "skipped", "skipped by dbt build (an upstream node failed)"
+
+
+# --- the trigger (runs in the triggerer; ends the task itself, no worker) ----------------------------------------
+
+try:
+    from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
+except ImportError:  # pragma: no cover
+    BaseTrigger = object  # type: ignore[assignment,misc]
+
+_TERMINAL_BAD = {"failed", "upstream_failed", "skipped", "removed"}
+
+
+class DbtNodeTrigger(BaseTrigger):
+    """Polls ``ndc_meta.conform_nodes`` for the run until the node's results are final.
+
+    Ends the task itself: success when the node and its tests passed; failed when one of them failed (the first
+    time: a retry or a clear rebuilds the node on a worker); when dbt skipped the node because an upstream node
+    failed, it waits for the upstream node tasks (which may be retried) and then rebuilds it, or skips."""
+
+    _cache: dict[str, tuple[float, dict]] = {}  # one query per run and poll for every trigger in the process
+    _locks: dict[str, asyncio.Lock] = {}
+
+    def __init__(self, key: str, covers: list[str], upstream_tasks: list[str] | None = None,
+                 producer_task: str = "dbt.build", run_id: str | None = None, dag_id: str | None = None,
+                 poll: float = POLL_SECONDS):
+        super().__init__()
+        self.key, self.covers, self.upstream_tasks = key, list(covers), list(upstream_tasks or [])
+        self.producer_task, self.run_id, self.dag_id, self.poll = producer_task, run_id, dag_id, poll
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (f"{__name__}.DbtNodeTrigger",
+                {"key": self.key, "covers": self.covers, "upstream_tasks": self.upstream_tasks,
+                 "producer_task": self.producer_task, "run_id": self.run_id, "dag_id": self.dag_id,
+                 "poll": self.poll})
+
+    async def _statuses(self, run_id: str) -> dict[str, tuple[str, str | None]]:
+        import psycopg
+
+        from ndc.settings import get_settings
+
+        lock = self._locks.setdefault(run_id, asyncio.Lock())
+        async with lock:
+            cached = self._cache.get(run_id)
+            if cached and time.monotonic() - cached[0] < self.poll * 0.8:
+                return cached[1]
+            try:
+                async with await psycopg.AsyncConnection.connect(get_settings().warehouse_url,
+                                                                 autocommit=True) as conn:
+                    cur = await conn.execute(f"select unique_id, status, message from {STATUS_TABLE}"
+                                             " where run_id = %s", (run_id,))
+                    found = {r[0]: (r[1], r[2]) for r in await cur.fetchall()}
+            except psycopg.errors.UndefinedTable:
+                found = {}
+            self._cache[run_id] = (time.monotonic(), found)
+            return found
+
+    async def _mark_reported(self, run_id: str, message: str) -> None:
+        import psycopg
+
+        from ndc.settings import get_settings
+
+        async with await psycopg.AsyncConnection.connect(get_settings().warehouse_url, autocommit=True) as conn:
+            await conn.execute(f"insert into {STATUS_TABLE} (run_id, unique_id, status, message) values"
+                               " (%s, %s, 'reported', %s) on conflict do nothing",
+                               (run_id, f"reported:{self.key}", message))
+        self._cache.pop(run_id, None)
+
+    async def _task_states(self, dag_id: str, run_id: str, task_ids: list[str]) -> dict[str, str | None]:
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+        from asgiref.sync import sync_to_async
+
+        states = await sync_to_async(RuntimeTaskInstance.get_task_states)(
+            dag_id=dag_id, task_ids=task_ids, run_ids=[run_id])
+        return {t: (str(s) if s else None) for t, s in states.get(run_id, {}).items()}
+
+    _producer_checked: dict[str, tuple[float, bool]] = {}
+
+    async def _producer_gone(self, dag_id: str, run_id: str) -> bool:
+        """Whether dbt.build ended (e.g. upstream_failed) without starting dbt; asked every 15 s per run."""
+        checked = self._producer_checked.get(run_id)
+        if checked and time.monotonic() - checked[0] < 15:
+            return checked[1]
+        self._producer_checked[run_id] = (time.monotonic(), False)
+        states = await self._task_states(dag_id, run_id, [self.producer_task])
+        gone = states.get(self.producer_task) in _TERMINAL_BAD
+        self._producer_checked[run_id] = (time.monotonic(), gone)
+        return gone
+
+    async def run(self):
+        ti = getattr(self, "task_instance", None)
+        run_id = self.run_id or ti.run_id
+        dag_id = self.dag_id or ti.dag_id
+        reported = f"reported:{self.key}"
+        while True:
+            statuses = await self._statuses(run_id)
+            state, message = verdict(statuses, self.covers)
+            if state == "success":
+                self.log.info("%s: dbt build succeeded for %s", self.key, ", ".join(self.covers))
+                yield TaskSuccessEvent()
+                return
+            if state == "failed" and reported in statuses:
+                self.log.info("%s: %s; rebuilding it on a worker", self.key, message)
+                yield TriggerEvent({"status": "rebuild", "message": message})
+                return
+            if state == "failed":
+                await self._mark_reported(run_id, message)
+                self.log.error("%s failed in dbt build: %s", self.key, message)
+                yield TaskFailedEvent()
+                return
+            if state == "skipped":
+                upstream = await self._task_states(dag_id, run_id, self.upstream_tasks)
+                if all(upstream.get(t) == "success" for t in self.upstream_tasks):
+                    self.log.info("%s: %s; upstream rebuilt, rebuilding it on a worker", self.key, message)
+                    yield TriggerEvent({"status": "rebuild", "message": message})
+                    return
+                if any(upstream.get(t) in _TERMINAL_BAD for t in self.upstream_tasks):
+                    self.log.warning("%s not built: upstream %s", self.key, upstream)
+                    yield TaskSkippedEvent()
+                    return
+            elif statuses.get(PRODUCER, ("running",))[0] == "running" and await self._producer_gone(dag_id, run_id):
+                self.log.error("%s: %s ended without reporting dbt's results", self.key, self.producer_task)
+                yield TaskFailedEvent()
+                return
+            await asyncio.sleep(self.poll)
+
+
+# --- operators ---------------------------------------------------------------------------------------------------
+
+class DbtNodeOperator(BaseOperator):
+    """One dbt model or seed (with its tests): its result in the run's ``dbt build``; a retry rebuilds it alone."""
+
+    start_from_trigger = True
+    ui_color = "#b9e3d0"
+
+    def __init__(self, *, key: str, covers: list[str], select: str, upstream_tasks: list[str],
+                 producer_task: str, **kwargs):
+        super().__init__(**kwargs)
+        self.key, self.covers, self.select = key, covers, select
+        self.upstream_tasks, self.producer_task = upstream_tasks, producer_task
+        from airflow.triggers.base import StartTriggerArgs
+
+        self.start_trigger_args = StartTriggerArgs(
+            trigger_cls=f"{__name__}.DbtNodeTrigger", next_method="execute_complete",
+            trigger_kwargs={"key": key, "covers": covers, "upstream_tasks": upstream_tasks,
+                            "producer_task": producer_task},
+            next_kwargs=None, timeout=timedelta(hours=6))
+
+    def execute(self, context):  # only without start_from_trigger (airflow dags test / dag.test())
+        self.defer(trigger=DbtNodeTrigger(self.key, self.covers, self.upstream_tasks, self.producer_task,
+                                          run_id=context["run_id"], dag_id=self.dag_id),
+                   method_name="execute_complete", timeout=timedelta(hours=6))
+
+    def execute_complete(self, context, event=None):
+        from airflow.exceptions import AirflowException
+
+        if event == "success" or (isinstance(event, dict) and event.get("status") == "success"):
+            return None
+        if event == "skipped":
+            from airflow.exceptions import AirflowSkipException
+
+            raise AirflowSkipException(f"{self.key}: not built, an upstream node failed")
+        if not (isinstance(event, dict) and event.get("status") == "rebuild"):
+            raise AirflowException(f"{self.key}: failed in dbt build (see ndc_meta.conform_nodes)")
+        build_schema = context["ti"].xcom_pull(task_ids="prepare_build")
+        self.log.info("rebuilding %s into %s: %s", self.select, build_schema, event.get("message"))
+        result = dbt.run(["build", "--select", self.select], build_schema=build_schema)
+        self.log.info("%s", result.output[-8000:])
+        from ndc import warehouse
+        from ndc.settings import get_settings
+
+        with warehouse.connect(get_settings().warehouse_url) as conn, conn.transaction():
+            for uid in self.covers:
+                record(conn, context["run_id"], uid, "success" if result.returncode == 0 else "error",
+                       f"rebuilt by try {context['ti'].try_number}")
+        if result.returncode != 0:
+            raise AirflowException(f"dbt build --select {self.select} failed (exit {result.returncode})")
+        return None
+
+
+def _build_command(build_schema: str, full_refresh: bool) -> list[str]:
+    from ndc.errors import NdcError
+
+    if build_schema not in dbt.BUILD_SCHEMAS:
+        raise NdcError(f"build schema must be one of {dbt.BUILD_SCHEMAS}, got {build_schema!r}")
+    command = [dbt.dbt_executable(), "build", "--log-format", "json", "--project-dir", str(dbt.PROJECT_DIR),
+               "--profiles-dir", str(dbt.PROJECT_DIR), "--vars", json.dumps({"ndc_build_schema": build_schema})]
+    return [*command, "--full-refresh"] if full_refresh else command
+
+
+def run_dbt_build(build_schema: str, run_id: str, covered: set[str], full_refresh: bool = False) -> dict:
+    """``dbt build`` of the whole project (``--full-refresh``: incremental models rebuilt from scratch), recording
+    each node's result as dbt reports it."""
+    from ndc import warehouse
+    from ndc.errors import NdcError
+    from ndc.settings import get_settings
+
+    command = _build_command(build_schema, full_refresh)
+    counts: dict[str, int] = {}
+    started = time.monotonic()
+    with warehouse.connect(get_settings().warehouse_url) as conn:
+        conn.autocommit = True
+        ensure_status_table(conn)
+        conn.execute(f"delete from {STATUS_TABLE} where run_id = %s", (run_id,))
+        record(conn, run_id, PRODUCER, "running")
+        process = subprocess.Popen(command, env={**os.environ, **dbt.dbt_env()}, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, bufsize=1)
+        assert process.stdout is not None
+        for line in process.stdout:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                log.info("%s", line.rstrip())
+                continue
+            data, name = event.get("data", {}), event.get("info", {}).get("name", "")
+            log.info("%s", event.get("info", {}).get("msg", ""))
+            if name.startswith("Log") and name.endswith("Result") and "node_info" in data:
+                uid = data["node_info"].get("unique_id")
+                status = data["node_info"].get("node_status") or data.get("status")
+                if uid and status:
+                    record(conn, run_id, uid, str(status).lower(), None if status in OK else str(data.get("status")))
+        returncode = process.wait()
+        failures = []
+        results_file = dbt.PROJECT_DIR / "target" / "run_results.json"
+        if results_file.exists():
+            for r in json.loads(results_file.read_text()).get("results", []):
+                status = str(r["status"]).lower()
+                counts[status] = counts.get(status, 0) + 1
+                record(conn, run_id, r["unique_id"], status, r.get("message"))
+                if status not in OK and r["unique_id"] not in covered:
+                    failures.append(f"{r['unique_id']}: {status} {r.get('message') or ''}")
+        record(conn, run_id, PRODUCER, f"exit {returncode}")
+    seconds = round(time.monotonic() - started, 2)
+    log.info("dbt build exit %s in %s s, results %s", returncode, seconds, counts)
+    if returncode not in (0, 1) or failures:
+        raise NdcError(f"dbt build failed (exit {returncode}) outside the node tasks: {failures or 'see log'}")
+    return {"exit": returncode, "seconds": seconds, "results": counts}
+
+
+def _dbt_group(chosen, mode: str) -> tuple[TaskGroup, list]:
+    nodes = plan()
+    covered = {u for n in nodes.values() for u in n["covers"]}
+    with TaskGroup(group_id="dbt", tooltip="one dbt build; a task per model/seed with its tests") as group:
+
+        @task(task_id="build", retries=0)
+        def build(build_schema: str, run_id=None, params=None) -> dict:  # dbt var ndc_build_schema
+            return run_dbt_build(build_schema, run_id, covered, full_refresh=bool((params or {}).get("full_refresh")))
+
+        producer = build(chosen)
+        # concurrent: every node task starts with the run (trigger rule "always") and follows dbt's results as
+        # they come, the lineage edges only draw the graph; after: node tasks wait for dbt.build (dags test).
+        rule = "always" if mode == "concurrent" else "all_success"
+        tasks = {uid: DbtNodeOperator(
+            task_id=n["name"], key=n["name"], covers=n["covers"], select=n["name"], trigger_rule=rule,
+            upstream_tasks=[f"dbt.{nodes[p]['name']}" for p in n["upstream"]], producer_task=producer.operator.task_id,
+            doc_md=f"`{uid}` and its tests: " + ", ".join(f"`{c}`" for c in n["covers"]))
+            for uid, n in sorted(nodes.items())}
+        for uid, n in nodes.items():
+            for parent in n["upstream"]:
+                tasks[parent] >> tasks[uid]
+            if mode == "after":
+                producer >> tasks[uid]
+    return group, [producer, *tasks.values()]
 
 
 def build_conform_dag(sources_dir: Path) -> DAG:
     # The dbt profile reads NDC_DBT_* (derived from NDC_WAREHOUSE_URL; no connection is made here).
     os.environ.update(dbt.dbt_env())
-    landing = [landing_asset(s.landing_schema, t.name) for s in load_sources(sources_dir) for t in s.tables]
+    # A run when any source has loaded all its tables: (a1 & a2 & ...) | (b1 & ...) | ...
+    per_source = [functools.reduce(operator.and_, [landing_asset(s.landing_schema, t.name) for t in s.tables])
+                  for s in load_sources(sources_dir)]
     models = sorted(dbt.shared_models())
     with DAG(
         dag_id="conform",
-        description="dbt conform (Cosmos) into the inactive build schema, then publish shared views",
-        schedule=landing,
+        description="freshness gate, one dbt build (a task per model) into the inactive build schema, then publish",
+        schedule=functools.reduce(operator.or_, per_source),
         start_date=pendulum.datetime(2024, 7, 1, tz="UTC"),
         catchup=False,
         max_active_runs=1,
         default_args={**DEFAULT_ARGS, "retries": 1},
+        params={"accept_stale": Param(False, type="boolean",
+                                      description="Build even if a source is past its freshness error threshold"),
+                "full_refresh": Param(False, type="boolean",
+                                      description="Rebuild incremental models from scratch (dbt --full-refresh)")},
         tags=["conform", "dbt", "publish"],
         doc_md=__doc__,
     ) as dag:
 
-        @task
-        def choose_build_schema() -> str:
+        @task(retries=0)
+        def prepare_build(params=None) -> str:
             from ndc import warehouse
-            from ndc.publish import inactive_schema
+            from ndc.jobs import prepare_conform
             from ndc.settings import get_settings
 
-            with warehouse.connect(get_settings().warehouse_url) as conn:
-                warehouse.ensure_meta(conn)
-                return inactive_schema(conn)
+            prepared = prepare_conform(accept_stale=bool((params or {}).get("accept_stale")))
+            log.info("source freshness: %s", prepared["freshness"])
+            with warehouse.connect(get_settings().warehouse_url) as conn, conn.transaction():
+                ensure_status_table(conn)
+                conn.execute(f"delete from {STATUS_TABLE} where updated_at < now() - interval '30 days'")
+            return prepared["build_schema"]
 
         @task(outlets=[shared_asset(m) for m in models])
         def publish(build_schema: str, run_id=None) -> dict:
@@ -79,7 +441,9 @@ def build_conform_dag(sources_dir: Path) -> DAG:
 
             return publish_build(build_schema, run_id=run_id)
 
-        chosen = choose_build_schema()
-        group = _dbt_group()
-        chosen >> group >> publish(chosen)
+        chosen = prepare_build()
+        group, gated = _dbt_group(chosen, nodes_mode())
+        published = publish(chosen)
+        chosen >> group
+        gated >> published  # publish waits for dbt.build and every node task, not only the group's leaves
     return dag

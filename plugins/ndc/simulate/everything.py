@@ -1,6 +1,7 @@
-"""The five simulated national databases, loaded end to end (simulate -> source engine -> extract -> landing) into
-one warehouse: population and taxation on PostgreSQL, the enterprise register on MariaDB (PostgreSQL when no
-MariaDB is given), social insurance through its REST API served on loopback, education as file drops."""
+"""The five simulated national databases loaded end to end into one warehouse (the tests and ``ndc bench
+conform``): simulate -> source engine -> extract -> landing. Population and taxation on PostgreSQL, the enterprise
+register on MariaDB (PostgreSQL when no MariaDB is given), social insurance through its REST API served on
+loopback, education as file drops."""
 
 from __future__ import annotations
 
@@ -21,10 +22,22 @@ from ndc.simulate import insurance_api
 from ndc.simulate.common import SourceSpec
 from ndc.warehouse import drop_database
 
-from .conftest import mysql_connect
-
 SOURCES = ("population", "taxation", "enterprise", "insurance", "education")
 EVERYTHING = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC))
+
+
+def _drop_mysql_database(url: str) -> None:
+    from urllib.parse import unquote, urlsplit
+
+    import mysql.connector
+
+    parts = urlsplit(url)
+    conn = mysql.connector.connect(host=parts.hostname, port=parts.port or 3306, user=unquote(parts.username or "root"),
+                                   password=unquote(parts.password or ""))
+    try:
+        conn.cursor().execute(f"drop database if exists `{parts.path.lstrip('/')}`")
+    finally:
+        conn.close()
 
 
 @dataclass
@@ -71,11 +84,7 @@ def five_sources(warehouse_url: str, spec: SourceSpec, *, run: str, drops: Path,
         for name in ("population", "taxation", "insurance"):
             drop_database(urls[name])
         if urls["enterprise"].startswith("mysql"):
-            conn = mysql_connect(with_database(urls["enterprise"], ""))
-            try:
-                conn.cursor().execute(f"drop database if exists ndc_t5_ent_{run}")
-            finally:
-                conn.close()
+            _drop_mysql_database(urls["enterprise"])
         else:
             drop_database(urls["enterprise"])
 

@@ -1,0 +1,378 @@
+"""Benchmark of the conform DAG through a real scheduler against a plain ``dbt build`` of the same models.
+
+On an already-loaded warehouse (landing tables filled): (a) ``dbt build`` of the project into the inactive build
+schema, timed; (b) Airflow's api-server, scheduler, dag-processor and triggerer with LocalExecutor (metadata in
+the same PostgreSQL server), ``conform`` unpaused and triggered once the processes are up (their startup is not
+counted), polled until the run ends. The DAG time is the dag run's ``end_date - start_date`` in the metadata DB;
+trigger-to-end is timed too. Every process is stopped at the end (SIGTERM to its process group, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+from ndc import connections, dbt
+from ndc.demo import airflow_command, airflow_env, import_pools
+from ndc.errors import NdcError
+from ndc.settings import get_settings
+
+PROCESSES = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+# Settings that cut per-task overhead on a small machine (each may be overridden through ``settings``).
+TUNED = {
+    "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+    "AIRFLOW__CORE__PARALLELISM": "4",
+    "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2",
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+    "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+    "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "600",
+    "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
+    "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+    "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+    "NDC_CONFORM_NODES": "concurrent",
+    "NDC_CONFORM_POLL_SECONDS": "0.5",
+}
+
+
+def _say(message: str) -> None:
+    print(f"[bench conform {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _plain(url: str) -> str:
+    return url.replace("postgresql+psycopg2://", "postgresql://", 1)
+
+
+def _ensure_database(url: str) -> None:
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if not conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone():
+            conn.execute(f'create database "{name}"')
+
+
+def bench_env(warehouse_url: str, *, airflow_db: str = "ndc_bench_airflow", port: int = 8080,
+              settings: dict[str, str] | None = None) -> dict[str, str]:
+    """Airflow's environment for the benchmark: the demo's (:func:`ndc.demo.airflow_env`) with its own metadata
+    database and home, LocalExecutor, the API server on ``port`` and the tuned settings."""
+    metadata = connections.with_database(warehouse_url, airflow_db).replace(
+        "postgresql://", "postgresql+psycopg2://", 1)
+    env = {**airflow_env(warehouse_url), **TUNED,
+           "AIRFLOW_HOME": str(get_settings().data_dir / f"airflow_{airflow_db}"),
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata,
+           "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__HOST": "127.0.0.1",
+           "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+           "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(port + 713),
+           "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(port + 714),
+           "NDC_DBT_PROJECT_DIR": str(dbt.PROJECT_DIR)}
+    env.update(settings or {})
+    return env
+
+
+def forget_partial_parse() -> None:
+    """Start dbt from a full parse, as every conform run does: the build schema (a dbt var) alternates between
+    runs, and dbt reparses the whole project when a var changes. Both sides of the ratio pay the same."""
+    (dbt.PROJECT_DIR / "target" / "partial_parse.msgpack").unlink(missing_ok=True)
+
+
+def plain_dbt_build(warehouse_url: str) -> tuple[float, str]:
+    """Seconds of ``dbt build`` of the project into the inactive build schema (as ``ndc conform`` runs it)."""
+    from ndc import warehouse
+    from ndc.publish import inactive_schema
+
+    with warehouse.connect(warehouse_url) as conn:
+        warehouse.ensure_meta(conn)
+        schema = inactive_schema(conn)
+    forget_partial_parse()
+    started = time.monotonic()
+    result = dbt.run(["build"], build_schema=schema)
+    elapsed = time.monotonic() - started
+    if result.returncode != 0:
+        raise NdcError(f"dbt build failed:\n{result.output[-3000:]}")
+    return elapsed, schema
+
+
+class _Airflow:
+    """The Airflow processes, each in its own process group, logging to ``$AIRFLOW_HOME/bench_logs``."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = {**os.environ, **env}
+        self.logs = Path(env["AIRFLOW_HOME"]) / "bench_logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def cli(self, *args: str, timeout: float = 300) -> str:
+        result = subprocess.run(airflow_command(*args), env=self.env, capture_output=True, text=True,
+                                timeout=timeout, check=False)
+        if result.returncode != 0:
+            raise NdcError(f"airflow {' '.join(args)} failed:\n{(result.stdout + result.stderr)[-3000:]}")
+        return result.stdout
+
+    def start(self, name: str) -> None:
+        handle = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        self.procs[name] = subprocess.Popen(airflow_command(name), env=self.env, stdout=handle,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in self.procs.values():
+            with suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        for proc in self.procs.values():  # LocalExecutor workers and hung children ignore SIGTERM
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        self.procs.clear()
+
+    def check_alive(self) -> None:
+        dead = {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
+        if dead:
+            raise NdcError(f"airflow processes exited: {dead} (logs in {self.logs})")
+
+
+def _wait(what: str, check, timeout: float, airflow: _Airflow) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        airflow.check_alive()
+        with suppress(Exception):
+            if check():
+                return
+        time.sleep(0.5)
+    raise NdcError(f"timed out after {timeout:.0f} s waiting for {what} (logs in {airflow.logs})")
+
+
+def _query(metadata_url: str, sql: str, params=()) -> list[tuple]:
+    with psycopg.connect(_plain(metadata_url), autocommit=True) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def _jobs_running(metadata_url: str) -> set[str]:
+    return {r[0] for r in _query(metadata_url, "select job_type from job where state = 'running' and"
+                                 " latest_heartbeat > now() - interval '30 seconds'")}
+
+
+@contextmanager
+def running_airflow(env: dict[str, str], port: int, dag_id: str = "conform"):
+    """Api-server, scheduler, dag-processor and triggerer up, ``dag_id`` serialized and unpaused (not timed);
+    yields ``(airflow, api)`` and stops every process afterwards."""
+    metadata = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    airflow = _Airflow(env)
+    try:
+        _say("starting " + ", ".join(PROCESSES))
+        started = time.monotonic()
+        for name in PROCESSES:
+            airflow.start(name)
+        _wait("the API server", lambda: urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=2).status == 200, 180, airflow)
+        _wait("scheduler, triggerer and dag-processor heartbeats", lambda: {
+            "SchedulerJob", "TriggererJob", "DagProcessorJob"} <= _jobs_running(metadata), 180, airflow)
+        _wait(f"the serialized {dag_id} DAG", lambda: _query(
+            metadata, "select 1 from serialized_dag where dag_id = %s", (dag_id,)), 120, airflow)
+        errors = _query(metadata, "select filename, stacktrace from import_error")
+        if errors:
+            raise NdcError(f"DAG import errors: {errors}")
+        api = _Api(port, Path(env["AIRFLOW_HOME"]))
+        api.call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+        _say(f"airflow up and {dag_id} unpaused in {time.monotonic() - started:.1f} s (not counted)")
+        yield airflow, api
+    finally:
+        _say("stopping airflow")
+        airflow.stop()
+
+
+def _prepared(warehouse_url: str, airflow_db: str, port: int, settings: dict[str, str] | None) -> dict[str, str]:
+    os.environ["NDC_WAREHOUSE_URL"] = warehouse_url
+    env = bench_env(warehouse_url, airflow_db=airflow_db, port=port, settings=settings)
+    if not dbt.MANIFEST.exists():
+        _say("no manifest: dbt parse")
+        dbt.parse()
+    _ensure_database(_plain(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]))
+    _say(f"metadata database {airflow_db}: migrate and import pools")
+    import_pools(env)
+    _Airflow(env).cli("dags", "reserialize")
+    return env
+
+
+def measure(warehouse_url: str | None = None, *, runs: int = 1, airflow_db: str = "ndc_bench_airflow",
+            port: int = 8080, settings: dict[str, str] | None = None, dag_id: str = "conform",
+            run_timeout: float = 900, interleave: bool = True) -> dict:
+    """Plain ``dbt build`` (median of ``runs``, before Airflow starts) against ``runs`` runs of the ``conform``
+    DAG through the scheduler; the figures of the last run, with every run's and the medians.
+
+    ``interleave``: also time a plain ``dbt build`` just before each DAG run (Airflow idle) and take each run's
+    ratio against it, which cancels out load from other users of the machine; the ratio against the median of
+    the builds before Airflow started is ``ratio_vs_before_start``."""
+    warehouse_url = warehouse_url or get_settings().warehouse_url
+    env = _prepared(warehouse_url, airflow_db, port, settings)
+    metadata = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    # The baseline first, with no Airflow process running (the machine has 2 cores).
+    baselines = []
+    for number in range(1, runs + 1):
+        dbt_s, schema = plain_dbt_build(warehouse_url)
+        baselines.append(dbt_s)
+        _say(f"plain dbt build {number}/{runs} into {schema}: {dbt_s:.2f} s")
+    dbt_s = sorted(baselines)[len(baselines) // 2]
+    figures: list[dict] = []
+    with running_airflow(env, port, dag_id) as (airflow, api):
+        for number in range(1, runs + 1):
+            paired = dbt_s
+            if interleave:
+                paired, schema = plain_dbt_build(warehouse_url)
+                _say(f"plain dbt build before run {number} into {schema}: {paired:.2f} s")
+            figure = _one_run(airflow, api, metadata, dag_id, paired, run_timeout, number)
+            figure["ratio_vs_before_start"] = round(figure["dag_s"] / dbt_s, 2)
+            figures.append(figure)
+    last = dict(figures[-1])
+    dag_times = [f["dag_s"] for f in figures]
+    ratios = sorted(f["ratio"] for f in figures)
+    last.update(runs=figures, dbt_build_before_start_s=[round(b, 2) for b in baselines], dag_runs_s=dag_times,
+                dbt_build_paired_s=[f["dbt_build_s"] for f in figures], ratios=[f["ratio"] for f in figures],
+                ratio_median=ratios[len(ratios) // 2],
+                settings={k: v for k, v in env.items()
+                          if k.startswith(("AIRFLOW__CORE__", "AIRFLOW__SCHEDULER__", "AIRFLOW__TRIGGERER__",
+                                           "NDC_CONFORM", "NDC_DBT_PROJECT"))})
+    return last
+
+
+class _Api:
+    """The REST API with a JWT of the simple auth manager's admin (its generated password file)."""
+
+    def __init__(self, port: int, home: Path):
+        self.base = f"http://127.0.0.1:{port}"
+        password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
+        self.token = self._request("POST", "/auth/token", {"username": "admin", "password": password},
+                                   auth=False)["access_token"]
+
+    def _request(self, method: str, path: str, body: dict | None = None, auth: bool = True) -> dict:
+        headers = {"Content-Type": "application/json"}
+        if auth:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(self.base + path, method=method, headers=headers,  # noqa: S310
+                                         data=json.dumps(body).encode() if body is not None else None)
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - http://127.0.0.1 only
+            return json.loads(response.read() or b"{}")
+
+    def call(self, method: str, path: str, body: dict | None = None) -> dict:
+        return self._request(method, path, body)
+
+
+def _one_run(airflow: _Airflow, api: _Api, metadata: str, dag_id: str, dbt_s: float, timeout: float,
+             number: int, conf: dict | None = None) -> dict:
+    run_id = f"bench__{time.strftime('%Y%m%dT%H%M%S')}_{number}"
+    forget_partial_parse()
+    triggered = time.monotonic()
+    api.call("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"dag_run_id": run_id, "logical_date": None,
+                                                         "conf": conf or {}})
+    _say(f"triggered {run_id}")
+    deadline, state, seen = time.monotonic() + timeout, None, None
+    while time.monotonic() < deadline:
+        airflow.check_alive()
+        rows = _query(metadata, "select state from dag_run where dag_id = %s and run_id = %s", (dag_id, run_id))
+        state = rows[0][0] if rows else None
+        if state in ("success", "failed"):
+            break
+        counts = _query(metadata, "select coalesce(state, 'none'), count(*) from task_instance where dag_id = %s"
+                        " and run_id = %s group by 1 order by 1", (dag_id, run_id))
+        if counts != seen:
+            _say(f"  {time.monotonic() - triggered:5.1f} s {state}: " + ", ".join(f"{s} {n}" for s, n in counts))
+            seen = counts
+        time.sleep(0.5)
+    trigger_to_end = time.monotonic() - triggered
+    (start, end, state), = _query(metadata, "select start_date, end_date, state from dag_run where dag_id = %s"
+                                  " and run_id = %s", (dag_id, run_id))
+    tasks = _query(metadata, "select task_id, state, try_number, start_date, end_date from task_instance"
+                   " where dag_id = %s and run_id = %s order by start_date nulls last, task_id", (dag_id, run_id))
+    per_state: dict[str, int] = {}
+    for _, task_state, *_ in tasks:
+        per_state[task_state or "none"] = per_state.get(task_state or "none", 0) + 1
+    dag_s = (end - start).total_seconds() if start and end else None
+    result = {"run_id": run_id, "state": state, "dbt_build_s": round(dbt_s, 2),
+              "dag_s": round(dag_s, 2) if dag_s else None, "trigger_to_end_s": round(trigger_to_end, 2),
+              "ratio": round(dag_s / dbt_s, 2) if dag_s else None, "tasks": len(tasks), "per_state": per_state,
+              "task_times": {t[0]: [t[1], t[2], round((t[4] - t[3]).total_seconds(), 2) if t[3] and t[4] else None,
+                                    round((t[3] - start).total_seconds(), 2) if t[3] else None] for t in tasks}}
+    _say(f"run {run_id}: {state}, DAG {result['dag_s']} s (trigger to end {trigger_to_end:.1f} s), "
+         f"dbt build {dbt_s:.2f} s, ratio {result['ratio']}, {len(tasks)} tasks {per_state}")
+    if state != "success" or set(per_state) != {"success"}:
+        raise NdcError(f"conform run {run_id} did not succeed: {state}, tasks {per_state}\n"
+                       + json.dumps(result["task_times"], indent=1))
+    return result
+
+
+def change_landing(warehouse_url: str, share: float) -> dict[str, int]:
+    """What an incremental extract of ``share`` changed rows per table leaves for conform: that share of every
+    landing table's current rows (picked by a hash of the key) re-stamped as loaded now. Returns rows per table."""
+    from psycopg import sql
+
+    from ndc.identifiers import ident
+    from ndc.jobs import landing_target
+    from ndc.registry import load_sources
+
+    modulus = max(1, round(1 / share))
+    changed = {}
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        for source in load_sources(get_settings().sources_dir):
+            for table in source.tables:
+                target = landing_target(source, table.name)
+                key = sql.SQL(" || '|' || ").join(sql.SQL("{}::text").format(ident(c)) for c in table.primary_key)
+                cur = conn.execute(sql.SQL(
+                    "update {t} set _ndc_loaded_at = clock_timestamp() where _ndc_deleted_at is null"
+                    " and abs(hashtext({key})) %% {m} = 0").format(
+                        t=ident(target.schema, target.table), key=key, m=sql.Literal(modulus)))
+                changed[target.dataset] = cur.rowcount
+    return changed
+
+
+def measure_change(warehouse_url: str | None = None, *, share: float = 0.01, airflow_db: str = "ndc_bench_airflow",
+                   port: int = 8080, settings: dict[str, str] | None = None, run_timeout: float = 1800) -> dict:
+    """The conform DAG end to end (freshness gate, dbt build, publish) after ``share`` of the landing rows changed
+    vs the same DAG on a full refresh (``full_refresh`` param: incremental models rebuilt), through the scheduler."""
+    warehouse_url = warehouse_url or get_settings().warehouse_url
+    env = _prepared(warehouse_url, airflow_db, port, settings)
+    metadata = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    with running_airflow(env, port) as (airflow, api):
+        warm = _one_run(airflow, api, metadata, "conform", 1.0, run_timeout, 0)  # first run after start is cold
+        _say(f"warm-up run {warm['dag_s']} s")
+        full = _one_run(airflow, api, metadata, "conform", 1.0, run_timeout, 1, {"full_refresh": True})
+        changed = change_landing(warehouse_url, share)
+        _say(f"changed {sum(changed.values()):,} landing rows ({share:.0%} of each table)")
+        incremental = _one_run(airflow, api, metadata, "conform", 1.0, run_timeout, 2)
+    return {"share": share, "rows_changed": changed, "full_refresh_dag_s": full["dag_s"],
+            "after_change_dag_s": incremental["dag_s"],
+            "ratio": round(incremental["dag_s"] / full["dag_s"], 3),
+            "task_times": {"full_refresh": full["task_times"], "after_change": incremental["task_times"]}}
+
+
+def load_bench_warehouse(server_url: str, citizens: int, seed: int = 7) -> str:
+    """A fresh warehouse ``ndc_bench_conform`` on ``server_url``'s server with the five sources simulated at
+    ``citizens`` and loaded (full history); the source databases are dropped afterwards. Returns its URL."""
+    import tempfile
+
+    from ndc.simulate.common import SourceSpec
+    from ndc.simulate.everything import five_sources
+    from ndc.warehouse import drop_database, ensure_database
+
+    url = connections.with_database(server_url, "ndc_bench_conform")
+    drop_database(url)
+    ensure_database(url)
+    os.environ["NDC_WAREHOUSE_URL"] = url
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as drops, five_sources(
+            url, SourceSpec(citizens=citizens, seed=seed), run="bench", drops=Path(drops),
+            mariadb_url=os.environ.get("NDC_BENCH_MARIADB_URL")):
+        _say(f"five sources at {citizens:,} citizens loaded in {time.monotonic() - started:.0f} s")
+    return url
