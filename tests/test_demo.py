@@ -47,7 +47,8 @@ def test_demo_runs_end_to_end_on_the_embedded_default(embedded_env):
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     out = run.stdout
     for expected in ("== Summary ==", "quarantined rows by check:", "chain verified", "time per stage:",
-                     "agency_quang_ngai.citizens", "ndc airflow"):
+                     "agency_quang_ngai.citizens", "ndc airflow", "shared.province_statistics",
+                     "shared.identity_exceptions", "conformance per source"):
         assert expected in out
     print(out[out.index("== Summary =="):])
     base = "postgresql://postgres@127.0.0.1:54391/"

@@ -262,7 +262,12 @@ def demo(citizens: int, seed: int) -> None:
     for name, tables in f["source"].items():
         for table, count in tables.items():
             click.echo(f"  {name + '.' + table:<34} source {count:>9,}  landing {f['landing'][name][table]:>9,}")
-    click.echo(f"  shared.citizens (published from {f['build_schema']}): {f['shared']:,}")
+    click.echo(f"shared views (published from {f['build_schema']}):")
+    for model, count in f["shared_views"].items():
+        click.echo(f"  shared.{model:<28} {count:>9,} rows")
+    click.echo("conformance per source (records linked to a citizen / identity exceptions / orphan references):")
+    for source, linked, identity, reference in f["conformance"]:
+        click.echo(f"  {source:<12} {linked or 0:>9,} / {identity:>6,} / {reference:>6,}")
     click.echo("quarantined rows by check:")
     for dataset, checks, count in f["quarantine"]:
         click.echo(f"  {dataset:<30} {checks:<24} {count:>6,}")

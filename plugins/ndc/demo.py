@@ -1,12 +1,12 @@
 """``ndc demo``: the whole path on one machine, as real Airflow DAG runs, with a summary at the end.
 
-simulate the five national databases (population, taxation and the enterprise register in databases, the
-insurance API served on loopback, education file drops) -> one ``extract_<source>`` DAG run each (full refresh)
--> ``conform`` DAG run (dbt via Cosmos, then write-audit-publish) -> a consumer agency role reads its view ->
-summary. On the embedded default the warehouse and the simulated sources are rebuilt on every run (the demo
-starts clean), and the enterprise register, which lives on MariaDB, falls back to a database in the embedded
-PostgreSQL unless ``AIRFLOW_CONN_NDC_SRC_ENTERPRISE`` names a MariaDB. A configured ``NDC_WAREHOUSE_URL`` is never
-dropped.
+simulate the five national databases (population, taxation and the enterprise register in databases, the insurance
+API served on loopback, education file drops) -> one ``extract_<source>`` DAG run each (full refresh) -> ``conform``
+DAG run (freshness gate, one dbt build with a task per model, then write-audit-publish of the five shared views) ->
+a consumer agency role reads its view -> summary. On the embedded default the warehouse and the simulated sources
+are rebuilt on every run (the demo starts clean), and the enterprise register, which lives on MariaDB, falls back to
+a database in the embedded PostgreSQL unless ``AIRFLOW_CONN_NDC_SRC_ENTERPRISE`` names a MariaDB. A configured
+``NDC_WAREHOUSE_URL`` is never dropped.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def run_demo(citizens: int, seed: int, echo: Callable[[str], None]) -> DemoSumma
              (f"warehouse ({where})", step_warehouse),
              (f"simulate the five national databases ({citizens:,} citizens)", step_simulate),
              ("extract_<source> DAG runs, three at a time (airflow dags test, full refresh)", step_extract),
-             ("conform DAG run (dbt via Cosmos, write-audit-publish)", step_conform),
+             ("conform DAG run (freshness gate, dbt build, a task per model, write-audit-publish)", step_conform),
              ("consumer agency: People's Committee of Quảng Ngãi", step_agency)]
     try:
         _run_steps(steps, summary, echo)
@@ -216,6 +216,12 @@ def collect_figures(url: str, source_rows: dict[str, dict[str, int]]) -> dict:
             "select dataset, array_to_string(checks, ','), count(*) from quarantine.rows"
             " group by 1, 2 order by 1, 2").fetchall()
         figures["shared"] = wh.execute("select count(*) from shared.citizens").fetchone()[0]
+        figures["shared_views"] = {model: wh.execute(f"select count(*) from shared.{model}").fetchone()[0]
+                                   for model in ("citizens", "enterprises", "province_statistics",
+                                                 "identity_exceptions", "data_quality_summary")}
+        figures["conformance"] = wh.execute(
+            "select source_name, sum(linked_records), sum(identity_exceptions), sum(reference_exceptions)"
+            " from shared.data_quality_summary group by 1 order by 1").fetchall()
         figures["build_schema"] = wh.execute(
             "select build_schema from ndc_meta.publications order by publication_id desc limit 1").fetchone()[0]
         figures["ledger"] = wh.execute("select kind, count(*) from ndc_meta.ledger group by 1 order by 1").fetchall()
