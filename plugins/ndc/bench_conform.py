@@ -331,7 +331,7 @@ def change_landing(warehouse_url: str, share: float) -> dict[str, int]:
                 key = sql.SQL(" || '|' || ").join(sql.SQL("{}::text").format(ident(c)) for c in table.primary_key)
                 cur = conn.execute(sql.SQL(
                     "update {t} set _ndc_loaded_at = clock_timestamp() where _ndc_deleted_at is null"
-                    " and abs(hashtext({key})) %% {m} = 0").format(
+                    " and abs(hashtext({key})) % {m} = 0").format(
                         t=ident(target.schema, target.table), key=key, m=sql.Literal(modulus)))
                 changed[target.dataset] = cur.rowcount
     return changed
