@@ -17,11 +17,10 @@ import time
 import urllib.request
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-from ndc import connections, dbt
+from ndc import connections, dbt, warehouse
 from ndc.demo import airflow_command, airflow_env, import_pools
 from ndc.errors import NdcError
 from ndc.settings import get_settings
@@ -50,15 +49,6 @@ def _say(message: str) -> None:
 
 def _plain(url: str) -> str:
     return url.replace("postgresql+psycopg2://", "postgresql://", 1)
-
-
-def _ensure_database(url: str) -> None:
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        if not conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone():
-            conn.execute(f'create database "{name}"')
 
 
 def bench_env(warehouse_url: str, *, airflow_db: str = "ndc_bench_airflow", port: int = 8080,
@@ -200,7 +190,7 @@ def _prepared(warehouse_url: str, airflow_db: str, port: int, settings: dict[str
     if not dbt.MANIFEST.exists():
         _say("no manifest: dbt parse")
         dbt.parse()
-    _ensure_database(_plain(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]))
+    warehouse.ensure_database(_plain(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]))
     _say(f"metadata database {airflow_db}: migrate and import pools")
     import_pools(env)
     _Airflow(env).cli("dags", "reserialize")

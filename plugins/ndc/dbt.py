@@ -48,15 +48,21 @@ class DbtRun:
     output: str
 
 
-def run(args: list[str], *, build_schema: str | None = None, echo: bool = False) -> DbtRun:
-    """Run ``dbt <args>`` on the project; ``build_schema`` is where shared models are built."""
-    command = [dbt_executable(), *args, "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR)]
+def command(args: list[str], build_schema: str | None = None) -> list[str]:
+    """``dbt <args>`` on the project; ``build_schema`` is where shared models are built."""
+    line = [dbt_executable(), *args, "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR)]
     if build_schema:
         if build_schema not in BUILD_SCHEMAS:
             raise NdcError(f"build schema must be one of {BUILD_SCHEMAS}, got {build_schema!r}")
-        command += ["--vars", json.dumps({"ndc_build_schema": build_schema})]
+        line += ["--vars", json.dumps({"ndc_build_schema": build_schema})]
+    return line
+
+
+def run(args: list[str], *, build_schema: str | None = None, echo: bool = False) -> DbtRun:
+    """Run ``dbt <args>`` on the project; ``build_schema`` is where shared models are built."""
     env = {**os.environ, **dbt_env()}
-    result = subprocess.run(command, env=env, capture_output=not echo, text=True, check=False)
+    result = subprocess.run(command(args, build_schema), env=env, capture_output=not echo, text=True,
+                            check=False)
     return DbtRun(result.returncode, (result.stdout or "") + (result.stderr or ""))
 
 

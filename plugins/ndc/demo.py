@@ -206,7 +206,10 @@ def _run_steps(steps: list[tuple[str, Callable[[], None]]], summary: DemoSummary
 
 
 def collect_figures(url: str, source_rows: dict[str, dict[str, int]]) -> dict:
-    from ndc import ledger
+    from psycopg import sql
+
+    from ndc import dbt, ledger
+    from ndc.identifiers import ident
 
     figures: dict = {"source": source_rows}
     with warehouse.connect(url) as wh:
@@ -215,10 +218,9 @@ def collect_figures(url: str, source_rows: dict[str, dict[str, int]]) -> dict:
         figures["quarantine"] = wh.execute(
             "select dataset, array_to_string(checks, ','), count(*) from quarantine.rows"
             " group by 1, 2 order by 1, 2").fetchall()
-        figures["shared"] = wh.execute("select count(*) from shared.citizens").fetchone()[0]
-        figures["shared_views"] = {model: wh.execute(f"select count(*) from shared.{model}").fetchone()[0]
-                                   for model in ("citizens", "enterprises", "province_statistics",
-                                                 "identity_exceptions", "data_quality_summary")}
+        figures["shared_views"] = {
+            model: wh.execute(sql.SQL("select count(*) from {}").format(ident("shared", model))).fetchone()[0]
+            for model in sorted(dbt.shared_models())}
         figures["conformance"] = wh.execute(
             "select source_name, sum(linked_records), sum(identity_exceptions), sum(reference_exceptions)"
             " from shared.data_quality_summary group by 1 order by 1").fetchall()

@@ -213,7 +213,7 @@ def prepare_conform(*, accept_stale: bool = False, settings: Settings | None = N
             for table in source.tables:
                 target = landing_target(source, table.name)
                 # only where missing: ensure_landing's ALTER would queue behind a running extract's merge
-                relation = f'"{target.schema}"."{target.table}"'
+                relation = ident(target.schema, target.table).as_string(conn)
                 never_loaded = conn.execute(
                     "select to_regclass(%s) is null and not exists (select from ndc_meta.watermarks"
                     " where dataset = %s)", (relation, target.dataset)).fetchone()[0]

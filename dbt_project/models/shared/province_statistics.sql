@@ -8,10 +8,11 @@ mapping as (
 ),
 
 current_provinces as (
-    select distinct
-        new_code as current_province_code,
-        new_name as current_province_name
-    from mapping
+    select
+        province_code as current_province_code,
+        province_name as current_province_name
+    from {{ ref('int_provinces_effective_dated') }}
+    where valid_to = date '9999-12-31'
 ),
 
 citizens as (

@@ -314,16 +314,6 @@ class DbtNodeOperator(BaseOperator):
         return None
 
 
-def _build_command(build_schema: str, full_refresh: bool) -> list[str]:
-    from ndc.errors import NdcError
-
-    if build_schema not in dbt.BUILD_SCHEMAS:
-        raise NdcError(f"build schema must be one of {dbt.BUILD_SCHEMAS}, got {build_schema!r}")
-    command = [dbt.dbt_executable(), "build", "--log-format", "json", "--project-dir", str(dbt.PROJECT_DIR),
-               "--profiles-dir", str(dbt.PROJECT_DIR), "--vars", json.dumps({"ndc_build_schema": build_schema})]
-    return [*command, "--full-refresh"] if full_refresh else command
-
-
 def run_dbt_build(build_schema: str, run_id: str, covered: set[str], full_refresh: bool = False) -> dict:
     """``dbt build`` of the whole project (``--full-refresh``: incremental models rebuilt from scratch), recording
     each node's result as dbt reports it."""
@@ -331,7 +321,8 @@ def run_dbt_build(build_schema: str, run_id: str, covered: set[str], full_refres
     from ndc.errors import NdcError
     from ndc.settings import get_settings
 
-    command = _build_command(build_schema, full_refresh)
+    command = dbt.command(["build", "--log-format", "json", *(["--full-refresh"] if full_refresh else [])],
+                          build_schema)
     counts: dict[str, int] = {}
     started = time.monotonic()
     with warehouse.connect(get_settings().warehouse_url) as conn:
