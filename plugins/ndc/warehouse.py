@@ -14,7 +14,7 @@ from ndc.errors import NdcError
 from ndc.identifiers import ident
 
 _DDL_LOCK = 727_001  # advisory lock that serialises the platform's DDL across processes
-META_VERSION = 3  # raise when META_DDL changes; ensure_meta then re-runs it
+META_VERSION = 4  # raise when META_DDL changes; ensure_meta then re-runs it
 
 META_DDL = """
 create schema if not exists ndc_meta;
@@ -121,6 +121,62 @@ create table if not exists ndc_meta.files (
     loaded_at timestamptz not null default clock_timestamp(),
     primary key (dataset, sha256)
 );
+
+-- From META_VERSION 4: contract results, replay marks, alerts (issue 6).
+alter table quarantine.rows add column if not exists replayed_at timestamptz,
+    add column if not exists replay_run_id text,
+    add column if not exists replay_outcome text check (replay_outcome in ('loaded', 'still_failing'));
+create index if not exists quarantine_rows_dataset_age on quarantine.rows (dataset, quarantined_at);
+
+-- Every validation at a gate, pass or fail (ndc.results).
+create table if not exists ndc_meta.contract_results (
+    result_id bigint generated always as identity primary key,
+    checked_at timestamptz not null default clock_timestamp(),
+    gate text not null check (gate in ('landing', 'publish', 'exchange', 'replay')),
+    dataset text not null,
+    contract_name text not null,
+    contract_version text not null,
+    run_id text,
+    rows_checked bigint not null,
+    rows_failed bigint not null,
+    failed_by_check jsonb not null default '{}',
+    duration_ms bigint not null,
+    outcome text not null check (outcome in ('pass', 'fail', 'blocked')),
+    message text
+);
+create index if not exists contract_results_dataset on ndc_meta.contract_results (dataset, checked_at);
+create or replace view ndc_meta.contract_pass_rates as
+select dataset, gate, date_trunc('day', checked_at) as day,
+    count(*) as validations,
+    count(*) filter (where outcome = 'pass') as passed,
+    count(*) filter (where outcome = 'fail') as failed_rows_quarantined,
+    count(*) filter (where outcome = 'blocked') as blocked,
+    round(count(*) filter (where outcome = 'pass')::numeric / count(*), 4) as validation_pass_rate,
+    sum(rows_checked) as rows_checked,
+    sum(rows_failed) as rows_failed,
+    round(1 - sum(rows_failed)::numeric / nullif(sum(rows_checked), 0), 6) as row_pass_rate
+from ndc_meta.contract_results
+group by dataset, gate, date_trunc('day', checked_at);
+
+-- Contract-failure alerts (ndc.alerts): one open alert per dataset and check until a run of it succeeds.
+create table if not exists ndc_meta.alerts (
+    alert_id bigint generated always as identity primary key,
+    dataset text not null,
+    check_name text not null,
+    dag_id text,
+    task_id text,
+    owner_agency text,
+    owner_contact text,
+    first_run_id text,
+    last_run_id text,
+    first_failed_at timestamptz not null default clock_timestamp(),
+    last_failed_at timestamptz not null default clock_timestamp(),
+    failures integer not null default 1,
+    message text not null,
+    closed_at timestamptz,
+    closed_by_run_id text
+);
+create unique index if not exists alerts_one_open on ndc_meta.alerts (dataset, check_name) where closed_at is null;
 
 create table if not exists ndc_meta.schema_version (version integer primary key, applied_at timestamptz default now());
 """
