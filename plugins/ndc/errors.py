@@ -9,8 +9,25 @@ class ConfigError(NdcError):
     """A configuration file or setting is invalid."""
 
 
-class SchemaDriftError(NdcError):
+class ContractViolation(NdcError):
+    """A contract rule that applies to a whole batch or table failed: the hand-off is blocked, nothing of it is
+    loaded or published. Alerts name the dataset and the ``check``."""
+
+    def __init__(self, message: str, *, dataset: str | None = None, check: str | None = None) -> None:
+        super().__init__(message)
+        self.dataset, self.check = dataset, check
+
+
+class SchemaDriftError(ContractViolation):
     """The source's columns no longer match the contract: the hand-off is blocked, nothing is loaded."""
+
+
+class BatchBlockedError(ContractViolation):
+    """A whole-batch rule of gate 1 (e.g. the row count dropped too far) blocked the load."""
+
+
+class PublishBlockedError(ContractViolation):
+    """Gate 2: a built shared model failed its contract; nothing was published."""
 
 
 class LedgerError(NdcError):

@@ -60,7 +60,8 @@ def check_drift(source_name: str, table_name: str, contract: Contract, offered: 
                                 f"{expected}")
         new.extend(c for c in found if c not in contract.columns and c not in new)
     if problems:
-        raise SchemaDriftError("schema drift blocks the load (nothing loaded):\n  - " + "\n  - ".join(problems))
+        raise SchemaDriftError("schema drift blocks the load (nothing loaded):\n  - " + "\n  - ".join(problems),
+                               dataset=f"{source_name}.{table_name}", check="schema_drift")
     report = DriftReport(new_columns=new)
     if new:
         log.warning("source %s, table %s: new columns not in contract %s v%s (recorded, not loaded): %s",

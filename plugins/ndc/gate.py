@@ -16,7 +16,7 @@ import pandera.errors
 import polars as pl
 
 from ndc.contracts import Contract
-from ndc.errors import NdcError
+from ndc.errors import ContractViolation
 
 _BUILT_IN = {"not_nullable", "dtype", "coerce_dtype", "column_in_dataframe", "column_in_schema"}
 
@@ -120,9 +120,10 @@ def _validate_typed(frame: pl.DataFrame, contract: Contract) -> GateResult:
     unroutable = failures.filter(pl.col("index").is_null())
     if unroutable.height:
         first = unroutable.row(0, named=True)
-        raise NdcError(f"contract {contract.name} v{contract.version}: check {first['check']} failed on "
-                       f"column {first['column']} for the whole batch ({first['failure_case']}); "
-                       "batch blocked, nothing loaded")
+        raise ContractViolation(
+            f"contract {contract.name} v{contract.version}: check {first['check']} failed on column "
+            f"{first['column']} for the whole batch ({first['failure_case']}); batch blocked, nothing loaded",
+            dataset=contract.name, check=str(first["check"]))
     labelled = failures.with_columns(
         pl.struct("check", "column", "schema_context").map_elements(
             lambda f: _check_label(f["check"], f["column"], f["schema_context"]), return_dtype=pl.String

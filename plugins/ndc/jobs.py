@@ -12,21 +12,25 @@ from datetime import UTC, datetime
 import polars as pl
 from psycopg import sql
 
-from ndc import connections, warehouse
+from ndc import connections, results, warehouse
 from ndc.connectors import Chunk, open_connector
 from ndc.connectors.base import ExtractRequest
 from ndc.contracts import get_contract
+from ndc.errors import BatchBlockedError, ContractViolation
 from ndc.extract import check_drift
 from ndc.gate import GateResult, validate
 from ndc.identifiers import ident
 from ndc.load import (
+    DUPLICATE_KEY,
     LandingTarget,
     RunStats,
+    discard_staged,
     ensure_landing,
     loaded_files,
     lock_dataset,
     merge_staged,
     prepare_session,
+    previous_load,
     stage_batch,
     update_watermark,
     write_ledger,
@@ -133,14 +137,35 @@ def _stage_chunks(wh, target: LandingTarget, gated: Iterable[tuple[Chunk, GateRe
     return batches
 
 
+def check_row_count(wh, target: LandingTarget, table, stats: RunStats, interval: tuple[datetime, datetime],
+                    full_refresh: bool, source_path) -> None:
+    """Gate 1's whole-batch rule (``row_count_drop`` in the source file): raise BatchBlockedError when this run's
+    rows fell by more than ``max_share`` against the last comparable successful load."""
+    rule = table.row_count_drop
+    if rule is None:
+        return
+    previous = previous_load(wh, target, interval, full_refresh)
+    if previous is None or previous[0] < rule.min_previous_rows:
+        return
+    before, before_run = previous
+    drop = 1 - stats.rows_in / before
+    if drop > rule.max_share:
+        raise BatchBlockedError(
+            f"{target.dataset}: {stats.rows_in:,} rows in this run against {before:,} in the last comparable load "
+            f"(run {before_run}): a drop of {drop:.1%} is more than row_count_drop.max_share {rule.max_share:.0%} "
+            f"({source_path}, tables[{table.name}].row_count_drop); nothing loaded. If the source really shrank, "
+            "rerun with accept_row_drop (DAG param, or `ndc extract --accept-row-drop`).",
+            dataset=target.dataset, check="row_count_drop")
+
+
 def extract_table(source: SourceConfig | str, table_name: str, start: datetime, end: datetime,
                   run_id: str | None = None, settings: Settings | None = None,
-                  full_refresh: bool = False) -> ExtractResult:
+                  full_refresh: bool = False, accept_row_drop: bool = False) -> ExtractResult:
     """Extract one table's data interval ``[start - lookback, end)``, gate it, and load it into landing.
 
     Idempotent: re-running an interval changes nothing in landing or quarantine. A files source loads the
-    files not loaded before (all of them on ``full_refresh``). Writes one ledger row, also when it fails (then
-    it re-raises).
+    files not loaded before (all of them on ``full_refresh``). Writes one ledger row and one contract result,
+    also when it fails (then it re-raises). A whole-batch rule that fails blocks the run: nothing is merged.
     """
     settings = settings or get_settings()
     if isinstance(source, str):
@@ -171,16 +196,29 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
                 with closing(prefetch(gated)) as gated:
                     stats.batches = _stage_chunks(wh, target, gated, run_id, window, stats, began)
             staged_at = time.monotonic()
+            if not accept_row_drop:
+                try:
+                    check_row_count(wh, target, table, stats, (start, end), full_refresh, source.path)
+                except BatchBlockedError:
+                    discard_staged(wh, target, run_id)
+                    raise
             stats.merge = merge_staged(wh, target, run_id)
+            stats.failed_by_check[DUPLICATE_KEY] += (stats.merge.rows_duplicates
+                                                     + stats.merge.rows_superseded_in_landing)
             timing = (staged_at - began, time.monotonic() - staged_at)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
+            blocked = str(exc) if isinstance(exc, ContractViolation) else None
             raise
+        else:
+            blocked = None
         finally:
             if wh.info.transaction_status.name != "IDLE":
                 wh.rollback()
             write_ledger(wh, source=source.name, target=target, run_id=run_id, interval=(start, end),
-                         stats=stats, started=began, error=error, window=window)
+                         stats=stats, started=began, error=error, window=window, full_refresh=full_refresh)
+            if error is None or blocked:
+                _record_gate1(wh, target, run_id, stats, began, blocked)
         update_watermark(wh, target.dataset, stats.loaded_through, run_id)
         if stats.merge.rows_new_versions >= ANALYZE_AFTER_ROWS:
             # Fresh planner statistics before the conform build reads it (autovacuum would come later).
@@ -196,6 +234,16 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
         seconds_merging=round(timing[1], 3), merge_steps=stats.merge.seconds)
     log.info("%s done: %s", target.dataset, asdict(result))
     return result
+
+
+def _record_gate1(wh, target: LandingTarget, run_id: str, stats: RunStats, began: float, blocked: str | None) -> None:
+    """The run's contract result: rows checked by the contract, rows failed per check, or what blocked it."""
+    failed = +stats.failed_by_check  # drop zero counts
+    results.record(wh, results.ContractResult(
+        gate="landing", dataset=target.dataset, contract_name=target.contract.name,
+        contract_version=target.contract.version, run_id=run_id, rows_checked=stats.rows_in,
+        rows_failed=stats.quarantined if not blocked else stats.rows_rejected, failed_by_check=failed,
+        duration_ms=int((time.monotonic() - began) * 1000), blocked=blocked))
 
 
 def prepare_conform(*, accept_stale: bool = False, settings: Settings | None = None) -> dict:

@@ -30,6 +30,7 @@ import io
 import logging
 import time
 import uuid
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -85,10 +86,12 @@ class BatchStats:
     rows_staged: int = 0
     rows_rejected: int = 0
     rows_repaired: int = 0
+    failed_by_check: Counter = field(default_factory=Counter)  # rejected rows per check (a row may fail several)
 
     def add(self, other: BatchStats) -> None:
         for name in ("rows_in", "rows_staged", "rows_rejected", "rows_repaired"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.failed_by_check.update(other.failed_by_check)
 
 
 @dataclass
@@ -207,6 +210,8 @@ def stage_batch(conn: psycopg.Connection, target: LandingTarget, gated: GateResu
     passed, rejected = _reject_null_keys(gated, target)
     stats = BatchStats(rows_in=passed.height + rejected.height, rows_staged=passed.height,
                        rows_rejected=rejected.height, rows_repaired=gated.repaired)
+    if rejected.height:
+        stats.failed_by_check.update(rejected.get_column("_checks").explode().drop_nulls().to_list())
     batch_id = uuid.uuid4()
     with conn.transaction():
         conn.execute("select set_config('ndc.batch_id', %s, true)", (str(batch_id),))
@@ -376,6 +381,33 @@ class _Merge:
         return self.conn.execute(sql.SQL("select max({inc}) from _ndc_in").format(**self.ids)).fetchone()[0]
 
 
+def discard_staged(conn: psycopg.Connection, target: LandingTarget, run_id: str) -> int:
+    """Empty the stage of one run's batches (a blocked run: nothing of it is merged). Its rows stay in the source
+    and are read again by the next run of the window; its batches are marked so no merge waits for them.
+    Returns the rows discarded."""
+    with conn.transaction():
+        discarded = conn.execute(sql.SQL(
+            "delete from {stage} s using ndc_meta.batches b where b.batch_id = s._ndc_batch_id and b.run_id = %s"
+        ).format(stage=ident(target.schema, target.stage)), (run_id,)).rowcount
+        conn.execute("update ndc_meta.batches set merged_at = clock_timestamp(), merge_run_id = %s"
+                     " where dataset = %s and run_id = %s and merged_at is null",
+                     (f"{run_id}:blocked", target.dataset, run_id))
+    return discarded
+
+
+def previous_load(conn: psycopg.Connection, target: LandingTarget, interval: tuple[datetime, datetime],
+                  full_refresh: bool) -> tuple[int, str] | None:
+    """Rows in and run id of the last successful load of ``target`` comparable with this one: a full refresh
+    with the last full refresh, an interval with the last interval of the same length."""
+    with conn.transaction():
+        return conn.execute(
+            "select rows_in, run_id from ndc_meta.ledger where kind = 'extract' and outcome = 'success'"
+            " and target = %s and coalesce((details->>'full_refresh')::boolean, false) = %s"
+            " and (%s or interval_end - interval_start = %s::timestamptz - %s::timestamptz)"
+            " order by ledger_id desc limit 1",
+            (f"{target.schema}.{target.table}", full_refresh, full_refresh, interval[1], interval[0])).fetchone()
+
+
 def merge_staged(conn: psycopg.Connection, target: LandingTarget, run_id: str) -> MergeStats:
     """Merge everything staged for ``target`` into history and latest state, in one transaction."""
     stats = MergeStats()
@@ -477,8 +509,9 @@ def _array_literal(rejected: pl.DataFrame) -> pl.DataFrame:
 
 def write_ledger(conn: psycopg.Connection, *, source: str, target: LandingTarget, run_id: str,
                  interval: tuple[datetime, datetime], stats: RunStats, started: float, error: str | None,
-                 window: tuple[datetime, datetime]) -> None:
+                 window: tuple[datetime, datetime], full_refresh: bool = False) -> None:
     details = {"batches": stats.batches, "rows_repaired": stats.rows_repaired, "files": stats.files,
+               "full_refresh": full_refresh, "failed_by_check": dict(stats.failed_by_check),
                "rows_new_versions": stats.merge.rows_new_versions,
                "rows_superseded_in_landing": stats.merge.rows_superseded_in_landing,
                "batches_merged": stats.merge.batches,

@@ -37,6 +37,14 @@ class ConnectionConfig(_Strict):
     _id = field_validator("conn_id")(_check_identifier)
 
 
+class RowCountDrop(_Strict):
+    """Gate 1's whole-batch rule: block a load whose row count fell too far against the last comparable load."""
+
+    max_share: float = Field(gt=0, lt=1, description="the largest allowed drop, e.g. 0.5 = half the last load")
+    min_previous_rows: int = Field(default=1000, ge=1,
+                                   description="only compare when the last load had at least this many rows")
+
+
 class TableConfig(_Strict):
     name: str = Field(description="landing table name")
     source_schema: str = "public"
@@ -46,6 +54,9 @@ class TableConfig(_Strict):
     contract: str = Field(description="contract name in the contract registry, e.g. population.citizens")
     tombstone_column: str | None = Field(
         default=None, description="a column whose non-null value marks the row deleted at the source")
+    row_count_drop: RowCountDrop | None = Field(
+        default=None, description="block a load whose rows fell by more than max_share against the last load of "
+        "the same window length (full refreshes against full refreshes)")
     file_glob: str | None = Field(
         default=None, description="files engine: files of this table under the drop folder "
         "[default: <source_table>/**/*.csv and .parquet]")

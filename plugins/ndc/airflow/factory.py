@@ -88,8 +88,10 @@ def _table_task(source: SourceConfig, table_name: str):
         from ndc.jobs import extract_table
         from ndc.registry import load_source
 
+        params = params or {}
         result = extract_table(load_source(Path(path)), table_name, data_interval_start, data_interval_end,
-                               run_id=run_id, full_refresh=bool((params or {}).get("full_refresh")))
+                               run_id=run_id, full_refresh=bool(params.get("full_refresh")),
+                               accept_row_drop=bool(params.get("accept_row_drop")))
         return asdict(result)
 
     return extract()
@@ -153,7 +155,9 @@ def build_extract_dag(source: SourceConfig) -> DAG:
         default_args=DEFAULT_ARGS,
         tags=["extract", source.name, source.connection_model],
         params={"full_refresh": Param(False, type="boolean",
-                                      description="Extract everything up to the interval end, not just the interval")},
+                                      description="Extract everything up to the interval end, not just the interval"),
+                "accept_row_drop": Param(False, type="boolean",
+                                         description="Load even if the row count fell more than row_count_drop allows")},
         doc_md=_doc(source),
     ) as dag:
         for table in source.tables:
