@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from ndc import ledger
+from ndc.contracts import get_contract
 from ndc.jobs import extract_table
 from ndc.simulate import population
 
@@ -88,7 +89,8 @@ def test_accounting_and_ledger(dbs, loaded):
     rows = query(dbs.warehouse, "select kind, target, rows_in, rows_loaded, rows_quarantined, contract_name,"
                  " contract_version, outcome from ndc_meta.ledger order by ledger_id")
     assert [(r[1], r[7]) for r in rows] == [(f"landing_population.{t}", "success") for t in KEYS]
-    assert all(r[2] == r[3] + r[4] and r[6] == "1.0.0" for r in rows)
+    versions = {f"population.{t}": get_contract(f"population.{t}").version for t in KEYS}
+    assert all(r[2] == r[3] + r[4] and r[6] == versions[r[5]] for r in rows)
     with psycopg.connect(dbs.warehouse) as conn:
         assert ledger.verify(conn).ok
 

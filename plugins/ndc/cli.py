@@ -127,8 +127,10 @@ def serve_insurance(backend_url: str | None, host: str, port: int, token: str, r
 @click.option("--end", required=True, type=click.DateTime(), help="Interval end, exclusive.")
 @click.option("--run-id", help="Run id recorded in landing, quarantine and the ledger.")
 @click.option("--full-refresh", is_flag=True, help="Extract everything up to --end (files: reload every file).")
+@click.option("--accept-row-drop", is_flag=True,
+              help="Load even if the row count fell more than the table's row_count_drop rule allows.")
 def extract(source: str, table: str, start: datetime, end: datetime, run_id: str | None,
-            full_refresh: bool) -> None:
+            full_refresh: bool, accept_row_drop: bool) -> None:
     """Extract one table's interval [START - lookback, END), gate it and load it into landing."""
     from ndc.jobs import extract_table
 
@@ -137,7 +139,8 @@ def extract(source: str, table: str, start: datetime, end: datetime, run_id: str
     from ndc import warehouse
 
     warehouse.ensure_database(_warehouse())
-    result = extract_table(source, table, _utc(start), _utc(end), run_id=run_id, full_refresh=full_refresh)
+    result = extract_table(source, table, _utc(start), _utc(end), run_id=run_id, full_refresh=full_refresh,
+                           accept_row_drop=accept_row_drop)
     click.echo(json.dumps(result.__dict__, indent=2, ensure_ascii=False))
 
 
@@ -212,6 +215,69 @@ def sources_pools() -> None:
     click.echo(json.dumps(pools(load_sources(get_settings().sources_dir)), indent=2, ensure_ascii=False))
 
 
+@main.group("contracts")
+def contracts_group() -> None:
+    """The contract registry: versions, breaking-change check against released.json, agreement with dbt."""
+
+
+@contracts_group.command("list")
+def contracts_list() -> None:
+    """Every registered contract: name, version, columns, dataset kind (landing table or shared view)."""
+    from ndc.contracts import all_contracts
+
+    for contract in all_contracts():
+        click.echo(f"{contract.name:<34} {contract.version:<8} {len(contract.columns):>3} columns  {contract.kind}")
+
+
+@contracts_group.command("check")
+@click.option("--released", "released_path", type=click.Path(dir_okay=False),
+              help="Released schemas [default: plugins/ndc/contracts/released.json].")
+@click.option("--manifest", type=click.Path(dir_okay=False), help="dbt manifest [default: the project's].")
+def contracts_check(released_path: str | None, manifest: str | None) -> None:
+    """Exit 1 on a breaking change under a released major, or a shared contract that disagrees with dbt."""
+    from pathlib import Path
+
+    from ndc.contracts import all_contracts
+    from ndc.contracts.compat import RELEASED, check, dbt_agreement, load_released
+
+    report = check(list(all_contracts()), load_released(Path(released_path) if released_path else RELEASED))
+    disagreements = dbt_agreement(Path(manifest) if manifest else None)
+    for change in report.new_versions:
+        click.echo(f"new version: {change}")
+    for change in report.unreleased:
+        click.echo(f"unreleased: {change}")
+    for change in report.retired:
+        click.secho(f"retired: {change}", fg="yellow")
+    for change in report.breaking:
+        click.secho(f"breaking: {change}", fg="red", err=True)
+    for problem in disagreements:
+        click.secho(f"dbt disagrees: {problem}", fg="red", err=True)
+    if report.breaking or disagreements:
+        click.secho(f"contracts check failed: {len(report.breaking)} breaking change(s), {len(disagreements)} "
+                    "disagreement(s) with dbt; ship a breaking change as a new major version", fg="red", err=True)
+        sys.exit(1)
+    click.echo(f"contracts ok: {len(all_contracts())} registered, no breaking change, shared contracts agree with dbt")
+
+
+@contracts_group.command("release")
+@click.option("--released", "released_path", type=click.Path(dir_okay=False),
+              help="Released schemas [default: plugins/ndc/contracts/released.json].")
+def contracts_release(released_path: str | None) -> None:
+    """Record the registry's schemas in released.json: new majors and non-breaking changes (never a breaking one)."""
+    from pathlib import Path
+
+    from ndc.contracts import all_contracts
+    from ndc.contracts.compat import RELEASED, check, load_released, release, write_released
+
+    path = Path(released_path) if released_path else RELEASED
+    released = load_released(path)
+    report = check(list(all_contracts()), released)
+    write_released(release(list(all_contracts()), released), path)  # raises, writing nothing, on a breaking change
+    for change in report.new_versions + report.unreleased:
+        click.echo(f"released {change.contract} v{change.major}: {change.kind}")
+    click.echo(f"{path}: {len(report.new_versions)} new version(s), {len(report.unreleased)} change(s) recorded")
+
+
 @main.command()
 @click.argument("source")
 @click.argument("table")
@@ -226,6 +292,101 @@ def compare(source: str, table: str, allow_mass_delete: bool, run_id: str | None
     _warehouse()
     result = compare_table(source, table, run_id=run_id, allow_mass_delete=allow_mass_delete)
     click.echo(json.dumps(asdict(result), indent=2, ensure_ascii=False))
+
+
+@main.group()
+def quarantine() -> None:
+    """Quarantined rows: overview, rows with their payload, and replay after a fix (docs/quarantine.md)."""
+
+
+def _table(rows: list[dict], columns: list[str]) -> None:
+    """Rows as a plain fixed-width table."""
+    cells = [[str(row[c]) if row[c] is not None else "" for c in columns] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
+@quarantine.command("list")
+@click.option("--dataset", help="Only this dataset (<source>.<table>).")
+def quarantine_list(dataset: str | None) -> None:
+    """Per dataset and failed check: rows, rows not yet replayed, still failing, loaded by a replay, and age.
+
+    Reads the quarantine schema: needs the ndc_personal_data role."""
+    from ndc import quarantine as module
+
+    _warehouse()
+    found = module.overview(dataset)
+    if not found:
+        click.echo("quarantine is empty" + (f" for {dataset}" if dataset else ""))
+        return
+    _table(found, ["dataset", "check_name", "rows", "rows_not_replayed", "rows_still_failing",
+                   "rows_loaded_by_replay", "oldest_at", "oldest_age"])
+
+
+@quarantine.command("show")
+@click.argument("dataset")
+@click.option("--check", help="Only rows that failed this check.")
+@click.option("--id", "ids", multiple=True, type=int, help="Only this quarantine id (repeat the option).")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per row, with the whole payload.")
+def quarantine_show(dataset: str, check: str | None, ids: tuple[int, ...], limit: int, as_json: bool) -> None:
+    """Quarantined rows of DATASET (oldest first): id, key, checks, reasons, payload, age, replay status.
+
+    The payload is personal data: this command is for holders of the ndc_personal_data role only."""
+    from ndc import quarantine as module
+
+    _warehouse()
+    for row in module.show(dataset, check=check, ids=list(ids) or None, limit=limit):
+        if as_json:
+            click.echo(json.dumps(row, ensure_ascii=False, default=str))
+            continue
+        status = row["replay_outcome"] or "not replayed"
+        click.echo(f"#{row['id']} key {row['record_key']}  age {row['age']}  contract v{row['contract_version']}"
+                   f"  replay: {status}")
+        click.echo(f"  checks:  {', '.join(row['checks'])}")
+        click.echo(f"  reasons: {json.dumps(row['reasons'], ensure_ascii=False)}")
+        click.echo(f"  payload: {json.dumps(row['payload'], ensure_ascii=False)}")
+
+
+@quarantine.command("replay")
+@click.argument("dataset")
+@click.option("--check", help="Only rows that failed this check.")
+@click.option("--id", "ids", multiple=True, type=int, help="Only this quarantine id (repeat the option).")
+@click.option("--dry-run", is_flag=True, help="Revalidate and count; load and mark nothing.")
+@click.option("--run-id", help="Run id recorded in landing, quarantine and the ledger.")
+def quarantine_replay(dataset: str, check: str | None, ids: tuple[int, ...], dry_run: bool,
+                      run_id: str | None) -> None:
+    """Revalidate DATASET's quarantined rows with its current contract and load those that now pass.
+
+    After a contract fix: rows no replay has loaded yet are rebuilt from their payload; those that pass are
+    loaded into landing like an extract, the rest stay quarantined. Nothing is deleted; every replayed row is
+    marked loaded or still_failing; one ledger row records it. duplicate_key rows are never replayed."""
+    from dataclasses import asdict
+
+    from ndc import quarantine as module
+
+    _warehouse()
+    result = module.replay(dataset, check=check, ids=list(ids) or None, run_id=run_id, dry_run=dry_run)
+    click.echo(json.dumps(asdict(result), indent=2, ensure_ascii=False))
+
+
+@main.command()
+@click.option("--retention-days", type=click.IntRange(min=1),
+              help="Keep this many days [default: NDC_RETENTION_DAYS, 730].")
+@click.option("--dry-run", is_flag=True, help="Count what would be purged; delete nothing.")
+@click.option("--run-id", help="Run id recorded in the ledger.")
+def purge(retention_days: int | None, dry_run: bool, run_id: str | None) -> None:
+    """Delete personal data past retention: quarantine rows and landing history versions that are no longer
+    current. The current state is never purged; one ledger row records the counts."""
+    from dataclasses import asdict
+
+    from ndc.retention import purge as purge_personal_data
+
+    _warehouse()
+    result = purge_personal_data(retention_days=retention_days, dry_run=dry_run, run_id=run_id)
+    click.echo(json.dumps({**asdict(result), "total": result.total}, indent=2, default=str))
 
 
 @main.group()
@@ -394,13 +555,14 @@ def dbt_docs() -> None:
 @click.option("--run-id", help="Run id recorded in the ledger.")
 @click.option("--accept-stale", is_flag=True,
               help="Build even if a source is past its freshness error threshold (reported either way).")
-def conform(run_id: str | None, accept_stale: bool) -> None:
+@click.option("--accept-row-change", is_flag=True,
+              help="Publish even if a shared model's row count changed more than NDC_PUBLISH_MAX_ROW_CHANGE allows.")
+def conform(run_id: str | None, accept_stale: bool, accept_row_change: bool) -> None:
     """Source-freshness gate, dbt build into the inactive build schema, then publish it (write-audit-publish).
 
     If a source is stale or the build fails nothing is published: consumers keep reading the last good build."""
-    from ndc import dbt, warehouse
-    from ndc.jobs import prepare_conform
-    from ndc.publish import publish
+    from ndc import dbt
+    from ndc.jobs import prepare_conform, publish_build
 
     prepared = prepare_conform(accept_stale=accept_stale)
     not_fresh = {k: v for k, v in prepared["freshness"].items() if v != "pass"}
@@ -412,9 +574,9 @@ def conform(run_id: str | None, accept_stale: bool) -> None:
     if result.returncode != 0:
         raise NdcError(f"dbt build failed (exit {result.returncode}); nothing published, "
                        "consumers still read the previous build")
-    with warehouse.connect(_warehouse()) as conn:
-        published = publish(conn, build_schema, dbt.shared_models(), run_id=run_id)
-    click.echo(f"published {published.rows} from {published.build_schema}")
+    published = publish_build(build_schema, run_id=run_id, as_of=prepared["started_at"],
+                              accept_row_change=accept_row_change)
+    click.echo(f"published {published['rows']} from {published['build_schema']}")
 
 
 if __name__ == "__main__":

@@ -74,10 +74,20 @@ def parse() -> Path:
     return MANIFEST
 
 
-def shared_models(manifest_path: Path = MANIFEST) -> dict[str, list[str]]:
-    """Shared (published) models and their contract columns, in order, from the manifest."""
+def _shared_nodes(manifest_path: Path) -> list[dict]:
     if not manifest_path.exists():
         raise NdcError(f"{manifest_path} is missing: run `ndc dbt parse` (CI and the images do) first")
     nodes = json.loads(manifest_path.read_text())["nodes"].values()
-    return {n["name"]: list(n["columns"]) for n in nodes
-            if n["resource_type"] == "model" and n["config"].get("schema") == "shared"}
+    return [n for n in nodes if n["resource_type"] == "model" and n["config"].get("schema") == "shared"]
+
+
+def shared_models(manifest_path: Path = MANIFEST) -> dict[str, list[str]]:
+    """Shared (published) relations and their contract columns, in order, from the manifest. A relation is the
+    model's alias: ``citizens``; a later version of a model is its own relation, ``citizens_v2``."""
+    return {n["alias"]: list(n["columns"]) for n in _shared_nodes(manifest_path)}
+
+
+def deprecations(manifest_path: Path = MANIFEST) -> dict[str, str]:
+    """Shared relations with a deprecation date (dbt model versions' ``deprecation_date``), as ISO dates."""
+    return {n["alias"]: str(n["deprecation_date"])[:10] for n in _shared_nodes(manifest_path)
+            if n.get("deprecation_date")}

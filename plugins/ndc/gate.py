@@ -42,12 +42,17 @@ def _cast_expr(column: str, source: pl.DataType, target: pl.DataType) -> pl.Expr
     value = pl.col(column)
     if source == pl.String:
         text = value.str.strip_chars()
+        # Explicit ISO formats: never a format guessed from the column's first value (one row written 30/01/2015
+        # would otherwise make every ISO date of the batch uncastable).
         if target == pl.Date:
-            return text.str.to_date(strict=False)
+            return text.str.to_date(format="%Y-%m-%d", strict=False)
         if isinstance(target, pl.Datetime):
-            aware = text.str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
-            naive = text.str.to_datetime(time_unit="us", strict=False).dt.replace_time_zone("UTC")
-            return pl.coalesce(aware, naive)
+            forms = [text.str.to_datetime(format=f, time_unit="us", time_zone="UTC", strict=False)
+                     for f in ("%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M:%S%.f%#z",
+                               "%Y-%m-%d %H:%M:%S%.f%#z")]
+            forms += [text.str.to_datetime(format=f, time_unit="us", strict=False).dt.replace_time_zone("UTC")
+                      for f in ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d")]
+            return pl.coalesce(*forms)
         if target == pl.Boolean:
             lowered = text.str.to_lowercase()
             return pl.when(lowered.is_in(["true", "t", "1", "yes"])).then(True).when(

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import polars as pl
 from psycopg import sql
 
-from ndc import connections, results, warehouse
+from ndc import alerts, connections, results, warehouse
 from ndc.connectors import Chunk, open_connector
 from ndc.connectors.base import ExtractRequest
 from ndc.contracts import get_contract
@@ -220,6 +220,7 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
             if error is None or blocked:
                 _record_gate1(wh, target, run_id, stats, began, blocked)
         update_watermark(wh, target.dataset, stats.loaded_through, run_id)
+        alerts.close_alerts(wh, target.dataset, run_id)
         if stats.merge.rows_new_versions >= ANALYZE_AFTER_ROWS:
             # Fresh planner statistics before the conform build reads it (autovacuum would come later).
             with warehouse.connect(settings.warehouse_url, autocommit=True) as maintenance:
@@ -255,6 +256,7 @@ def prepare_conform(*, accept_stale: bool = False, settings: Settings | None = N
     from ndc.publish import inactive_schema
 
     settings = settings or get_settings()
+    started = datetime.now(UTC)  # gate 2 reconciles the build with landing as of now
     with warehouse.connect(settings.warehouse_url) as conn:
         warehouse.ensure_meta(conn)
         for source in load_sources(settings.sources_dir):
@@ -269,17 +271,22 @@ def prepare_conform(*, accept_stale: bool = False, settings: Settings | None = N
                     ensure_landing(conn, target)
         conn.commit()
         report = freshness.gate(freshness.check(conn, dbt.MANIFEST), accept_stale=accept_stale)
-        return {"build_schema": inactive_schema(conn),
+        return {"build_schema": inactive_schema(conn), "started_at": started.isoformat(),
                 "freshness": {f"{r.source}.{r.table}": r.status for r in report}}
 
 
-def publish_build(build_schema: str, run_id: str | None = None, settings: Settings | None = None) -> dict:
-    """Publish the shared models built in ``build_schema`` (the conform DAG's last task; also ``ndc publish``)."""
+def publish_build(build_schema: str, run_id: str | None = None, settings: Settings | None = None, *,
+                  as_of: datetime | str | None = None, accept_row_change: bool = False) -> dict:
+    """Gate 2 and publish of the shared models built in ``build_schema`` (the conform DAG's last task; also
+    ``ndc conform``). ``as_of``: when the build started."""
     from ndc import dbt
     from ndc.publish import publish
 
     settings = settings or get_settings()
+    if isinstance(as_of, str):
+        as_of = datetime.fromisoformat(as_of)
     with warehouse.connect(settings.warehouse_url) as conn:
         warehouse.ensure_meta(conn)
-        published = publish(conn, build_schema, dbt.shared_models(), run_id=run_id)
+        published = publish(conn, build_schema, dbt.shared_models(), run_id=run_id, as_of=as_of,
+                            accept_row_change=accept_row_change, deprecations=dbt.deprecations())
     return {"build_schema": published.build_schema, "rows": published.rows}

@@ -55,6 +55,7 @@ PK_NOT_NULL = "primary_key_not_null"
 MERGE_WORK_MEM = "256MB"
 BULK_ROWS = 10_000  # from this many rows into an empty table, build the primary key after inserting
 DUPLICATE_KEY = "duplicate_key"
+PERSONAL_DATA_ROLE = "ndc_personal_data"  # see ndc.warehouse.META_DDL
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,10 @@ def ensure_landing(conn: psycopg.Connection, target: LandingTarget) -> None:
         # The stage takes COPY with no index to maintain; the batch id comes from the transaction's setting.
         "create table if not exists {stage} ({stage_cols}, _ndc_row_hash text collate \"C\" not null,"
         " _ndc_batch_id uuid not null default current_setting('ndc.batch_id')::uuid);"
+        # Every version ever loaded is personal data: only ndc_personal_data (created by ensure_meta) reads it.
+        "revoke all on {history} from public;"
+        f"grant usage on schema {{schema}} to {PERSONAL_DATA_ROLE};"
+        f"grant select on {{history}} to {PERSONAL_DATA_ROLE};"
     ).format(schema=ident(target.schema), latest=latest, stage=ident(target.schema, target.stage),
              stage_cols=_typed_columns(target),
              history=ident(target.schema, target.history), cols=_typed_columns(target, keyed=True), meta=meta,

@@ -87,6 +87,8 @@ class SourceConfig(_Strict):
     name: str
     description: str
     owner_agency: str
+    owner_contact: str | None = Field(
+        default=None, description="who to contact about this source's data (named in contract-failure alerts)")
     connection_model: Literal["centralised", "direct"]
     connection: ConnectionConfig
     schedule: str

@@ -6,6 +6,7 @@
 | ``NDC_SOURCES_DIR`` | folder of source YAML files | ``dags/sources`` of this repository |
 | ``NDC_DATA_DIR`` | where the platform keeps files (embedded server, manifests) | ``/var/tmp/ndc-<user>`` |
 | ``NDC_BATCH_BYTES`` | size of one streamed extract batch | 16 MiB |
+| ``NDC_RETENTION_DAYS`` | days quarantine rows and superseded landing history are kept (``ndc purge``) | 730 |
 | ``AIRFLOW_CONN_<ID>`` | a source connection, Airflow's URI or JSON format | see :mod:`ndc.connections` |
 """
 
@@ -21,6 +22,7 @@ from ndc.errors import ConfigError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_EMBEDDED_PORT = 54329
 DEFAULT_BATCH_BYTES = 16 * 1024 * 1024
+DEFAULT_RETENTION_DAYS = 730  # personal data in quarantine and landing history (see ndc.retention)
 
 
 def _int_setting(name: str, default: int, minimum: int) -> int:
@@ -42,6 +44,7 @@ class Settings:
     sources_dir: Path
     data_dir: Path
     batch_bytes: int
+    retention_days: int = DEFAULT_RETENTION_DAYS
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -54,6 +57,7 @@ class Settings:
             sources_dir=Path(os.environ.get("NDC_SOURCES_DIR") or REPO_ROOT / "dags" / "sources"),
             data_dir=Path(data_dir),
             batch_bytes=_int_setting("NDC_BATCH_BYTES", DEFAULT_BATCH_BYTES, minimum=1024),
+            retention_days=_int_setting("NDC_RETENTION_DAYS", DEFAULT_RETENTION_DAYS, minimum=1),
         )
 
 

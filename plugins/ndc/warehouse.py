@@ -178,6 +178,32 @@ create table if not exists ndc_meta.alerts (
 );
 create unique index if not exists alerts_one_open on ndc_meta.alerts (dataset, check_name) where closed_at is null;
 
+-- Quarantine in one place (ndc.quarantine): per dataset and check, rows, replay status and age.
+create or replace view quarantine.overview as
+select q.dataset, c.check_name,
+    count(*) as rows,
+    count(*) filter (where q.replayed_at is null) as rows_not_replayed,
+    count(*) filter (where q.replay_outcome = 'still_failing') as rows_still_failing,
+    count(*) filter (where q.replay_outcome = 'loaded') as rows_loaded_by_replay,
+    min(q.quarantined_at) as oldest_at,
+    max(q.quarantined_at) as newest_at,
+    date_trunc('second', now() - min(q.quarantined_at)) as oldest_age
+from quarantine.rows q cross join lateral unnest(q.checks) as c(check_name)
+group by q.dataset, c.check_name;
+
+-- Quarantine and landing history hold personal data: readable only by this group role (and the owner).
+-- Roles are cluster-wide: a concurrent first run in another database may create it at the same moment.
+do $$ begin
+    perform pg_advisory_xact_lock(727002);
+    create role ndc_personal_data nologin;
+exception when duplicate_object or unique_violation then null;
+end $$;
+revoke all on schema quarantine from public;
+revoke all on all tables in schema quarantine from public;
+grant usage on schema quarantine to ndc_personal_data;
+grant select on all tables in schema quarantine to ndc_personal_data;
+alter default privileges in schema quarantine grant select on tables to ndc_personal_data;
+
 create table if not exists ndc_meta.schema_version (version integer primary key, applied_at timestamptz default now());
 """
 

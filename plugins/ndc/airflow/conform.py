@@ -46,6 +46,7 @@ import pendulum
 from airflow.sdk import DAG, Asset, BaseOperator, Param, TaskGroup, task
 
 from ndc import dbt
+from ndc.airflow.alerts import contract_alert
 from ndc.airflow.factory import DEFAULT_ARGS, landing_asset, warehouse_uri
 from ndc.registry import load_sources
 
@@ -408,13 +409,16 @@ def build_conform_dag(sources_dir: Path) -> DAG:
         params={"accept_stale": Param(False, type="boolean",
                                       description="Build even if a source is past its freshness error threshold"),
                 "full_refresh": Param(False, type="boolean",
-                                      description="Rebuild incremental models from scratch (dbt --full-refresh)")},
+                                      description="Rebuild incremental models from scratch (dbt --full-refresh)"),
+                "accept_row_change": Param(False, type="boolean",
+                                           description="Publish even if a shared model's row count changed more "
+                                           "than NDC_PUBLISH_MAX_ROW_CHANGE allows (gate 2)")},
         tags=["conform", "dbt", "publish"],
         doc_md=__doc__,
     ) as dag:
 
         @task(retries=0)
-        def prepare_build(params=None) -> str:
+        def prepare_build(params=None, ti=None) -> str:
             from ndc import warehouse
             from ndc.jobs import prepare_conform
             from ndc.settings import get_settings
@@ -424,13 +428,16 @@ def build_conform_dag(sources_dir: Path) -> DAG:
             with warehouse.connect(get_settings().warehouse_url) as conn, conn.transaction():
                 ensure_status_table(conn)
                 conn.execute(f"delete from {STATUS_TABLE} where updated_at < now() - interval '30 days'")
+            ti.xcom_push(key="started_at", value=prepared["started_at"])  # gate 2 reconciles as of then
             return prepared["build_schema"]
 
-        @task(outlets=[shared_asset(m) for m in models])
-        def publish(build_schema: str, run_id=None) -> dict:
+        @task(outlets=[shared_asset(m) for m in models], on_failure_callback=[contract_alert()])
+        def publish(build_schema: str, run_id=None, params=None, ti=None) -> dict:
             from ndc.jobs import publish_build
 
-            return publish_build(build_schema, run_id=run_id)
+            started_at = ti.xcom_pull(task_ids="prepare_build", key="started_at")
+            return publish_build(build_schema, run_id=run_id, as_of=started_at,
+                                 accept_row_change=bool((params or {}).get("accept_row_change")))
 
         chosen = prepare_build()
         group, gated = _dbt_group(chosen, nodes_mode())

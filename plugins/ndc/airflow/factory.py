@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import pendulum
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
 
+from ndc.airflow.alerts import contract_alert
 from ndc.connections import env_name
 from ndc.registry import SourceConfig, load_sources
 from ndc.settings import get_settings
@@ -80,8 +81,12 @@ def pools(sources: list[SourceConfig]) -> dict[str, dict]:
 def _table_task(source: SourceConfig, table_name: str):
     path = str(source.path)
 
+    dataset = f"{source.name}.{table_name}"
+
     @task(task_id=f"extract_{table_name}", outlets=[landing_asset(source.landing_schema, table_name)],
-          pool=pool_name(source))
+          pool=pool_name(source),
+          # one alert when the task has failed for good (not per retry); a later success closes it
+          on_failure_callback=[contract_alert(dataset, source.owner_agency, source.owner_contact)])
     def extract(data_interval_start=None, data_interval_end=None, run_id=None, params=None) -> dict:
         from dataclasses import asdict
 
@@ -157,7 +162,7 @@ def build_extract_dag(source: SourceConfig) -> DAG:
         params={"full_refresh": Param(False, type="boolean",
                                       description="Extract everything up to the interval end, not just the interval"),
                 "accept_row_drop": Param(False, type="boolean",
-                                         description="Load even if the row count fell more than row_count_drop allows")},
+                                         description="Load even if rows fell more than row_count_drop allows")},
         doc_md=_doc(source),
     ) as dag:
         for table in source.tables:

@@ -30,6 +30,18 @@ log = logging.getLogger(__name__)
 
 SUFFIXES = (".csv", ".parquet")
 
+def _readable(path: Path, read, *args, **kwargs):
+    """``read(*args, **kwargs)``; a file that cannot be parsed (a CSV cut inside a quoted field, a damaged Parquet
+    file) blocks the load with an error naming the file. Nothing of it is loaded; it stays pending for a fixed copy."""
+    try:
+        return read(*args, **kwargs)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise NdcError(f"{path}: cannot be read as {path.suffix.lstrip('.').upper() or 'CSV'}: truncated or "
+                       f"malformed ({detail}); file blocked, nothing of it loaded — replace it with a complete copy"
+                       ) from None
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -92,7 +104,7 @@ class FileDropConnector:
         found = []
         for path, _ in self.pending(table, request):
             if path.suffix.lower() == ".parquet":
-                schema = pl.read_parquet_schema(path)
+                schema = _readable(path, pl.read_parquet_schema, path)
                 columns: dict[str, str | None] = {name: _family(dtype) for name, dtype in schema.items()}
             else:
                 header = next(csv.reader(io.StringIO(self.decode(path)[0])), [])
@@ -103,10 +115,10 @@ class FileDropConnector:
     def chunks(self, request: ExtractRequest) -> Iterator[Chunk]:
         for path, digest in self.pending(request.table, request):
             if path.suffix.lower() == ".parquet":
-                frame, encoding = pl.read_parquet(path, columns=request.columns), "parquet"
+                frame, encoding = _readable(path, pl.read_parquet, path, columns=request.columns), "parquet"
             else:
                 text, encoding = self.decode(path)
-                frame = pl.read_csv(io.StringIO(text), infer_schema=False, columns=None)
+                frame = _readable(path, pl.read_csv, io.StringIO(text), infer_schema=False)
                 frame = frame.rename({c: c.strip() for c in frame.columns}).select(request.columns)
             ref = FileRef(path=str(path), sha256=digest, size=path.stat().st_size, encoding=encoding)
             log.info("%s: %d rows (%s)", path, frame.height, encoding)

@@ -49,7 +49,7 @@ class Students(NdcContract):
 
     class Config:
         name = "education.students"
-        metadata = {"version": "1.0.0"}
+        metadata = {"version": "1.1.0"}
 
     @pa.check("student_id", name="student_id_format")
     def _student_id(cls, data: PolarsData) -> pl.LazyFrame:
@@ -90,7 +90,7 @@ class Schools(NdcContract):
 
     class Config:
         name = "education.schools"
-        metadata = {"version": "1.0.0"}
+        metadata = {"version": "1.1.0"}
 
     @pa.check("school_id", name="school_id_format")
     def _school_id(cls, data: PolarsData) -> pl.LazyFrame:
@@ -129,7 +129,7 @@ class Enrolments(NdcContract):
 
     class Config:
         name = "education.enrolments"
-        metadata = {"version": "1.0.0"}
+        metadata = {"version": "1.1.0"}
 
     @pa.check("student_id", name="student_id_format")
     def _student_id(cls, data: PolarsData) -> pl.LazyFrame:

@@ -56,7 +56,7 @@ class Enterprises(NdcContract):
 
     class Config:
         name = "enterprise.enterprises"
-        metadata = {"version": "1.0.0"}
+        metadata = {"version": "1.1.0"}
 
     @pa.check("enterprise_code", name="enterprise_code_format")
     def _code(cls, data: PolarsData) -> pl.LazyFrame:
@@ -98,7 +98,7 @@ class Branches(NdcContract):
 
     class Config:
         name = "enterprise.branches"
-        metadata = {"version": "1.0.0"}
+        metadata = {"version": "1.1.0"}
 
     @pa.check("branch_code", name="branch_code_format")
     def _branch_code(cls, data: PolarsData) -> pl.LazyFrame:
@@ -135,7 +135,7 @@ class LegalRepresentatives(NdcContract):
 
     class Config:
         name = "enterprise.legal_representatives"
-        metadata = {"version": "1.0.0"}
+        metadata = {"version": "1.1.0"}
 
     @pa.check("enterprise_code", name="enterprise_code_format")
     def _code(cls, data: PolarsData) -> pl.LazyFrame:
@@ -170,7 +170,7 @@ class StatusHistory(NdcContract):
 
     class Config:
         name = "enterprise.status_history"
-        metadata = {"version": "1.0.0"}
+        metadata = {"version": "1.1.0"}
 
     @pa.check("enterprise_code", name="enterprise_code_format")
     def _code(cls, data: PolarsData) -> pl.LazyFrame:

@@ -55,7 +55,7 @@ class InsuredPeople(NdcContract):
 
     class Config:
         name = "insurance.insured_people"
-        metadata = {"version": "1.0.0"}
+        metadata = {"version": "1.1.0"}
 
     @pa.check("insurance_code", name="insurance_code_format")
     def _insurance_code(cls, data: PolarsData) -> pl.LazyFrame:
@@ -110,7 +110,7 @@ class Employers(NdcContract):
 
     class Config:
         name = "insurance.employers"
-        metadata = {"version": "1.0.0"}
+        metadata = {"version": "1.1.0"}
 
     @pa.check("employer_code", name="employer_code_format")
     def _employer_code(cls, data: PolarsData) -> pl.LazyFrame:
@@ -138,7 +138,7 @@ class Contributions(NdcContract):
 
     class Config:
         name = "insurance.contributions"
-        metadata = {"version": "1.0.0"}
+        metadata = {"version": "1.1.0"}
 
     @pa.check("insurance_code", name="insurance_code_format")
     def _insurance_code(cls, data: PolarsData) -> pl.LazyFrame:

@@ -46,7 +46,7 @@ class Citizens(NdcContract):
 
     class Config:
         name = "population.citizens"
-        metadata = {"version": "1.0.0"}
+        metadata = {"version": "1.1.0"}
 
     @pa.check("pin", name="pin_format")
     def _pin_format(cls, data: PolarsData) -> pl.LazyFrame:
@@ -97,7 +97,7 @@ class Households(NdcContract):
 
     class Config:
         name = "population.households"
-        metadata = {"version": "1.0.0"}
+        metadata = {"version": "1.1.0"}
 
     @pa.check("household_id", name="household_id_format")
     def _household_id(cls, data: PolarsData) -> pl.LazyFrame:
@@ -124,7 +124,7 @@ class ResidenceChanges(NdcContract):
 
     class Config:
         name = "population.residence_changes"
-        metadata = {"version": "1.0.0"}
+        metadata = {"version": "1.1.0"}
 
     @pa.check("pin", name="pin_format")
     def _pin(cls, data: PolarsData) -> pl.LazyFrame:

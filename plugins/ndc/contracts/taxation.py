@@ -55,7 +55,7 @@ class Taxpayers(NdcContract):
 
     class Config:
         name = "taxation.taxpayers"
-        metadata = {"version": "1.0.0"}
+        metadata = {"version": "1.1.0"}
 
     @pa.check("taxpayer_kind", name="taxpayer_kind_allowed")
     def _kind(cls, data: PolarsData) -> pl.LazyFrame:
@@ -117,7 +117,7 @@ class Filings(NdcContract):
 
     class Config:
         name = "taxation.filings"
-        metadata = {"version": "1.0.0"}
+        metadata = {"version": "1.1.0"}
 
     @pa.check("taxpayer_id", name="taxpayer_id_format")
     def _taxpayer_id(cls, data: PolarsData) -> pl.LazyFrame:
@@ -152,7 +152,7 @@ class Payments(NdcContract):
 
     class Config:
         name = "taxation.payments"
-        metadata = {"version": "1.0.0"}
+        metadata = {"version": "1.1.0"}
 
     @pa.check("taxpayer_id", name="taxpayer_id_format")
     def _taxpayer_id(cls, data: PolarsData) -> pl.LazyFrame:

@@ -1,0 +1,64 @@
+"""Maintenance DAGs of the platform itself (not per source): the retention purge of personal data.
+
+Parsing touches no database and imports neither pandera nor polars: the work is imported inside the task.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG, Param, task
+
+from ndc.airflow.factory import DEFAULT_ARGS
+from ndc.settings import DEFAULT_RETENTION_DAYS
+
+PURGE_DAG_ID = "purge_personal_data"
+
+PURGE_DOC = f"""### Purge personal data past its retention period
+
+Quarantine and landing history hold personal data (Việt Nam's personal data protection rules): once a day this
+deletes
+
+- rows of `quarantine.rows` quarantined more than `NDC_RETENTION_DAYS` days ago (default
+  {DEFAULT_RETENTION_DAYS}), replayed or not;
+- versions in `landing_<source>.<table>_history` loaded before that cutoff that are **no longer the current
+  version** of their key.
+
+The current state of every key (`landing_<source>.<table>` and its version in history) is never purged, nor are
+the ledger, batches or contract results (counts only). Deletes run in batches of 50,000 rows; one ledger row
+(`kind = purge`) records the cutoff and the rows purged per dataset — counts, never keys or payload.
+
+By hand: `ndc purge --dry-run` shows what would go; `ndc purge [--retention-days N]` purges.
+Trigger with `{{"dry_run": true}}` to count without deleting, or `{{"retention_days": N}}` to override the setting
+once. See docs/quarantine.md.
+"""
+
+
+def build_purge_dag() -> DAG:
+    """The daily purge (:func:`ndc.retention.purge`, also ``ndc purge``)."""
+    with DAG(
+        dag_id=PURGE_DAG_ID,
+        description="Delete quarantine rows and superseded landing history older than NDC_RETENTION_DAYS",
+        schedule="@daily",
+        start_date=pendulum.datetime(2024, 7, 1, tz="UTC"),
+        catchup=False,  # each run purges everything past the cutoff: missed days need no run of their own
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["maintenance", "personal-data"],
+        params={"dry_run": Param(False, type="boolean", description="Count what would be purged; delete nothing"),
+                "retention_days": Param(None, type=["null", "integer"], minimum=1,
+                                        description="Override NDC_RETENTION_DAYS for this run")},
+        doc_md=PURGE_DOC,
+    ) as dag:
+        @task(task_id="purge")
+        def purge(run_id=None, params=None) -> dict:
+            from dataclasses import asdict
+
+            from ndc.retention import purge as purge_personal_data
+
+            params = params or {}
+            result = purge_personal_data(retention_days=params.get("retention_days"),
+                                         dry_run=bool(params.get("dry_run")), run_id=run_id)
+            return {**asdict(result), "cutoff": result.cutoff.isoformat(), "total": result.total}
+
+        purge()
+    return dag

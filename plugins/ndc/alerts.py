@@ -1,0 +1,108 @@
+"""Alerts with judgment: one open alert per dataset and check, told apart as first failure or repeat.
+
+An alert is raised when a task has failed for good (Airflow calls the notifier after the last retry, never per
+retry). It is stored in ``ndc_meta.alerts`` (open until a later run of the dataset succeeds), logged, and — when
+``NDC_ALERT_WEBHOOK`` is set — POSTed there as JSON (chat or ticketing integration). The message names the dataset,
+the check, whether this repeats an open alert (and since when), the source owner to contact and the runbook.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import urllib.request
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+import psycopg
+
+from ndc.errors import ContractViolation
+
+log = logging.getLogger(__name__)
+RUNBOOK = "README.md#runbook-contract-failures"
+PLATFORM_OWNER = "NDC platform team (conformance: dbt_project owners)"
+
+
+@dataclass
+class Alert:
+    alert_id: int
+    dataset: str
+    check: str
+    first: bool
+    failures: int
+    first_failed_at: datetime
+    owner_agency: str
+    owner_contact: str | None
+    dag_id: str | None
+    task_id: str | None
+    run_id: str | None
+    message: str
+
+    @property
+    def text(self) -> str:
+        kind = "FIRST failure" if self.first else (
+            f"REPEAT failure #{self.failures} of open alert {self.alert_id} (failing since "
+            f"{self.first_failed_at.isoformat(timespec='minutes')})")
+        contact = f"{self.owner_agency}" + (f" <{self.owner_contact}>" if self.owner_contact else "")
+        where = f"{self.dag_id}.{self.task_id} run {self.run_id}" if self.dag_id else f"run {self.run_id}"
+        return (f"[NDC] {kind}: {self.dataset}, check {self.check} — {where}. Contact: {contact}. "
+                f"Runbook: {RUNBOOK}. {self.message}")
+
+
+def classify(error: BaseException | str | None, default_dataset: str) -> tuple[str, str, str]:
+    """(dataset, check, message) of a task's final error: a contract violation names its own dataset and check;
+    anything else is the ``task_failed`` check of the task's dataset."""
+    if isinstance(error, ContractViolation):
+        return error.dataset or default_dataset, error.check or "contract", str(error)
+    return default_dataset, "task_failed", f"{type(error).__name__}: {error}" if isinstance(
+        error, BaseException) else str(error or "task failed")
+
+
+def raise_alert(conn: psycopg.Connection, *, dataset: str, check: str, message: str, owner_agency: str,
+                owner_contact: str | None = None, dag_id: str | None = None, task_id: str | None = None,
+                run_id: str | None = None) -> Alert:
+    """Open an alert, or count a repeat of the open one for this dataset and check; then deliver it."""
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(hashtext('ndc_alert:' || %s || ':' || %s))", (dataset, check))
+        row = conn.execute(
+            "update ndc_meta.alerts set failures = failures + 1, last_failed_at = clock_timestamp(),"
+            " last_run_id = %s, message = %s where dataset = %s and check_name = %s and closed_at is null"
+            " returning alert_id, failures, first_failed_at", (run_id, message[:8000], dataset, check)).fetchone()
+        first = row is None
+        if first:
+            row = conn.execute(
+                "insert into ndc_meta.alerts (dataset, check_name, dag_id, task_id, owner_agency, owner_contact,"
+                " first_run_id, last_run_id, message) values (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " returning alert_id, failures, first_failed_at",
+                (dataset, check, dag_id, task_id, owner_agency, owner_contact, run_id, run_id,
+                 message[:8000])).fetchone()
+    alert = Alert(alert_id=row[0], dataset=dataset, check=check, first=first, failures=row[1],
+                  first_failed_at=row[2], owner_agency=owner_agency, owner_contact=owner_contact, dag_id=dag_id,
+                  task_id=task_id, run_id=run_id, message=message)
+    deliver(alert)
+    return alert
+
+
+def close_alerts(conn: psycopg.Connection, dataset: str, run_id: str | None) -> int:
+    """A successful run of ``dataset`` closes its open alerts; returns how many."""
+    with conn.transaction():
+        return conn.execute("update ndc_meta.alerts set closed_at = clock_timestamp(), closed_by_run_id = %s"
+                            " where dataset = %s and closed_at is null", (run_id, dataset)).rowcount
+
+
+def deliver(alert: Alert) -> None:
+    log.error("%s", alert.text)
+    url = os.environ.get("NDC_ALERT_WEBHOOK")
+    if not url:
+        return
+    if not url.startswith(("http://", "https://")):
+        log.error("alert %s: NDC_ALERT_WEBHOOK must be an http(s) URL; not sent", alert.alert_id)
+        return
+    body = json.dumps({**asdict(alert), "text": alert.text, "runbook": RUNBOOK}, default=str).encode()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - an operator-set URL
+            response.read()
+    except OSError as exc:  # the alert is stored and logged either way
+        log.error("alert %s: webhook %s failed: %s", alert.alert_id, url.split("?")[0], exc)

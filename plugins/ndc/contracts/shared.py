@@ -1,0 +1,334 @@
+"""Contracts of the shared views (``shared.<model>``), version 1: what gate 2 checks on a dbt build before publishing.
+
+One model per shared dbt model, with exactly the dbt contract's columns in the same order; a column is
+``nullable=False`` exactly where dbt declares a ``not_null`` constraint or a primary key (a test compares the two:
+``ndc.contracts.compat.dbt_agreement``). Unlike a landing contract, nothing here is filtered or coerced
+(``strict=True``, ``coerce=False``): dbt built these tables, so an extra, missing or retyped column is a defect.
+
+Types as gate 2 reads the build with psycopg into polars, giving the contract's types as ``schema_overrides``
+(``pl.read_database(query, conn, schema_overrides=contract.columns)``): text -> String, date -> Date, boolean ->
+Boolean, integer -> Int32, bigint -> Int64, numeric -> Decimal(38, 0) (amounts in whole dong; a float would lose
+digits past 2^53), timestamp with time zone -> Datetime("us", "UTC"). The unique key of each model is
+``metadata["primary_key"]`` (checked across the whole table in SQL, not per batch).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pandera.polars as pa
+import polars as pl
+from pandera.polars import PolarsData
+from pandera.typing.polars import Series
+
+from ndc.contracts.base import not_blank, pin_is_well_formed, pin_matches_birth, tax_code_is_valid
+from ndc.contracts.enterprise import LEGAL_FORMS, STATUSES
+from ndc.reference import current_code_of, new_codes, old_codes
+
+UTC_TIMESTAMP = pl.Datetime("us", "UTC")
+AMOUNT_VND = pl.Decimal(38, 0)
+FIRST_STATISTICS_MONTH = date(2024, 7, 1)
+IDENTITY_REASONS = ("pin_not_found", "pin_birth_date_mismatch", "no_name_or_birth_date",
+                    "no_citizen_with_name_and_birth_date", "ambiguous_name_and_birth_date")
+EXCEPTION_KINDS = ("identity", "reference")
+
+
+class SharedContract(pa.DataFrameModel):
+    """Base of every shared view's contract: exactly the built columns, in order, with exactly their types."""
+
+    class Config:
+        strict = True
+        coerce = False
+        ordered = True
+        metadata = {"version": "1.0.0"}
+
+
+def _in(column: pl.Expr, values: tuple[str, ...] | list[str]) -> pl.Expr:
+    """True where ``column`` is one of ``values``; a null passes (nullability is the column's own rule)."""
+    return column.is_null() | column.is_in(list(values)).fill_null(False)
+
+
+def _not_negative(*columns: str) -> pl.Expr:
+    return pl.all_horizontal((pl.col(c).is_null() | (pl.col(c) >= 0)) for c in columns).alias("ok")
+
+
+def _province_codes_agree(historic: str, current: str) -> pl.Expr:
+    """The current (2025) province is the one the historic code merged into (Resolution 202/2025/QH15)."""
+    mapped = pl.col(historic).replace_strict(current_code_of(), default=None, return_dtype=pl.String)
+    return (mapped == pl.col(current)).fill_null(False).alias("ok")
+
+
+def _is_landing_table(source: str, dataset: str) -> pl.Expr:
+    """``<source>.<dataset>`` names a landing table's contract."""
+    from ndc.contracts import all_contracts
+
+    landing = sorted({c.name for c in all_contracts() if c.kind == "landing"})
+    return pl.concat_str(pl.col(source), pl.lit("."), pl.col(dataset)).is_in(landing).fill_null(False).alias("ok")
+
+
+class Citizens(SharedContract):
+    """shared.citizens: one row per citizen of the population database, linked to the other databases."""
+
+    citizen_id: str = pa.Field(nullable=False, description="12-digit PIN")
+    full_name: str = pa.Field(nullable=True)
+    birth_date: date = pa.Field(nullable=False)
+    death_date: date = pa.Field(nullable=True)
+    sex: str = pa.Field(nullable=False, description="M or F")
+    ethnicity: str = pa.Field(nullable=True)
+    household_id: str = pa.Field(nullable=True)
+    has_registered_household: bool = pa.Field(nullable=False)
+    historic_province_code: str = pa.Field(nullable=False)
+    historic_province_name: str = pa.Field(nullable=True)
+    current_province_code: str = pa.Field(nullable=False)
+    current_province_name: str = pa.Field(nullable=False)
+    residence_recorded_on: date = pa.Field(nullable=True)
+    is_tax_registered: bool = pa.Field(nullable=False)
+    tax_filings: int = pa.Field(nullable=False)
+    last_tax_filed_on: date = pa.Field(nullable=True)
+    is_insured: bool = pa.Field(nullable=False)
+    contributing_months: int = pa.Field(nullable=False)
+    highest_enrolled_grade: int = pa.Field(nullable=True)
+    highest_enrolled_school_year: str = pa.Field(nullable=True)
+    source_updated_at: Series[UTC_TIMESTAMP] = pa.Field(nullable=False)  # type: ignore[valid-type]
+
+    class Config:
+        name = "shared.citizens"
+        metadata = {"version": "1.0.0", "primary_key": ["citizen_id"], "dbt_model": "citizens"}
+
+    @pa.check("citizen_id", name="citizen_id_format")
+    def _citizen_id(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pin_is_well_formed(pl.col(data.key)))
+
+    @pa.check("sex", name="sex_allowed")
+    def _sex(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(_in(pl.col(data.key), ("M", "F")))
+
+    @pa.check("historic_province_code", name="historic_province_code_valid")
+    def _historic(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(_in(pl.col(data.key), old_codes()))
+
+    @pa.check("current_province_code", name="current_province_code_valid")
+    def _current(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(_in(pl.col(data.key), new_codes()))
+
+    @pa.check("highest_enrolled_grade", name="grade_range")
+    def _grade(cls, data: PolarsData) -> pl.LazyFrame:
+        grade = pl.col(data.key)
+        return data.lazyframe.select(grade.is_null() | grade.is_between(0, 12))
+
+    @pa.check("highest_enrolled_school_year", name="school_year_format")
+    def _school_year(cls, data: PolarsData) -> pl.LazyFrame:
+        year = pl.col(data.key)
+        start = year.str.slice(0, 4).cast(pl.Int32, strict=False)
+        end = year.str.slice(5, 4).cast(pl.Int32, strict=False)
+        return data.lazyframe.select(year.is_null() | (year.str.contains(r"^\d{4}-\d{4}$") & (end == start + 1))
+                                     .fill_null(False))
+
+    @pa.dataframe_check(name="pin_birth_consistency")
+    def _pin_birth(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pin_matches_birth(pl.col("citizen_id"), pl.col("birth_date"), pl.col("sex")))
+
+    @pa.dataframe_check(name="death_after_birth")
+    def _death(cls, data: PolarsData) -> pl.LazyFrame:
+        death = pl.col("death_date")
+        return data.lazyframe.select((death.is_null() | (death >= pl.col("birth_date")).fill_null(False))
+                                     .alias("ok"))
+
+    @pa.dataframe_check(name="current_province_matches_historic")
+    def _provinces_agree(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(_province_codes_agree("historic_province_code", "current_province_code"))
+
+    @pa.dataframe_check(name="counts_not_negative")
+    def _counts(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(_not_negative("tax_filings", "contributing_months"))
+
+
+class Enterprises(SharedContract):
+    """shared.enterprises: one row per registered enterprise, with its status, branches, taxes and employees."""
+
+    enterprise_code: str = pa.Field(nullable=False, description="10-digit enterprise code = tax code")
+    enterprise_name: str = pa.Field(nullable=False)
+    legal_form: str = pa.Field(nullable=True)
+    registered_on: date = pa.Field(nullable=True)
+    status: str = pa.Field(nullable=False)
+    status_events: int = pa.Field(nullable=False)
+    last_status_change_on: date = pa.Field(nullable=True)
+    dissolved_on: date = pa.Field(nullable=True)
+    open_branches: int = pa.Field(nullable=False)
+    historic_province_code: str = pa.Field(nullable=False)
+    historic_province_name: str = pa.Field(nullable=True)
+    current_province_code: str = pa.Field(nullable=False)
+    current_province_name: str = pa.Field(nullable=False)
+    tax_filings: int = pa.Field(nullable=False)
+    last_tax_filed_on: date = pa.Field(nullable=True)
+    tax_declared_vnd: Series[AMOUNT_VND] = pa.Field(nullable=False)  # type: ignore[valid-type]
+    tax_paid_vnd: Series[AMOUNT_VND] = pa.Field(nullable=False)  # type: ignore[valid-type]
+    tax_arrears_vnd: Series[AMOUNT_VND] = pa.Field(nullable=False)  # type: ignore[valid-type]
+    insured_employees: int = pa.Field(nullable=False)
+    source_updated_at: Series[UTC_TIMESTAMP] = pa.Field(nullable=False)  # type: ignore[valid-type]
+
+    class Config:
+        name = "shared.enterprises"
+        metadata = {"version": "1.0.0", "primary_key": ["enterprise_code"], "dbt_model": "enterprises"}
+
+    @pa.check("enterprise_code", name="enterprise_code_format")
+    def _code(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(tax_code_is_valid(pl.col(data.key)))
+
+    @pa.check("enterprise_name", name="enterprise_name_not_blank")
+    def _name(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(not_blank(pl.col(data.key)))
+
+    @pa.check("legal_form", name="legal_form_allowed")
+    def _legal_form(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(_in(pl.col(data.key), LEGAL_FORMS))
+
+    @pa.check("status", name="status_allowed")
+    def _status(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(_in(pl.col(data.key), STATUSES))
+
+    @pa.check("historic_province_code", name="historic_province_code_valid")
+    def _historic(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(_in(pl.col(data.key), old_codes()))
+
+    @pa.check("current_province_code", name="current_province_code_valid")
+    def _current(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(_in(pl.col(data.key), new_codes()))
+
+    @pa.dataframe_check(name="current_province_matches_historic")
+    def _provinces_agree(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(_province_codes_agree("historic_province_code", "current_province_code"))
+
+    @pa.dataframe_check(name="counts_not_negative")
+    def _counts(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(_not_negative(
+            "status_events", "open_branches", "tax_filings", "insured_employees", "tax_declared_vnd",
+            "tax_paid_vnd"))
+
+    @pa.dataframe_check(name="tax_arrears_consistent")
+    def _arrears(cls, data: PolarsData) -> pl.LazyFrame:
+        owed = pl.col("tax_declared_vnd") - pl.col("tax_paid_vnd")
+        expected = pl.when(owed > 0).then(owed).otherwise(0)
+        return data.lazyframe.select((pl.col("tax_arrears_vnd") == expected).fill_null(False).alias("ok"))
+
+
+class ProvinceStatistics(SharedContract):
+    """shared.province_statistics: per current province (34) and month, every figure by today's province."""
+
+    current_province_code: str = pa.Field(nullable=False)
+    current_province_name: str = pa.Field(nullable=False)
+    month: date = pa.Field(nullable=False, description="first day of the month")
+    population: int = pa.Field(nullable=False)
+    births: int = pa.Field(nullable=False)
+    deaths: int = pa.Field(nullable=False)
+    moves_in: int = pa.Field(nullable=False)
+    moves_out: int = pa.Field(nullable=False)
+    enterprises_opened: int = pa.Field(nullable=False)
+    enterprises_closed: int = pa.Field(nullable=False)
+    taxpayers_registered: int = pa.Field(nullable=False)
+    insured_workers: int = pa.Field(nullable=False)
+    students: int = pa.Field(nullable=False)
+
+    class Config:
+        name = "shared.province_statistics"
+        metadata = {"version": "1.0.0", "primary_key": ["current_province_code", "month"],
+                    "dbt_model": "province_statistics"}
+
+    @pa.check("current_province_code", name="current_province_code_valid")
+    def _current(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(_in(pl.col(data.key), new_codes()))
+
+    @pa.check("month", name="month_first_day")
+    def _month(cls, data: PolarsData) -> pl.LazyFrame:
+        month = pl.col(data.key)
+        return data.lazyframe.select(((month.dt.day() == 1) & (month >= pl.lit(FIRST_STATISTICS_MONTH)))
+                                     .fill_null(False))
+
+    @pa.dataframe_check(name="counts_not_negative")
+    def _counts(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(_not_negative(
+            "population", "births", "deaths", "moves_in", "moves_out", "enterprises_opened", "enterprises_closed",
+            "taxpayers_registered", "insured_workers", "students"))
+
+
+class IdentityExceptions(SharedContract):
+    """shared.identity_exceptions: every record the conformance layer could not link, with the reason."""
+
+    source_name: str = pa.Field(nullable=False)
+    dataset: str = pa.Field(nullable=False)
+    record_key: str = pa.Field(nullable=False)
+    exception_kind: str = pa.Field(nullable=False, description="identity or reference")
+    exception_reason: str = pa.Field(nullable=False)
+    identifier_kind: str = pa.Field(nullable=False)
+    candidate_citizens: int = pa.Field(nullable=False)
+    loaded_at: Series[UTC_TIMESTAMP] = pa.Field(nullable=False)  # type: ignore[valid-type]
+
+    class Config:
+        name = "shared.identity_exceptions"
+        metadata = {"version": "1.0.0",
+                    "primary_key": ["source_name", "dataset", "record_key", "exception_reason"],
+                    "dbt_model": "identity_exceptions"}
+
+    @pa.check("record_key", name="record_key_not_blank")
+    def _record_key(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(not_blank(pl.col(data.key)))
+
+    @pa.check("exception_kind", name="exception_kind_allowed")
+    def _kind(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(_in(pl.col(data.key), EXCEPTION_KINDS))
+
+    @pa.dataframe_check(name="dataset_is_landing_table")
+    def _dataset(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(_is_landing_table("source_name", "dataset"))
+
+    @pa.dataframe_check(name="exception_reason_allowed")
+    def _reason(cls, data: PolarsData) -> pl.LazyFrame:
+        reason, kind = pl.col("exception_reason"), pl.col("exception_kind")
+        identity = (kind == "identity") & reason.is_in(list(IDENTITY_REASONS))
+        reference = (kind == "reference") & reason.str.contains(r"^[a-z_]+_not_found$")
+        return data.lazyframe.select((identity | reference).fill_null(False).alias("ok"))
+
+    @pa.dataframe_check(name="candidate_citizens_consistent")
+    def _candidates(cls, data: PolarsData) -> pl.LazyFrame:
+        candidates, reason = pl.col("candidate_citizens"), pl.col("exception_reason")
+        ok = (pl.when(reason == "ambiguous_name_and_birth_date").then(candidates > 1)
+              .when(reason == "no_citizen_with_name_and_birth_date").then(candidates == 0)
+              .when(pl.col("exception_kind") == "reference").then(candidates == 0)
+              .otherwise(candidates >= 0))
+        return data.lazyframe.select(ok.fill_null(False).alias("ok"))
+
+
+class DataQualitySummary(SharedContract):
+    """shared.data_quality_summary: per landing table, rows current, deleted, quarantined, excepted and linked."""
+
+    source_name: str = pa.Field(nullable=False)
+    dataset: str = pa.Field(nullable=False)
+    current_rows: int = pa.Field(nullable=False)
+    deleted_rows: int = pa.Field(nullable=False)
+    quarantined_rows: int = pa.Field(nullable=False)
+    identity_exceptions: int = pa.Field(nullable=False)
+    reference_exceptions: int = pa.Field(nullable=False)
+    linked_records: int = pa.Field(nullable=True, description="null where the dataset holds no person records")
+    last_loaded_at: Series[UTC_TIMESTAMP] = pa.Field(nullable=True)  # type: ignore[valid-type]
+
+    class Config:
+        name = "shared.data_quality_summary"
+        metadata = {"version": "1.0.0", "primary_key": ["source_name", "dataset"],
+                    "dbt_model": "data_quality_summary"}
+
+    @pa.dataframe_check(name="dataset_is_landing_table")
+    def _dataset(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(_is_landing_table("source_name", "dataset"))
+
+    @pa.dataframe_check(name="counts_not_negative")
+    def _counts(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(_not_negative(
+            "current_rows", "deleted_rows", "quarantined_rows", "identity_exceptions", "reference_exceptions",
+            "linked_records"))
+
+
+__all__ = ["Citizens", "DataQualitySummary", "Enterprises", "IdentityExceptions", "ProvinceStatistics",
+           "SharedContract"]
+
+
+CONTRACTS = (Citizens, Enterprises, ProvinceStatistics, IdentityExceptions, DataQualitySummary)

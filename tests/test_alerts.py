@@ -1,0 +1,97 @@
+"""Contract-failure alerts: first vs repeat of an open alert, the owner and runbook named, delivery to a webhook,
+closed by the next successful run; attached to Airflow tasks as a final-failure notifier (never per retry)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from types import SimpleNamespace
+
+import pytest
+
+from ndc.airflow.alerts import ContractAlertNotifier
+from ndc.errors import BatchBlockedError
+from ndc.jobs import extract_table
+from ndc.simulate import population
+
+from .conftest import REPO, query
+
+EVERYTHING = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC))
+
+
+class Hook(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self) -> None:
+        Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook(monkeypatch):
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Hook.received = []
+    monkeypatch.setenv("NDC_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_port}/alerts")
+    yield Hook.received
+    server.shutdown()
+
+
+def context(error: BaseException, run_id: str) -> dict:
+    ti = SimpleNamespace(dag_id="extract_population", task_id="extract_citizens", run_id=run_id)
+    return {"ti": ti, "exception": error, "run_id": run_id}
+
+
+def test_first_then_repeat_then_closed_by_a_success(dbs, webhook):
+    spec = population.PopulationSpec(citizens=500, seed=7, defect_rate=0.0)
+    population.write(dbs.source, population.simulate(spec), spec)
+    notifier = ContractAlertNotifier("population.citizens", "Ministry of Public Security",
+                                     "Population data steward")
+    error = BatchBlockedError("population.citizens: 10 rows against 500", dataset="population.citizens",
+                              check="row_count_drop")
+    notifier.notify(context(error, "run-1"))
+    notifier.notify(context(error, "run-2"))
+    first, repeat = webhook
+    assert first["first"] is True and first["check"] == "row_count_drop"
+    assert first["text"].startswith("[NDC] FIRST failure: population.citizens, check row_count_drop")
+    for part in ("Ministry of Public Security", "Population data steward", "README.md#runbook-contract-failures",
+                 "extract_population.extract_citizens run run-1"):
+        assert part in first["text"]
+    assert repeat["first"] is False and repeat["failures"] == 2 and "REPEAT failure #2" in repeat["text"]
+    assert repeat["alert_id"] == first["alert_id"]
+    # Another check of the same dataset is its own alert.
+    notifier.notify(context(RuntimeError("connection refused"), "run-3"))
+    assert webhook[2]["check"] == "task_failed" and webhook[2]["first"] is True
+    assert query(dbs.warehouse, "select count(*) from ndc_meta.alerts where closed_at is null")[0][0] == 2
+
+    extract_table("population", "citizens", *EVERYTHING, run_id="run-4")
+    assert query(dbs.warehouse, "select count(*), min(closed_by_run_id) from ndc_meta.alerts"
+                 " where closed_at is not null") == [(2, "run-4")]
+    notifier.notify(context(error, "run-5"))
+    assert webhook[3]["first"] is True, "after a success, the next failure is a first failure again"
+
+
+def test_extract_and_publish_tasks_alert_on_final_failure_only(tmp_path):
+    from ndc.airflow.conform import build_conform_dag
+    from ndc.airflow.factory import extract_dags
+
+    dags = extract_dags(REPO / "dags/sources")
+    for dag in dags.values():
+        if not dag.dag_id.startswith("extract_"):
+            continue
+        for task in dag.tasks:
+            notifiers = [c for c in task.on_failure_callback or [] if isinstance(c, ContractAlertNotifier)]
+            assert len(notifiers) == 1, f"{dag.dag_id}.{task.task_id}"
+            source, table = dag.dag_id.removeprefix("extract_"), task.task_id.removeprefix("extract_")
+            assert notifiers[0].dataset == f"{source}.{table}"
+            assert notifiers[0].owner_contact, "the source file names who to contact"
+            assert not task.on_retry_callback, "no alert per retry"
+            assert task.retries >= 1
+    publish = build_conform_dag(REPO / "dags/sources").get_task("publish")
+    assert any(isinstance(c, ContractAlertNotifier) for c in publish.on_failure_callback)
