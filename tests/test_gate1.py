@@ -108,3 +108,36 @@ def psycopg_source(dbs):
     import psycopg
 
     return psycopg.connect(dbs.source, autocommit=True)
+
+
+def test_a_blocked_file_run_leaves_its_files_pending(dbs, source, tmp_path, monkeypatch):
+    """A blocked run of a files source loads nothing, and the files it read are read again by the next run."""
+    import polars as pl
+
+    from ndc.simulate import education
+    from ndc.simulate.common import SourceSpec
+
+    config = yaml.safe_load((REPO / "dags/sources/education.yml").read_text())
+    schools = next(t for t in config["tables"] if t["name"] == "schools")
+    schools["row_count_drop"] = {"max_share": 0.5, "min_previous_rows": 10}
+    (source / "education.yml").write_text(yaml.safe_dump(config, allow_unicode=True))
+    monkeypatch.setenv("AIRFLOW_CONN_NDC_SRC_EDUCATION", tmp_path.as_uri())
+    spec = SourceSpec(citizens=2_000, seed=5, defect_rate=0.0)
+    education.write(tmp_path.as_uri(), education.simulate(spec), spec)
+    window = (datetime(2024, 7, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC))
+    first = extract_table("education", "schools", *window, run_id="f1")
+    assert first.rows_in >= 10
+
+    original = next(p for p in sorted((tmp_path / "schools").rglob("*.csv")) if p.read_bytes().startswith(b"school_id"))
+    two = pl.read_csv(original, infer_schema=False).head(2).with_columns(
+        pl.lit("Trường Đổi Tên").alias("name"), pl.lit("2025-12-31T23:00:00Z").alias("exported_at"))
+    late = original.with_name("late_" + original.name)
+    two.write_csv(late)
+    with pytest.raises(BatchBlockedError, match="row_count_drop"):
+        extract_table("education", "schools", *window, run_id="f2")
+    assert scalar(dbs.warehouse, "select count(*) from ndc_meta.files where run_id = 'f2'") == 0
+    assert scalar(dbs.warehouse, "select count(*) from landing_education.schools where name = 'Trường Đổi Tên'") == 0
+    quiet = extract_table("education", "schools", *window, run_id="f3", accept_row_drop=True)
+    assert quiet.files == [str(late)] and quiet.rows_in == 2
+    assert scalar(dbs.warehouse, "select count(*) from landing_education.schools where name = 'Trường Đổi Tên'") == 2
+    assert extract_table("education", "schools", *window, run_id="f4").rows_in == 0, "no new file: not a drop"

@@ -112,9 +112,11 @@ def test_a_shared_model_failing_its_contract_publishes_nothing_and_the_fix_publi
         assert outcome["shared.citizens"] == "blocked" and outcome["shared.enterprises"] == "pass"
         citizens = next(h for h in history if h[0] == "shared.citizens")
         assert citizens[2] == 2 and any("sex" in check for check in citizens[3])
-        ledger = query(dbs.warehouse, "select outcome, details->>'blocked_by' from ndc_meta.ledger"
+        ledger = query(dbs.warehouse, "select outcome, details->>'blocked_by', details::text from ndc_meta.ledger"
                        " where kind = 'publish' and run_id = 'faulty'")
         assert ledger and ledger[0][0] == "failed" and "sex" in ledger[0][1]
+        assert not any(pin in ledger[0][2] for pin in bad), "sample rows (personal data) stay out of the ledger"
+        assert bad[0] not in blocked.value.summary and "sex" in blocked.value.summary
 
         # The fix: the next run builds again and publishes.
         prepared = build()
@@ -268,3 +270,18 @@ def test_removing_a_column_needs_a_new_version_and_v1_and_v2_are_both_published(
     assert notice == [("2027-06-30", "data_quality_summary_v2")]
     assert scalar(dbs.warehouse, "select outcome from ndc_meta.contract_results where run_id = 'v2'"
                   " and dataset = 'shared.data_quality_summary_v2'") == "pass"
+
+
+def test_a_value_that_does_not_fit_its_contract_type_is_named(dbs, published):
+    from decimal import Decimal
+
+    from ndc.gate2 import _frame, contract_for
+
+    contract = contract_for("enterprises")
+    columns = list(contract.columns)
+    row = list(query(dbs.warehouse, f"select {', '.join(columns)} from shared.enterprises limit 1")[0])
+    frame, misfits = _frame([tuple(row)], contract)
+    assert frame is not None and misfits == []
+    row[columns.index("tax_declared_vnd")] = Decimal("12.5")  # whole dong only
+    frame, misfits = _frame([tuple(row)], contract)
+    assert frame is None and misfits == ["tax_declared_vnd"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -53,8 +54,8 @@ class Alert:
 def classify(error: BaseException | str | None, default_dataset: str) -> tuple[str, str, str]:
     """(dataset, check, message) of a task's final error: a contract violation names its own dataset and check;
     anything else is the ``task_failed`` check of the task's dataset."""
-    if isinstance(error, ContractViolation):
-        return error.dataset or default_dataset, error.check or "contract", str(error)
+    if isinstance(error, ContractViolation):  # its summary: no sample rows (alerts are stored and sent on)
+        return error.dataset or default_dataset, error.check or "contract", error.summary
     return default_dataset, "task_failed", f"{type(error).__name__}: {error}" if isinstance(
         error, BaseException) else str(error or "task failed")
 
@@ -105,4 +106,5 @@ def deliver(alert: Alert) -> None:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - an operator-set URL
             response.read()
     except OSError as exc:  # the alert is stored and logged either way
-        log.error("alert %s: webhook %s failed: %s", alert.alert_id, url.split("?")[0], exc)
+        where = urllib.parse.urlsplit(url)  # scheme and host only: webhook tokens live in paths and queries
+        log.error("alert %s: webhook %s://%s failed: %s", alert.alert_id, where.scheme, where.hostname, exc)

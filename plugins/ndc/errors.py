@@ -13,9 +13,12 @@ class ContractViolation(NdcError):
     """A contract rule that applies to a whole batch or table failed: the hand-off is blocked, nothing of it is
     loaded or published. Alerts name the dataset and the ``check``."""
 
-    def __init__(self, message: str, *, dataset: str | None = None, check: str | None = None) -> None:
+    def __init__(self, message: str, *, dataset: str | None = None, check: str | None = None,
+                 summary: str | None = None, failures: list[dict] | None = None) -> None:
         super().__init__(message)
         self.dataset, self.check = dataset, check
+        # what may be stored (ledger, alerts): no sample rows, which can hold personal data
+        self.summary, self.failures = summary or message, failures or []
 
 
 class SchemaDriftError(ContractViolation):

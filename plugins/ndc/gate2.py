@@ -43,36 +43,49 @@ _VERSIONED = re.compile(r"^(?P<model>[a-z_][a-z0-9_]*?)_v(?P<major>\d+)$")
 
 @dataclass(frozen=True)
 class TableRule:
-    """A whole-table rule: ``query`` returns one row ``(ok boolean, detail text)``. ``{build}`` is the built
-    relation, ``{schema}`` the build schema; ``%(as_of)s`` is when the build started (landing rows committed
-    later were not read by it)."""
+    """A whole-table rule: ``query`` returns one row ``(ok boolean, detail text)``; ``{build}`` is the built
+    relation, ``{schema}`` the build schema."""
 
     name: str
     query: str
 
 
-def _landing_keys(landing: str, history: str, key: str) -> str:
-    """Current landing keys as the build saw them: a version loaded before the build, not deleted before it."""
-    return (f"select count(*) from {landing} l where (l._ndc_deleted_at is null or l._ndc_deleted_at >= %(as_of)s)"
-            f" and exists (select from {history} h where h.{key} = l.{key} and h._ndc_loaded_at < %(as_of)s)")
+@dataclass(frozen=True)
+class LandingReconcile:
+    """The built relation holds exactly the current landing keys, allowing for extracts that ran during the build:
+    every key present before the build started (a version loaded before ``as_of``) and not deleted since must be
+    built, and every built key must be in landing, not deleted before the build. With no concurrent extract the
+    two bounds meet: the sets are equal."""
+
+    name: str
+    build_key: str
+    landing_schema: str
+    landing_table: str
+    landing_key: str
+
+    def queries(self, built: sql.Composable) -> tuple[sql.Composed, sql.Composed]:
+        names = {"built": built, "bkey": ident(self.build_key), "lkey": ident(self.landing_key),
+                 "landing": ident(self.landing_schema, self.landing_table),
+                 "history": ident(self.landing_schema, f"{self.landing_table}_history")}
+        missing = sql.SQL(
+            "select l.{lkey}::text from {landing} l where l._ndc_deleted_at is null"
+            " and exists (select from {history} h where h.{lkey} = l.{lkey} and h._ndc_loaded_at < %(as_of)s)"
+            " and not exists (select from {built} b where b.{bkey} = l.{lkey})").format(**names)
+        extra = sql.SQL(
+            "select b.{bkey}::text from {built} b where not exists (select from {landing} l"
+            " where l.{lkey} = b.{bkey} and (l._ndc_deleted_at is null or l._ndc_deleted_at >= %(as_of)s))"
+        ).format(**names)
+        return missing, extra
 
 
-# Reconciliations, per shared contract name. SQL written here (not configuration), composed with quoted names.
-TABLE_RULES: dict[str, tuple[TableRule, ...]] = {
+# Reconciliations, per shared contract name: SQL written here (not configuration), names quoted when composed.
+TABLE_RULES: dict[str, tuple[TableRule | LandingReconcile, ...]] = {
     "shared.citizens": (
-        TableRule("citizens_reconcile_with_landing",
-                  "with built as (select count(*) as n from {build}), landed as ("
-                  + _landing_keys("landing_population.citizens", "landing_population.citizens_history", "pin")
-                  + ") select built.n = landed.count, format('%%s citizens built, %%s in landing', built.n,"
-                  " landed.count) from built, (select * from landed) landed"),
+        LandingReconcile("citizens_reconcile_with_landing", "citizen_id", "landing_population", "citizens", "pin"),
     ),
     "shared.enterprises": (
-        TableRule("enterprises_reconcile_with_landing",
-                  "with built as (select count(*) as n from {build}), landed as ("
-                  + _landing_keys("landing_enterprise.enterprises", "landing_enterprise.enterprises_history",
-                                  "enterprise_code")
-                  + ") select built.n = landed.count, format('%%s enterprises built, %%s in landing', built.n,"
-                  " landed.count) from built, (select * from landed) landed"),
+        LandingReconcile("enterprises_reconcile_with_landing", "enterprise_code", "landing_enterprise",
+                         "enterprises", "enterprise_code"),
     ),
     "shared.province_statistics": (
         TableRule("population_reconciles_with_citizens",
@@ -142,12 +155,35 @@ def _changed_rows(conn: psycopg.Connection, build_schema: str, published: str | 
                   columns: list[str]) -> sql.Composed:
     built = sql.SQL("select {} from {}").format(column_list(columns), ident(build_schema, relation))
     if published and _exists(conn, published, relation):
-        return built + sql.SQL(" except select {} from {}").format(column_list(columns), ident(published, relation))
+        found = {r[0] for r in conn.execute(
+            "select column_name from information_schema.columns where table_schema = %s and table_name = %s",
+            (published, relation))}
+        if set(columns) <= found:  # else the contract gained a column since: every row counts as changed
+            return built + sql.SQL(" except select {} from {}").format(column_list(columns),
+                                                                       ident(published, relation))
     return built
 
 
-def _frame(rows: list[tuple], contract: Contract) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema=contract.columns, orient="row", strict=False)
+def _frame(rows: list[tuple], contract: Contract) -> tuple[pl.DataFrame | None, list[str]]:
+    """The batch with the contract's types; where a column's values do not fit its type exactly (e.g. 12.5 in a
+    whole-dong ``numeric(18,0)`` column), no frame and the columns that do not fit."""
+    # polars rounds a decimal into a smaller scale even when strict: check the scale first
+    scaled = [(i, name, dtype.scale) for i, (name, dtype) in enumerate(contract.columns.items())
+              if isinstance(dtype, pl.Decimal)]
+    misfits = [name for i, name, scale in scaled
+               if any(row[i] is not None and row[i] != round(row[i], scale or 0) for row in rows)]
+    if misfits:
+        return None, misfits
+    try:
+        return pl.DataFrame(rows, schema=contract.columns, orient="row", strict=True), []
+    except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError):
+        misfits = []
+        for position, (name, dtype) in enumerate(contract.columns.items()):
+            try:
+                pl.Series(name, [row[position] for row in rows], dtype=dtype, strict=True)
+            except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError):
+                misfits.append(name)
+        return None, misfits or list(contract.columns)
 
 
 def _primary_key(contract: Contract) -> list[str]:
@@ -165,7 +201,15 @@ def validate_rows(conn: psycopg.Connection, build_schema: str, published: str | 
         cursor.itersize = size
         cursor.execute(_changed_rows(conn, build_schema, published, relation, columns))
         while rows := cursor.fetchmany(size):
-            frame = _frame(rows, contract)
+            frame, misfits = _frame(rows, contract)
+            if frame is None:
+                for column in misfits:
+                    label = f"value_type({column})"
+                    failure = failures.setdefault(label, Failure(relation, label, 0, "values that do not fit the "
+                                                                 f"contract type {contract.columns[column]}"))
+                    failure.rows += len(rows)
+                result.count(len(rows), [[f"value_type({c})" for c in misfits]] * len(rows))
+                continue
             failed_checks: list[list[str]] = []
             try:
                 contract.validate(frame, lazy=True)
@@ -183,7 +227,8 @@ def _record(cases: pl.DataFrame, frame: pl.DataFrame, relation: str, key: list[s
     per_row: dict[int, set[str]] = {}
     for case in cases.iter_rows(named=True):
         check = str(case["check"])
-        label = f"{check.split('(')[0]}({case['column']})" if case["column"] and "(" not in check else check
+        label = f"{check}({case['column']})" if case["column"] and "(" not in check else (
+            f"{check} on {case['column']}" if case["column"] and case["column"] not in check else check)
         failure = failures.setdefault(label, Failure(relation, label, 0, "row check"))
         index = case["index"]
         if index is None:  # a whole-frame failure (a column of the wrong type): not pinned on rows
@@ -229,11 +274,31 @@ def table_rules(conn: psycopg.Connection, build_schema: str, published: str | No
                     f"{rows:,} rows built against {before:,} published, a change of {abs(rows - before) / before:.1%}"
                     f" (NDC_PUBLISH_MAX_ROW_CHANGE {share:.0%}; trigger with accept_row_change if it is real)"))
         for rule in TABLE_RULES.get(contract.name, ()):
+            if isinstance(rule, LandingReconcile):
+                failures += _reconcile(conn, rule, built, relation, as_of)
+                continue
             ok, detail = conn.execute(sql.SQL(rule.query).format(build=built, schema=ident(build_schema)),
                                       {"as_of": as_of}).fetchone()
             if not ok:
                 failures.append(Failure(relation, rule.name, rows, detail))
     return failures
+
+
+def _reconcile(conn: psycopg.Connection, rule: LandingReconcile, built: sql.Composable, relation: str,
+               as_of: datetime) -> list[Failure]:
+    missing_sql, extra_sql = rule.queries(built)
+    counted = sql.SQL("select count(*) from ({}) k")
+    missing = conn.execute(counted.format(missing_sql), {"as_of": as_of}).fetchone()[0]
+    extra = conn.execute(counted.format(extra_sql), {"as_of": as_of}).fetchone()[0]
+    if not missing and not extra:
+        return []
+    sample = [{"missing_from_build": r[0]} for r in conn.execute(
+        missing_sql + sql.SQL(" limit %(n)s"), {"as_of": as_of, "n": SAMPLE_ROWS})]
+    sample += [{"not_in_landing": r[0]} for r in conn.execute(
+        extra_sql + sql.SQL(" limit %(n)s"), {"as_of": as_of, "n": SAMPLE_ROWS})]
+    return [Failure(relation, rule.name, missing + extra,
+                    f"{missing:,} landing keys present before the build are not in it, {extra:,} built keys are not "
+                    f"in {rule.landing_schema}.{rule.landing_table}", sample)]
 
 
 def audit(conn: psycopg.Connection, build_schema: str, published: str | None, relations: dict[str, list[str]],
@@ -260,10 +325,12 @@ def audit(conn: psycopg.Connection, build_schema: str, published: str | None, re
                  result.rows_checked, "; " + ", ".join(f.check for f in found) if found else "")
     if failures:
         first = failures[0]
+        summary = "; ".join(f"{f.relation}: {f.check} ({f.rows:,} rows)" for f in failures)
         raise PublishBlockedError(
             f"gate 2 blocked the publish of {build_schema}: {len(failures)} check(s) failed; nothing was published "
             "and consumers still read the last good version (runbook: README.md#runbook-contract-failures)\n"
             + "\n".join(f.describe() for f in failures),
-            dataset=f"shared.{first.relation}", check=first.check)
+            dataset=f"shared.{first.relation}", check=first.check, summary=summary,
+            failures=[{"relation": f.relation, "check": f.check, "rows": f.rows} for f in failures])
     return checked
 

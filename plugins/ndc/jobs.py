@@ -138,11 +138,11 @@ def _stage_chunks(wh, target: LandingTarget, gated: Iterable[tuple[Chunk, GateRe
 
 
 def check_row_count(wh, target: LandingTarget, table, stats: RunStats, interval: tuple[datetime, datetime],
-                    full_refresh: bool, source_path) -> None:
+                    full_refresh: bool, source_path, engine: str) -> None:
     """Gate 1's whole-batch rule (``row_count_drop`` in the source file): raise BatchBlockedError when this run's
     rows fell by more than ``max_share`` against the last comparable successful load."""
     rule = table.row_count_drop
-    if rule is None:
+    if rule is None or (engine == "files" and not stats.files):  # no new file arrived: nothing to compare
         return
     previous = previous_load(wh, target, interval, full_refresh)
     if previous is None or previous[0] < rule.min_previous_rows:
@@ -197,11 +197,8 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
                     stats.batches = _stage_chunks(wh, target, gated, run_id, window, stats, began)
             staged_at = time.monotonic()
             if not accept_row_drop:
-                try:
-                    check_row_count(wh, target, table, stats, (start, end), full_refresh, source.path)
-                except BatchBlockedError:
-                    discard_staged(wh, target, run_id)
-                    raise
+                check_row_count(wh, target, table, stats, (start, end), full_refresh, source.path,
+                                source.connection.engine)
             stats.merge = merge_staged(wh, target, run_id)
             stats.failed_by_check[DUPLICATE_KEY] += (stats.merge.rows_duplicates
                                                      + stats.merge.rows_superseded_in_landing)
@@ -209,6 +206,10 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             blocked = str(exc) if isinstance(exc, ContractViolation) else None
+            if blocked:  # a whole-batch rule failed: nothing of this run is merged, now or by the next run
+                if wh.info.transaction_status.name != "IDLE":
+                    wh.rollback()
+                discard_staged(wh, target, run_id)
             raise
         else:
             blocked = None

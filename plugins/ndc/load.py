@@ -162,6 +162,26 @@ def ensure_landing(conn: psycopg.Connection, target: LandingTarget) -> None:
              stage_cols=_typed_columns(target),
              history=ident(target.schema, target.history), cols=_typed_columns(target, keyed=True), meta=meta,
              pk=pk))
+    _add_new_contract_columns(conn, target)
+
+
+def _add_new_contract_columns(conn: psycopg.Connection, target: LandingTarget) -> None:
+    """A contract's minor version may add a (nullable) column: landing, history and stage gain it, null for the rows
+    loaded before. Only when one is missing, so the usual run takes no lock for it."""
+    with conn.transaction():
+        present = conn.execute(
+            "select table_name, array_agg(column_name::text) from information_schema.columns where table_schema = %s"
+            " and table_name = any(%s) group by table_name",
+            (target.schema, [target.table, target.history, target.stage])).fetchall()
+    missing = {table: [c for c in target.columns if c not in set(columns)] for table, columns in present}
+    statements = [sql.SQL("alter table {} {}").format(ident(target.schema, table), sql.SQL(", ").join(
+        sql.SQL("add column if not exists {} {}").format(
+            ident(c), sql.SQL(LANDING_TYPES[family_of(target.contract.columns[c])])) for c in columns))
+        for table, columns in missing.items() if columns]
+    if statements:
+        log.warning("%s: contract %s v%s adds columns to landing: %s", target.dataset, target.contract.name,
+                    target.contract.version, {t: c for t, c in missing.items() if c})
+        run_ddl(conn, sql.SQL(";").join(statements))
 
 
 def prepare_session(conn: psycopg.Connection, target: LandingTarget) -> None:
@@ -223,7 +243,7 @@ def stage_batch(conn: psycopg.Connection, target: LandingTarget, gated: GateResu
         _copy_frame(conn, ident(target.schema, target.stage), [*target.columns, "_ndc_row_hash"], passed)
         if rejected.height:
             _copy_frame(conn, ident("_ndc_rej"), [*target.columns, "_checks", "_reasons", "_ndc_row_hash"],
-                        _array_literal(rejected))
+                        _array_literal(_without_nul(rejected)))
             _quarantine(conn, target, _params(target, run_id, batch=batch_id), ident("_ndc_rej"), "q._checks",
                         "q._reasons", sql.SQL("q._ndc_row_hash"))
         conn.execute(
@@ -388,12 +408,13 @@ class _Merge:
 
 def discard_staged(conn: psycopg.Connection, target: LandingTarget, run_id: str) -> int:
     """Empty the stage of one run's batches (a blocked run: nothing of it is merged). Its rows stay in the source
-    and are read again by the next run of the window; its batches are marked so no merge waits for them.
-    Returns the rows discarded."""
+    and are read again by the next run of the window — dropped files too: their load records go, so the next run
+    reads them again; its batches are marked so no merge waits for them. Returns the rows discarded."""
     with conn.transaction():
         discarded = conn.execute(sql.SQL(
             "delete from {stage} s using ndc_meta.batches b where b.batch_id = s._ndc_batch_id and b.run_id = %s"
         ).format(stage=ident(target.schema, target.stage)), (run_id,)).rowcount
+        conn.execute("delete from ndc_meta.files where dataset = %s and run_id = %s", (target.dataset, run_id))
         conn.execute("update ndc_meta.batches set merged_at = clock_timestamp(), merge_run_id = %s"
                      " where dataset = %s and run_id = %s and merged_at is null",
                      (f"{run_id}:blocked", target.dataset, run_id))
@@ -504,6 +525,13 @@ def _reject_null_keys(gated: GateResult, target: LandingTarget) -> tuple[pl.Data
                            pl.lit(f'{{"{PK_NOT_NULL}": {{"column": null}}}}').alias("_reasons"))
     rejected = pl.concat([gated.rejected, bad.select(gated.rejected.columns)], how="vertical_relaxed")
     return gated.passed.filter(~null_key), rejected
+
+
+def _without_nul(rejected: pl.DataFrame) -> pl.DataFrame:
+    """PostgreSQL text and jsonb cannot hold a NUL character: a rejected row keeps it as the six characters
+    ``\\u0000`` in its payload (such a row always fails ``text_without_control_characters``; passed rows hold none)."""
+    text = [c for c, dtype in rejected.schema.items() if dtype == pl.String]
+    return rejected.with_columns(pl.col(c).str.replace_all("\x00", "\\u0000", literal=True) for c in text)
 
 
 def _array_literal(rejected: pl.DataFrame) -> pl.DataFrame:

@@ -69,16 +69,21 @@ def publish(conn: psycopg.Connection, build_schema: str, models: dict[str, list[
     if build_schema not in BUILD_SCHEMAS:
         raise NdcError(f"build schema must be one of {BUILD_SCHEMAS}, got {build_schema!r}")
     started = time.monotonic()
-    with conn.transaction():  # committed blocks: the gate's results and the ledger survive a blocked publish
-        check_columns(conn, build_schema, models)
     try:
+        with conn.transaction():  # committed blocks: the gate's results and the ledger survive a blocked publish
+            check_columns(conn, build_schema, models)
         checked = gate2.audit(conn, build_schema, active_schema(conn), models, run_id=run_id,
                               as_of=as_of or datetime.now(UTC), accept_row_change=accept_row_change)
-    except ContractViolation as exc:
+    except Exception as exc:
+        if conn.info.transaction_status.name != "IDLE":
+            conn.rollback()
+        # Counts and check names only: the exception's sample rows (personal data) stay in the task log.
+        details = ({"blocked_by": exc.check, "relation": exc.dataset, "failures": exc.failures}
+                   if isinstance(exc, ContractViolation) else {"error": f"{type(exc).__name__}: {exc}"[:2000]})
         ledger.append(conn, ledger.LedgerEntry(
             kind="publish", source=build_schema, target="shared", run_id=run_id, rows_in=0, rows_loaded=0,
             rows_quarantined=0, duration_ms=int((time.monotonic() - started) * 1000), outcome="failed",
-            contract_name=None, details={"blocked_by": exc.check, "relation": exc.dataset, "error": str(exc)[:4000]}))
+            details=details))
         raise
     rows = {}
     with conn.transaction():
@@ -98,8 +103,8 @@ def publish(conn: psycopg.Connection, build_schema: str, models: dict[str, list[
         rows_quarantined=0, duration_ms=int((time.monotonic() - started) * 1000), outcome="success",
         details={"models": rows, "gate2_rows_checked": checked}))
     _announce_deprecations(conn, deprecations or {}, models, run_id)
-    for model in models:
-        alerts.close_alerts(conn, f"shared.{model}", run_id)
+    for dataset in ["shared", *(f"shared.{model}" for model in models)]:  # "shared": the publish task itself
+        alerts.close_alerts(conn, dataset, run_id)
     log.info("published %s from %s (%s)", ", ".join(sorted(models)), build_schema, rows)
     return Publication(build_schema, sorted(models), rows)
 
@@ -114,7 +119,9 @@ def _successor(model: str, models: dict[str, list[str]]) -> str | None:
 
 def _deprecation_note(model: str, deprecated_on: str | None, models: dict[str, list[str]]) -> str:
     if not deprecated_on:
-        return f"Shared view {model}; contract shared.{model}; see the dbt docs and docs/contracts.md."
+        base = gate2._VERSIONED.match(model)
+        contract = f"shared.{base['model']} v{base['major']}" if base else f"shared.{model} v1"
+        return f"Shared view {model}; contract {contract}; see the dbt docs and docs/contracts.md."
     successor = _successor(model, models)
     return (f"DEPRECATED: shared.{model} is removed after {deprecated_on}; "
             f"move to shared.{successor or 'its successor'} (docs/contracts.md).")

@@ -56,7 +56,8 @@ class TableConfig(_Strict):
         default=None, description="a column whose non-null value marks the row deleted at the source")
     row_count_drop: RowCountDrop | None = Field(
         default=None, description="block a load whose rows fell by more than max_share against the last load of "
-        "the same window length (full refreshes against full refreshes)")
+        "the same window length (full refreshes against full refreshes; a files run compares the files it read). "
+        "Meant for sources whose runs carry a stable volume: full snapshots, full refreshes, periodic file drops")
     file_glob: str | None = Field(
         default=None, description="files engine: files of this table under the drop folder "
         "[default: <source_table>/**/*.csv and .parquet]")

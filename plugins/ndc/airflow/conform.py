@@ -431,7 +431,7 @@ def build_conform_dag(sources_dir: Path) -> DAG:
             ti.xcom_push(key="started_at", value=prepared["started_at"])  # gate 2 reconciles as of then
             return prepared["build_schema"]
 
-        @task(outlets=[shared_asset(m) for m in models], on_failure_callback=[contract_alert()])
+        @task(outlets=[shared_asset(m) for m in models], on_failure_callback=[contract_alert("shared")])
         def publish(build_schema: str, run_id=None, params=None, ti=None) -> dict:
             from ndc.jobs import publish_build
 

@@ -97,8 +97,9 @@ class Report:
 
 def compare(name: str, major: int, released: dict[str, Any], current: dict[str, Any]) -> list[Change]:
     """Every difference of schema ``current`` from ``released`` (both as :func:`schema_of` makes them)."""
+    landing = current.get("kind", released.get("kind")) == "landing"
     changes = [Change(name, major, kind, detail, column, breaking)
-               for kind, detail, column, breaking in _column_changes(released["columns"], current["columns"])]
+               for kind, detail, column, breaking in _column_changes(released["columns"], current["columns"], landing)]
     old_key, new_key = list(released.get("primary_key", [])), list(current.get("primary_key", []))
     if old_key != new_key:  # a different key is a different grain; declaring one where none was is not
         changes.append(Change(name, major, "primary_key_changed" if old_key else "primary_key_declared",
@@ -117,8 +118,18 @@ def compare(name: str, major: int, released: dict[str, Any], current: dict[str, 
     return changes
 
 
-def _column_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, str, str | None, bool]]:
-    """(kind, detail, column, breaking) of every column difference."""
+def _family(type_name: str) -> str:
+    """The landing column family of a polars type name (landing tables store Int* as bigint, Float* as double)."""
+    for prefix, family in (("Int", "integer"), ("UInt", "integer"), ("Float", "float"), ("Decimal", "numeric")):
+        if type_name.startswith(prefix):
+            return family
+    return type_name
+
+
+def _column_changes(old: dict[str, Any], new: dict[str, Any],
+                    landing: bool = False) -> list[tuple[str, str, str | None, bool]]:
+    """(kind, detail, column, breaking) of every column difference. For a landing contract a widening that changes
+    the landing column's type (an integer becoming a float) is breaking: existing landing tables are not retyped."""
     found: list[tuple[str, str, str | None, bool]] = []
     for column, was in old.items():
         now = new.get(column)
@@ -127,9 +138,13 @@ def _column_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str,
             continue
         if now["type"] != was["type"]:
             widened = is_widening(was["type"], now["type"])
-            found.append(("type_widened" if widened else "type_narrowed",
-                          f"type {was['type']} -> {now['type']}" + ("" if widened else " is not a widening"),
-                          column, not widened))
+            if widened and landing and _family(was["type"]) != _family(now["type"]):
+                found.append(("landing_type_changed", f"type {was['type']} -> {now['type']} would retype the "
+                              "landing table's column (not done in place): a new major version", column, True))
+            else:
+                found.append(("type_widened" if widened else "type_narrowed",
+                              f"type {was['type']} -> {now['type']}" + ("" if widened else " is not a widening"),
+                              column, not widened))
         if was["nullable"] != now["nullable"]:
             tightened = was["nullable"]
             found.append(("nullability_tightened" if tightened else "nullability_relaxed",
