@@ -66,3 +66,25 @@ def test_extract_dag_run_loads_its_interval(dbs, tmp_path):
                  " order by target") == [("landing_population.citizens", 0, "success"),
                                          ("landing_population.households", 2, "success"),
                                          ("landing_population.residence_changes", 0, "success")]
+
+    # A contract failure: the source drops a column of one table. That task fails after its retry and alerts once
+    # (first failure, not one per try); the source's other tables still load.
+    with psycopg.connect(dbs.source, autocommit=True) as src:
+        src.execute("alter table residence_changes rename column moved_on to moved_date")
+    failing = {**env, "NDC_TASK_RETRIES": "1", "NDC_RETRY_DELAY_SECONDS": "1"}
+    broken = subprocess.run(["airflow", "dags", "test", "extract_population", "2025-07-03"], env=failing,
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert broken.returncode != 0
+    tries = query(dbs.warehouse, "select outcome, message from ndc_meta.contract_results"
+                  " where dataset = 'population.residence_changes' and outcome = 'blocked'")
+    assert len(tries) == 2 and all("moved_on: missing" in t[1] for t in tries), "two tries, both blocked"
+    alerts = query(dbs.warehouse, "select dataset, check_name, failures, owner_agency, owner_contact, dag_id, task_id"
+                   " from ndc_meta.alerts")
+    assert alerts == [("population.residence_changes", "schema_drift", 1, "Ministry of Public Security (Bộ Công an)",
+                       alerts[0][4], "extract_population", "extract_residence_changes")]
+    assert "data steward" in alerts[0][4]
+    loaded = query(dbs.warehouse, "select target, outcome from ndc_meta.ledger where kind = 'extract'"
+                   " and interval_end = %s", (end + timedelta(days=1),))
+    assert sorted(loaded) == [("landing_population.citizens", "success"), ("landing_population.households", "success"),
+                              ("landing_population.residence_changes", "failed"),
+                              ("landing_population.residence_changes", "failed")]

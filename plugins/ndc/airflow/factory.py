@@ -10,6 +10,7 @@ Parsing touches no database and imports neither pandera nor polars: those load i
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,13 +20,23 @@ from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
 
 from ndc.airflow.alerts import contract_alert
 from ndc.connections import env_name
+from ndc.errors import ConfigError
 from ndc.registry import SourceConfig, load_sources
 from ndc.settings import get_settings
 
+
+def _retry_setting(name: str, default: int) -> int:
+    """Retries and their first delay are operators' settings (read when the DAG file is parsed)."""
+    raw = os.environ.get(name, "")
+    if raw and not raw.isdigit():
+        raise ConfigError(f"environment variable {name}={raw!r}: expected a whole number")
+    return int(raw) if raw else default
+
+
 DEFAULT_ARGS = {
     "owner": "ndc-data-team",
-    "retries": 2,
-    "retry_delay": timedelta(minutes=1),
+    "retries": _retry_setting("NDC_TASK_RETRIES", 2),
+    "retry_delay": timedelta(seconds=_retry_setting("NDC_RETRY_DELAY_SECONDS", 60)),
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=20),
 }
