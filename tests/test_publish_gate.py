@@ -137,10 +137,17 @@ def test_whole_table_rules_block_a_shrunken_build(dbs, published):
     with psycopg.connect(dbs.warehouse, autocommit=True) as conn:
         conn.execute(f"delete from {building}.citizens where citizen_id in (select citizen_id from {building}.citizens"
                      f" order by citizen_id limit (select count(*) * 6 / 10 from {building}.citizens))")
+        # Without its primary key constraint, a repeated enterprise is caught by the uniqueness rule.
+        (constraint,) = conn.execute("select conname from pg_constraint where contype = 'p' and conrelid ="
+                                     f" '{building}.enterprises'::regclass").fetchone()
+        conn.execute(f'alter table {building}.enterprises drop constraint "{constraint}"')
+        conn.execute(f"insert into {building}.enterprises select * from {building}.enterprises"
+                     " order by enterprise_code limit 1")
     with pytest.raises(PublishBlockedError) as blocked:
         publish_build(building, run_id="shrunk", as_of=prepared["started_at"])
     message = str(blocked.value)
-    for check in ("row_count_change", "citizens_reconcile_with_landing", "population_reconciles_with_citizens"):
+    for check in ("row_count_change", "citizens_reconcile_with_landing", "population_reconciles_with_citizens",
+                  "enterprises: check primary_key_unique"):
         assert check in message
     assert "NDC_PUBLISH_MAX_ROW_CHANGE" in message
 

@@ -366,3 +366,36 @@ def load_bench_warehouse(server_url: str, citizens: int, seed: int = 7) -> str:
             mariadb_url=os.environ.get("NDC_BENCH_MARIADB_URL")):
         _say(f"five sources at {citizens:,} citizens loaded in {time.monotonic() - started:.0f} s")
     return url
+
+
+def measure_gate2(warehouse_url: str | None = None) -> dict:
+    """Gate 2's cost against the dbt build it guards, in one run on one warehouse:
+
+    1. a plain ``dbt build`` into the inactive schema (the baseline), then gate 2 over it as on a first publish
+       (every row of every shared relation validated), then publish;
+    2. a second ``dbt build`` (same data), then gate 2 as on every later publish (only the rows that changed:
+       ``build EXCEPT published``), then publish.
+    Prints seconds and gate 2 ÷ dbt build for both."""
+    from datetime import UTC, datetime
+
+    from ndc import gate2, warehouse
+    from ndc.publish import active_schema, publish
+
+    warehouse_url = warehouse_url or get_settings().warehouse_url
+    figures: dict = {}
+    for step in ("first_publish", "later_publish"):
+        dbt_s, schema = plain_dbt_build(warehouse_url)
+        relations = dbt.shared_models()
+        with warehouse.connect(warehouse_url) as conn:
+            published = None if step == "first_publish" else active_schema(conn)
+            started = time.monotonic()
+            checked = gate2.audit(conn, schema, published, relations, run_id=f"bench_gate2_{step}",
+                                  as_of=datetime.now(UTC), accept_row_change=True)
+            gate_s = time.monotonic() - started
+            publish(conn, schema, relations, run_id=f"bench_gate2_{step}_publish", accept_row_change=True)
+        figures[step] = {"dbt_build_s": round(dbt_s, 2), "gate2_s": round(gate_s, 2),
+                         "ratio": round(gate_s / dbt_s, 3), "rows_checked": checked,
+                         "rows_checked_total": sum(checked.values())}
+        _say(f"{step}: dbt build {dbt_s:.1f} s, gate 2 {gate_s:.1f} s ({sum(checked.values()):,} rows checked),"
+             f" ratio {gate_s / dbt_s:.3f}")
+    return figures

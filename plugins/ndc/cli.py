@@ -522,6 +522,25 @@ def bench_conform(runs: int, share: float | None, citizens: int | None, airflow_
             json.dump(figures, handle, indent=2, default=str)
 
 
+@bench.command("gate2")
+@click.option("--citizens", type=click.IntRange(min=1000), default=None,
+              help="First simulate and load the five sources at this size into a fresh bench warehouse"
+                   " (ndc_bench_conform on the warehouse's server) [default: use the configured warehouse].")
+@click.option("--json-out", type=click.Path(dir_okay=False), help="Also write the figures as JSON here.")
+def bench_gate2(citizens: int | None, json_out: str | None) -> None:
+    """Gate 2 ÷ the dbt build it guards: on a first publish (every row) and a later one (changed rows only)."""
+    from ndc import bench_conform as module
+
+    url = _warehouse()
+    if citizens:
+        url = module.load_bench_warehouse(url, citizens)
+    figures = module.measure_gate2(url)
+    click.echo(json.dumps(figures, indent=2, default=str))
+    if json_out:
+        with open(json_out, "w", encoding="utf-8") as handle:
+            json.dump(figures, handle, indent=2, default=str)
+
+
 @main.group("dbt")
 def dbt_group() -> None:
     """The dbt project (dbt_project/)."""

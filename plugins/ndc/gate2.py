@@ -38,6 +38,7 @@ DEFAULT_BATCH_ROWS = 50_000
 DEFAULT_MAX_ROW_CHANGE = 0.5
 MIN_ROWS_FOR_CHANGE_RULE = 1_000  # a published relation smaller than this may grow or shrink freely
 SAMPLE_ROWS = 5
+WORK_MEM = "256MB"  # the joins and aggregates of the whole-table rules stay in memory
 _VERSIONED = re.compile(r"^(?P<model>[a-z_][a-z0-9_]*?)_v(?P<major>\d+)$")
 
 
@@ -152,16 +153,26 @@ def _exists(conn: psycopg.Connection, schema: str, relation: str) -> bool:
 
 
 def _changed_rows(conn: psycopg.Connection, build_schema: str, published: str | None, relation: str,
-                  columns: list[str]) -> sql.Composed:
+                  columns: list[str], key: list[str]) -> sql.Composed:
+    """The build's rows that are new or differ from the published relation. With a key: a join on it (at 1M
+    citizens ~1 s, where ``EXCEPT`` over all columns took 10 s); without one: ``EXCEPT``."""
     built = sql.SQL("select {} from {}").format(column_list(columns), ident(build_schema, relation))
-    if published and _exists(conn, published, relation):
-        found = {r[0] for r in conn.execute(
-            "select column_name from information_schema.columns where table_schema = %s and table_name = %s",
-            (published, relation))}
-        if set(columns) <= found:  # else the contract gained a column since: every row counts as changed
-            return built + sql.SQL(" except select {} from {}").format(column_list(columns),
-                                                                       ident(published, relation))
-    return built
+    if not (published and _exists(conn, published, relation)):
+        return built
+    found = {r[0] for r in conn.execute(
+        "select column_name from information_schema.columns where table_schema = %s and table_name = %s",
+        (published, relation))}
+    if not set(columns) <= found:  # the contract gained a column since: every row counts as changed
+        return built
+    if not key:
+        return built + sql.SQL(" except select {} from {}").format(column_list(columns), ident(published, relation))
+    side = {alias: sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.Identifier(alias), ident(c)) for c in columns)
+            for alias in ("b", "p")}
+    return sql.SQL(
+        "select {b_cols} from {built} b left join {published} p on {match}"
+        " where p.{first} is null or row({p_cols}) is distinct from row({b_cols})").format(
+        b_cols=side["b"], p_cols=side["p"], built=ident(build_schema, relation), published=ident(published, relation),
+        match=sql.SQL(" and ").join(sql.SQL("p.{c} = b.{c}").format(c=ident(c)) for c in key), first=ident(key[0]))
 
 
 def _frame(rows: list[tuple], contract: Contract) -> tuple[pl.DataFrame | None, list[str]]:
@@ -198,8 +209,9 @@ def validate_rows(conn: psycopg.Connection, build_schema: str, published: str | 
     failures: dict[str, Failure] = {}
     size = batch_rows()
     with conn.transaction(), conn.cursor(name=f"ndc_gate2_{relation}") as cursor:
+        conn.execute("select set_config('work_mem', %s, true)", (WORK_MEM,))
         cursor.itersize = size
-        cursor.execute(_changed_rows(conn, build_schema, published, relation, columns))
+        cursor.execute(_changed_rows(conn, build_schema, published, relation, columns, key))
         while rows := cursor.fetchmany(size):
             frame, misfits = _frame(rows, contract)
             if frame is None:
@@ -248,13 +260,25 @@ def _plain(value: object) -> object:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
+def _key_enforced(conn: psycopg.Connection, schema: str, relation: str, key: list[str]) -> bool:
+    """True where the built table has a primary key constraint on exactly ``key`` (dbt's enforced contract
+    creates it): PostgreSQL has then already refused duplicates, and the uniqueness query is skipped."""
+    row = conn.execute(
+        "select array_agg(a.attname::text order by a.attname) from pg_constraint c"
+        " cross join unnest(c.conkey) k(attnum) join pg_attribute a on a.attrelid = c.conrelid and a.attnum = k.attnum"
+        " where c.conrelid = to_regclass(%s) and c.contype = 'p' group by c.oid",
+        (ident(schema, relation).as_string(conn),)).fetchone()
+    return bool(row) and sorted(row[0]) == sorted(key)
+
+
 def table_rules(conn: psycopg.Connection, build_schema: str, published: str | None, relation: str,
                 contract: Contract, as_of: datetime, accept_row_change: bool) -> list[Failure]:
     failures = []
     built = ident(build_schema, relation)
     key = _primary_key(contract)
     with conn.transaction():
-        if key:
+        conn.execute("select set_config('work_mem', %s, true)", (WORK_MEM,))
+        if key and not _key_enforced(conn, build_schema, relation, key):
             duplicates = conn.execute(sql.SQL(
                 "select {key}, count(*) from {built} group by {key} having count(*) > 1 order by 2 desc limit %s"
             ).format(key=column_list(key), built=built), (SAMPLE_ROWS,)).fetchall()
