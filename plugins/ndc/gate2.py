@@ -210,6 +210,9 @@ def validate_rows(conn: psycopg.Connection, build_schema: str, published: str | 
     size = batch_rows()
     with conn.transaction(), conn.cursor(name=f"ndc_gate2_{relation}") as cursor:
         conn.execute("select set_config('work_mem', %s, true)", (WORK_MEM,))
+        # every row is read: plan for all of them, not for a fast first row (a named cursor's default, which chose
+        # a nested loop over the key index: 7.6 s instead of 2.2 s at 1M citizens)
+        conn.execute("select set_config('cursor_tuple_fraction', '1', true)")
         cursor.itersize = size
         cursor.execute(_changed_rows(conn, build_schema, published, relation, columns, key))
         while rows := cursor.fetchmany(size):
