@@ -2,12 +2,13 @@
 
 Two kinds of check, for every shared relation of the build (``citizens``, ``citizens_v2``, …):
 
-* **rows** — the rows this build changed (``build EXCEPT published``; every row on a first publish or a new
-  relation) are streamed from PostgreSQL in batches of ``NDC_GATE2_BATCH_ROWS`` and validated with the relation's
-  pandera contract (polars backend): ``shared.<model>`` at the relation's major version;
+* **rows** — the rows this build changed (new keys or rows that differ from the published relation; every row on a
+  first publish or a new relation) are streamed from PostgreSQL in batches of ``NDC_GATE2_BATCH_ROWS`` and validated
+  with the relation's pandera contract (polars backend): ``shared.<model>`` at the relation's major version;
 * **whole table**, in SQL: the key is unique; the row count did not change by more than
-  ``NDC_PUBLISH_MAX_ROW_CHANGE`` (a share) against the published version; totals reconcile with landing (rows
-  present in landing when the build started) or with another model of the same build.
+  ``NDC_PUBLISH_MAX_ROW_CHANGE`` (a share) against the published version; the keys reconcile with landing (every
+  key present before the build started, none that landing does not hold) or totals with another model of the
+  same build.
 
 Every check of every relation runs, and each relation's result is stored (``ndc.results``, gate ``publish``).
 Any failure raises :class:`PublishBlockedError` naming relation, check and sample rows (key and failing value):
