@@ -2,7 +2,10 @@
 
 Each row carries the hash of the row before it (the first row's ``prev_hash`` is 64 zeros) and its own hash,
 ``sha256(prev_hash + canonical JSON of its fields)``. Rows are appended under a table lock so the chain never
-forks; a trigger refuses UPDATE, DELETE and TRUNCATE. ``verify`` recomputes the chain from the first row.
+forks; a trigger refuses UPDATE, DELETE and TRUNCATE. Each appended row's id and hash are also written to the
+anchor (:mod:`ndc.anchor`, a database the ledger's writer cannot rewrite). ``verify`` recomputes the chain from
+the first row and compares it with the anchor, so an edited row, a deleted row, a deleted tail and a rewritten
+chain are each named.
 """
 
 from __future__ import annotations
@@ -11,9 +14,12 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 import psycopg
 from psycopg.types.json import Jsonb
+
+from ndc import anchor
 
 GENESIS = "0" * 64
 _FIELDS = (
@@ -70,7 +76,19 @@ def append(conn: psycopg.Connection, entry: LedgerEntry) -> tuple[int, str]:
             f"insert into ndc_meta.ledger ({', '.join(columns)}) values ({placeholders})",
             [*params, prev, digest],
         )
+        identity = conn.execute("select ledger_uuid::text from ndc_meta.ledger_identity").fetchone()
+    if identity:  # after the commit: the anchor only ever holds rows that exist
+        anchor.record(anchor.anchor_url(url_of(conn)), identity[0], conn.info.dbname, [(ledger_id, digest)])
     return ledger_id, digest
+
+
+def url_of(conn: psycopg.Connection) -> str:
+    """The URL of ``conn``'s database (with its password: the anchor is reached with the same credentials unless
+    ``NDC_LEDGER_ANCHOR_URL`` says otherwise)."""
+    info = conn.info
+    secret = f":{quote(info.password, safe='')}" if info.password else ""
+    host = info.host if not info.host.startswith("/") else quote(info.host, safe="")
+    return f"postgresql://{quote(info.user, safe='')}{secret}@{host}:{info.port}/{info.dbname}"
 
 
 @dataclass
@@ -78,6 +96,8 @@ class VerifyResult:
     rows: int
     head: str
     problems: list[str]
+    warnings: list[str] = field(default_factory=list)
+    anchored: int = 0
 
     @property
     def ok(self) -> bool:
@@ -87,6 +107,7 @@ class VerifyResult:
 def verify(conn: psycopg.Connection) -> VerifyResult:
     """Recompute the chain from the first row; every broken link is named by its ledger id."""
     problems: list[str] = []
+    hashes: dict[int, str] = {}
     prev, expected_id, count = GENESIS, 1, 0
     with conn.cursor(name="ndc_ledger_verify") as cur:
         cur.execute(f"select {', '.join(_FIELDS)}, prev_hash, row_hash from ndc_meta.ledger order by ledger_id")
@@ -100,4 +121,48 @@ def verify(conn: psycopg.Connection) -> VerifyResult:
             if row_hash(values["prev_hash"], values) != values["row_hash"]:
                 problems.append(f"ledger_id {values['ledger_id']}: contents do not match its hash")
             prev, expected_id = values["row_hash"], values["ledger_id"] + 1
-    return VerifyResult(rows=count, head=prev, problems=problems)
+            hashes[values["ledger_id"]] = values["row_hash"]
+    result = VerifyResult(rows=count, head=prev, problems=problems)
+    _compare_with_anchor(conn, hashes, result)
+    return result
+
+
+def _compare_with_anchor(conn: psycopg.Connection, hashes: dict[int, str], result: VerifyResult) -> None:
+    """What the chain alone cannot show: a deleted tail, a rewritten chain, a replaced ledger."""
+    with conn.transaction():
+        identity = conn.execute("select ledger_uuid::text from ndc_meta.ledger_identity").fetchone()
+    if identity is None:
+        result.problems.append("ndc_meta.ledger_identity is empty: the ledger's identity was removed")
+        return
+    url = anchor.anchor_url(url_of(conn))
+    anchored = anchor.anchored(url, identity[0])
+    if anchored is None:
+        result.warnings.append("the anchor could not be read: the chain was checked, not its tail or history")
+        return
+    result.anchored = len(anchored)
+    last = max(hashes, default=0)
+    tail = sorted(i for i in anchored if i > last)
+    if tail:
+        result.problems.append(f"ledger_id {last + 1}..{tail[-1]}: deleted at the end of the ledger (anchored up to "
+                               f"{tail[-1]}, the ledger ends at {last})")
+    differing = sorted(i for i, h in anchored.items() if i in hashes and hashes[i] != h)
+    if differing:
+        result.problems.append(f"ledger_id {differing[0]}: hash differs from its anchor — the chain was rewritten "
+                               f"from here ({len(differing)} anchored row(s) differ)")
+    for other, highest in anchor.other_ledgers(url, conn.info.dbname, identity[0]):
+        result.problems.append(f"the anchor holds another ledger of database {conn.info.dbname} (identity {other}, "
+                               f"up to ledger_id {highest}): this ledger replaced it")
+    unanchored = [i for i in hashes if i not in anchored]
+    if unanchored:
+        result.warnings.append(f"{len(unanchored)} row(s) not anchored yet (from ledger_id {min(unanchored)}): "
+                               "`ndc ledger anchor` anchors them")
+
+
+def anchor_missing(conn: psycopg.Connection) -> int:
+    """Anchor every ledger row not anchored yet (after the anchor was unreachable); returns how many."""
+    with conn.transaction():
+        identity = conn.execute("select ledger_uuid::text from ndc_meta.ledger_identity").fetchone()
+        rows = conn.execute("select ledger_id, row_hash from ndc_meta.ledger order by ledger_id").fetchall()
+    url = anchor.anchor_url(url_of(conn))
+    known = anchor.anchored(url, identity[0]) or {}
+    return anchor.record(url, identity[0], conn.info.dbname, [(i, h) for i, h in rows if i not in known])

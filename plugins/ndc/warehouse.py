@@ -14,7 +14,7 @@ from ndc.errors import NdcError
 from ndc.identifiers import ident
 
 _DDL_LOCK = 727_001  # advisory lock that serialises the platform's DDL across processes
-META_VERSION = 4  # raise when META_DDL changes; ensure_meta then re-runs it
+META_VERSION = 5  # raise when META_DDL changes; ensure_meta then re-runs it
 
 META_DDL = """
 create schema if not exists ndc_meta;
@@ -204,6 +204,13 @@ grant usage on schema quarantine to ndc_personal_data;
 grant select on all tables in schema quarantine to ndc_personal_data;
 alter default privileges in schema quarantine grant select on tables to ndc_personal_data;
 
+-- From META_VERSION 5: the ledger's identity, under which its rows are anchored outside this database (ndc.anchor).
+create table if not exists ndc_meta.ledger_identity (
+    ledger_uuid uuid primary key default gen_random_uuid(),
+    created_at timestamptz not null default now()
+);
+insert into ndc_meta.ledger_identity select where not exists (select from ndc_meta.ledger_identity);
+
 create table if not exists ndc_meta.schema_version (version integer primary key, applied_at timestamptz default now());
 """
 
@@ -236,9 +243,14 @@ def ensure_database(url: str) -> None:
 
 
 def drop_database(url: str) -> None:
+    """Drop the database named in ``url`` (and the ledger anchor database beside it, if one was made for it)."""
+    from ndc.anchor import SUFFIX
+
     name = database_of(url)
     with connect(with_database(url, "postgres"), autocommit=True) as admin:
         admin.execute(sql.SQL("drop database if exists {} with (force)").format(ident(name)))
+        if len(name + SUFFIX) <= 63:
+            admin.execute(sql.SQL("drop database if exists {} with (force)").format(ident(name + SUFFIX)))
 
 
 def run_ddl(conn: psycopg.Connection, statements: str | sql.Composable) -> None:
