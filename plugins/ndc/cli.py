@@ -310,6 +310,43 @@ def compare(source: str, table: str, allow_mass_delete: bool, run_id: str | None
 
 
 @main.group()
+def exchange() -> None:
+    """Direct exchanges (dags/exchanges/*.yml): provider database -> contract -> consumer database."""
+
+
+@exchange.command("validate")
+@click.option("--dir", "directory", type=click.Path(exists=True, file_okay=False), help="Folder of exchange files.")
+def exchange_validate(directory: str | None) -> None:
+    """Validate every exchange file and its contract; exit 2 with the problems named by file and field."""
+    from pathlib import Path
+
+    from ndc.exchange import check_contract, exchanges_dir, load_exchanges
+
+    for config in load_exchanges(Path(directory) if directory else exchanges_dir()):
+        contract = check_contract(config)
+        click.echo(f"{config.path}: ok ({config.provider_agency} -> {config.consumer_agency}, contract "
+                   f"{contract.name} v{contract.version})")
+
+
+@exchange.command("run")
+@click.argument("name")
+@click.option("--start", required=True, type=click.DateTime(), help="Interval start (UTC unless an offset is given).")
+@click.option("--end", required=True, type=click.DateTime(), help="Interval end, exclusive.")
+@click.option("--run-id", help="Run id recorded in the consumer's table and the ledger.")
+def exchange_run(name: str, start: datetime, end: datetime, run_id: str | None) -> None:
+    """Deliver exchange NAME's rows of [START - lookback, END) that pass its contract to the consumer (needs
+    NDC_EXCHANGE_HASH_KEY); prints the counts."""
+    from ndc import warehouse
+    from ndc.exchange import run_exchange
+
+    if _utc(end) <= _utc(start):
+        raise click.BadParameter("--end must be after --start")
+    warehouse.ensure_database(_warehouse())
+    result = run_exchange(name, _utc(start), _utc(end), run_id=run_id)
+    click.echo(json.dumps(result.__dict__, indent=2, ensure_ascii=False))
+
+
+@main.group()
 def quarantine() -> None:
     """Quarantined rows: overview, rows with their payload, and replay after a fix (docs/quarantine.md)."""
 
@@ -402,6 +439,59 @@ def purge(retention_days: int | None, dry_run: bool, run_id: str | None) -> None
     _warehouse()
     result = purge_personal_data(retention_days=retention_days, dry_run=dry_run, run_id=run_id)
     click.echo(json.dumps({**asdict(result), "total": result.total}, indent=2, default=str))
+
+
+@main.group()
+def agreements() -> None:
+    """Sharing agreements (dags/agreements/*.yml) with consumer agencies (dags/agencies/*.yml)."""
+
+
+@agreements.command("validate")
+def agreements_validate() -> None:
+    """Validate every agency and agreement file (against the shared views in the dbt manifest)."""
+    from ndc import dbt
+    from ndc.agreements import load_agencies, load_agreements
+
+    agencies = load_agencies()
+    found = load_agreements(agencies=agencies, shared=dbt.shared_models())
+    for agreement in found.values():
+        click.echo(f"{agreement.path}: ok ({agreement.consumer}: {', '.join(v.shared for v in agreement.views)}; "
+                   f"{agreement.start} to {agreement.expires})")
+
+
+@agreements.command("approve")
+@click.argument("agreement_id")
+@click.option("--note", help="Recorded with the approval (e.g. the decision's reference).")
+def agreements_approve(agreement_id: str, note: str | None) -> None:
+    """Approve AGREEMENT_ID as it is now (its file's SHA-256), connecting as NDC_APPROVER_URL: a member of
+    ndc_approver, never the role that deploys the platform."""
+    import os
+
+    from ndc import dbt
+    from ndc.agreements import approve, load_agencies, load_agreements
+
+    url = os.environ.get("NDC_APPROVER_URL")
+    if not url:
+        raise NdcError("set NDC_APPROVER_URL: the approver's own connection (a member of ndc_approver)")
+    found = load_agreements(agencies=load_agencies(), shared=dbt.shared_models())
+    if agreement_id not in found:
+        raise NdcError(f"no agreement {agreement_id!r} (agreements: {', '.join(found) or 'none'})")
+    approve(url, found[agreement_id], note)
+    click.echo(f"approved {agreement_id} (sha256 {found[agreement_id].content_sha256[:16]}…)")
+
+
+@agreements.command("apply")
+@click.option("--run-id", help="Run id recorded in the ledger.")
+def agreements_apply(run_id: str | None) -> None:
+    """Agency roles, then views and grants for every approved, current agreement; revoke the rest (idempotent)."""
+    from ndc import warehouse
+    from ndc.agreements import apply
+
+    url = _warehouse()
+    with warehouse.connect(url) as conn:
+        warehouse.ensure_meta(conn)
+        result = apply(conn, url, run_id=run_id)
+    click.echo(json.dumps(result.__dict__, indent=2))
 
 
 @main.group()

@@ -1,0 +1,470 @@
+"""Consumer agencies and sharing agreements, declared as data, approved by a separate role, applied idempotently.
+
+* **Agencies** (``dags/agencies/<name>.yml``): a NOLOGIN group role ``ndc_agency_<name>`` and LOGIN roles for its
+  users or services (members of it), each with a ``statement_timeout`` and a connection limit, and a schema
+  ``agency_<name>`` holding its views. No role gets CREATE anywhere.
+* **Agreements** (``dags/agreements/<id>.yml``): the consumer agency, the legal purpose, start and expiry dates and,
+  per shared view, the columns granted, the columns masked (``pseudonym``: an HMAC-SHA256 of the value keyed per
+  agreement, so two agencies cannot join their masked data; ``partial``: all but the last four characters
+  starred) and a row filter (column = value, or column in a list).
+* **Approval** is a row in ``ndc_meta.agreement_approvals`` binding the agreement's id to the SHA-256 of its file:
+  inserted by ``ndc agreements approve`` connecting as a member of ``ndc_approver`` (``NDC_APPROVER_URL``); a
+  trigger refuses it from the role that owns the platform's schemas (whoever deploys DAGs). An agreement whose file
+  changed after approval is unapproved again.
+* **Apply** (``ndc agreements apply``): for each approved agreement, ``security_barrier`` views
+  ``agency_<consumer>.<view>`` over ``shared.<view>`` (so they survive every publish) with the granted columns,
+  masks, the row filter and the validity dates — the view itself returns nothing outside them, so expiry holds at
+  read time — and SELECT to the agency's group role. Views no approved, current agreement backs are dropped (an
+  expired or removed agreement is revoked). Each grant and revocation is a ledger row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Literal
+
+import psycopg
+import yaml
+from psycopg import sql
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ndc import ledger
+from ndc.connections import database_of
+from ndc.errors import ConfigError, NdcError
+from ndc.identifiers import ident, is_identifier
+from ndc.settings import REPO_ROOT
+
+log = logging.getLogger(__name__)
+APPROVER_ROLE = "ndc_approver"
+AGENCIES_DIR = REPO_ROOT / "dags" / "agencies"
+AGREEMENTS_DIR = REPO_ROOT / "dags" / "agreements"
+AGREEMENTS_DDL = """
+create table if not exists ndc_meta.agreement_approvals (
+    approval_id bigint generated always as identity primary key,
+    agreement_id text not null,
+    content_sha256 text not null,
+    approved_by text not null default session_user,
+    approved_at timestamptz not null default now(),
+    note text,
+    unique (agreement_id, content_sha256)
+);
+create table if not exists ndc_meta.agreement_keys (
+    agreement_id text primary key,
+    hmac_key bytea not null,
+    created_at timestamptz not null default now()
+);
+create table if not exists ndc_meta.applied_agreements (
+    agreement_id text primary key,
+    consumer text not null,
+    views text[] not null,
+    content_sha256 text not null,
+    applied_at timestamptz not null default now()
+);
+create or replace function ndc_meta.approval_by_approver() returns trigger language plpgsql as $$
+begin
+    if session_user = (select pg_get_userbyid(nspowner) from pg_namespace where nspname = 'ndc_meta') then
+        raise exception 'an agreement is approved by an approver role, not by the platform''s own role (%)',
+            session_user;
+    end if;
+    if not pg_has_role(session_user, 'ndc_approver', 'member') then
+        raise exception 'role % is not a member of ndc_approver', session_user;
+    end if;
+    new.approved_by := session_user;
+    return new;
+end $$;
+drop trigger if exists approvals_by_approver on ndc_meta.agreement_approvals;
+create trigger approvals_by_approver before insert on ndc_meta.agreement_approvals
+    for each row execute function ndc_meta.approval_by_approver();
+revoke all on ndc_meta.agreement_approvals from public;
+revoke all on ndc_meta.agreement_keys from public;
+"""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _identifier(value: str) -> str:
+    if not is_identifier(value):
+        raise ValueError("expected a lower-case SQL identifier (letters, digits, _; at most 63 characters)")
+    return value
+
+
+class AgencyUser(_Strict):
+    login: str = Field(description="LOGIN role of a person or a service of the agency")
+    statement_timeout: str = "30s"
+    connection_limit: int = Field(default=5, ge=1, le=100)
+
+    _login = field_validator("login")(_identifier)
+
+    @field_validator("statement_timeout")
+    @classmethod
+    def _timeout(cls, value: str) -> str:
+        number = value.rstrip("smin")
+        if not number.isdigit() or value[len(number):] not in ("ms", "s", "min"):
+            raise ValueError("expected a duration such as 500ms, 30s or 2min")
+        return value
+
+
+class Agency(_Strict):
+    name: str
+    full_name: str
+    kind: Literal["ministry", "sector", "province"]
+    current_province_code: str | None = None
+    users: list[AgencyUser] = Field(min_length=1)
+    path: Path | None = Field(default=None, exclude=True)
+
+    _name = field_validator("name")(_identifier)
+
+    @property
+    def group_role(self) -> str:
+        return f"ndc_agency_{self.name}"
+
+    @property
+    def schema(self) -> str:
+        return f"agency_{self.name}"
+
+
+class ViewGrant(_Strict):
+    shared: str = Field(description="the shared view (shared.<name>)")
+    columns: list[str] = Field(min_length=1, description="columns granted as they are")
+    masked: dict[str, Literal["pseudonym", "partial"]] = Field(default_factory=dict)
+    row_filter: dict[str, str | list[str]] = Field(default_factory=dict,
+                                                  description="column: value, or column: [values]")
+
+    _shared = field_validator("shared")(_identifier)
+
+    @model_validator(mode="after")
+    def _names(self) -> ViewGrant:
+        for column in [*self.columns, *self.masked, *self.row_filter]:
+            _identifier(column)
+        both = sorted(set(self.columns) & set(self.masked))
+        if both:
+            raise ValueError(f"columns both granted and masked: {', '.join(both)}")
+        return self
+
+
+class Agreement(_Strict):
+    id: str
+    consumer: str
+    purpose: str = Field(min_length=10, description="the legal purpose and basis")
+    purpose_allows_identifiers: bool = Field(
+        default=False, description="the purpose allows unmasked personal identifiers (e.g. PIN)")
+    start: date
+    expires: date
+    views: list[ViewGrant] = Field(min_length=1)
+    path: Path | None = Field(default=None, exclude=True)
+
+    _ids = field_validator("id", "consumer")(_identifier)
+
+    @model_validator(mode="after")
+    def _dates(self) -> Agreement:
+        if self.expires <= self.start:
+            raise ValueError("expires must be after start")
+        names = [v.shared for v in self.views]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"a shared view may appear once per agreement; repeated: {', '.join(repeated)}")
+        return self
+
+    @property
+    def content_sha256(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest() if self.path else ""
+
+
+# Personal identifiers that must be masked unless the purpose allows them.
+IDENTIFIERS = {"citizen_id"}
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML without implicit timestamps: dates reach pydantic as text, so a bad one is named by field."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regex) for tag, regex in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _load(path: Path, model: type[BaseModel]) -> BaseModel:
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 - a SafeLoader
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of fields at the top level")
+    try:
+        return model.model_validate({**data, "path": path})
+    except ValidationError as exc:
+        lines = [f"{path}: invalid {model.__name__.lower()} file"]
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "(file)"
+            given = err.get("input")
+            shown = "" if isinstance(given, dict | list) else f" (got {given!r})"
+            lines.append(f"  - field '{field}': {err['msg']}{shown}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_agencies(directory: Path | None = None) -> dict[str, Agency]:
+    found, problems = {}, []
+    for path in sorted((directory or agencies_dir()).glob("*.yml")):
+        try:
+            agency = _load(path, Agency)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        if agency.name != path.stem:
+            problems.append(f"{path}: field 'name': {agency.name!r} must match the file name {path.stem!r}")
+        found[agency.name] = agency
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return found
+
+
+def load_agreements(directory: Path | None = None, *, agencies: dict[str, Agency] | None = None,
+                    shared: dict[str, list[str]] | None = None) -> dict[str, Agreement]:
+    """Every agreement file, validated alone and against the agencies and the shared views' columns."""
+    found, problems = {}, []
+    for path in sorted((directory or agreements_dir()).glob("*.yml")):
+        try:
+            agreement = _load(path, Agreement)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        problems += [f"{path}: {p}" for p in check_agreement(agreement, path.stem, agencies, shared)]
+        found[agreement.id] = agreement
+    pairs = [(a.consumer, v.shared) for a in found.values() for v in a.views]
+    for pair in sorted({p for p in pairs if pairs.count(p) > 1}):
+        problems.append(f"agency {pair[0]} has several agreements for shared.{pair[1]}: one per view and agency")
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return found
+
+
+def check_agreement(agreement: Agreement, stem: str, agencies: dict[str, Agency] | None,
+                    shared: dict[str, list[str]] | None) -> list[str]:
+    problems = []
+    if agreement.id != stem:
+        problems.append(f"field 'id': {agreement.id!r} must match the file name {stem!r}")
+    if agencies is not None and agreement.consumer not in agencies:
+        problems.append(f"field 'consumer': no agency {agreement.consumer!r} (agencies: {', '.join(agencies)})")
+    for n, view in enumerate(agreement.views):
+        where = f"views.{n}"
+        if shared is not None:
+            if view.shared not in shared:
+                problems.append(f"field '{where}.shared': no shared view {view.shared!r} "
+                                f"(shared: {', '.join(shared)})")
+                continue
+            unknown = [c for c in [*view.columns, *view.masked, *view.row_filter] if c not in shared[view.shared]]
+            if unknown:
+                problems.append(f"field '{where}': shared.{view.shared} has no column {', '.join(unknown)}")
+        exposed = sorted(IDENTIFIERS & set(view.columns))
+        if exposed and not agreement.purpose_allows_identifiers:
+            problems.append(f"field '{where}.columns': {', '.join(exposed)} is a personal identifier: mask it "
+                            "(masked: {column: pseudonym}) unless purpose_allows_identifiers is true")
+    return problems
+
+
+def agencies_dir() -> Path:
+    return Path(os.environ.get("NDC_AGENCIES_DIR") or AGENCIES_DIR)
+
+
+def agreements_dir() -> Path:
+    return Path(os.environ.get("NDC_AGREEMENTS_DIR") or AGREEMENTS_DIR)
+
+
+def ensure_tables(conn: psycopg.Connection) -> None:
+    from ndc.warehouse import run_ddl
+
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(727004)")
+        conn.execute("do $$ begin create role ndc_approver nologin;"
+                     " exception when duplicate_object or unique_violation then null; end $$")
+    if conn.execute("select to_regclass('ndc_meta.agreement_approvals')").fetchone()[0] is None:
+        conn.commit()
+        run_ddl(conn, AGREEMENTS_DDL)
+    conn.commit()
+    conn.execute("create extension if not exists pgcrypto with schema ndc_meta")
+    conn.commit()
+
+
+def approve(approver_url: str, agreement: Agreement, note: str | None = None) -> None:
+    """Record the approval of ``agreement`` (this exact file) as the approver connected with ``approver_url``."""
+    with psycopg.connect(approver_url) as conn:
+        try:
+            conn.execute("insert into ndc_meta.agreement_approvals (agreement_id, content_sha256, note)"
+                         " values (%s, %s, %s) on conflict (agreement_id, content_sha256) do nothing",
+                         (agreement.id, agreement.content_sha256, note))
+        except psycopg.errors.RaiseException as exc:
+            raise NdcError(f"{agreement.path}: approval refused: {exc.diag.message_primary}") from None
+        except psycopg.errors.InsufficientPrivilege:
+            raise NdcError(f"{agreement.path}: approval refused: the role of NDC_APPROVER_URL may not write "
+                           "approvals (it must be a member of ndc_approver)") from None
+
+
+@dataclass
+class ApplyResult:
+    applied: list[str]
+    unapproved: list[str]
+    revoked: list[str]
+    roles: list[str]
+
+
+def apply(conn: psycopg.Connection, warehouse_url: str, *, agencies: dict[str, Agency] | None = None,
+          agreements: dict[str, Agreement] | None = None, today: date | None = None,
+          run_id: str | None = None) -> ApplyResult:
+    """Roles for every agency; views and grants for every approved, current agreement; revoke the rest."""
+    from ndc import dbt
+
+    ensure_tables(conn)
+    shared = dbt.shared_models()
+    agencies = agencies if agencies is not None else load_agencies()
+    agreements = agreements if agreements is not None else load_agreements(agencies=agencies, shared=shared)
+    today = today or datetime.now(UTC).date()
+    result = ApplyResult([], [], [], [])
+    for agency in agencies.values():
+        result.roles += _apply_agency(conn, agency, warehouse_url)
+    approved = {r[0]: r[1] for r in conn.execute(
+        "select agreement_id, content_sha256 from ndc_meta.agreement_approvals")}
+    approved_pairs = set(conn.execute("select agreement_id, content_sha256 from ndc_meta.agreement_approvals"))
+    conn.commit()
+    wanted: dict[tuple[str, str], tuple[Agreement, ViewGrant]] = {}
+    for agreement in agreements.values():
+        if (agreement.id, agreement.content_sha256) not in approved_pairs:
+            result.unapproved.append(agreement.id)
+            log.warning("agreement %s is not approved (file %s, sha256 %s%s): not applied", agreement.id,
+                        agreement.path, agreement.content_sha256[:12],
+                        "; an earlier version was" if agreement.id in approved else "")
+            continue
+        if agreement.expires < today:
+            continue  # expired: revoked below
+        for view in agreement.views:
+            wanted[(agencies[agreement.consumer].schema, view.shared)] = (agreement, view)
+    for _, (agreement, view) in sorted(wanted.items(), key=lambda item: item[0]):
+        _apply_view(conn, agencies[agreement.consumer], agreement, view)
+    for agreement in {a.id: a for a, _ in wanted.values()}.values():
+        result.applied.append(agreement.id)
+        with conn.transaction():
+            conn.execute("insert into ndc_meta.applied_agreements (agreement_id, consumer, views, content_sha256)"
+                         " values (%s, %s, %s, %s) on conflict (agreement_id) do update set views = excluded.views,"
+                         " content_sha256 = excluded.content_sha256, applied_at = now()",
+                         (agreement.id, agreement.consumer, [v.shared for v in agreement.views],
+                          agreement.content_sha256))
+    result.revoked = _revoke_unbacked(conn, {(s, v) for s, v in wanted}, {a.id for a, _ in wanted.values()},
+                                      run_id)
+    for agreement_id in result.applied:
+        agreement = agreements[agreement_id]
+        ledger.append(conn, ledger.LedgerEntry(
+            kind="agreement_applied", source="shared", target=agencies[agreement.consumer].schema, run_id=run_id,
+            rows_in=0, rows_loaded=0, rows_quarantined=0, duration_ms=0, outcome="success",
+            details={"agreement": agreement.id, "consumer": agreement.consumer, "sha256": agreement.content_sha256,
+                     "views": [v.shared for v in agreement.views], "expires": agreement.expires.isoformat()}))
+    return result
+
+
+def _apply_agency(conn: psycopg.Connection, agency: Agency, warehouse_url: str) -> list[str]:
+    group, schema = ident(agency.group_role), ident(agency.schema)
+    roles = [agency.group_role]
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(727005)")
+        _create_role(conn, agency.group_role, login=False)
+        conn.execute(sql.SQL("alter role {} nosuperuser nocreatedb nocreaterole nologin").format(group))
+        for user in agency.users:
+            login = ident(user.login)
+            _create_role(conn, user.login, login=True)
+            conn.execute(sql.SQL("alter role {} nosuperuser nocreatedb nocreaterole login inherit connection limit {}")
+                         .format(login, sql.Literal(user.connection_limit)))
+            conn.execute(sql.SQL("alter role {} set statement_timeout = {}").format(
+                login, sql.Literal(user.statement_timeout)))
+            conn.execute(sql.SQL("grant {} to {}").format(group, login))
+            roles.append(user.login)
+        conn.execute(sql.SQL("create schema if not exists {}").format(schema))
+        conn.execute(sql.SQL("revoke all on schema {} from public").format(schema))
+        conn.execute(sql.SQL("grant usage on schema {} to {}").format(schema, group))
+        conn.execute(sql.SQL("grant connect on database {} to {}").format(ident(database_of(warehouse_url)), group))
+    return roles
+
+
+def _create_role(conn: psycopg.Connection, name: str, *, login: bool) -> None:
+    if not conn.execute("select 1 from pg_roles where rolname = %s", (name,)).fetchone():
+        conn.execute(sql.SQL("create role {} {}").format(ident(name), sql.SQL("login" if login else "nologin")))
+
+
+def _pgcrypto_schema(conn: psycopg.Connection) -> str:
+    """Where pgcrypto lives (``ndc_meta`` when the platform installed it; elsewhere if it was there before)."""
+    row = conn.execute("select extnamespace::regnamespace::text from pg_extension where extname = 'pgcrypto'"
+                       ).fetchone()
+    if row is None:
+        raise NdcError("the pgcrypto extension is missing: pseudonyms are HMAC-SHA256 (postgresql-contrib)")
+    return row[0]
+
+
+def _key(conn: psycopg.Connection, agreement_id: str) -> None:
+    conn.execute("insert into ndc_meta.agreement_keys (agreement_id, hmac_key) values (%s, %s)"
+                 " on conflict (agreement_id) do nothing", (agreement_id, secrets.token_bytes(32)))
+
+
+def _apply_view(conn: psycopg.Connection, agency: Agency, agreement: Agreement, view: ViewGrant) -> None:
+    """``agency_<x>.<view>``: granted columns, masked columns, the row filter and the validity dates."""
+    items = [ident(c) for c in view.columns]
+    hmac = ident(_pgcrypto_schema(conn), "hmac")
+    for column, how in view.masked.items():
+        if how == "pseudonym":
+            items.append(sql.SQL(
+                "encode({hmac}(convert_to({c}::text, 'UTF8'), (select k.hmac_key from ndc_meta.agreement_keys k"
+                " where k.agreement_id = {id}), 'sha256'), 'hex') as {alias}").format(
+                hmac=hmac, c=ident(column), id=sql.Literal(agreement.id), alias=ident(f"{column}_pseudonym")))
+        else:
+            items.append(sql.SQL("repeat('*', greatest(length({c}::text) - 4, 0)) || right({c}::text, 4) as {alias}")
+                         .format(c=ident(column), alias=ident(f"{column}_masked")))
+    conditions = [sql.SQL("current_date >= {} and current_date <= {}").format(
+        sql.Literal(agreement.start), sql.Literal(agreement.expires))]
+    for column, value in view.row_filter.items():
+        values = value if isinstance(value, list) else [value]
+        conditions.append(sql.SQL("{} = any({})").format(ident(column), sql.Literal(values)))
+    target = ident(agency.schema, view.shared)
+    with conn.transaction():
+        _key(conn, agreement.id)
+        existing = conn.execute("select 1 from pg_views where schemaname = %s and viewname = %s",
+                                (agency.schema, view.shared)).fetchone()
+        if existing:  # the columns may change between versions of an agreement: replace, not alter
+            conn.execute(sql.SQL("drop view {}").format(target))
+        conn.execute(sql.SQL("create view {target} with (security_barrier = true) as select {items} from {source}"
+                             " where {conditions}").format(
+            target=target, items=sql.SQL(", ").join(items), source=ident("shared", view.shared),
+            conditions=sql.SQL(" and ").join(conditions)))
+        conn.execute(sql.SQL("comment on view {} is {}").format(target, sql.Literal(
+            f"agreement {agreement.id} ({agreement.start} to {agreement.expires}): {agreement.purpose}")))
+        conn.execute(sql.SQL("revoke all on {} from public").format(target))
+        conn.execute(sql.SQL("grant select on {} to {}").format(target, ident(agency.group_role)))
+
+
+def _revoke_unbacked(conn: psycopg.Connection, wanted: set[tuple[str, str]], applied: set[str],
+                     run_id: str | None) -> list[str]:
+    """Drop agency views no approved, current agreement backs; forget agreements no longer applied."""
+    revoked = []
+    views = conn.execute("select schemaname, viewname from pg_views where schemaname like 'agency\\_%'"
+                         " and obj_description((quote_ident(schemaname) || '.' || quote_ident(viewname))::regclass)"
+                         " like 'agreement %'").fetchall()
+    for schema, view in views:
+        if (schema, view) not in wanted:
+            with conn.transaction():
+                conn.execute(sql.SQL("drop view {}").format(ident(schema, view)))
+            revoked.append(f"{schema}.{view}")
+    gone = [r[0] for r in conn.execute("select agreement_id from ndc_meta.applied_agreements"
+                                       " where not (agreement_id = any(%s))", (sorted(applied),))]
+    for agreement_id in gone:
+        with conn.transaction():
+            conn.execute("delete from ndc_meta.applied_agreements where agreement_id = %s", (agreement_id,))
+        ledger.append(conn, ledger.LedgerEntry(
+            kind="agreement_revoked", source="shared", target=agreement_id, run_id=run_id, rows_in=0,
+            rows_loaded=0, rows_quarantined=0, duration_ms=0, outcome="success",
+            details={"agreement": agreement_id, "views_dropped": revoked}))
+    conn.commit()
+    return revoked

@@ -1,0 +1,209 @@
+"""Agencies and sharing agreements on a real published warehouse: each consumer role reads exactly what its approved
+agreement grants (columns, rows, masks), nothing else — not even through a leaky function (security_barrier) —
+two agencies' pseudonyms for one citizen differ, approval comes only from an approver role, and expiry or removal
+takes access away."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date, timedelta
+
+import psycopg
+import pytest
+import yaml
+
+from ndc import dbt, warehouse
+from ndc.agreements import apply, approve, load_agencies, load_agreements
+from ndc.errors import ConfigError, NdcError
+from ndc.jobs import prepare_conform, publish_build
+from ndc.simulate.common import SourceSpec
+from ndc.simulate.everything import five_sources
+
+from .conftest import REPO, query, scalar
+
+SPEC = SourceSpec(citizens=2_000, seed=707, defect_rate=0.002)
+
+
+def as_role(url: str, role: str) -> str:
+    return url.replace("postgres@", f"{role}@", 1)
+
+
+@pytest.fixture(scope="module")
+def setup(request, dbs, tmp_path_factory):
+    """Five sources built and published; the repository's agencies and agreements with run-suffixed role names."""
+    mariadb = request.getfixturevalue("mariadb_server")
+    folder = tmp_path_factory.mktemp("sharing")
+    suffix = dbs.run
+    agencies_dir, agreements_dir = folder / "agencies", folder / "agreements"
+    agencies_dir.mkdir()
+    shutil.copytree(REPO / "dags/agreements", agreements_dir)
+    logins = {}
+    for path in (REPO / "dags/agencies").glob("*.yml"):
+        data = yaml.safe_load(path.read_text())
+        for user in data["users"]:
+            logins.setdefault(data["name"], []).append(user["login"] + "_" + suffix)
+            user["login"] += "_" + suffix
+        (agencies_dir / path.name).write_text(yaml.safe_dump(data, allow_unicode=True))
+    approver = f"ndc_test_approver_{suffix}"
+    with five_sources(dbs.warehouse, SPEC, run=dbs.run, drops=tmp_path_factory.mktemp("drops"),
+                      mariadb_url=mariadb):
+        dbt.parse()
+        prepared = prepare_conform(accept_stale=True)
+        assert dbt.run(["build"], build_schema=prepared["build_schema"]).returncode == 0
+        publish_build(prepared["build_schema"], run_id="agreements", as_of=prepared["started_at"])
+        with warehouse.connect(dbs.warehouse) as conn:
+            from ndc.agreements import ensure_tables
+
+            ensure_tables(conn)
+            conn.execute(f'create role "{approver}" login in role ndc_approver')
+            conn.execute(f'grant connect on database "{dbs.warehouse.rsplit("/", 1)[1]}" to "{approver}"')
+            conn.execute(f'grant usage on schema ndc_meta to "{approver}"')
+            conn.execute(f'grant insert, select on ndc_meta.agreement_approvals to "{approver}"')
+            conn.commit()
+        yield {"agencies": agencies_dir, "agreements": agreements_dir, "logins": logins, "approver": approver,
+               "url": dbs.warehouse}
+    with psycopg.connect(dbs.warehouse, autocommit=True) as conn:
+        for role in [approver, *(r for rs in logins.values() for r in rs)]:
+            if conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone():
+                conn.execute(f'drop owned by "{role}"')
+                conn.execute(f'drop role "{role}"')
+
+
+def load(setup):
+    agencies = load_agencies(setup["agencies"])
+    return agencies, load_agreements(setup["agreements"], agencies=agencies, shared=dbt.shared_models())
+
+
+def test_config_errors_name_the_file_and_field(setup, tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text((setup["agreements"] / "quang_ngai_residents.yml").read_text()
+                   .replace("id: quang_ngai_residents", "id: bad").replace("expires: 2027-06-30", "expires: soon"))
+    with pytest.raises(ConfigError, match=r"bad.yml: invalid agreement file\n  - field 'expires'"):
+        load_agreements(tmp_path)
+    bad.write_text(bad.read_text().replace("expires: soon", "expires: 2027-06-30")
+                   .replace("columns: [full_name,", "columns: [citizen_id, full_name,")
+                   .replace("    masked: {citizen_id: pseudonym}\n", "", 1))
+    with pytest.raises(ConfigError, match=r"field 'views.0.columns': citizen_id is a personal identifier"):
+        load_agreements(tmp_path, agencies=load_agencies(setup["agencies"]), shared=dbt.shared_models())
+
+
+def test_unapproved_agreements_are_not_applied_and_the_platform_cannot_approve(setup):
+    agencies, agreements = load(setup)
+    with warehouse.connect(setup["url"]) as conn:
+        result = apply(conn, setup["url"], agencies=agencies, agreements=agreements)
+    assert sorted(result.unapproved) == sorted(agreements) and result.applied == []
+    assert not query(setup["url"], "select 1 from pg_views where left(schemaname, 7) = 'agency_'")
+    with pytest.raises(NdcError, match="not by the platform's own role"):
+        approve(setup["url"], agreements["quang_ngai_residents"])
+
+
+@pytest.fixture(scope="module")
+def applied(setup):
+    agencies, agreements = load(setup)
+    approver_url = as_role(setup["url"], setup["approver"])
+    for agreement in agreements.values():
+        approve(approver_url, agreement, note="test")
+    with warehouse.connect(setup["url"]) as conn:
+        first = apply(conn, setup["url"], agencies=agencies, agreements=agreements, today=date(2026, 6, 1))
+        again = apply(conn, setup["url"], agencies=agencies, agreements=agreements, today=date(2026, 6, 1))
+    assert sorted(first.applied) == sorted(again.applied) == sorted(agreements)
+    assert again.revoked == []
+    return agreements
+
+
+def read(setup, agency: str, statement: str, params=()) -> list[tuple]:
+    return query(as_role(setup["url"], setup["logins"][agency][0]), statement, params)
+
+
+def test_each_role_reads_exactly_its_columns_and_rows(setup, applied):
+    columns = [r[0] for r in query(setup["url"], "select column_name from information_schema.columns where"
+                                   " table_schema = 'agency_quang_ngai' and table_name = 'citizens'"
+                                   " order by ordinal_position")]
+    granted = next(v for v in applied["quang_ngai_residents"].views if v.shared == "citizens")
+    assert columns == [*granted.columns, "citizen_id_pseudonym"]
+    rows = read(setup, "quang_ngai", "select current_province_code, count(*) from agency_quang_ngai.citizens"
+                " group by 1")
+    assert rows == [("51", scalar(setup["url"], "select count(*) from shared.citizens"
+                                                " where current_province_code = '51'"))]
+    assert rows[0][1] > 0
+    for user in setup["logins"]["quang_ngai"]:  # every login of the agency, through its group role
+        assert query(as_role(setup["url"], user), "select count(*) from agency_quang_ngai.province_statistics"
+                     " where current_province_code <> '51'") == [(0,)]
+    vss = read(setup, "social_insurance", "select count(*) from agency_social_insurance.citizens")
+    assert vss == [(scalar(setup["url"], "select count(*) from shared.citizens"),)]
+
+
+@pytest.mark.parametrize("statement", [
+    "select * from shared.citizens limit 1",
+    "select * from shared_a.citizens limit 1",
+    "select * from landing_population.citizens limit 1",
+    "select * from quarantine.rows limit 1",
+    "select * from ndc_meta.ledger limit 1",
+    "select * from ndc_meta.agreement_keys",
+    "select * from agency_social_insurance.citizens limit 1",
+    "select citizen_id from agency_quang_ngai.citizens limit 1",
+    "create table agency_quang_ngai.mine (x int)",
+    "create table public.mine (x int)",
+    "create temp table mine (x int)",
+    "create schema mine",
+])
+def test_everything_else_is_refused(setup, applied, statement):
+    with pytest.raises(psycopg.Error) as refused:
+        read(setup, "quang_ngai", statement)
+    assert isinstance(refused.value, psycopg.errors.InsufficientPrivilege | psycopg.errors.UndefinedColumn)
+
+
+def test_pseudonyms_differ_between_agencies_and_are_keyed_hmacs(setup, applied):
+    both = query(setup["url"], "select q.citizen_id_pseudonym, v.citizen_id_pseudonym from agency_quang_ngai.citizens q"
+                 " join agency_social_insurance.citizens v using (full_name, birth_date, sex) limit 50")
+    assert both and all(a != b and len(a) == 64 for a, b in both)
+    pin, pseudonym = query(setup["url"], "select c.citizen_id, a.citizen_id_pseudonym from shared.citizens c join"
+                           " agency_quang_ngai.citizens a using (full_name, birth_date, sex, household_id) limit 1")[0]
+    assert pin not in pseudonym
+    expected = scalar(setup["url"], "select encode(ndc_meta.hmac(convert_to(%s, 'UTF8'), hmac_key, 'sha256'), 'hex')"
+                      " from ndc_meta.agreement_keys where agreement_id = 'quang_ngai_residents'", (pin,))
+    assert pseudonym == expected
+
+
+def test_a_leaky_function_sees_only_the_agency_rows(setup, applied):
+    """security_barrier: the view's own filter runs before a caller's cheap function that leaks its argument."""
+    with psycopg.connect(setup["url"], autocommit=True) as admin:
+        admin.execute("create or replace function public.ndc_test_leak(text) returns boolean language plpgsql"
+                      " cost 0.0000001 as $$ begin raise notice 'leaked: %', $1; return true; end $$")
+        admin.execute("grant execute on function public.ndc_test_leak(text) to public")
+    leaked: list[str] = []
+    with psycopg.connect(as_role(setup["url"], setup["logins"]["quang_ngai"][0])) as conn:
+        conn.add_notice_handler(lambda notice: leaked.append(notice.message_primary.removeprefix("leaked: ")))
+        conn.execute("select count(*) from agency_quang_ngai.citizens where public.ndc_test_leak(full_name)")
+    allowed = {r[0] for r in query(setup["url"], "select full_name from shared.citizens"
+                                   " where current_province_code = '51'")}
+    assert leaked and set(leaked) <= allowed
+
+
+def test_expiry_and_removal_take_access_away(setup, applied):
+    agencies, agreements = load(setup)
+    # Past its expiry the view itself returns nothing, before any apply runs.
+    expiring = setup["agreements"] / "social_insurance_contributors.yml"
+    assert read(setup, "social_insurance", "select count(*) from agency_social_insurance.citizens")[0][0] > 0
+    with psycopg.connect(setup["url"], autocommit=True) as admin:
+        definition = scalar(setup["url"], "select pg_get_viewdef('agency_social_insurance.citizens'::regclass)")
+        yesterday = (date.today() - timedelta(days=1)).isoformat()
+        admin.execute("create or replace view agency_social_insurance.citizens with (security_barrier = true) as "
+                      + definition.rstrip(";").replace("'2026-12-31'::date", f"'{yesterday}'::date"))
+    assert read(setup, "social_insurance", "select count(*) from agency_social_insurance.citizens") == [(0,)]
+    # The next apply after expiry revokes it: the view is gone, and the ledger says so.
+    with warehouse.connect(setup["url"]) as conn:
+        result = apply(conn, setup["url"], agencies=agencies, agreements=agreements, today=date(2027, 1, 1))
+    assert "agency_social_insurance.citizens" in result.revoked
+    with pytest.raises(psycopg.errors.UndefinedTable):
+        read(setup, "social_insurance", "select 1 from agency_social_insurance.citizens")
+    assert query(setup["url"], "select target from ndc_meta.ledger where kind = 'agreement_revoked'") == [
+        ("social_insurance_contributors",)]
+    # A changed file is unapproved until approved again: the next apply revokes it too.
+    quang_ngai = setup["agreements"] / "quang_ngai_residents.yml"
+    quang_ngai.write_text(quang_ngai.read_text().replace("expires: 2027-06-30", "expires: 2028-06-30"))
+    agencies, agreements = load(setup)
+    with warehouse.connect(setup["url"]) as conn:
+        result = apply(conn, setup["url"], agencies=agencies, agreements=agreements, today=date(2026, 6, 1))
+    assert "quang_ngai_residents" in result.unapproved and "agency_quang_ngai.citizens" in result.revoked
+    assert expiring.exists()
