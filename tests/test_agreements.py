@@ -180,6 +180,25 @@ def test_a_leaky_function_sees_only_the_agency_rows(setup, applied):
     assert leaked and set(leaked) <= allowed
 
 
+def test_the_catalogue_lists_every_shared_dataset_with_its_consumers(setup, applied):
+    import json
+    import subprocess
+
+    out = subprocess.run(["ndc", "catalog", "--json"], capture_output=True, text=True, check=True)
+    listed = {e["relation"]: e for e in json.loads(out.stdout)}
+    assert set(listed) == set(dbt.shared_models())
+    consumers = {r: sorted(c["agency"] for c in e["consumers"]) for r, e in listed.items()}
+    assert consumers["citizens"] == ["quang_ngai", "social_insurance"]
+    assert consumers["province_statistics"] == ["quang_ngai"] and consumers["enterprises"] == []
+    citizens = listed["citizens"]
+    assert citizens["contract_name"] == "shared.citizens" and citizens["contract_version"]
+    assert "Ministry of Public Security (Bộ Công an)" in citizens["owner_agencies"]
+    assert citizens["last_published_at"] and citizens["description"]
+    assert scalar(setup["url"], "select count(*) from ndc_meta.catalog") == len(listed)
+    text = subprocess.run(["ndc", "catalog"], capture_output=True, text=True, check=True).stdout
+    assert "shared.citizens" in text and "quang_ngai (quang_ngai_residents)" in text
+
+
 def test_expiry_and_removal_take_access_away(setup, applied):
     agencies, agreements = load(setup)
     # Past its expiry the view itself returns nothing, before any apply runs.
@@ -207,3 +226,4 @@ def test_expiry_and_removal_take_access_away(setup, applied):
         result = apply(conn, setup["url"], agencies=agencies, agreements=agreements, today=date(2026, 6, 1))
     assert "quang_ngai_residents" in result.unapproved and "agency_quang_ngai.citizens" in result.revoked
     assert expiring.exists()
+

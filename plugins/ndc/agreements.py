@@ -358,6 +358,9 @@ def apply(conn: psycopg.Connection, warehouse_url: str, *, agencies: dict[str, A
                           agreement.content_sha256))
     result.revoked = _revoke_unbacked(conn, {(s, v) for s, v in wanted}, {a.id for a, _ in wanted.values()},
                                       run_id)
+    from ndc import catalog
+
+    catalog.refresh(conn)
     for agreement_id in result.applied:
         agreement = agreements[agreement_id]
         ledger.append(conn, ledger.LedgerEntry(

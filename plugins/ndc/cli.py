@@ -337,10 +337,11 @@ def exchange_run(name: str, start: datetime, end: datetime, run_id: str | None) 
     """Deliver exchange NAME's rows of [START - lookback, END) that pass its contract to the consumer (needs
     NDC_EXCHANGE_HASH_KEY); prints the counts."""
     from ndc import warehouse
-    from ndc.exchange import run_exchange
+    from ndc.exchange import hash_key, run_exchange
 
     if _utc(end) <= _utc(start):
         raise click.BadParameter("--end must be after --start")
+    hash_key()  # before the embedded server is started for nothing
     warehouse.ensure_database(_warehouse())
     result = run_exchange(name, _utc(start), _utc(end), run_id=run_id)
     click.echo(json.dumps(result.__dict__, indent=2, ensure_ascii=False))
@@ -439,6 +440,29 @@ def purge(retention_days: int | None, dry_run: bool, run_id: str | None) -> None
     _warehouse()
     result = purge_personal_data(retention_days=retention_days, dry_run=dry_run, run_id=run_id)
     click.echo(json.dumps({**asdict(result), "total": result.total}, indent=2, default=str))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def catalog(as_json: bool) -> None:
+    """Every shared dataset: description, contract and version, owner agencies, freshness, consumers and their
+    agreements (generated from the dbt manifest, the registries, ndc_meta and the applied agreements)."""
+    from ndc import catalog as catalog_module
+    from ndc import warehouse
+
+    with warehouse.connect(_warehouse()) as conn:
+        warehouse.ensure_meta(conn)
+        found = catalog_module.refresh(conn)
+    if as_json:
+        click.echo(json.dumps(catalog_module.as_dicts(found), indent=2, ensure_ascii=False))
+        return
+    for e in found:
+        consumers = ", ".join(f"{c['agency']} ({c['agreement']})" for c in e.consumers) or "none"
+        deprecated = f" — DEPRECATED, removed after {e.deprecated_on}" if e.deprecated_on else ""
+        click.echo(f"shared.{e.relation}{deprecated}\n  {e.description[:160]}\n"
+                   f"  contract {e.contract_name} v{e.contract_version}; owners: {'; '.join(e.owner_agencies)}\n"
+                   f"  published {e.last_published_at or 'never'}; sources loaded through "
+                   f"{e.sources_loaded_through or 'never'}\n  consumers: {consumers}")
 
 
 @main.group()

@@ -105,6 +105,7 @@ def publish(conn: psycopg.Connection, build_schema: str, models: dict[str, list[
     _announce_deprecations(conn, deprecations or {}, models, run_id)
     for dataset in ["shared", *(f"shared.{model}" for model in models)]:  # "shared": the publish task itself
         alerts.close_alerts(conn, dataset, run_id)
+    _refresh_catalog(conn)
     log.info("published %s from %s (%s)", ", ".join(sorted(models)), build_schema, rows)
     return Publication(build_schema, sorted(models), rows)
 
@@ -141,3 +142,15 @@ def _announce_deprecations(conn: psycopg.Connection, deprecations: dict[str, str
             kind="deprecation_notice", source="shared", target=f"shared.{model}", run_id=run_id, rows_in=0,
             rows_loaded=0, rows_quarantined=0, duration_ms=0, outcome="success",
             details={"deprecated_on": deprecated_on, "successor": _successor(model, models)}))
+
+
+def _refresh_catalog(conn: psycopg.Connection) -> None:
+    """The catalogue shows the new publication (a failure here is logged: the publish itself has happened)."""
+    from ndc import catalog
+
+    try:
+        catalog.refresh(conn)
+    except Exception as exc:
+        if conn.info.transaction_status.name != "IDLE":
+            conn.rollback()
+        log.warning("catalogue not refreshed after publishing: %s", exc)
