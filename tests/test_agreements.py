@@ -92,7 +92,8 @@ def test_unapproved_agreements_are_not_applied_and_the_platform_cannot_approve(s
     with warehouse.connect(setup["url"]) as conn:
         result = apply(conn, setup["url"], agencies=agencies, agreements=agreements)
     assert sorted(result.unapproved) == sorted(agreements) and result.applied == []
-    assert not query(setup["url"], "select 1 from pg_views where left(schemaname, 7) = 'agency_'")
+    assert not query(setup["url"], "select 1 from pg_views where left(schemaname, 7) = 'agency_'"
+                     " and viewname <> 'delivery_receipts'")
     with pytest.raises(NdcError, match="not by the platform's own role"):
         approve(setup["url"], agreements["quang_ngai_residents"])
 
@@ -178,6 +179,24 @@ def test_a_leaky_function_sees_only_the_agency_rows(setup, applied):
     allowed = {r[0] for r in query(setup["url"], "select full_name from shared.citizens"
                                    " where current_province_code = '51'")}
     assert leaked and set(leaked) <= allowed
+
+
+def test_each_publish_delivers_under_each_agreement_with_a_receipt(setup, applied):
+    prepared = prepare_conform(accept_stale=True)
+    assert dbt.run(["build"], build_schema=prepared["build_schema"]).returncode == 0
+    publish_build(prepared["build_schema"], run_id="delivered", as_of=prepared["started_at"])
+    deliveries = query(setup["url"], "select details->>'agreement', row_hash, ledger_id from ndc_meta.ledger"
+                       " where kind = 'delivery' and run_id = 'delivered' order by 1")
+    assert [d[0] for d in deliveries] == sorted(applied)
+    receipts = read(setup, "quang_ngai", "select agreement_id, ledger_id, ledger_hash, views"
+                    " from agency_quang_ngai.delivery_receipts")
+    assert receipts == [("quang_ngai_residents", deliveries[0][2], deliveries[0][1],
+                         ["citizens", "province_statistics"])], "an agency sees its own receipts only"
+    counted = dict(((r[0], r[1]), r[2]) for r in query(
+        setup["url"], "select agency, dataset, transactions from ndc_meta.sharing_transactions"
+        " where unit = 'delivery'"))
+    assert counted == {("quang_ngai", "citizens"): 1, ("quang_ngai", "province_statistics"): 1,
+                       ("social_insurance", "citizens"): 1}
 
 
 def test_the_catalogue_lists_every_shared_dataset_with_its_consumers(setup, applied):

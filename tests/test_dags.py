@@ -44,8 +44,9 @@ def test_dag_file_imports_without_a_database(dag_file, tmp_path):
     folder = tmp_path / "dags"
     folder.mkdir()
     (folder / dag_file.name).write_text(dag_file.read_text())
-    if (REPO / "dags" / "sources").exists():
-        (folder / "sources").symlink_to(REPO / "dags" / "sources")
+    for config in ("sources", "exchanges"):  # the YAML folders the factories read
+        if (REPO / "dags" / config).exists():
+            (folder / config).symlink_to(REPO / "dags" / config)
     result = parse(folder, tmp_path)
     assert result["errors"] == {}
     assert result["dags"], f"{dag_file.name} defines no DAG"

@@ -83,6 +83,27 @@ create trigger approvals_by_approver before insert on ndc_meta.agreement_approva
     for each row execute function ndc_meta.approval_by_approver();
 revoke all on ndc_meta.agreement_approvals from public;
 revoke all on ndc_meta.agreement_keys from public;
+
+-- A delivery: a published version made available to an agency under an agreement (ndc.agreements.deliver).
+create table if not exists ndc_meta.delivery_receipts (
+    delivery_id bigint generated always as identity primary key,
+    agreement_id text not null,
+    consumer text not null,
+    publication_id bigint not null,
+    views text[] not null,
+    ledger_id bigint not null,
+    ledger_hash text not null,
+    delivered_at timestamptz not null default now()
+);
+-- Sharing transactions per day, unit, agency and dataset: deliveries and direct-exchange batches (the ledger).
+create or replace view ndc_meta.sharing_transactions as
+select date_trunc('day', l.recorded_at)::date as day, l.kind as unit,
+    coalesce(l.details->>'consumer', l.details->>'consumer_agency') as agency, v.dataset,
+    count(*) as transactions, sum(l.rows_loaded) as rows
+from ndc_meta.ledger l
+cross join lateral jsonb_array_elements_text(coalesce(l.details->'views', jsonb_build_array(l.target))) v(dataset)
+where l.kind in ('delivery', 'exchange') and l.outcome = 'success'
+group by 1, 2, 3, 4;
 """
 
 
@@ -286,7 +307,7 @@ def ensure_tables(conn: psycopg.Connection) -> None:
         conn.execute("select pg_advisory_xact_lock(727004)")
         conn.execute("do $$ begin create role ndc_approver nologin;"
                      " exception when duplicate_object or unique_violation then null; end $$")
-    if conn.execute("select to_regclass('ndc_meta.agreement_approvals')").fetchone()[0] is None:
+    if conn.execute("select to_regclass('ndc_meta.delivery_receipts')").fetchone()[0] is None:  # the newest
         conn.commit()
         run_ddl(conn, AGREEMENTS_DDL)
     conn.commit()
@@ -371,6 +392,29 @@ def apply(conn: psycopg.Connection, warehouse_url: str, *, agencies: dict[str, A
     return result
 
 
+def deliver(conn: psycopg.Connection, publication_id: int, run_id: str | None = None) -> int:
+    """After a publish: one delivery per applied agreement — a ledger row (the sharing transaction) and a receipt
+    carrying that row's hash (the chain's head then), which the agency reads in ``agency_<x>.delivery_receipts``.
+    Returns the deliveries made."""
+    if conn.execute("select to_regclass('ndc_meta.applied_agreements')").fetchone()[0] is None:
+        conn.commit()
+        return 0
+    applied = conn.execute("select agreement_id, consumer, views from ndc_meta.applied_agreements order by 1"
+                           ).fetchall()
+    conn.commit()
+    for agreement_id, consumer, views in applied:
+        ledger_id, digest = ledger.append(conn, ledger.LedgerEntry(
+            kind="delivery", source="shared", target=f"agency_{consumer}", run_id=run_id, rows_in=0, rows_loaded=0,
+            rows_quarantined=0, duration_ms=0, outcome="success",
+            details={"agreement": agreement_id, "consumer": consumer, "views": views,
+                     "publication_id": publication_id}))
+        with conn.transaction():
+            conn.execute("insert into ndc_meta.delivery_receipts (agreement_id, consumer, publication_id, views,"
+                         " ledger_id, ledger_hash) values (%s, %s, %s, %s, %s, %s)",
+                         (agreement_id, consumer, publication_id, views, ledger_id, digest))
+    return len(applied)
+
+
 def _apply_agency(conn: psycopg.Connection, agency: Agency, warehouse_url: str) -> list[str]:
     group, schema = ident(agency.group_role), ident(agency.schema)
     roles = [agency.group_role]
@@ -391,6 +435,14 @@ def _apply_agency(conn: psycopg.Connection, agency: Agency, warehouse_url: str) 
         conn.execute(sql.SQL("revoke all on schema {} from public").format(schema))
         conn.execute(sql.SQL("grant usage on schema {} to {}").format(schema, group))
         conn.execute(sql.SQL("grant connect on database {} to {}").format(ident(database_of(warehouse_url)), group))
+        receipts = ident(agency.schema, "delivery_receipts")
+        conn.execute(sql.SQL("create or replace view {} with (security_barrier = true) as select delivery_id,"
+                             " agreement_id, publication_id, views, ledger_id, ledger_hash, delivered_at"
+                             " from ndc_meta.delivery_receipts where consumer = {}").format(
+            receipts, sql.Literal(agency.name)))
+        conn.execute(sql.SQL("comment on view {} is {}").format(receipts, sql.Literal(
+            f"delivery receipts of {agency.name}: each carries the ledger's hash at delivery")))
+        conn.execute(sql.SQL("grant select on {} to {}").format(receipts, group))
     return roles
 
 

@@ -95,8 +95,9 @@ def publish(conn: psycopg.Connection, build_schema: str, models: dict[str, list[
             conn.execute(sql.SQL("comment on view {} is {}").format(ident("shared", model), sql.Literal(note)))
             rows[model] = conn.execute(sql.SQL("select count(*) from {}").format(ident(build_schema, model))
                                        ).fetchone()[0]
-        conn.execute("insert into ndc_meta.publications (build_schema, models, run_id) values (%s, %s, %s)",
-                     (build_schema, sorted(models), run_id))
+        publication_id = conn.execute(
+            "insert into ndc_meta.publications (build_schema, models, run_id) values (%s, %s, %s)"
+            " returning publication_id", (build_schema, sorted(models), run_id)).fetchone()[0]
     total = sum(rows.values())
     ledger.append(conn, ledger.LedgerEntry(
         kind="publish", source=build_schema, target="shared", run_id=run_id, rows_in=total, rows_loaded=total,
@@ -105,6 +106,9 @@ def publish(conn: psycopg.Connection, build_schema: str, models: dict[str, list[
     _announce_deprecations(conn, deprecations or {}, models, run_id)
     for dataset in ["shared", *(f"shared.{model}" for model in models)]:  # "shared": the publish task itself
         alerts.close_alerts(conn, dataset, run_id)
+    from ndc.agreements import deliver
+
+    deliver(conn, publication_id, run_id)
     _refresh_catalog(conn)
     log.info("published %s from %s (%s)", ", ".join(sorted(models)), build_schema, rows)
     return Publication(build_schema, sorted(models), rows)

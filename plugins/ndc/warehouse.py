@@ -14,7 +14,7 @@ from ndc.errors import NdcError
 from ndc.identifiers import ident
 
 _DDL_LOCK = 727_001  # advisory lock that serialises the platform's DDL across processes
-META_VERSION = 5  # raise when META_DDL changes; ensure_meta then re-runs it
+META_VERSION = 6  # raise when META_DDL changes; ensure_meta then re-runs it
 
 META_DDL = """
 create schema if not exists ndc_meta;
@@ -212,6 +212,27 @@ create table if not exists ndc_meta.ledger_identity (
 insert into ndc_meta.ledger_identity select where not exists (select from ndc_meta.ledger_identity);
 
 create table if not exists ndc_meta.schema_version (version integer primary key, applied_at timestamptz default now());
+
+-- From META_VERSION 6: direct exchanges (ndc.exchange). The hub keeps no payload of an exchange: of a row that was
+-- not delivered only its key, the checks it failed and a keyed hash (HMAC-SHA256 with NDC_EXCHANGE_HASH_KEY).
+create table if not exists ndc_meta.exchange_rejections (
+    rejection_id bigint generated always as identity primary key,
+    exchange text not null,
+    record_key text not null,
+    checks text[] not null,
+    row_hmac text not null,
+    contract_name text not null,
+    contract_version text not null,
+    run_id text not null,
+    rejected_at timestamptz not null default clock_timestamp(),
+    unique (exchange, row_hmac)
+);
+create table if not exists ndc_meta.exchange_watermarks (
+    exchange text primary key,
+    delivered_through timestamptz,
+    last_run_id text not null,
+    updated_at timestamptz not null default now()
+);
 """
 
 
