@@ -199,6 +199,31 @@ def test_each_publish_delivers_under_each_agreement_with_a_receipt(setup, applie
                        ("social_insurance", "citizens"): 1}
 
 
+def test_a_shared_row_traces_to_its_batches_contracts_publication_and_agreements(setup, applied):
+    import json
+    import subprocess
+
+    from ndc.contracts import get_contract
+
+    pin = scalar(setup["url"], "select citizen_id from shared.citizens where current_province_code = '51' limit 1")
+    out = subprocess.run(["ndc", "trace", "citizens", pin], capture_output=True, text=True, check=True)
+    found = json.loads(out.stdout)
+    assert found["in_published_view"] is True and found["versions"]
+    current = [v for v in found["versions"] if v["current"]]
+    assert len(current) == 1
+    batch = query(setup["url"], "select run_id from ndc_meta.batches where batch_id = %s", (current[0]["batch_id"],))
+    assert batch == [(current[0]["run_id"],)]
+    assert {(c["contract"], c["version"]) for c in found["contracts"]} == {
+        ("population.citizens", get_contract("population.citizens").version)}
+    latest = scalar(setup["url"], "select max(publication_id) from ndc_meta.publications")
+    assert found["publication"]["publication_id"] == latest and found["publication"]["ledger_hash"]
+    agreements = {a["agreement"]: a for a in found["agreements"]}
+    assert set(agreements) == {"quang_ngai_residents", "social_insurance_contributors"}
+    assert all(a["delivery_ledger_hash"] for a in agreements.values())
+    refused = subprocess.run(["ndc", "trace", "province_statistics", "51"], capture_output=True, text=True)
+    assert refused.returncode != 0 and "lineage is traced for citizens, enterprises" in refused.stderr
+
+
 def test_the_catalogue_lists_every_shared_dataset_with_its_consumers(setup, applied):
     import json
     import subprocess

@@ -465,6 +465,23 @@ def catalog(as_json: bool) -> None:
                    f"{e.sources_loaded_through or 'never'}\n  consumers: {consumers}")
 
 
+@main.command()
+@click.argument("relation")
+@click.argument("key")
+def trace(relation: str, key: str) -> None:
+    """Lineage of one row of shared.RELATION (citizens, enterprises) by KEY: its landing versions, their batches and
+    runs, the contract versions that validated them, the publication and the agreements it was delivered under."""
+    from dataclasses import asdict
+
+    from ndc import warehouse
+    from ndc.lineage import trace as trace_row
+
+    with warehouse.connect(_warehouse()) as conn:
+        warehouse.ensure_meta(conn)
+        found = trace_row(conn, relation, key)
+    click.echo(json.dumps(asdict(found), indent=2, ensure_ascii=False, default=str))
+
+
 @main.group()
 def agreements() -> None:
     """Sharing agreements (dags/agreements/*.yml) with consumer agencies (dags/agencies/*.yml)."""
