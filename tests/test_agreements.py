@@ -224,6 +224,36 @@ def test_a_shared_row_traces_to_its_batches_contracts_publication_and_agreements
     assert refused.returncode != 0 and "lineage is traced for citizens, enterprises" in refused.stderr
 
 
+def test_consumer_reads_are_counted_per_role_and_view(setup, applied):
+    import os
+
+    from ndc.reads import available, collect
+
+    with warehouse.connect(setup["url"]) as conn:
+        if not available(conn):
+            message = "pg_stat_statements is not preloaded (.ci/run sets shared_preload_libraries)"
+            if os.environ.get("CI", "").lower() == "true":
+                pytest.fail(message)
+            pytest.skip(message)
+        collect(conn)  # what was read before this test
+        statistics, portal = setup["logins"]["quang_ngai"]
+        for _ in range(3):
+            query(as_role(setup["url"], statistics), "select count(*) from agency_quang_ngai.citizens")
+        query(as_role(setup["url"], portal), "select * from agency_quang_ngai.province_statistics limit 1")
+        query(as_role(setup["url"], portal), "select count(*) from agency_quang_ngai.citizens c join"
+              " agency_quang_ngai.province_statistics p using (current_province_code)")
+        found = collect(conn, run_id="reads")
+        assert dict(found.per_view) == {
+            (statistics, "agency_quang_ngai.citizens"): 3,
+            (portal, "agency_quang_ngai.province_statistics"): 2, (portal, "agency_quang_ngai.citizens"): 1}
+        assert collect(conn).reads == 0, "a second collection counts only what was read since"
+    entry = query(setup["url"], "select rows_loaded from ndc_meta.ledger where kind = 'reads' and run_id = 'reads'")
+    assert entry == [(6,)]
+    counted = dict(query(setup["url"], "select dataset, sum(transactions) from ndc_meta.sharing_transactions"
+                         " where unit = 'read' and agency = 'quang_ngai' group by 1"))
+    assert counted["agency_quang_ngai.citizens"] >= 4 and counted["agency_quang_ngai.province_statistics"] >= 2
+
+
 def test_the_catalogue_lists_every_shared_dataset_with_its_consumers(setup, applied):
     import json
     import subprocess

@@ -95,15 +95,28 @@ create table if not exists ndc_meta.delivery_receipts (
     ledger_hash text not null,
     delivered_at timestamptz not null default now()
 );
--- Sharing transactions per day, unit, agency and dataset: deliveries and direct-exchange batches (the ledger).
-create or replace view ndc_meta.sharing_transactions as
+-- Consumer reads per day, role and view (ndc.reads, from pg_stat_statements).
+create table if not exists ndc_meta.consumer_reads (
+    day date not null,
+    role text not null,
+    agency text not null,
+    view text not null,
+    reads bigint not null,
+    primary key (day, role, view)
+);
+-- Sharing transactions per day, unit, agency and dataset: deliveries and direct-exchange batches (the ledger) and
+-- consumer reads.
+drop view if exists ndc_meta.sharing_transactions;
+create view ndc_meta.sharing_transactions as
 select date_trunc('day', l.recorded_at)::date as day, l.kind as unit,
     coalesce(l.details->>'consumer', l.details->>'consumer_agency') as agency, v.dataset,
-    count(*) as transactions, sum(l.rows_loaded) as rows
+    count(*)::bigint as transactions, sum(l.rows_loaded)::bigint as rows
 from ndc_meta.ledger l
 cross join lateral jsonb_array_elements_text(coalesce(l.details->'views', jsonb_build_array(l.target))) v(dataset)
 where l.kind in ('delivery', 'exchange') and l.outcome = 'success'
-group by 1, 2, 3, 4;
+group by 1, 2, 3, 4
+union all
+select day, 'read', agency, view, sum(reads)::bigint, null::bigint from ndc_meta.consumer_reads group by 1, 2, 3, 4;
 """
 
 
@@ -307,7 +320,7 @@ def ensure_tables(conn: psycopg.Connection) -> None:
         conn.execute("select pg_advisory_xact_lock(727004)")
         conn.execute("do $$ begin create role ndc_approver nologin;"
                      " exception when duplicate_object or unique_violation then null; end $$")
-    if conn.execute("select to_regclass('ndc_meta.delivery_receipts')").fetchone()[0] is None:  # the newest
+    if conn.execute("select to_regclass('ndc_meta.consumer_reads')").fetchone()[0] is None:  # the newest
         conn.commit()
         run_ddl(conn, AGREEMENTS_DDL)
     conn.commit()

@@ -483,6 +483,24 @@ def trace(relation: str, key: str) -> None:
 
 
 @main.group()
+def reads() -> None:
+    """Consumer reads per role and view (from pg_stat_statements)."""
+
+
+@reads.command("collect")
+def reads_collect() -> None:
+    """Add the agency reads since the last collection to ndc_meta.consumer_reads (and the ledger)."""
+    from ndc import warehouse
+    from ndc.reads import collect
+
+    with warehouse.connect(_warehouse()) as conn:
+        warehouse.ensure_meta(conn)
+        found = collect(conn)
+    click.echo(f"{found.reads} read(s) in {found.statements} statement(s): "
+               + ", ".join(f"{r} {v} {n}" for (r, v), n in sorted(found.per_view.items())))
+
+
+@main.group()
 def agreements() -> None:
     """Sharing agreements (dags/agreements/*.yml) with consumer agencies (dags/agencies/*.yml)."""
 

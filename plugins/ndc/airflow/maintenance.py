@@ -62,3 +62,37 @@ def build_purge_dag() -> DAG:
 
         purge()
     return dag
+
+
+def build_reads_dag() -> DAG:
+    """Hourly collection of consumer reads per role and view (:func:`ndc.reads.collect`, also ``ndc reads``)."""
+    with DAG(
+        dag_id="collect_consumer_reads",
+        description="Count agency reads per role and view from pg_stat_statements (a sharing-transaction unit)",
+        schedule="@hourly",
+        start_date=pendulum.datetime(2024, 7, 1, tz="UTC"),
+        catchup=False,  # each run takes the growth since the last one
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["maintenance", "sharing"],
+        doc_md="""### Collect consumer reads
+
+Adds the statements each agency login role ran on its views since the last run (from `pg_stat_statements`) to
+`ndc_meta.consumer_reads` (day, role, agency, view) and writes one ledger row (`kind = reads`).
+`ndc_meta.sharing_transactions` counts them as the unit `read`. Needs `pg_stat_statements` in
+`shared_preload_libraries`; without it the task fails saying so. By hand: `ndc reads collect`.
+""",
+    ) as dag:
+        @task(task_id="collect")
+        def collect(run_id=None) -> dict:
+            from ndc import warehouse
+            from ndc.reads import collect as collect_reads
+            from ndc.settings import get_settings
+
+            with warehouse.connect(get_settings().warehouse_url) as conn:
+                warehouse.ensure_meta(conn)
+                found = collect_reads(conn, run_id=run_id)
+            return {"statements": found.statements, "reads": found.reads}
+
+        collect()
+    return dag
