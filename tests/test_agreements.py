@@ -5,6 +5,7 @@ takes access away."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from datetime import date, timedelta
 
@@ -22,6 +23,8 @@ from ndc.simulate.everything import five_sources
 from .conftest import REPO, query, scalar
 
 SPEC = SourceSpec(citizens=2_000, seed=707, defect_rate=0.002)
+TODAY = date.today()
+START, QN_EXPIRES, VSS_EXPIRES = TODAY - timedelta(days=365), TODAY + timedelta(days=400), TODAY + timedelta(days=200)
 
 
 def as_role(url: str, role: str) -> str:
@@ -37,6 +40,11 @@ def setup(request, dbs, tmp_path_factory):
     agencies_dir, agreements_dir = folder / "agencies", folder / "agreements"
     agencies_dir.mkdir()
     shutil.copytree(REPO / "dags/agreements", agreements_dir)
+    for path, (start, expires) in {"quang_ngai_residents.yml": (START, QN_EXPIRES),
+                                   "social_insurance_contributors.yml": (START, VSS_EXPIRES)}.items():
+        text = (agreements_dir / path).read_text()
+        text = re.sub(r"^start: .*$", f"start: {start}", text, flags=re.M)
+        (agreements_dir / path).write_text(re.sub(r"^expires: .*$", f"expires: {expires}", text, flags=re.M))
     logins = {}
     for path in (REPO / "dags/agencies").glob("*.yml"):
         data = yaml.safe_load(path.read_text())
@@ -77,10 +85,10 @@ def load(setup):
 def test_config_errors_name_the_file_and_field(setup, tmp_path):
     bad = tmp_path / "bad.yml"
     bad.write_text((setup["agreements"] / "quang_ngai_residents.yml").read_text()
-                   .replace("id: quang_ngai_residents", "id: bad").replace("expires: 2027-06-30", "expires: soon"))
+                   .replace("id: quang_ngai_residents", "id: bad").replace(f"expires: {QN_EXPIRES}", "expires: soon"))
     with pytest.raises(ConfigError, match=r"bad.yml: invalid agreement file\n  - field 'expires'"):
         load_agreements(tmp_path)
-    bad.write_text(bad.read_text().replace("expires: soon", "expires: 2027-06-30")
+    bad.write_text(bad.read_text().replace("expires: soon", f"expires: {QN_EXPIRES}")
                    .replace("columns: [full_name,", "columns: [citizen_id, full_name,")
                    .replace("    masked: {citizen_id: pseudonym}\n", "", 1))
     with pytest.raises(ConfigError, match=r"field 'views.0.columns': citizen_id is a personal identifier"):
@@ -105,8 +113,8 @@ def applied(setup):
     for agreement in agreements.values():
         approve(approver_url, agreement, note="test")
     with warehouse.connect(setup["url"]) as conn:
-        first = apply(conn, setup["url"], agencies=agencies, agreements=agreements, today=date(2026, 6, 1))
-        again = apply(conn, setup["url"], agencies=agencies, agreements=agreements, today=date(2026, 6, 1))
+        first = apply(conn, setup["url"], agencies=agencies, agreements=agreements, today=TODAY)
+        again = apply(conn, setup["url"], agencies=agencies, agreements=agreements, today=TODAY)
     assert sorted(first.applied) == sorted(again.applied) == sorted(agreements)
     assert again.revoked == []
     return agreements
@@ -282,11 +290,12 @@ def test_expiry_and_removal_take_access_away(setup, applied):
         definition = scalar(setup["url"], "select pg_get_viewdef('agency_social_insurance.citizens'::regclass)")
         yesterday = (date.today() - timedelta(days=1)).isoformat()
         admin.execute("create or replace view agency_social_insurance.citizens with (security_barrier = true) as "
-                      + definition.rstrip(";").replace("'2026-12-31'::date", f"'{yesterday}'::date"))
+                      + definition.rstrip(";").replace(f"'{VSS_EXPIRES}'::date", f"'{yesterday}'::date"))
     assert read(setup, "social_insurance", "select count(*) from agency_social_insurance.citizens") == [(0,)]
     # The next apply after expiry revokes it: the view is gone, and the ledger says so.
     with warehouse.connect(setup["url"]) as conn:
-        result = apply(conn, setup["url"], agencies=agencies, agreements=agreements, today=date(2027, 1, 1))
+        result = apply(conn, setup["url"], agencies=agencies, agreements=agreements,
+                       today=VSS_EXPIRES + timedelta(days=1))
     assert "agency_social_insurance.citizens" in result.revoked
     with pytest.raises(psycopg.errors.UndefinedTable):
         read(setup, "social_insurance", "select 1 from agency_social_insurance.citizens")
@@ -294,10 +303,29 @@ def test_expiry_and_removal_take_access_away(setup, applied):
         ("social_insurance_contributors",)]
     # A changed file is unapproved until approved again: the next apply revokes it too.
     quang_ngai = setup["agreements"] / "quang_ngai_residents.yml"
-    quang_ngai.write_text(quang_ngai.read_text().replace("expires: 2027-06-30", "expires: 2028-06-30"))
+    quang_ngai.write_text(quang_ngai.read_text().replace(f"expires: {QN_EXPIRES}",
+                                                         f"expires: {QN_EXPIRES + timedelta(days=1)}"))
     agencies, agreements = load(setup)
     with warehouse.connect(setup["url"]) as conn:
-        result = apply(conn, setup["url"], agencies=agencies, agreements=agreements, today=date(2026, 6, 1))
+        result = apply(conn, setup["url"], agencies=agencies, agreements=agreements, today=TODAY)
     assert "quang_ngai_residents" in result.unapproved and "agency_quang_ngai.citizens" in result.revoked
     assert expiring.exists()
 
+
+
+def test_a_user_removed_from_an_agency_file_loses_the_login(setup, applied):
+    agencies_file = setup["agencies"] / "quang_ngai.yml"
+    data = yaml.safe_load(agencies_file.read_text())
+    statistics, portal = setup["logins"]["quang_ngai"]
+    data["users"] = [u for u in data["users"] if u["login"] != portal]
+    agencies_file.write_text(yaml.safe_dump(data, allow_unicode=True))
+    agencies, agreements = load(setup)
+    with warehouse.connect(setup["url"]) as conn:
+        result = apply(conn, setup["url"], agencies=agencies, agreements=agreements)
+    assert f"role {portal} (was in ndc_agency_quang_ngai)" in result.revoked
+    with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
+        psycopg.connect(as_role(setup["url"], portal)).close()
+    assert scalar(setup["url"], "select count(*) from pg_auth_members m join pg_roles g on g.oid = m.roleid"
+                  " join pg_roles r on r.oid = m.member where g.rolname = 'ndc_agency_quang_ngai'"
+                  " and r.rolname = %s", (portal,)) == 0
+    psycopg.connect(as_role(setup["url"], statistics)).close()  # the listed user still logs in

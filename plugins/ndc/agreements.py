@@ -64,6 +64,8 @@ create table if not exists ndc_meta.applied_agreements (
     consumer text not null,
     views text[] not null,
     content_sha256 text not null,
+    starts_on date not null,
+    expires_on date not null,
     applied_at timestamptz not null default now()
 );
 create or replace function ndc_meta.approval_by_approver() returns trigger language plpgsql as $$
@@ -83,6 +85,8 @@ create trigger approvals_by_approver before insert on ndc_meta.agreement_approva
     for each row execute function ndc_meta.approval_by_approver();
 revoke all on ndc_meta.agreement_approvals from public;
 revoke all on ndc_meta.agreement_keys from public;
+grant usage on schema ndc_meta to ndc_approver;
+grant select, insert on ndc_meta.agreement_approvals to ndc_approver;
 
 -- A delivery: a published version made available to an agency under an agreement (ndc.agreements.deliver).
 create table if not exists ndc_meta.delivery_receipts (
@@ -320,7 +324,7 @@ def ensure_tables(conn: psycopg.Connection) -> None:
         conn.execute("select pg_advisory_xact_lock(727004)")
         conn.execute("do $$ begin create role ndc_approver nologin;"
                      " exception when duplicate_object or unique_violation then null; end $$")
-    if conn.execute("select to_regclass('ndc_meta.consumer_reads')").fetchone()[0] is None:  # the newest
+    if conn.execute("select to_regclass('ndc_meta.sharing_transactions')").fetchone()[0] is None:  # made last
         conn.commit()
         run_ddl(conn, AGREEMENTS_DDL)
     conn.commit()
@@ -364,9 +368,14 @@ def apply(conn: psycopg.Connection, warehouse_url: str, *, agencies: dict[str, A
     result = ApplyResult([], [], [], [])
     for agency in agencies.values():
         result.roles += _apply_agency(conn, agency, warehouse_url)
-    approved = {r[0]: r[1] for r in conn.execute(
-        "select agreement_id, content_sha256 from ndc_meta.agreement_approvals")}
-    approved_pairs = set(conn.execute("select agreement_id, content_sha256 from ndc_meta.agreement_approvals"))
+    result.revoked += _close_undeclared(conn, agencies, warehouse_url)
+    # An approval counts while its approver is still an approver and is not the platform's own role.
+    valid = ("select agreement_id, content_sha256 from ndc_meta.agreement_approvals a"
+             " where exists (select from pg_roles r where r.rolname = a.approved_by"
+             " and pg_has_role(r.oid, 'ndc_approver', 'member'))"
+             " and a.approved_by <> (select pg_get_userbyid(nspowner) from pg_namespace where nspname = 'ndc_meta')")
+    approved = {r[0]: r[1] for r in conn.execute(valid)}
+    approved_pairs = set(conn.execute(valid))
     conn.commit()
     wanted: dict[tuple[str, str], tuple[Agreement, ViewGrant]] = {}
     for agreement in agreements.values():
@@ -380,28 +389,37 @@ def apply(conn: psycopg.Connection, warehouse_url: str, *, agencies: dict[str, A
             continue  # expired: revoked below
         for view in agreement.views:
             wanted[(agencies[agreement.consumer].schema, view.shared)] = (agreement, view)
+    with conn.transaction():
+        hmac = _pgcrypto_schema(conn)
     for _, (agreement, view) in sorted(wanted.items(), key=lambda item: item[0]):
-        _apply_view(conn, agencies[agreement.consumer], agreement, view)
+        _apply_view(conn, agencies[agreement.consumer], agreement, view, hmac)
+    changed = []
     for agreement in {a.id: a for a, _ in wanted.values()}.values():
         result.applied.append(agreement.id)
         with conn.transaction():
-            conn.execute("insert into ndc_meta.applied_agreements (agreement_id, consumer, views, content_sha256)"
-                         " values (%s, %s, %s, %s) on conflict (agreement_id) do update set views = excluded.views,"
-                         " content_sha256 = excluded.content_sha256, applied_at = now()",
+            before = conn.execute("select content_sha256 from ndc_meta.applied_agreements where agreement_id = %s",
+                                  (agreement.id,)).fetchone()
+            if before is None or before[0] != agreement.content_sha256:
+                changed.append(agreement.id)
+            conn.execute("insert into ndc_meta.applied_agreements (agreement_id, consumer, views, content_sha256,"
+                         " starts_on, expires_on) values (%s, %s, %s, %s, %s, %s) on conflict (agreement_id) do"
+                         " update set views = excluded.views, content_sha256 = excluded.content_sha256,"
+                         " starts_on = excluded.starts_on, expires_on = excluded.expires_on, applied_at = now()",
                          (agreement.id, agreement.consumer, [v.shared for v in agreement.views],
-                          agreement.content_sha256))
-    result.revoked = _revoke_unbacked(conn, {(s, v) for s, v in wanted}, {a.id for a, _ in wanted.values()},
+                          agreement.content_sha256, agreement.start, agreement.expires))
+    result.revoked += _revoke_unbacked(conn, {(s, v) for s, v in wanted}, {a.id for a, _ in wanted.values()},
                                       run_id)
-    from ndc import catalog
-
-    catalog.refresh(conn)
-    for agreement_id in result.applied:
+    conn.commit()
+    for agreement_id in changed:  # the ledger records a grant when it changes, not every idempotent apply
         agreement = agreements[agreement_id]
         ledger.append(conn, ledger.LedgerEntry(
             kind="agreement_applied", source="shared", target=agencies[agreement.consumer].schema, run_id=run_id,
             rows_in=0, rows_loaded=0, rows_quarantined=0, duration_ms=0, outcome="success",
             details={"agreement": agreement.id, "consumer": agreement.consumer, "sha256": agreement.content_sha256,
                      "views": [v.shared for v in agreement.views], "expires": agreement.expires.isoformat()}))
+    from ndc import catalog
+
+    catalog.refresh(conn)
     return result
 
 
@@ -412,8 +430,9 @@ def deliver(conn: psycopg.Connection, publication_id: int, run_id: str | None = 
     if conn.execute("select to_regclass('ndc_meta.applied_agreements')").fetchone()[0] is None:
         conn.commit()
         return 0
-    applied = conn.execute("select agreement_id, consumer, views from ndc_meta.applied_agreements order by 1"
-                           ).fetchall()
+    applied = conn.execute(
+        "select agreement_id, consumer, views from ndc_meta.applied_agreements where (now() at time zone"
+        " 'Asia/Ho_Chi_Minh')::date between starts_on and expires_on order by 1").fetchall()
     conn.commit()
     for agreement_id, consumer, views in applied:
         ledger_id, digest = ledger.append(conn, ledger.LedgerEntry(
@@ -459,6 +478,31 @@ def _apply_agency(conn: psycopg.Connection, agency: Agency, warehouse_url: str) 
     return roles
 
 
+def _close_undeclared(conn: psycopg.Connection, agencies: dict[str, Agency], warehouse_url: str) -> list[str]:
+    """Members of an agency group no longer listed in its file, and every member of a group whose agency file is
+    gone, lose the membership and their login; a gone agency's group loses CONNECT. Returns what was closed."""
+    listed = {(a.group_role, u.login) for a in agencies.values() for u in a.users}
+    closed = []
+    with conn.transaction():
+        members = conn.execute(
+            "select g.rolname, m.rolname from pg_auth_members am join pg_roles g on g.oid = am.roleid"
+            " join pg_roles m on m.oid = am.member where g.rolname like 'ndc\\_agency\\_%'").fetchall()
+        for group, member in members:
+            if (group, member) in listed:
+                continue
+            conn.execute(sql.SQL("revoke {} from {}").format(ident(group), ident(member)))
+            conn.execute(sql.SQL("alter role {} nologin").format(ident(member)))
+            closed.append(f"role {member} (was in {group})")
+        declared = {a.group_role for a in agencies.values()}
+        for (group,) in conn.execute("select rolname from pg_roles where rolname like 'ndc\\_agency\\_%'"
+                                     " and not rolcanlogin").fetchall():
+            if group not in declared:
+                conn.execute(sql.SQL("revoke connect on database {} from {}").format(
+                    ident(database_of(warehouse_url)), ident(group)))
+    conn.commit()
+    return closed
+
+
 def _create_role(conn: psycopg.Connection, name: str, *, login: bool) -> None:
     if not conn.execute("select 1 from pg_roles where rolname = %s", (name,)).fetchone():
         conn.execute(sql.SQL("create role {} {}").format(ident(name), sql.SQL("login" if login else "nologin")))
@@ -478,10 +522,11 @@ def _key(conn: psycopg.Connection, agreement_id: str) -> None:
                  " on conflict (agreement_id) do nothing", (agreement_id, secrets.token_bytes(32)))
 
 
-def _apply_view(conn: psycopg.Connection, agency: Agency, agreement: Agreement, view: ViewGrant) -> None:
+def _apply_view(conn: psycopg.Connection, agency: Agency, agreement: Agreement, view: ViewGrant,
+                hmac_schema: str) -> None:
     """``agency_<x>.<view>``: granted columns, masked columns, the row filter and the validity dates."""
     items = [ident(c) for c in view.columns]
-    hmac = ident(_pgcrypto_schema(conn), "hmac")
+    hmac = ident(hmac_schema, "hmac")
     for column, how in view.masked.items():
         if how == "pseudonym":
             items.append(sql.SQL(
@@ -491,8 +536,10 @@ def _apply_view(conn: psycopg.Connection, agency: Agency, agreement: Agreement, 
         else:
             items.append(sql.SQL("repeat('*', greatest(length({c}::text) - 4, 0)) || right({c}::text, 4) as {alias}")
                          .format(c=ident(column), alias=ident(f"{column}_masked")))
-    conditions = [sql.SQL("current_date >= {} and current_date <= {}").format(
-        sql.Literal(agreement.start), sql.Literal(agreement.expires))]
+    # The Việt Nam date, whatever TimeZone the reader sets in their session.
+    today = sql.SQL("(now() at time zone 'Asia/Ho_Chi_Minh')::date")
+    conditions = [sql.SQL("{today} >= {} and {today} <= {}").format(
+        sql.Literal(agreement.start), sql.Literal(agreement.expires), today=today)]
     for column, value in view.row_filter.items():
         values = value if isinstance(value, list) else [value]
         conditions.append(sql.SQL("{} = any({})").format(ident(column), sql.Literal(values)))
@@ -517,16 +564,17 @@ def _revoke_unbacked(conn: psycopg.Connection, wanted: set[tuple[str, str]], app
                      run_id: str | None) -> list[str]:
     """Drop agency views no approved, current agreement backs; forget agreements no longer applied."""
     revoked = []
-    views = conn.execute("select schemaname, viewname from pg_views where schemaname like 'agency\\_%'"
-                         " and obj_description((quote_ident(schemaname) || '.' || quote_ident(viewname))::regclass)"
-                         " like 'agreement %'").fetchall()
+    with conn.transaction():
+        views = conn.execute("select schemaname, viewname from pg_views where schemaname like 'agency\\_%'"
+                             " and viewname <> 'delivery_receipts'").fetchall()
     for schema, view in views:
         if (schema, view) not in wanted:
             with conn.transaction():
                 conn.execute(sql.SQL("drop view {}").format(ident(schema, view)))
             revoked.append(f"{schema}.{view}")
-    gone = [r[0] for r in conn.execute("select agreement_id from ndc_meta.applied_agreements"
-                                       " where not (agreement_id = any(%s))", (sorted(applied),))]
+    with conn.transaction():
+        gone = [r[0] for r in conn.execute("select agreement_id from ndc_meta.applied_agreements"
+                                           " where not (agreement_id = any(%s))", (sorted(applied),))]
     for agreement_id in gone:
         with conn.transaction():
             conn.execute("delete from ndc_meta.applied_agreements where agreement_id = %s", (agreement_id,))

@@ -493,6 +493,9 @@ def run_exchange(exchange: ExchangeConfig | str, start: datetime, end: datetime,
         except Exception as exc:
             error, blocked = _safe_error(exc, config, contract), isinstance(exc, ContractViolation)
             log.error("exchange %s run %s failed: %s", config.name, run_id, error)
+        except BaseException as exc:  # killed or timed out (Airflow's timeout is a BaseException): not a success
+            error = f"interrupted ({type(exc).__name__})"
+            raise
         finally:
             if hub.info.transaction_status.name != "IDLE":
                 hub.rollback()

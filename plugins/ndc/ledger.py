@@ -60,7 +60,9 @@ def row_hash(prev_hash: str, values: dict) -> str:
 
 
 def append(conn: psycopg.Connection, entry: LedgerEntry) -> tuple[int, str]:
-    """Append one entry in its own transaction; returns its id and hash (the new head of the chain)."""
+    """Append one entry in its own transaction; returns its id and hash (the new head of the chain). Called inside
+    an outer transaction, the row is not anchored (it could still roll back): ``ndc ledger anchor`` does it later."""
+    outer = conn.info.transaction_status.name != "IDLE"
     with conn.transaction():
         conn.execute("lock table ndc_meta.ledger in share row exclusive mode")
         last = conn.execute(
@@ -77,7 +79,7 @@ def append(conn: psycopg.Connection, entry: LedgerEntry) -> tuple[int, str]:
             [*params, prev, digest],
         )
         identity = conn.execute("select ledger_uuid::text from ndc_meta.ledger_identity").fetchone()
-    if identity:  # after the commit: the anchor only ever holds rows that exist
+    if identity and not outer:  # after the commit: the anchor only ever holds rows that exist
         anchor.record(anchor.anchor_url(url_of(conn)), identity[0], conn.info.dbname, [(ledger_id, digest)])
     return ledger_id, digest
 
@@ -137,8 +139,12 @@ def _compare_with_anchor(conn: psycopg.Connection, hashes: dict[int, str], resul
     url = anchor.anchor_url(url_of(conn))
     anchored = anchor.anchored(url, identity[0])
     if anchored is None:
-        result.warnings.append("the anchor could not be read: the chain was checked, not its tail or history")
+        result.problems.append("the anchor could not be read: the chain alone cannot show a deleted tail or a "
+                               "rewritten chain")
         return
+    if not anchored and hashes:
+        result.problems.append(f"the anchor holds none of this ledger's {len(hashes)} rows (dropped or never "
+                               "written): `ndc ledger anchor` re-anchors only if the chain is trusted")
     result.anchored = len(anchored)
     last = max(hashes, default=0)
     tail = sorted(i for i in anchored if i > last)

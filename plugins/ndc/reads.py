@@ -27,14 +27,6 @@ create table if not exists ndc_meta.read_counters (
     calls bigint not null,
     primary key (userid, queryid)
 );
-create table if not exists ndc_meta.consumer_reads (
-    day date not null,
-    role text not null,
-    agency text not null,
-    view text not null,
-    reads bigint not null,
-    primary key (day, role, view)
-);
 """
 _VIEW = re.compile(r'"?(agency_[a-z0-9_]+)"?\s*\.\s*"?([a-z_][a-z0-9_]*)"?')
 
@@ -56,6 +48,9 @@ def collect(conn: psycopg.Connection, run_id: str | None = None) -> Collected:
     if not available(conn):
         raise NdcError("consumer reads are not collected: pg_stat_statements is not in shared_preload_libraries "
                        "(ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements', then restart PostgreSQL)")
+    from ndc.agreements import ensure_tables
+
+    ensure_tables(conn)  # consumer_reads and the sharing_transactions view belong to the agreements' tables
     started = time.monotonic()
     result = Collected()
     with conn.transaction():
