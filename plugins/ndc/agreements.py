@@ -30,14 +30,14 @@ from pathlib import Path
 from typing import Literal
 
 import psycopg
-import yaml
 from psycopg import sql
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ndc import ledger
 from ndc.connections import database_of
 from ndc.errors import ConfigError, NdcError
-from ndc.identifiers import ident, is_identifier
+from ndc.identifiers import ident
+from ndc.registry import check_identifier, load_config
 from ndc.settings import REPO_ROOT
 
 log = logging.getLogger(__name__)
@@ -128,10 +128,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _identifier(value: str) -> str:
-    if not is_identifier(value):
-        raise ValueError("expected a lower-case SQL identifier (letters, digits, _; at most 63 characters)")
-    return value
+_identifier = check_identifier
 
 
 class AgencyUser(_Strict):
@@ -220,45 +217,18 @@ class Agreement(_Strict):
 IDENTIFIERS = {"citizen_id"}
 
 
-class _Loader(yaml.SafeLoader):
-    """Safe YAML without implicit timestamps: dates reach pydantic as text, so a bad one is named by field."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regex) for tag, regex in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _load(path: Path, model: type[BaseModel]) -> BaseModel:
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 - a SafeLoader
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of fields at the top level")
-    try:
-        return model.model_validate({**data, "path": path})
-    except ValidationError as exc:
-        lines = [f"{path}: invalid {model.__name__.lower()} file"]
-        for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "(file)"
-            given = err.get("input")
-            shown = "" if isinstance(given, dict | list) else f" (got {given!r})"
-            lines.append(f"  - field '{field}': {err['msg']}{shown}")
-        raise ConfigError("\n".join(lines)) from None
+def _load(path: Path, model: type[BaseModel], name_field: str) -> BaseModel:
+    return load_config(path, model, model.__name__.lower(), name_field)
 
 
 def load_agencies(directory: Path | None = None) -> dict[str, Agency]:
     found, problems = {}, []
     for path in sorted((directory or agencies_dir()).glob("*.yml")):
         try:
-            agency = _load(path, Agency)
+            agency = _load(path, Agency, "name")
         except ConfigError as exc:
             problems.append(str(exc))
             continue
-        if agency.name != path.stem:
-            problems.append(f"{path}: field 'name': {agency.name!r} must match the file name {path.stem!r}")
         found[agency.name] = agency
     if problems:
         raise ConfigError("\n".join(problems))
@@ -271,7 +241,7 @@ def load_agreements(directory: Path | None = None, *, agencies: dict[str, Agency
     found, problems = {}, []
     for path in sorted((directory or agreements_dir()).glob("*.yml")):
         try:
-            agreement = _load(path, Agreement)
+            agreement = _load(path, Agreement, "id")
         except ConfigError as exc:
             problems.append(str(exc))
             continue
@@ -288,8 +258,6 @@ def load_agreements(directory: Path | None = None, *, agencies: dict[str, Agency
 def check_agreement(agreement: Agreement, stem: str, agencies: dict[str, Agency] | None,
                     shared: dict[str, list[str]] | None) -> list[str]:
     problems = []
-    if agreement.id != stem:
-        problems.append(f"field 'id': {agreement.id!r} must match the file name {stem!r}")
     if agencies is not None and agreement.consumer not in agencies:
         problems.append(f"field 'consumer': no agency {agreement.consumer!r} (agencies: {', '.join(agencies)})")
     for n, view in enumerate(agreement.views):

@@ -30,11 +30,10 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ndc.errors import ConfigError, ContractViolation, NdcError, SchemaDriftError
-from ndc.registry import _CRON, _check_identifier, _ConfigLoader
+from ndc.registry import CRON, check_identifier, load_config
 from ndc.settings import REPO_ROOT
 
 if TYPE_CHECKING:
@@ -73,13 +72,13 @@ class ProviderConfig(_Strict):
     primary_key: list[str] = Field(min_length=1)
     incremental_column: str
 
-    _names = field_validator("conn_id", "schema_name", "table", "incremental_column")(_check_identifier)
+    _names = field_validator("conn_id", "schema_name", "table", "incremental_column")(check_identifier)
 
     @field_validator("primary_key")
     @classmethod
     def _keys(cls, value: list[str]) -> list[str]:
         for column in value:
-            _check_identifier(column)
+            check_identifier(column)
         return value
 
 
@@ -89,7 +88,7 @@ class ConsumerConfig(_Strict):
     schema_name: str = Field(alias="schema")
     table: str
 
-    _names = field_validator("conn_id", "schema_name", "table")(_check_identifier)
+    _names = field_validator("conn_id", "schema_name", "table")(check_identifier)
 
 
 class ExchangeConfig(_Strict):
@@ -108,12 +107,12 @@ class ExchangeConfig(_Strict):
     lookback: timedelta = timedelta(0)
     path: Path | None = Field(default=None, exclude=True)
 
-    _name = field_validator("name")(_check_identifier)
+    _name = field_validator("name")(check_identifier)
 
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
-        if not _CRON.match(value.strip()):
+        if not CRON.match(value.strip()):
             raise ValueError("expected a cron expression ('0 2 * * *') or a preset such as '@daily'")
         return value
 
@@ -139,30 +138,8 @@ class ExchangeConfig(_Strict):
         return str(self.path) if self.path else f"exchange {self.name}"
 
 
-def _format_errors(path: Path, exc: ValidationError) -> str:
-    lines = [f"{path}: invalid exchange file"]
-    for err in exc.errors():
-        field_name = ".".join(str(p) for p in err["loc"]) or "(file)"
-        given = err.get("input")
-        shown = "" if isinstance(given, dict | list) else f" (got {given!r})"
-        lines.append(f"  - field '{field_name}': {err['msg']}{shown}")
-    return "\n".join(lines)
-
-
 def load_exchange(path: Path) -> ExchangeConfig:
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of fields at the top level")
-    try:
-        config = ExchangeConfig.model_validate({**data, "path": path})
-    except ValidationError as exc:
-        raise ConfigError(_format_errors(path, exc)) from None
-    if config.name != path.stem:
-        raise ConfigError(f"{path}: field 'name': {config.name!r} must match the file name {path.stem!r}")
-    return config
+    return load_config(path, ExchangeConfig, "exchange")
 
 
 def load_exchanges(directory: Path) -> list[ExchangeConfig]:

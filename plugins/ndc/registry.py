@@ -17,10 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ndc.errors import ConfigError
 from ndc.identifiers import is_identifier
 
-_CRON = re.compile(r"^(@(hourly|daily|weekly|monthly|yearly)|(\S+\s+){4}\S+)$")
+CRON = re.compile(r"^(@(hourly|daily|weekly|monthly|yearly)|(\S+\s+){4}\S+)$")
 
 
-def _check_identifier(value: str) -> str:
+def check_identifier(value: str) -> str:
     if not is_identifier(value):
         raise ValueError("expected a lower-case SQL identifier (letters, digits, _; at most 63 characters)")
     return value
@@ -34,7 +34,7 @@ class ConnectionConfig(_Strict):
     conn_id: str = Field(description="Airflow connection id; its URL comes from AIRFLOW_CONN_<ID>")
     engine: Literal["postgresql", "mysql", "http", "files"]
 
-    _id = field_validator("conn_id")(_check_identifier)
+    _id = field_validator("conn_id")(check_identifier)
 
 
 class RowCountDrop(_Strict):
@@ -62,12 +62,12 @@ class TableConfig(_Strict):
         default=None, description="files engine: files of this table under the drop folder "
         "[default: <source_table>/**/*.csv and .parquet]")
 
-    _names = field_validator("name", "source_schema", "source_table", "incremental_column")(_check_identifier)
+    _names = field_validator("name", "source_schema", "source_table", "incremental_column")(check_identifier)
 
     @field_validator("tombstone_column")
     @classmethod
     def _tombstone(cls, value: str | None) -> str | None:
-        return None if value is None else _check_identifier(value)
+        return None if value is None else check_identifier(value)
 
     @field_validator("file_glob")
     @classmethod
@@ -80,7 +80,7 @@ class TableConfig(_Strict):
     @classmethod
     def _keys(cls, value: list[str]) -> list[str]:
         for column in value:
-            _check_identifier(column)
+            check_identifier(column)
         return value
 
 
@@ -105,12 +105,12 @@ class SourceConfig(_Strict):
     tables: list[TableConfig] = Field(min_length=1)
     path: Path | None = Field(default=None, exclude=True)
 
-    _name = field_validator("name")(_check_identifier)
+    _name = field_validator("name")(check_identifier)
 
     @field_validator("schedule", "full_compare_schedule")
     @classmethod
     def _schedule(cls, value: str | None) -> str | None:
-        if value is not None and not _CRON.match(value.strip()):
+        if value is not None and not CRON.match(value.strip()):
             raise ValueError("expected a cron expression ('0 2 * * *') or a preset such as '@daily'")
         return value
 
@@ -182,8 +182,8 @@ _ConfigLoader.yaml_implicit_resolvers = {
 }
 
 
-def _format_errors(path: Path, exc: ValidationError) -> str:
-    lines = [f"{path}: invalid source file"]
+def _format_errors(path: Path, exc: ValidationError, kind: str) -> str:
+    lines = [f"{path}: invalid {kind} file"]
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "(file)"
         given = err.get("input")
@@ -192,7 +192,9 @@ def _format_errors(path: Path, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_source(path: Path) -> SourceConfig:
+def load_config(path: Path, model: type[BaseModel], kind: str, name_field: str | None = "name") -> BaseModel:
+    """One YAML config file (a source, an exchange, an agency, an agreement) validated by ``model``; every error
+    names the file and the field. ``name_field`` must equal the file name."""
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
@@ -200,12 +202,17 @@ def load_source(path: Path) -> SourceConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of fields at the top level")
     try:
-        source = SourceConfig.model_validate({**data, "path": path})
+        config = model.model_validate({**data, "path": path})
     except ValidationError as exc:
-        raise ConfigError(_format_errors(path, exc)) from None
-    if source.name != path.stem:
-        raise ConfigError(f"{path}: field 'name': {source.name!r} must match the file name {path.stem!r}")
-    return source
+        raise ConfigError(_format_errors(path, exc, kind)) from None
+    if name_field and getattr(config, name_field) != path.stem:
+        raise ConfigError(f"{path}: field '{name_field}': {getattr(config, name_field)!r} must match the file name "
+                          f"{path.stem!r}")
+    return config
+
+
+def load_source(path: Path) -> SourceConfig:
+    return load_config(path, SourceConfig, "source")
 
 
 def load_sources(directory: Path) -> list[SourceConfig]:
