@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ndc.errors import ConfigError, ContractViolation, NdcError, SchemaDriftError
-from ndc.registry import CRON, check_identifier, load_config
+from ndc.registry import CRON, check_identifier, load_all, load_config
 from ndc.settings import REPO_ROOT
 
 if TYPE_CHECKING:
@@ -144,15 +144,7 @@ def load_exchange(path: Path) -> ExchangeConfig:
 
 def load_exchanges(directory: Path) -> list[ExchangeConfig]:
     """Every exchange file in ``directory`` (none if it does not exist); one ConfigError lists every bad file."""
-    found, problems = [], []
-    for path in sorted(directory.glob("*.yml")):
-        try:
-            found.append(load_exchange(path))
-        except ConfigError as exc:
-            problems.append(str(exc))
-    if problems:
-        raise ConfigError("\n".join(problems))
-    return found
+    return load_all(directory, load_exchange)
 
 
 def find_exchange(name: str, directory: Path | None = None) -> ExchangeConfig:

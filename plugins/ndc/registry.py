@@ -215,17 +215,23 @@ def load_source(path: Path) -> SourceConfig:
     return load_config(path, SourceConfig, "source")
 
 
-def load_sources(directory: Path) -> list[SourceConfig]:
-    """Every source file in ``directory``; raises one ConfigError listing every invalid file."""
-    sources, problems = [], []
+def load_all(directory: Path, load) -> list:
+    """``load`` of every ``*.yml`` in ``directory`` (none if it does not exist); one ConfigError lists every
+    invalid file."""
+    found, problems = [], []
     for path in sorted(directory.glob("*.yml")):
         try:
-            sources.append(load_source(path))
+            found.append(load(path))
         except ConfigError as exc:
             problems.append(str(exc))
     if problems:
         raise ConfigError("\n".join(problems))
-    return sources
+    return found
+
+
+def load_sources(directory: Path) -> list[SourceConfig]:
+    """Every source file in ``directory``; raises one ConfigError listing every invalid file."""
+    return load_all(directory, load_source)
 
 
 def find_source(directory: Path, name: str) -> SourceConfig:
