@@ -11,8 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from ndc.airflow.alerts import ContractAlertNotifier
+from ndc.airflow.alerts import ContractAlertNotifier, DagAlertNotifier
 from ndc.errors import BatchBlockedError
+from ndc.freshness import StaleSourceError
 from ndc.jobs import extract_table
 from ndc.simulate import population
 
@@ -66,15 +67,33 @@ def test_first_then_repeat_then_closed_by_a_success(dbs, webhook):
     assert repeat["first"] is False and repeat["failures"] == 2 and "REPEAT failure #2" in repeat["text"]
     assert repeat["alert_id"] == first["alert_id"]
     # Another check of the same dataset is its own alert.
-    notifier.notify(context(RuntimeError("connection refused"), "run-3"))
-    assert webhook[2]["check"] == "task_failed" and webhook[2]["first"] is True
-    assert query(dbs.warehouse, "select count(*) from ndc_meta.alerts where closed_at is null")[0][0] == 2
+    notifier.notify(context(StaleSourceError("stale sources: population.citizens"), "run-3"))
+    assert (webhook[2]["dataset"], webhook[2]["check"], webhook[2]["first"]) == (
+        "conform.freshness", "stale_source", True)
+    # Any other error is not the task's to alert on: the DAG run's failure callback raises one dag_failed alert,
+    # unless a task of that run already alerted (run-1 did: no second call for one failure).
+    notifier.notify(context(RuntimeError("connection refused"), "run-6"))
+    assert len(webhook) == 3
+    dag_notifier = DagAlertNotifier("Ministry of Public Security", "Population data steward")
+    dag_context = {"dag": SimpleNamespace(dag_id="extract_population"), "reason": "task_failure"}
+    dag_notifier.notify({**dag_context, "run_id": "run-1"})
+    assert len(webhook) == 3
+    dag_notifier.notify({**dag_context, "run_id": "run-6"})
+    assert (webhook[3]["dataset"], webhook[3]["check"], webhook[3]["run_id"]) == (
+        "dag:extract_population", "dag_failed", "run-6")
+    assert "Ministry of Public Security" in webhook[3]["text"]
+    DagAlertNotifier(success=True).notify({**dag_context, "run_id": "run-7"})  # a later successful run closes it
+    assert query(dbs.warehouse, "select closed_by_run_id from ndc_meta.alerts where check_name = 'dag_failed'") == [
+        ("run-7",)]
+    assert query(dbs.warehouse, "select count(*) from ndc_meta.alerts where closed_at is null"
+                 " and dataset = 'population.citizens'")[0][0] == 1
 
     extract_table("population", "citizens", *EVERYTHING, run_id="run-4")
     assert query(dbs.warehouse, "select count(*), min(closed_by_run_id) from ndc_meta.alerts"
-                 " where closed_at is not null") == [(2, "run-4")]
+                 " where closed_at is not null and dataset = 'population.citizens'") == [(1, "run-4")]
     notifier.notify(context(error, "run-5"))
-    assert webhook[3]["first"] is True, "after a success, the next failure is a first failure again"
+    assert (webhook[-1]["check"], webhook[-1]["first"]) == ("row_count_drop", True), \
+        "after a success, the next failure is a first failure again"
 
 
 def test_extract_and_publish_tasks_alert_on_final_failure_only(tmp_path):
@@ -93,5 +112,10 @@ def test_extract_and_publish_tasks_alert_on_final_failure_only(tmp_path):
             assert notifiers[0].owner_contact, "the source file names who to contact"
             assert not task.on_retry_callback, "no alert per retry"
             assert task.retries >= 1
-    publish = build_conform_dag(REPO / "dags/sources").get_task("publish")
+    conform = build_conform_dag(REPO / "dags/sources")
+    publish = conform.get_task("publish")
     assert any(isinstance(c, ContractAlertNotifier) for c in publish.on_failure_callback)
+    assert any(isinstance(c, ContractAlertNotifier) for c in conform.get_task("prepare_build").on_failure_callback)
+    for dag in [*dags.values(), conform]:  # every DAG run's failure alerts once, through the DAG's notifier
+        assert [type(c) for c in dag.on_failure_callback] == [DagAlertNotifier], dag.dag_id
+        assert [c.success for c in dag.on_success_callback] == [True], dag.dag_id

@@ -1,7 +1,15 @@
 """Alerts with judgment: one open alert per dataset and check, told apart as first failure or repeat.
 
-An alert is raised when a task has failed for good (Airflow calls the notifier after the last retry, never per
-retry). It is stored in ``ndc_meta.alerts`` (open until a later run of the dataset succeeds), logged, and — when
+Three kinds, each raised once, when the failure is final (Airflow calls notifiers after the last retry, never per
+retry):
+- a **contract failure** (a :class:`~ndc.errors.ContractViolation`: drift, a blocked batch, a blocked publish),
+  raised by the task that failed, with the dataset and check it names;
+- a **stale source** (:class:`~ndc.freshness.StaleSourceError`: the conform DAG's freshness gate stopped the
+  build), dataset ``conform.freshness``, check ``stale_source``;
+- a **DAG failure** (any other error), raised by the DAG run's failure callback, dataset ``dag:<dag_id>``, check
+  ``dag_failed``, unless a task of the same run already raised one of the above (one failure, one alert).
+
+An alert is It is stored in ``ndc_meta.alerts`` (open until a later run of the dataset succeeds), logged, and — when
 ``NDC_ALERT_WEBHOOK`` is set — POSTed there as JSON (chat or ticketing integration). The message names the dataset,
 the check, whether this repeats an open alert (and since when), the source owner to contact and the runbook.
 """
@@ -51,19 +59,44 @@ class Alert:
                 f"Runbook: {RUNBOOK}. {self.message}")
 
 
-def classify(error: BaseException | str | None, default_dataset: str) -> tuple[str, str, str]:
-    """(dataset, check, message) of a task's final error: a contract violation names its own dataset and check;
-    anything else is the ``task_failed`` check of the task's dataset."""
+STALE_DATASET, STALE_CHECK = "conform.freshness", "stale_source"
+DAG_FAILED = "dag_failed"
+
+
+def classify(error: BaseException | str | None, default_dataset: str) -> tuple[str, str, str] | None:
+    """(dataset, check, message) of a task's final error when it is a contract failure or a stale source; None
+    for any other error, which the DAG run's failure callback alerts on (:func:`dag_failed`)."""
+    from ndc.freshness import StaleSourceError
+
     if isinstance(error, ContractViolation):  # its summary: no sample rows (alerts are stored and sent on)
         return error.dataset or default_dataset, error.check or "contract", error.summary
-    return default_dataset, "task_failed", f"{type(error).__name__}: {error}" if isinstance(
-        error, BaseException) else str(error or "task failed")
+    if isinstance(error, StaleSourceError):
+        return STALE_DATASET, STALE_CHECK, str(error)
+    return None
+
+
+def dag_failed(conn: psycopg.Connection, *, dag_id: str, run_id: str | None, reason: str, owner_agency: str,
+               owner_contact: str | None = None) -> Alert | None:
+    """The alert of a failed DAG run, unless one of its tasks already raised a contract or stale-source alert
+    for this run (then that alert is the run's one alert and None is returned)."""
+    _ensure_alert_runs(conn)
+    with conn.transaction():
+        already = conn.execute(
+            "select a.alert_id, a.dataset, a.check_name from ndc_meta.alert_runs r join ndc_meta.alerts a using"
+            " (alert_id) where r.dag_id = %s and r.run_id = %s and a.check_name <> %s limit 1",
+            (dag_id, run_id, DAG_FAILED)).fetchone()
+    if already:
+        log.info("DAG %s run %s failed; already alerted as alert %s (%s, %s)", dag_id, run_id, *already)
+        return None
+    return raise_alert(conn, dataset=f"dag:{dag_id}", check=DAG_FAILED, message=reason, owner_agency=owner_agency,
+                       owner_contact=owner_contact, dag_id=dag_id, run_id=run_id)
 
 
 def raise_alert(conn: psycopg.Connection, *, dataset: str, check: str, message: str, owner_agency: str,
                 owner_contact: str | None = None, dag_id: str | None = None, task_id: str | None = None,
                 run_id: str | None = None) -> Alert:
     """Open an alert, or count a repeat of the open one for this dataset and check; then deliver it."""
+    _ensure_alert_runs(conn)
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext('ndc_alert:' || %s || ':' || %s))", (dataset, check))
         row = conn.execute(
@@ -78,11 +111,37 @@ def raise_alert(conn: psycopg.Connection, *, dataset: str, check: str, message: 
                 " returning alert_id, failures, first_failed_at",
                 (dataset, check, dag_id, task_id, owner_agency, owner_contact, run_id, run_id,
                  message[:8000])).fetchone()
+        conn.execute("insert into ndc_meta.alert_runs (alert_id, dag_id, task_id, run_id) values (%s, %s, %s, %s)",
+                     (row[0], dag_id, task_id, run_id))
     alert = Alert(alert_id=row[0], dataset=dataset, check=check, first=first, failures=row[1],
                   first_failed_at=row[2], owner_agency=owner_agency, owner_contact=owner_contact, dag_id=dag_id,
                   task_id=task_id, run_id=run_id, message=message)
     deliver(alert)
     return alert
+
+
+_ALERT_RUNS_DDL = """
+create table if not exists ndc_meta.alert_runs (
+    alert_id bigint not null references ndc_meta.alerts,
+    dag_id text,
+    task_id text,
+    run_id text,
+    raised_at timestamptz not null default clock_timestamp()
+);
+create index if not exists alert_runs_run on ndc_meta.alert_runs (dag_id, run_id);
+"""
+_alert_runs_ready: set[str] = set()
+
+
+def _ensure_alert_runs(conn: psycopg.Connection) -> None:
+    """Which runs raised each alert (a repeat overwrites ``last_run_id``): how a DAG run knows a task of it
+    already alerted. Created on first use, once per process and database."""
+    from ndc.warehouse import run_ddl
+
+    key = f"{conn.info.host}:{conn.info.port}/{conn.info.dbname}"
+    if key not in _alert_runs_ready:
+        run_ddl(conn, _ALERT_RUNS_DDL)
+        _alert_runs_ready.add(key)
 
 
 def close_alerts(conn: psycopg.Connection, dataset: str, run_id: str | None) -> int:

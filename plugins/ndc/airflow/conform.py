@@ -46,7 +46,7 @@ import pendulum
 from airflow.sdk import DAG, Asset, BaseOperator, Param, TaskGroup, task
 
 from ndc import dbt
-from ndc.airflow.alerts import contract_alert
+from ndc.airflow.alerts import contract_alert, dag_callbacks
 from ndc.airflow.factory import DEFAULT_ARGS, landing_asset, warehouse_uri
 from ndc.registry import load_sources
 
@@ -414,17 +414,21 @@ def build_conform_dag(sources_dir: Path) -> DAG:
                                            description="Publish even if a shared model's row count changed more "
                                            "than NDC_PUBLISH_MAX_ROW_CHANGE allows (gate 2)")},
         tags=["conform", "dbt", "publish"],
+        **dag_callbacks(),
         doc_md=__doc__,
     ) as dag:
 
-        @task(retries=0)
-        def prepare_build(params=None, ti=None) -> str:
-            from ndc import warehouse
+        # a stale source alerts here (stale_source), once: the gate is not retried
+        @task(retries=0, on_failure_callback=[contract_alert()])
+        def prepare_build(params=None, ti=None, run_id=None) -> str:
+            from ndc import alerts, warehouse
             from ndc.jobs import prepare_conform
             from ndc.settings import get_settings
 
             prepared = prepare_conform(accept_stale=bool((params or {}).get("accept_stale")))
             log.info("source freshness: %s", prepared["freshness"])
+            with warehouse.connect(get_settings().warehouse_url) as conn:
+                alerts.close_alerts(conn, alerts.STALE_DATASET, run_id)  # fresh again (or accepted)
             with warehouse.connect(get_settings().warehouse_url) as conn, conn.transaction():
                 ensure_status_table(conn)
                 conn.execute(f"delete from {STATUS_TABLE} where updated_at < now() - interval '30 days'")

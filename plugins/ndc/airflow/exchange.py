@@ -14,7 +14,7 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import DAG, CronDataIntervalTimetable, task
 
-from ndc.airflow.alerts import contract_alert
+from ndc.airflow.alerts import contract_alert, dag_callbacks
 from ndc.airflow.factory import DEFAULT_ARGS
 from ndc.connections import env_name
 from ndc.exchange import ExchangeConfig, load_exchanges
@@ -75,6 +75,7 @@ def build_exchange_dag(config: ExchangeConfig) -> DAG:
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
         tags=["exchange", config.name, "direct"],
+        **dag_callbacks(config.provider_agency, config.owner_contact),
         doc_md=_doc(config),
     ) as dag:
         _exchange_task(config)

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pendulum
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
 
-from ndc.airflow.alerts import contract_alert
+from ndc.airflow.alerts import contract_alert, dag_callbacks
 from ndc.connections import env_name
 from ndc.errors import ConfigError
 from ndc.registry import SourceConfig, load_sources
@@ -142,6 +142,7 @@ def build_compare_dag(source: SourceConfig) -> DAG:
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
         tags=["compare", source.name],
+        **dag_callbacks(source.owner_agency, source.owner_contact),
         params={"allow_mass_delete": Param(False, type="boolean",
                                            description="Mark rows deleted even when most keys are gone")},
         doc_md=f"""### Full compare: {source.name}
@@ -170,6 +171,7 @@ def build_extract_dag(source: SourceConfig) -> DAG:
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
         tags=["extract", source.name, source.connection_model],
+        **dag_callbacks(source.owner_agency, source.owner_contact),
         params={"full_refresh": Param(False, type="boolean",
                                       description="Extract everything up to the interval end, not just the interval"),
                 "accept_row_drop": Param(False, type="boolean",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import DAG, Param, task
 
+from ndc.airflow.alerts import dag_callbacks
 from ndc.airflow.factory import DEFAULT_ARGS
 from ndc.settings import DEFAULT_RETENTION_DAYS
 
@@ -44,6 +45,7 @@ def build_purge_dag() -> DAG:
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
         tags=["maintenance", "personal-data"],
+        **dag_callbacks(),
         params={"dry_run": Param(False, type="boolean", description="Count what would be purged; delete nothing"),
                 "retention_days": Param(None, type=["null", "integer"], minimum=1,
                                         description="Override NDC_RETENTION_DAYS for this run")},
@@ -75,6 +77,7 @@ def build_reads_dag() -> DAG:
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
         tags=["maintenance", "sharing"],
+        **dag_callbacks(),
         doc_md="""### Collect consumer reads
 
 Adds the statements each agency login role ran on its views since the last run (from `pg_stat_statements`) to
