@@ -54,13 +54,15 @@ class Alert:
             f"REPEAT failure #{self.failures} of open alert {self.alert_id} (failing since "
             f"{self.first_failed_at.isoformat(timespec='minutes')})")
         contact = f"{self.owner_agency}" + (f" <{self.owner_contact}>" if self.owner_contact else "")
-        where = f"{self.dag_id}.{self.task_id} run {self.run_id}" if self.dag_id else f"run {self.run_id}"
+        where = (f"{self.dag_id}.{self.task_id} run {self.run_id}" if self.task_id else
+                 f"DAG {self.dag_id} run {self.run_id}" if self.dag_id else f"run {self.run_id}")
         return (f"[NDC] {kind}: {self.dataset}, check {self.check} — {where}. Contact: {contact}. "
                 f"Runbook: {RUNBOOK}. {self.message}")
 
 
 STALE_DATASET, STALE_CHECK = "conform.freshness", "stale_source"
 DAG_FAILED = "dag_failed"
+DAG_RUN_TASK = "__dag_run__"  # alert_runs.task_id of a DAG run's failure covered by its task's alert
 
 
 def classify(error: BaseException | str | None, default_dataset: str) -> tuple[str, str, str] | None:
@@ -83,8 +85,11 @@ def dag_failed(conn: psycopg.Connection, *, dag_id: str, run_id: str | None, rea
     with conn.transaction():
         already = conn.execute(
             "select a.alert_id, a.dataset, a.check_name from ndc_meta.alert_runs r join ndc_meta.alerts a using"
-            " (alert_id) where r.dag_id = %s and r.run_id = %s and a.check_name <> %s limit 1",
-            (dag_id, run_id, DAG_FAILED)).fetchone()
+            " (alert_id) where r.dag_id = %s and r.run_id = %s order by r.raised_at limit 1",
+            (dag_id, run_id)).fetchone()  # a task's alert, or this callback's own if it ran before
+        if already:  # recorded, so that the run's one alert can be traced from the DAG run too
+            conn.execute("insert into ndc_meta.alert_runs (alert_id, dag_id, task_id, run_id) values"
+                         " (%s, %s, %s, %s)", (already[0], dag_id, DAG_RUN_TASK, run_id))
     if already:
         log.info("DAG %s run %s failed; already alerted as alert %s (%s, %s)", dag_id, run_id, *already)
         return None
@@ -112,7 +117,7 @@ def raise_alert(conn: psycopg.Connection, *, dataset: str, check: str, message: 
                 (dataset, check, dag_id, task_id, owner_agency, owner_contact, run_id, run_id,
                  message[:8000])).fetchone()
         conn.execute("insert into ndc_meta.alert_runs (alert_id, dag_id, task_id, run_id) values (%s, %s, %s, %s)",
-                     (row[0], dag_id, task_id, run_id))
+                     (row[0], dag_id, task_id or DAG_RUN_TASK, run_id))
     alert = Alert(alert_id=row[0], dataset=dataset, check=check, first=first, failures=row[1],
                   first_failed_at=row[2], owner_agency=owner_agency, owner_contact=owner_contact, dag_id=dag_id,
                   task_id=task_id, run_id=run_id, message=message)

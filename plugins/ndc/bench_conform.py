@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import time
-import urllib.request
-from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import psycopg
 
-from ndc import connections, dbt, warehouse
-from ndc.demo import airflow_command, airflow_env, import_pools
+from ndc import cluster, connections, dbt, warehouse
+from ndc.cluster import Api as _Api
+from ndc.cluster import Processes as _Airflow
+from ndc.cluster import metadata_query, plain_url, say
+from ndc.demo import airflow_env, import_pools
 from ndc.errors import NdcError
 from ndc.settings import get_settings
-
-PROCESSES = ("api-server", "scheduler", "dag-processor", "triggerer")
 
 # Settings that cut per-task overhead on a small machine (each may be overridden through ``settings``).
 TUNED = {
@@ -44,11 +41,15 @@ TUNED = {
 
 
 def _say(message: str) -> None:
-    print(f"[bench conform {time.strftime('%H:%M:%S')}] {message}", flush=True)
+    say(message, "bench conform")
 
 
-def _plain(url: str) -> str:
-    return url.replace("postgresql+psycopg2://", "postgresql://", 1)
+def _query(metadata_url: str, statement: str, params=()) -> list[tuple]:
+    return metadata_query(metadata_url, statement, params)
+
+
+def running_airflow(env: dict[str, str], port: int, dag_id: str = "conform"):
+    return cluster.running_airflow(env, port, (dag_id,), what="bench conform")
 
 
 def bench_env(warehouse_url: str, *, airflow_db: str = "ndc_bench_airflow", port: int = 8080,
@@ -92,105 +93,13 @@ def plain_dbt_build(warehouse_url: str) -> tuple[float, str]:
     return elapsed, schema
 
 
-class _Airflow:
-    """The Airflow processes, each in its own process group, logging to ``$AIRFLOW_HOME/bench_logs``."""
-
-    def __init__(self, env: dict[str, str]):
-        self.env = {**os.environ, **env}
-        self.logs = Path(env["AIRFLOW_HOME"]) / "bench_logs"
-        self.logs.mkdir(parents=True, exist_ok=True)
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def cli(self, *args: str, timeout: float = 300) -> str:
-        result = subprocess.run(airflow_command(*args), env=self.env, capture_output=True, text=True,
-                                timeout=timeout, check=False)
-        if result.returncode != 0:
-            raise NdcError(f"airflow {' '.join(args)} failed:\n{(result.stdout + result.stderr)[-3000:]}")
-        return result.stdout
-
-    def start(self, name: str) -> None:
-        handle = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        self.procs[name] = subprocess.Popen(airflow_command(name), env=self.env, stdout=handle,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            with suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for proc in self.procs.values():
-            with suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        for proc in self.procs.values():  # LocalExecutor workers and hung children ignore SIGTERM
-            with suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
-        self.procs.clear()
-
-    def check_alive(self) -> None:
-        dead = {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
-        if dead:
-            raise NdcError(f"airflow processes exited: {dead} (logs in {self.logs})")
-
-
-def _wait(what: str, check, timeout: float, airflow: _Airflow) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        airflow.check_alive()
-        with suppress(Exception):
-            if check():
-                return
-        time.sleep(0.5)
-    raise NdcError(f"timed out after {timeout:.0f} s waiting for {what} (logs in {airflow.logs})")
-
-
-def _query(metadata_url: str, sql: str, params=()) -> list[tuple]:
-    with psycopg.connect(_plain(metadata_url), autocommit=True) as conn:
-        return conn.execute(sql, params).fetchall()
-
-
-def _jobs_running(metadata_url: str) -> set[str]:
-    return {r[0] for r in _query(metadata_url, "select job_type from job where state = 'running' and"
-                                 " latest_heartbeat > now() - interval '30 seconds'")}
-
-
-@contextmanager
-def running_airflow(env: dict[str, str], port: int, dag_id: str = "conform"):
-    """Api-server, scheduler, dag-processor and triggerer up, ``dag_id`` serialized and unpaused (not timed);
-    yields ``(airflow, api)`` and stops every process afterwards."""
-    metadata = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
-    airflow = _Airflow(env)
-    try:
-        _say("starting " + ", ".join(PROCESSES))
-        started = time.monotonic()
-        for name in PROCESSES:
-            airflow.start(name)
-        _wait("the API server", lambda: urllib.request.urlopen(
-            f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=2).status == 200, 180, airflow)
-        _wait("scheduler, triggerer and dag-processor heartbeats", lambda: {
-            "SchedulerJob", "TriggererJob", "DagProcessorJob"} <= _jobs_running(metadata), 180, airflow)
-        _wait(f"the serialized {dag_id} DAG", lambda: _query(
-            metadata, "select 1 from serialized_dag where dag_id = %s", (dag_id,)), 120, airflow)
-        errors = _query(metadata, "select filename, stacktrace from import_error")
-        if errors:
-            raise NdcError(f"DAG import errors: {errors}")
-        api = _Api(port, Path(env["AIRFLOW_HOME"]))
-        api.call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
-        _say(f"airflow up and {dag_id} unpaused in {time.monotonic() - started:.1f} s (not counted)")
-        yield airflow, api
-    finally:
-        _say("stopping airflow")
-        airflow.stop()
-
-
 def _prepared(warehouse_url: str, airflow_db: str, port: int, settings: dict[str, str] | None) -> dict[str, str]:
     os.environ["NDC_WAREHOUSE_URL"] = warehouse_url
     env = bench_env(warehouse_url, airflow_db=airflow_db, port=port, settings=settings)
     if not dbt.MANIFEST.exists():
         _say("no manifest: dbt parse")
         dbt.parse()
-    warehouse.ensure_database(_plain(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]))
+    warehouse.ensure_database(plain_url(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]))
     _say(f"metadata database {airflow_db}: migrate and import pools")
     import_pools(env)
     _Airflow(env).cli("dags", "reserialize")
@@ -236,28 +145,6 @@ def measure(warehouse_url: str | None = None, *, runs: int = 1, airflow_db: str 
                           if k.startswith(("AIRFLOW__CORE__", "AIRFLOW__SCHEDULER__", "AIRFLOW__TRIGGERER__",
                                            "NDC_CONFORM", "NDC_DBT_PROJECT"))})
     return last
-
-
-class _Api:
-    """The REST API with a JWT of the simple auth manager's admin (its generated password file)."""
-
-    def __init__(self, port: int, home: Path):
-        self.base = f"http://127.0.0.1:{port}"
-        password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
-        self.token = self._request("POST", "/auth/token", {"username": "admin", "password": password},
-                                   auth=False)["access_token"]
-
-    def _request(self, method: str, path: str, body: dict | None = None, auth: bool = True) -> dict:
-        headers = {"Content-Type": "application/json"}
-        if auth:
-            headers["Authorization"] = f"Bearer {self.token}"
-        request = urllib.request.Request(self.base + path, method=method, headers=headers,  # noqa: S310
-                                         data=json.dumps(body).encode() if body is not None else None)
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - http://127.0.0.1 only
-            return json.loads(response.read() or b"{}")
-
-    def call(self, method: str, path: str, body: dict | None = None) -> dict:
-        return self._request(method, path, body)
 
 
 def _one_run(airflow: _Airflow, api: _Api, metadata: str, dag_id: str, dbt_s: float, timeout: float,

@@ -632,6 +632,7 @@ def airflow_ui() -> None:
     import_pools(env)  # one pool per source caps its connections; the scheduler needs them to exist
     passwords = f"{env['AIRFLOW_HOME']}/simple_auth_manager_passwords.json.generated"
     click.echo(f"Airflow UI: http://127.0.0.1:8080  user admin, password in {passwords} (Ctrl-C stops)")
+    click.echo("operator's page: http://127.0.0.1:8080/plugin/ndc_operations (Browse > NDC operations)")
     os.execvpe(airflow_command()[0], airflow_command("standalone"), env)  # noqa: S606 - our own venv binary
 
 
