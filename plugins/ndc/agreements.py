@@ -415,17 +415,27 @@ def deliver(conn: psycopg.Connection, publication_id: int, run_id: str | None = 
     return len(applied)
 
 
+def refuse_superuser(conn: psycopg.Connection, role: str) -> None:
+    """An agency role must not be a superuser. Only a superuser may change that attribute (the platform's own
+    role, in a deployment, is not one), so a superuser role of that name is refused rather than altered."""
+    if conn.execute("select rolsuper from pg_roles where rolname = %s", (role,)).fetchone() == (True,):
+        raise NdcError(f"role {role} is a superuser: an agency role must not be. A database superuser must run"
+                       f" ALTER ROLE {role} NOSUPERUSER (or pick another login name in the agency file)")
+
+
 def _apply_agency(conn: psycopg.Connection, agency: Agency, warehouse_url: str) -> list[str]:
     group, schema = ident(agency.group_role), ident(agency.schema)
     roles = [agency.group_role]
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(727005)")
         _create_role(conn, agency.group_role, login=False)
-        conn.execute(sql.SQL("alter role {} nosuperuser nocreatedb nocreaterole nologin").format(group))
+        refuse_superuser(conn, agency.group_role)
+        conn.execute(sql.SQL("alter role {} nocreatedb nocreaterole nologin").format(group))
         for user in agency.users:
             login = ident(user.login)
             _create_role(conn, user.login, login=True)
-            conn.execute(sql.SQL("alter role {} nosuperuser nocreatedb nocreaterole login inherit connection limit {}")
+            refuse_superuser(conn, user.login)
+            conn.execute(sql.SQL("alter role {} nocreatedb nocreaterole login inherit connection limit {}")
                          .format(login, sql.Literal(user.connection_limit)))
             conn.execute(sql.SQL("alter role {} set statement_timeout = {}").format(
                 login, sql.Literal(user.statement_timeout)))

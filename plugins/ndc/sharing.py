@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from ndc.agreements import refuse_superuser
 from ndc.connections import database_of
 from ndc.errors import NdcError
 from ndc.identifiers import ident, is_identifier
@@ -43,7 +44,8 @@ def apply_province_agency(conn: psycopg.Connection, agency: ProvinceAgency, ware
         exists = conn.execute("select 1 from pg_roles where rolname = %s", (agency.role,)).fetchone()
         if not exists:
             conn.execute(sql.SQL("create role {} login").format(role))
-        conn.execute(sql.SQL("alter role {} nosuperuser nocreatedb nocreaterole noinherit connection limit {}")
+        refuse_superuser(conn, agency.role)
+        conn.execute(sql.SQL("alter role {} nocreatedb nocreaterole noinherit connection limit {}")
                      .format(role, sql.Literal(agency.connection_limit)))
         conn.execute(sql.SQL("alter role {} set statement_timeout = {}").format(
             role, sql.Literal(agency.statement_timeout)))
