@@ -3,24 +3,28 @@
 them. The population extract and the conform DAG run on the worker (proved from each task instance's hostname,
 which only the worker's processes report, and from the worker's log); a scheduler-driven backfill of the extract
 over a date range leaves landing equal to one extract of the whole range; a DAG failure and a contract failure
-each deliver exactly one webhook call, after the retries; the operator's page is then checked in a real browser
-(tests/test_operator_browser.py uses this module's cluster through the ``celery_cluster`` fixture).
+each deliver exactly one webhook call, after the retries; the operator's page is then read in a real browser
+(Playwright driving Debian's Chromium) logged in through Airflow's form, and screenshotted into ``artifacts/``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 
 import psycopg
 import pytest
+import yaml
 
 from ndc import cluster, warehouse
 from ndc.bench_conform import TUNED
@@ -34,6 +38,8 @@ from .conftest import REPO, query, scalar
 
 REDIS = os.environ.get("NDC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 WORKER = "ndc-celery-worker-1"
+CHROMIUM = os.environ.get("NDC_TEST_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(os.environ.get("NDC_ARTIFACTS_DIR", REPO / "artifacts"))  # CI keeps the screenshots
 LANDING = ("citizens", "households", "residence_changes")
 
 
@@ -276,14 +282,123 @@ def test_a_stale_source_alerts_once_and_publishes_nothing(celery_cluster):
     c = celery_cluster
     c.webhook.clear()
     publications = scalar(c.warehouse, "select count(*) from ndc_meta.publications")
+    # The source stopped sending 30 days ago: its rows' load times move back (and forward again afterwards, since
+    # incremental models select by them).
+    shift = "update landing_population.citizens set _ndc_loaded_at = _ndc_loaded_at {} interval '30 days'"
     with psycopg.connect(c.warehouse, autocommit=True) as conn:
-        conn.execute("update landing_population.citizens set _ndc_loaded_at = _ndc_loaded_at - interval '30 days'")
-    run_id = "celery_conform_stale"
-    assert c.trigger("conform", run_id) == "failed"
-    _wait_for("the DAG run's callback", lambda: query(
-        c.warehouse, "select 1 from ndc_meta.alert_runs where run_id = %s and task_id = '__dag_run__'", (run_id,)))
-    time.sleep(2)
-    assert [(w["dataset"], w["check"]) for w in c.webhook] == [("conform.freshness", "stale_source")]
-    assert "population.citizens" in c.webhook[0]["text"]
-    assert scalar(c.warehouse, "select count(*) from ndc_meta.publications") == publications
-    assert timedelta(0) < scalar(c.warehouse, "select now() - max(_ndc_loaded_at) from landing_population.citizens")
+        conn.execute(shift.format("-"))
+    try:
+        run_id = "celery_conform_stale"
+        assert c.trigger("conform", run_id) == "failed"
+        _wait_for("the DAG run's callback", lambda: query(
+            c.warehouse, "select 1 from ndc_meta.alert_runs where run_id = %s and task_id = '__dag_run__'",
+            (run_id,)))
+        time.sleep(2)
+        assert [(w["dataset"], w["check"]) for w in c.webhook] == [("conform.freshness", "stale_source")]
+        assert "population.citizens" in c.webhook[0]["text"]
+        assert scalar(c.warehouse, "select count(*) from ndc_meta.publications") == publications
+    finally:
+        with psycopg.connect(c.warehouse, autocommit=True) as conn:
+            conn.execute(shift.format("+"))
+
+
+def _apply_agreements(c: Cluster, folder: Path) -> list[str]:
+    """The repository's agencies (logins suffixed for this run) and agreements (dated around today), approved by
+    an approver role and applied: the next publish delivers under each. Returns the roles to drop afterwards."""
+    from ndc import dbt
+    from ndc.agreements import apply, approve, ensure_tables, load_agencies, load_agreements
+
+    suffix = c.metadata.rsplit("_", 1)[1]
+    agencies_dir, agreements_dir = folder / "agencies", folder / "agreements"
+    agencies_dir.mkdir()
+    shutil.copytree(REPO / "dags/agreements", agreements_dir)
+    today = date.today()
+    for path in agreements_dir.glob("*.yml"):
+        text = re.sub(r"^start: .*$", f"start: {today - timedelta(days=30)}", path.read_text(), flags=re.M)
+        path.write_text(re.sub(r"^expires: .*$", f"expires: {today + timedelta(days=300)}", text, flags=re.M))
+    roles = [f"ndc_test_approver_{suffix}"]
+    for path in (REPO / "dags/agencies").glob("*.yml"):
+        data = yaml.safe_load(path.read_text())
+        for user in data["users"]:
+            user["login"] += "_" + suffix
+            roles.append(user["login"])
+        (agencies_dir / path.name).write_text(yaml.safe_dump(data, allow_unicode=True))
+    with warehouse.connect(c.warehouse) as conn:
+        ensure_tables(conn)
+        conn.execute(f'create role "{roles[0]}" login in role ndc_approver')
+        conn.execute(f'grant connect on database "{c.warehouse.rsplit("/", 1)[1]}" to "{roles[0]}"')
+        conn.execute(f'grant insert, select on ndc_meta.agreement_approvals to "{roles[0]}"')
+        conn.commit()
+    agencies = load_agencies(agencies_dir)
+    agreements = load_agreements(agreements_dir, agencies=agencies, shared=dbt.shared_models())
+    for agreement in agreements.values():
+        approve(c.warehouse.replace("postgres@", f"{roles[0]}@", 1), agreement, note="celery test")
+    with warehouse.connect(c.warehouse) as conn:
+        assert sorted(apply(conn, c.warehouse, agencies=agencies, agreements=agreements).applied) == sorted(agreements)
+    return roles
+
+
+@pytest.mark.airflow
+@pytest.mark.slow
+def test_the_operators_page_in_a_real_browser(celery_cluster, tmp_path):
+    """Log in through Airflow's form in Debian's Chromium, open the operator's page (an external view: an iframe
+    of the plugin's app) and read figures that depend on the simulated data, each checked against the database."""
+    from playwright.sync_api import sync_playwright
+
+    c = celery_cluster
+    roles = _apply_agreements(c, tmp_path)
+    try:
+        # A publish under the applied agreements delivers to each agency; it closes the stale-source alert.
+        assert c.trigger("conform", "celery_conform_deliver") == "success"
+        assert scalar(c.warehouse, "select count(*) from ndc_meta.alerts where closed_at is null") == 0
+        rows_loaded = scalar(c.warehouse, "select rows_loaded from ndc_meta.ledger where kind = 'extract' and"
+                             " target = 'landing_population.citizens' order by ledger_id desc limit 1")
+        run_id = scalar(c.warehouse, "select run_id from ndc_meta.ledger where kind = 'extract' and"
+                        " target = 'landing_population.citizens' order by ledger_id desc limit 1")
+        deliveries = query(c.warehouse, "select l.details->>'consumer', count(*) from ndc_meta.ledger l where"
+                           " kind = 'delivery' and outcome = 'success' group by 1 order by 1")
+        assert len(deliveries) == 2, deliveries
+        quarantined = scalar(c.warehouse, "select count(*) from quarantine.rows where replayed_at is null")
+        assert quarantined > 0, "the simulated defects"
+
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync"])
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                base = f"http://127.0.0.1:{c.port}"
+                page.goto(base + "/", wait_until="networkidle")
+                page.locator("input[name=username]").fill("admin")
+                page.locator("input[name=password]").fill(c.api.password)
+                page.locator("button[type=submit]").click()
+                page.wait_for_url(lambda url: "/auth/login" not in url, timeout=30_000)
+                page.goto(base + "/plugin/ndc_operations", wait_until="networkidle")
+                frame = page.frame_locator("iframe")
+                cell = frame.get_by_test_id("last-load-rows-loaded-population.citizens")
+                cell.wait_for(timeout=30_000)
+                assert cell.get_attribute("data-value") == str(rows_loaded)
+                assert cell.inner_text().replace(",", "") == str(rows_loaded)
+                assert frame.get_by_test_id("last-load-run-population.citizens").inner_text() == run_id
+                for agency, count in deliveries:
+                    assert frame.get_by_test_id(f"sharing-agency-{agency}").get_attribute("data-value") == str(count)
+                assert frame.get_by_test_id("quarantine-total").inner_text().replace(",", "") == str(quarantined)
+                for chart in ("chart-pass-rate", "chart-sharing"):
+                    svg = frame.get_by_test_id(chart)
+                    assert svg.is_visible() and svg.locator("rect, path, polyline").count() > 0, chart
+                page.screenshot(path=str(ARTIFACTS / "airflow-ui-operator-page.png"))
+                # The page itself at full length (the same app, authenticated by the login's cookie).
+                page.goto(base + "/ndc/", wait_until="networkidle")
+                assert page.get_by_test_id("last-load-rows-loaded-population.citizens").get_attribute(
+                    "data-value") == str(rows_loaded)
+                page.screenshot(path=str(ARTIFACTS / "operator-page.png"), full_page=True)
+            finally:
+                browser.close()
+        assert (ARTIFACTS / "operator-page.png").stat().st_size > 10_000
+    finally:
+        with psycopg.connect(c.warehouse, autocommit=True) as conn:
+            for role in roles:
+                if conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone():
+                    conn.execute(f'drop owned by "{role}"')
+                    conn.execute(f'drop role "{role}"')

@@ -60,13 +60,13 @@ def _human(delta: timedelta | None) -> str:
     return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} h"
 
 
-def _threshold(rule: dict | None) -> timedelta | None:
+def threshold(rule: dict | None) -> timedelta | None:
     if not rule or rule.get("count") is None or rule.get("period") is None:
         return None
     return rule["count"] * PERIODS[rule["period"]]
 
 
-def _declared(manifest_path: Path) -> list[dict]:
+def declared_sources(manifest_path: Path) -> list[dict]:
     if not manifest_path.exists():
         raise NdcError(f"{manifest_path} is missing: run `ndc dbt parse` first")
     sources = json.loads(manifest_path.read_text())["sources"].values()
@@ -78,7 +78,7 @@ def check(conn: psycopg.Connection, manifest_path: Path, now: datetime | None = 
     """Freshness of every dbt source that declares a ``loaded_at_field`` and thresholds."""
     now = now or datetime.now(UTC)
     found = []
-    for source in sorted(_declared(manifest_path), key=lambda s: (s["source_name"], s["name"])):
+    for source in sorted(declared_sources(manifest_path), key=lambda s: (s["source_name"], s["name"])):
         rules = source.get("freshness") or source["config"]["freshness"]
         field = source.get("loaded_at_field") or source["config"]["loaded_at_field"]
         relation = ident(source["schema"], source["identifier"])
@@ -87,7 +87,7 @@ def check(conn: psycopg.Connection, manifest_path: Path, now: datetime | None = 
                                   (relation.as_string(conn),)).fetchone()[0]
             last = conn.execute(sql.SQL("select max({}) from {}").format(ident(field), relation)
                                 ).fetchone()[0] if exists else None
-        warn, error = _threshold(rules.get("warn_after")), _threshold(rules.get("error_after"))
+        warn, error = threshold(rules.get("warn_after")), threshold(rules.get("error_after"))
         age = now - last if last else None
         status = ("missing" if not exists else "never_loaded" if last is None else "error" if error and age > error
                   else "warn" if warn and age > warn else "pass")

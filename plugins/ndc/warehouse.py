@@ -14,7 +14,7 @@ from ndc.errors import NdcError
 from ndc.identifiers import ident
 
 _DDL_LOCK = 727_001  # advisory lock that serialises the platform's DDL across processes
-META_VERSION = 6  # raise when META_DDL changes; ensure_meta then re-runs it
+META_VERSION = 7  # raise when META_DDL changes; ensure_meta then re-runs it
 
 META_DDL = """
 create schema if not exists ndc_meta;
@@ -233,6 +233,118 @@ create table if not exists ndc_meta.exchange_watermarks (
     last_run_id text not null,
     updated_at timestamptz not null default now()
 );
+
+-- From META_VERSION 7: the operator's page (ndc.operator). Aggregates only, read by the NOLOGIN group role
+-- ndc_operator: USAGE on ndc_meta, SELECT on these views and contract_pass_rates, nothing else (no quarantine, landing
+-- or ledger table). The views belong to the platform's role, so they aggregate tables their reader cannot read.
+do $$ begin
+    perform pg_advisory_xact_lock(727002);
+    create role ndc_operator nologin;
+exception when duplicate_object or unique_violation then null;
+end $$;
+do $$ begin  -- the page may connect as the platform's role and SET ROLE ndc_operator (a superuser already may)
+    if not pg_has_role(current_user, 'ndc_operator', 'member') then
+        grant ndc_operator to current_user;
+    end if;
+exception when insufficient_privilege or unique_violation then null;  -- else the page needs NDC_OPERATOR_URL
+end $$;
+do $$ begin
+    execute format('grant connect on database %I to ndc_operator', current_database());
+end $$;
+
+-- The last load of each landing dataset (its extract) and shared dataset (the publish), from the ledger. A failed
+-- publish published nothing: it is the last load of every shared dataset of the publication before it.
+create or replace view ndc_meta.ops_last_loads as
+with loads as (
+    select l.ledger_id, l.recorded_at, l.kind, regexp_replace(l.target, '^landing_', '') as dataset,
+        'extract_' || l.source as dag_id, l.run_id, l.outcome, l.rows_in, l.rows_loaded, l.rows_quarantined,
+        l.duration_ms, l.interval_start, l.interval_end, l.contract_version
+    from ndc_meta.ledger l
+    where l.kind = 'extract'
+    union all
+    select l.ledger_id, l.recorded_at, l.kind, m.dataset, 'conform', l.run_id, l.outcome, m.rows, m.rows, 0,
+        l.duration_ms, null, null, null
+    from ndc_meta.ledger l
+    cross join lateral (
+        select 'shared', l.rows_loaded
+        union all
+        select 'shared.' || e.key, e.value::bigint
+        from jsonb_each_text(case when l.outcome = 'success' then l.details->'models' else '{}' end) e
+        union all
+        select 'shared.' || u.model, 0::bigint
+        from unnest((select p.models from ndc_meta.publications p where l.outcome = 'failed'
+            and p.published_at <= l.recorded_at order by p.publication_id desc limit 1)) u(model)
+    ) m(dataset, rows)
+    where l.kind = 'publish'
+)
+select distinct on (dataset) dataset, kind, dag_id, run_id, recorded_at, outcome, rows_in, rows_loaded,
+    rows_quarantined, duration_ms, interval_start, interval_end, contract_version,
+    max(recorded_at) filter (where outcome = 'success') over (partition by dataset) as last_success_at,
+    count(*) over (partition by dataset) as loads,
+    count(*) filter (where outcome = 'failed') over (partition by dataset) as failed_loads
+from loads
+order by dataset, ledger_id desc;
+
+-- What freshness is judged on, per landing table: when a successful extract or replay last brought rows into it
+-- (what max(_ndc_loaded_at) of the conform gate sees), when it was last extracted, and whether it still exists.
+create or replace view ndc_meta.ops_freshness_inputs as
+select regexp_replace(l.target, '^landing_', '') as dataset, l.target as landing_table,
+    max(l.recorded_at) filter (where l.rows_loaded > 0) as last_loaded_at,
+    max(l.recorded_at) filter (where l.kind = 'extract') as last_extract_at,
+    exists (select from pg_catalog.pg_tables t where t.schemaname = split_part(l.target, '.', 1)
+        and t.tablename = split_part(l.target, '.', 2)) as landing_table_exists
+from ndc_meta.ledger l
+where l.kind in ('extract', 'replay') and l.outcome = 'success'
+group by l.target;
+
+-- Open quarantine (not loaded by a replay) per dataset and check, and per dataset (all_checks: rows counted once).
+create or replace view ndc_meta.ops_open_quarantine as
+select q.dataset, c.check_name, grouping(c.check_name) = 1 as all_checks,
+    count(distinct q.quarantine_id) as open_rows,
+    count(distinct q.quarantine_id) filter (where q.replayed_at is null) as rows_not_replayed,
+    count(distinct q.quarantine_id) filter (where q.replay_outcome = 'still_failing') as rows_still_failing,
+    min(q.quarantined_at) as oldest_at,
+    max(q.quarantined_at) as newest_at
+from quarantine.rows q
+left join lateral unnest(q.checks) c(check_name) on true
+where q.replay_outcome is distinct from 'loaded'
+group by grouping sets ((q.dataset, c.check_name), (q.dataset));
+
+-- Open alerts without their message (a task's error text may quote data).
+create or replace view ndc_meta.ops_open_alerts as
+select dataset, check_name, failures, first_failed_at, last_failed_at, dag_id, task_id, owner_agency, last_run_id
+from ndc_meta.alerts
+where closed_at is null;
+
+-- Sharing transactions per day, unit and agency, each counted once (docs/sharing.md): a delivery (one per applied
+-- agreement per publish, whatever the number of its views) or an exchange batch is one ledger row; reads come from
+-- ndc_meta.consumer_reads (made by ndc.agreements.ensure_tables). Read through a function of the platform's role,
+-- so the view exists, and is empty, before agreements do. (ndc_meta.sharing_transactions splits the same
+-- transactions per dataset, so its sum over datasets counts a delivery of two views twice.)
+drop view if exists ndc_meta.ops_sharing_transactions;
+drop function if exists ndc_meta.ops_sharing_rows();
+create function ndc_meta.ops_sharing_rows()
+returns table (day date, unit text, agency text, transactions bigint, rows bigint)
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+begin
+    return query select (l.recorded_at at time zone 'UTC')::date, l.kind,
+            coalesce(l.details->>'consumer', l.details->>'consumer_agency'), count(*)::bigint,
+            sum(l.rows_loaded)::bigint
+        from ndc_meta.ledger l where l.kind in ('delivery', 'exchange') and l.outcome = 'success'
+        group by 1, 2, 3;
+    if to_regclass('ndc_meta.consumer_reads') is not null then
+        return query execute 'select day, ''read''::text, agency::text, sum(reads)::bigint, null::bigint'
+            ' from ndc_meta.consumer_reads group by 1, 3';
+    end if;
+end $$;
+create view ndc_meta.ops_sharing_transactions as
+select day, unit, agency, transactions, rows from ndc_meta.ops_sharing_rows();
+
+revoke all on function ndc_meta.ops_sharing_rows() from public;
+grant execute on function ndc_meta.ops_sharing_rows() to ndc_operator;
+grant usage on schema ndc_meta to ndc_operator;
+grant select on ndc_meta.ops_last_loads, ndc_meta.ops_freshness_inputs, ndc_meta.ops_open_quarantine,
+    ndc_meta.ops_open_alerts, ndc_meta.ops_sharing_transactions, ndc_meta.contract_pass_rates to ndc_operator;
 """
 
 

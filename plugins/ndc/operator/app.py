@@ -1,0 +1,69 @@
+"""The FastAPI app of the operator's page, mounted by the Airflow plugin at ``/ndc`` on Airflow's API server.
+
+Airflow gives a mounted app no authentication of its own: every route here depends on Airflow's ``get_user``
+(the ``Authorization: Bearer`` header or the ``_token`` cookie the UI's login sets), so a request without a valid
+login gets 401 — the automatic docs are off (``/docs``, ``/redoc``, ``/openapi.json`` do not exist).
+
+Routes (under ``/ndc``): ``/`` the page; ``/api/summary`` every panel as JSON; ``/api/<panel>`` one of them
+(``sources``, ``shared``, ``pass_rates``, ``quarantine``, ``sharing``, ``alerts``). ``?days=`` (1–366, default
+30) sets the window of the charts. When the warehouse cannot be read, the page shows a banner naming the server
+(never its password) and every route answers 503.
+"""
+
+from __future__ import annotations
+
+from airflow.api_fastapi.core_api.security import get_user
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from . import page
+from .summary import PANELS, summarise
+from .views import WarehouseUnavailable, read, reader
+
+DEFAULT_DAYS = 30
+NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+# Inline CSS and SVG only; the page may be framed by Airflow's own UI (same origin) and nothing else.
+PAGE_HEADERS = {**NO_STORE, "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                "img-src 'self' data:; frame-ancestors 'self'; base-uri 'none'; form-action 'none'"}
+Days = Query(DEFAULT_DAYS, ge=1, le=366, description="days covered by the charts (UTC)")
+
+
+def _summary(request: Request, days: int) -> dict:
+    # Mounted under Airflow, app_root_path is Airflow's own root: links to its runs start there.
+    airflow_root = str(request.scope.get("app_root_path") or "").rstrip("/")
+    with reader() as conn:
+        snapshot = read(conn, days)
+    return summarise(snapshot, days, airflow_root)
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="NDC operator's page", docs_url=None, redoc_url=None, openapi_url=None,
+                  dependencies=[Depends(get_user)])
+
+    @app.get("/", response_class=HTMLResponse)
+    def operator_page(request: Request, days: int = Days) -> HTMLResponse:
+        try:
+            summary = _summary(request, days)
+        except WarehouseUnavailable as exc:
+            return HTMLResponse(page.render_error(str(exc), days), status_code=503, headers=PAGE_HEADERS)
+        return HTMLResponse(page.render(summary), headers=PAGE_HEADERS)
+
+    @app.get("/api/summary")
+    def summary_json(request: Request, days: int = Days) -> JSONResponse:
+        try:
+            return JSONResponse(_summary(request, days), headers=NO_STORE)
+        except WarehouseUnavailable as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503, headers=NO_STORE)
+
+    @app.get("/api/{panel}")
+    def panel_json(request: Request, panel: str, days: int = Days) -> JSONResponse:
+        if panel not in PANELS:
+            raise HTTPException(404, f"no panel {panel!r}; panels: {', '.join(PANELS)}")
+        try:
+            summary = _summary(request, days)
+        except WarehouseUnavailable as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503, headers=NO_STORE)
+        return JSONResponse({"generated_at": summary["generated_at"], "days": days, "since": summary["since"],
+                             panel: summary[panel]}, headers=NO_STORE)
+
+    return app
