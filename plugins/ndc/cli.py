@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 
@@ -619,20 +620,42 @@ def stop() -> None:
     click.echo("embedded PostgreSQL stopped" if embedded.stop() else "embedded PostgreSQL was not running")
 
 
+def _admin_password(path: Path) -> str:
+    """The local UI's admin password: Airflow's simple auth manager keeps the passwords already in its file, so
+    one written here first (random, the file readable by its owner only) is the one it uses."""
+    import secrets
+
+    passwords = json.loads(path.read_text() or "{}") if path.exists() else {}
+    if "admin" not in passwords:
+        passwords["admin"] = secrets.token_urlsafe(12)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(passwords) + "\n")
+    return passwords["admin"]
+
+
 @main.command("airflow")
-def airflow_ui() -> None:
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1024, 65535),
+              help="Port of the UI on 127.0.0.1.")
+def airflow_ui(port: int) -> None:
     """Start the Airflow UI (airflow standalone) on the demo's data; prints the URL and the login."""
     import os
 
-    from ndc import embedded
+    from ndc import embedded, warehouse
     from ndc.demo import airflow_command, airflow_env, import_pools
 
     env = {**os.environ, **airflow_env(embedded.ensure_warehouse()),
-           "AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": "8080"}
+           "AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(port),
+           "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/"}
+    with warehouse.connect(env["NDC_WAREHOUSE_URL"]) as conn:
+        warehouse.ensure_meta(conn)  # the operator's page reads its views
+    warehouse.ensure_database(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("+psycopg2", "", 1))
     import_pools(env)  # one pool per source caps its connections; the scheduler needs them to exist
-    passwords = f"{env['AIRFLOW_HOME']}/simple_auth_manager_passwords.json.generated"
-    click.echo(f"Airflow UI: http://127.0.0.1:8080  user admin, password in {passwords} (Ctrl-C stops)")
-    click.echo("operator's page: http://127.0.0.1:8080/plugin/ndc_operations (Browse > NDC operations)")
+    password = _admin_password(Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated")
+    click.echo(f"Airflow UI: http://127.0.0.1:{port}  user admin, password {password} (Ctrl-C stops)")
+    click.echo(f"operator's page: http://127.0.0.1:{port}/plugin/ndc_operations (Browse > NDC operations)",
+               nl=True)
+    sys.stdout.flush()
     os.execvpe(airflow_command()[0], airflow_command("standalone"), env)  # noqa: S606 - our own venv binary
 
 

@@ -32,8 +32,10 @@ LOGICAL_DATE = "2026-01-01"  # the simulators' as-of date: every simulated row i
 
 
 def airflow_env(warehouse_url: str) -> dict[str, str]:
-    """Airflow's settings for the demo and ``ndc airflow``: metadata in the same server, this repo's DAGs."""
-    metadata = connections.with_database(warehouse_url, "ndc_airflow").replace(
+    """Airflow's settings for the demo and ``ndc airflow``: metadata in the same server (database
+    ``<warehouse database>_airflow``: ``ndc_airflow`` on the embedded default), this repo's DAGs."""
+    name = f"{connections.database_of(warehouse_url)[:55]}_airflow"
+    metadata = connections.with_database(warehouse_url, name).replace(
         "postgresql://", "postgresql+psycopg2://", 1)
     return {
         "AIRFLOW_HOME": str(get_settings().data_dir / "airflow"),
