@@ -82,6 +82,9 @@ def test_first_then_repeat_then_closed_by_a_success(dbs, webhook):
     assert (webhook[3]["dataset"], webhook[3]["check"], webhook[3]["run_id"]) == (
         "dag:extract_population", "dag_failed", "run-6")
     assert "Ministry of Public Security" in webhook[3]["text"]
+    # run-1 cleared and failed again, this time without a task's alert: alerted again (a repeat of the open one).
+    dag_notifier.notify({**dag_context, "run_id": "run-1"})
+    assert (webhook[4]["check"], webhook[4]["run_id"], webhook[4]["first"]) == ("dag_failed", "run-1", False)
     DagAlertNotifier(success=True).notify({**dag_context, "run_id": "run-7"})  # a later successful run closes it
     assert query(dbs.warehouse, "select closed_by_run_id from ndc_meta.alerts where check_name = 'dag_failed'") == [
         ("run-7",)]
@@ -116,6 +119,10 @@ def test_extract_and_publish_tasks_alert_on_final_failure_only(tmp_path):
     publish = conform.get_task("publish")
     assert any(isinstance(c, ContractAlertNotifier) for c in publish.on_failure_callback)
     assert any(isinstance(c, ContractAlertNotifier) for c in conform.get_task("prepare_build").on_failure_callback)
-    for dag in [*dags.values(), conform]:  # every DAG run's failure alerts once, through the DAG's notifier
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert not bag.import_errors and len(bag.dags) >= len(dags) + 4  # + conform, exchange, purge, reads
+    for dag in bag.dags.values():  # every DAG run's failure alerts once, through the DAG's notifier
         assert [type(c) for c in dag.on_failure_callback] == [DagAlertNotifier], dag.dag_id
         assert [c.success for c in dag.on_success_callback] == [True], dag.dag_id

@@ -67,8 +67,8 @@ def test_ndc_airflow_prints_a_working_login_and_serves_the_operators_page(dbs, t
             os.killpg(proc.pid, signal.SIGTERM)
         with suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=20)
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        for pid in cluster.session_members(proc.pid):  # standalone's children, in process groups of their own
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         proc.wait(timeout=10)
-        # standalone's children may outlive their group leader: anything still holding the metadata DB goes now
         warehouse.drop_database(with_database(dbs.warehouse, f"{dbs.warehouse.rsplit('/', 1)[1]}_airflow"))

@@ -16,13 +16,15 @@ set -euo pipefail
 : "${AIRFLOW_DB_PASSWORD:?set AIRFLOW_DB_PASSWORD in .env}"
 : "${NDC_DB_PASSWORD:?set NDC_DB_PASSWORD in .env}"
 : "${NDC_ANCHOR_DB_PASSWORD:?set NDC_ANCHOR_DB_PASSWORD in .env}"
+: "${NDC_OPERATOR_DB_PASSWORD:?set NDC_OPERATOR_DB_PASSWORD in .env}"
 
 run_psql() {
   psql -v ON_ERROR_STOP=1 --no-psqlrc --username "${POSTGRES_USER:-postgres}" "$@"
 }
 
 run_psql --dbname postgres \
-  -v airflow_pw="$AIRFLOW_DB_PASSWORD" -v ndc_pw="$NDC_DB_PASSWORD" -v anchor_pw="$NDC_ANCHOR_DB_PASSWORD" <<'SQL'
+  -v airflow_pw="$AIRFLOW_DB_PASSWORD" -v ndc_pw="$NDC_DB_PASSWORD" -v anchor_pw="$NDC_ANCHOR_DB_PASSWORD" \
+  -v operator_pw="$NDC_OPERATOR_DB_PASSWORD" <<'SQL'
 select format('create role airflow login password %L', :'airflow_pw')
  where not exists (select from pg_roles where rolname = 'airflow') \gexec
 select format('create role ndc login createdb createrole password %L', :'ndc_pw')
@@ -32,6 +34,12 @@ select 'create role ndc_anchor_owner nologin'
 select format('create role ndc_anchor_writer login password %L', :'anchor_pw')
  where not exists (select from pg_roles where rolname = 'ndc_anchor_writer') \gexec
 grant pg_read_all_stats, pg_read_all_settings to ndc;
+-- The operator's page reads as this login, a member of the read-only role ndc_operator (its grants come with the
+-- warehouse's meta schemas, ndc.warehouse META_DDL version 7), so the API server never holds the platform's role.
+select 'create role ndc_operator nologin'
+ where not exists (select from pg_roles where rolname = 'ndc_operator') \gexec
+select format('create role ndc_operator_page login password %L in role ndc_operator', :'operator_pw')
+ where not exists (select from pg_roles where rolname = 'ndc_operator_page') \gexec
 
 select format('create database %I owner %I', db, owner)
   from (values ('airflow', 'airflow'),
@@ -49,6 +57,7 @@ select format('revoke connect, temporary on database %I from public', datname)
  where datname in ('airflow', 'ndc', 'ndc_src_population', 'ndc_src_taxation', 'ndc_src_insurance_backend',
                    'ndc_agency_taxation', 'ndc_ledger_anchor') \gexec
 grant connect on database ndc_ledger_anchor to ndc_anchor_writer;
+grant connect on database ndc to ndc_operator_page;
 SQL
 
 # Consumer reads per role and view (ndc.reads): the extension needs the superuser to be created.

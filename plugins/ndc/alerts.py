@@ -7,9 +7,11 @@ retry):
 - a **stale source** (:class:`~ndc.freshness.StaleSourceError`: the conform DAG's freshness gate stopped the
   build), dataset ``conform.freshness``, check ``stale_source``;
 - a **DAG failure** (any other error), raised by the DAG run's failure callback, dataset ``dag:<dag_id>``, check
-  ``dag_failed``, unless a task of the same run already raised one of the above (one failure, one alert).
+  ``dag_failed``, unless a task of the same attempt of the run already raised one of the above (one failure, one
+  alert; a cleared run that fails again is alerted again). A run in which one task breaks a contract and another
+  fails otherwise is alerted once, by the contract; the run's other failed tasks are in the Airflow UI.
 
-An alert is It is stored in ``ndc_meta.alerts`` (open until a later run of the dataset succeeds), logged, and — when
+It is stored in ``ndc_meta.alerts`` (open until a later run of the dataset succeeds), logged, and — when
 ``NDC_ALERT_WEBHOOK`` is set — POSTed there as JSON (chat or ticketing integration). The message names the dataset,
 the check, whether this repeats an open alert (and since when), the source owner to contact and the runbook.
 """
@@ -81,12 +83,15 @@ def dag_failed(conn: psycopg.Connection, *, dag_id: str, run_id: str | None, rea
                owner_contact: str | None = None) -> Alert | None:
     """The alert of a failed DAG run, unless one of its tasks already raised a contract or stale-source alert
     for this run (then that alert is the run's one alert and None is returned)."""
-    _ensure_alert_runs(conn)
     with conn.transaction():
+        # A task's alert of this attempt: raised after the run's previous failure was handled here (a cleared run
+        # keeps its run_id, and its next failure is alerted again).
         already = conn.execute(
             "select a.alert_id, a.dataset, a.check_name from ndc_meta.alert_runs r join ndc_meta.alerts a using"
-            " (alert_id) where r.dag_id = %s and r.run_id = %s order by r.raised_at limit 1",
-            (dag_id, run_id)).fetchone()  # a task's alert, or this callback's own if it ran before
+            " (alert_id) where r.dag_id = %s and r.run_id = %s and r.task_id is distinct from %s and r.raised_at >"
+            " coalesce((select max(raised_at) from ndc_meta.alert_runs where dag_id = %s and run_id = %s and"
+            " task_id = %s), '-infinity') order by r.raised_at limit 1",
+            (dag_id, run_id, DAG_RUN_TASK, dag_id, run_id, DAG_RUN_TASK)).fetchone()
         if already:  # recorded, so that the run's one alert can be traced from the DAG run too
             conn.execute("insert into ndc_meta.alert_runs (alert_id, dag_id, task_id, run_id) values"
                          " (%s, %s, %s, %s)", (already[0], dag_id, DAG_RUN_TASK, run_id))
@@ -101,7 +106,6 @@ def raise_alert(conn: psycopg.Connection, *, dataset: str, check: str, message: 
                 owner_contact: str | None = None, dag_id: str | None = None, task_id: str | None = None,
                 run_id: str | None = None) -> Alert:
     """Open an alert, or count a repeat of the open one for this dataset and check; then deliver it."""
-    _ensure_alert_runs(conn)
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext('ndc_alert:' || %s || ':' || %s))", (dataset, check))
         row = conn.execute(
@@ -123,30 +127,6 @@ def raise_alert(conn: psycopg.Connection, *, dataset: str, check: str, message: 
                   task_id=task_id, run_id=run_id, message=message)
     deliver(alert)
     return alert
-
-
-_ALERT_RUNS_DDL = """
-create table if not exists ndc_meta.alert_runs (
-    alert_id bigint not null references ndc_meta.alerts,
-    dag_id text,
-    task_id text,
-    run_id text,
-    raised_at timestamptz not null default clock_timestamp()
-);
-create index if not exists alert_runs_run on ndc_meta.alert_runs (dag_id, run_id);
-"""
-_alert_runs_ready: set[str] = set()
-
-
-def _ensure_alert_runs(conn: psycopg.Connection) -> None:
-    """Which runs raised each alert (a repeat overwrites ``last_run_id``): how a DAG run knows a task of it
-    already alerted. Created on first use, once per process and database."""
-    from ndc.warehouse import run_ddl
-
-    key = f"{conn.info.host}:{conn.info.port}/{conn.info.dbname}"
-    if key not in _alert_runs_ready:
-        run_ddl(conn, _ALERT_RUNS_DDL)
-        _alert_runs_ready.add(key)
 
 
 def close_alerts(conn: psycopg.Connection, dataset: str, run_id: str | None) -> int:

@@ -47,6 +47,17 @@ def jobs_running(metadata_url: str) -> set[str]:
                                          " latest_heartbeat > now() - interval '30 seconds'")}
 
 
+def session_members(sid: int) -> list[int]:
+    """The processes of session ``sid`` (each started process leads a session of its own; Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with suppress(OSError):
+                if os.getsid(int(entry.name)) == sid:
+                    found.append(int(entry.name))
+    return found
+
+
 class Processes:
     """Airflow's long-running processes (``airflow <command…>``), each in its own process group."""
 
@@ -73,6 +84,8 @@ class Processes:
         return self.logs / f"{name}.log"
 
     def stop(self) -> None:
+        """SIGTERM to each process's group, then SIGKILL to everything left in its session: Airflow's task
+        runners (and their dbt children) run in process groups of their own, inside the session we started."""
         for proc in self.procs.values():
             with suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -81,8 +94,9 @@ class Processes:
             with suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         for proc in self.procs.values():
-            with suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            for pid in session_members(proc.pid):
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             with suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
         self.procs.clear()

@@ -234,6 +234,19 @@ create table if not exists ndc_meta.exchange_watermarks (
     updated_at timestamptz not null default now()
 );
 
+-- From META_VERSION 7: which runs raised or repeated each alert (a repeat overwrites alerts.last_run_id): how a
+-- DAG run's failure callback knows a task of the same attempt already alerted (ndc.alerts.dag_failed).
+create table if not exists ndc_meta.alert_runs (
+    alert_id bigint not null references ndc_meta.alerts,
+    dag_id text,
+    task_id text,
+    run_id text,
+    raised_at timestamptz not null default clock_timestamp()
+);
+create index if not exists alert_runs_run on ndc_meta.alert_runs (dag_id, run_id, raised_at);
+-- The operator's page reads the last ledger row per kind and target.
+create index if not exists ledger_kind_target on ndc_meta.ledger (kind, target, ledger_id desc);
+
 -- From META_VERSION 7: the operator's page (ndc.operator). Aggregates only, read by the NOLOGIN group role
 -- ndc_operator: USAGE on ndc_meta, SELECT on these views and contract_pass_rates, nothing else (no quarantine, landing
 -- or ledger table). The views belong to the platform's role, so they aggregate tables their reader cannot read.
@@ -246,8 +259,8 @@ do $$ begin  -- the page may connect as the platform's role and SET ROLE ndc_ope
     if not pg_has_role(current_user, 'ndc_operator', 'member') then
         grant ndc_operator to current_user;
     end if;
-exception when insufficient_privilege or unique_violation then null;  -- else the page needs NDC_OPERATOR_URL
-end $$;
+exception when insufficient_privilege or unique_violation or internal_error then null;  -- a concurrent first run
+end $$;                                                    -- in another database may grant it; else NDC_OPERATOR_URL
 do $$ begin
     execute format('grant connect on database %I to ndc_operator', current_database());
 end $$;

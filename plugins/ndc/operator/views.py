@@ -3,7 +3,8 @@
 The session connects with ``NDC_OPERATOR_URL`` (a LOGIN role in ``ndc_operator``) when it is set, else with the
 warehouse URL; either way it then runs ``SET ROLE ndc_operator`` with ``default_transaction_read_only`` on, so every
 query runs with the reader's privileges — SELECT on the ``ndc_meta.ops_*`` views and ``contract_pass_rates``, and
-nothing on quarantine, landing or the ledger — whatever the credentials. Each request reads one consistent snapshot
+nothing on quarantine, landing or the ledger. (SET ROLE is no boundary against code in the same process: deployments
+set ``NDC_OPERATOR_URL``; the fallback serves the embedded demo.) Each request reads one consistent snapshot
 (a read-only repeatable-read transaction) under a short connect and statement timeout.
 """
 
