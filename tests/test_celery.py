@@ -393,9 +393,15 @@ def test_the_operators_page_in_a_real_browser(celery_cluster, tmp_path):
                 for agency, count in deliveries:
                     assert frame.get_by_test_id(f"sharing-agency-{agency}").get_attribute("data-value") == str(count)
                 assert frame.get_by_test_id("quarantine-total").inner_text().replace(",", "") == str(quarantined)
-                for chart in ("chart-pass-rate", "chart-sharing"):
-                    svg = frame.get_by_test_id(chart)
-                    assert svg.is_visible() and svg.locator("rect, path, polyline").count() > 0, chart
+                # Every drawn datum carries data-point="<series>|<label>|<value>": one bar per agency delivered
+                # to today, one point per day of contract results (rows passing and validations passing).
+                sharing = frame.get_by_test_id("chart-sharing")
+                assert sharing.is_visible()
+                points = sorted(p.get_attribute("data-point") for p in sharing.locator("[data-point]").all())
+                today = date.today().isoformat()[5:]
+                assert points == sorted(f"{agency}|{today}|{count}" for agency, count in deliveries)
+                days = scalar(c.warehouse, "select count(distinct day) from ndc_meta.contract_pass_rates")
+                assert frame.get_by_test_id("chart-pass-rate").locator("[data-point]").count() == 2 * days > 0
                 page.screenshot(path=str(ARTIFACTS / "airflow-ui-operator-page.png"))
                 # The page itself at full length (the same app, authenticated by the login's cookie).
                 page.goto(base + "/ndc/", wait_until="networkidle")

@@ -17,9 +17,11 @@ import re
 import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from html import unescape
+from html import escape, unescape
 from pathlib import Path
+from urllib.parse import unquote
 
 import psycopg
 import pytest
@@ -228,15 +230,25 @@ def airflow_env(tmp: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def fetched(world, tmp_path_factory) -> dict:
+def airflow_home(tmp_path_factory) -> Path:
+    """An AIRFLOW_HOME with a migrated metadata database, shared by the module's fetches."""
     tmp = tmp_path_factory.mktemp("airflow")
-    env = airflow_env(tmp)
-    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    out = tmp / "fetched.json"
-    run = subprocess.run([sys.executable, "-c", FETCH, str(out), json.dumps(REQUESTS)], env=env, capture_output=True,
-                         text=True, timeout=300, check=False)
+    subprocess.run([AIRFLOW, "db", "migrate"], env=airflow_env(tmp), check=True, capture_output=True, timeout=300)
+    return tmp
+
+
+def fetch(home: Path, requests: list, **env: str) -> dict:
+    """Each request's answer from Airflow's API server app (one process), with ``env`` added to its environment."""
+    out = home / f"fetched-{secrets.token_hex(4)}.json"
+    run = subprocess.run([sys.executable, "-c", FETCH, str(out), json.dumps(requests)],
+                         env={**airflow_env(home), **env}, capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def fetched(world, airflow_home) -> dict:
+    return fetch(airflow_home, REQUESTS)
 
 
 def figures(html: str) -> dict[str, dict]:
@@ -248,6 +260,19 @@ def figures(html: str) -> dict[str, dict]:
             assert attrs["data-testid"] not in found, f"data-testid {attrs['data-testid']} twice"
             found[attrs["data-testid"]] = {"tag": match.group(1), "text": unescape(match.group(3)), **attrs}
     return found
+
+
+def chart(html: str, testid: str) -> str:
+    return re.search(rf'<svg[^>]*data-testid="{re.escape(escape(testid))}".*?</svg>', html, re.S).group(0)
+
+
+def data_points(html: str, testid: str) -> list[str]:
+    """The ``data-point`` of every element of a chart that has one (``series|label|value``), in order."""
+    return [unescape(v) for v in re.findall(r'\sdata-point="([^"]*)"', chart(html, testid))]
+
+
+def marked_tags(html: str) -> set[str]:
+    return set(re.findall(r"<(\w+)\s[^>]*\bdata-point=", html))
 
 
 # --- (a) every route of the app needs Airflow's login -------------------------------------------------------------
@@ -392,6 +417,15 @@ def test_contract_pass_rates_per_day(world, fetched):
         assert float(ids[f"pass-rate-rows-{day}"]["data-value"]) == pytest.approx(1 - failed / checked, abs=1e-6)
         assert ids[f"pass-rate-rows-{day}"]["text"] == f"{(1 - failed / checked) * 100:.2f} %"
     assert ids["chart-pass-rate"]["tag"] == "svg"
+    # One dot per day and rate that exists (rows passing needs rows checked), computed from the base table.
+    dots = [("validations passing", day[5:], passed / validations) for day, validations, passed, _, _ in expected]
+    dots += [("rows passing", day[5:], 1 - failed / checked) for day, _, _, checked, failed in expected if checked]
+    drawn = [p.rsplit("|", 2) for p in data_points(fetched["page"]["text"], "chart-pass-rate")]
+    assert len(drawn) == len(dots) >= 4
+    assert sorted((series, label) for series, label, _ in drawn) == sorted((series, label) for series, label, _ in dots)
+    values = {(series, label): float(value) for series, label, value in drawn}
+    for series, label, value in dots:
+        assert values[(series, label)] == pytest.approx(value, abs=1e-4), (series, label)
 
 
 def test_open_quarantine_is_counted_never_shown(world, fetched):
@@ -413,6 +447,11 @@ def test_open_quarantine_is_counted_never_shown(world, fetched):
     assert ids["quarantine-open-population.citizens-pin_format"]["text"] == str(pin_format - 3)  # 3 were replayed
     assert ids["quarantine-still-failing-population.citizens-cmnd_format"]["text"] == "2"
     assert ids["chart-quarantine"]["tag"] == "svg"
+    # One bar per dataset with open rows (at most twelve, most first), as the base table counts them.
+    ranked = sorted(open_rows.items(), key=lambda item: (-item[1], item[0]))[:12]
+    bars = data_points(html, "chart-quarantine")
+    assert len(bars) == len([n for _, n in ranked if n]) >= 2
+    assert bars == [f"Rows open|{dataset}|{count}" for dataset, count in ranked]
     # No payload, key or name of a quarantined row (personal data) reaches the page, the JSON or the alerts panel.
     secrets_ = {SECRET_PIN, SECRET_NAME, *(r[0] for r in query(
         world, "select distinct v from quarantine.rows, jsonb_each_text(payload) e(k, v)"
@@ -452,6 +491,10 @@ def test_sharing_transactions_per_day_and_agency(world, fetched):
         assert ids[f"sharing-{day}-{agency}"]["text"] == str(count)
     assert ids["sharing-agency-quang_ngai-read"]["text"] == "5"
     assert ids["chart-sharing"]["tag"] == "svg"
+    # One bar segment per day and agency with transactions, from the base tables.
+    segments = data_points(fetched["page"]["text"], "chart-sharing")
+    assert len(segments) == len([n for _, _, n in per_day if n]) >= 3
+    assert sorted(segments) == sorted(f"{agency}|{day[5:]}|{count}" for day, agency, count in per_day if count)
     # Three days ago is inside a 7-day window too; forty days ago is in neither.
     assert json.loads(fetched["sharing_7"]["text"])["sharing"]["total"] == 8
 
@@ -474,6 +517,11 @@ def test_charts_are_self_contained_svg_with_titles(fetched):
         assert re.search(r"<title[^>]*>[^<]+</title>", svg) and 'role="img"' in svg
         assert "Day (UTC)" in svg or "Rows open" in svg
     assert "<script" not in html and "http://" not in html.replace("http://www.w3.org/2000/svg", "")
+    # Only the charts' data points are marked: no legend swatch, axis, grid line or label, nothing outside a chart.
+    charted = sum(len(data_points(html, t)) for t in ("chart-pass-rate", "chart-sharing", "chart-quarantine"))
+    assert html.count("data-point=") == charted > 0
+    assert marked_tags(html) == {"rect", "circle"}
+    assert marked_tags(chart(html, "chart-pass-rate")) == {"circle"}
     assert "https://" not in html
     assert 'href="api/summary?days=30"' in html  # relative: works under /ndc/ in the iframe
 
@@ -592,3 +640,114 @@ def test_window_since_is_the_first_day_of_the_window(fetched):
     summary = json.loads(fetched["summary"]["text"])
     generated = datetime.fromisoformat(summary["generated_at"]).date()
     assert date.fromisoformat(summary["since"]) == generated - timedelta(days=DAYS - 1)
+
+
+# --- (e) what the warehouse holds is shown as text, never as markup ------------------------------------------------
+
+HOSTILE = {
+    "agency": '<script>alert("agency")</script>&\'"',
+    "run": 'manual__2026-01-05T00:00:00+00:00"><script>alert(\'run\')</script>&x=\'1',
+    "source": 'x"><script>alert("source")</script>',
+    "dataset": "population.<img src=x onerror=alert('dataset')>\"&",
+    "check": '<script>alert("check")</script>&\'"',
+    "owner": '"><script>alert(\'owner\')</script>&',
+    "dag": "extract_<script>alert('dag')</script>",
+    "task": "<b onmouseover=alert('task')>t</b>\"",
+}
+
+
+def _seed_hostile(conn: psycopg.Connection) -> None:
+    """Markup and script in every text the page shows from the warehouse, written into the tables it reads."""
+    now, run = datetime.now(UTC), HOSTILE["run"]
+    for source, table in (("population", "citizens"), (HOSTILE["source"], "t")):
+        _append_at(conn, ledger.LedgerEntry(
+            kind="extract", source=source, target=f"landing_{source}.{table}", run_id=run, rows_in=3, rows_loaded=3,
+            rows_quarantined=0, duration_ms=9, outcome="success", contract_name=f"{source}.{table}",
+            contract_version="1.0.0"), now)
+    _append_at(conn, ledger.LedgerEntry(
+        kind="delivery", source="shared", target="agency_x", run_id=run, rows_in=0, rows_loaded=0, rows_quarantined=0,
+        duration_ms=0, outcome="success",
+        details={"agreement": "x", "consumer": HOSTILE["agency"], "views": ["citizens"], "publication_id": 1}), now)
+    conn.execute("insert into quarantine.rows (dataset, record_key, checks, reasons, payload, row_hash, contract_name,"
+                 " contract_version, batch_id, run_id) values (%s, 'k', %s, '{}', '{}', 'h', 'c', '1.0.0',"
+                 " gen_random_uuid(), %s)", (HOSTILE["dataset"], [HOSTILE["check"]], run))
+    conn.execute("insert into ndc_meta.contract_results (gate, dataset, contract_name, contract_version, run_id,"
+                 " rows_checked, rows_failed, duration_ms, outcome) values ('landing', %s, 'c', '1.0.0', %s, 10, 1, 3,"
+                 " 'fail')", (HOSTILE["dataset"], run))
+    conn.execute("insert into ndc_meta.alerts (dataset, check_name, dag_id, task_id, owner_agency, first_run_id,"
+                 " last_run_id, message) values (%s, %s, %s, %s, %s, %s, %s, 'm')",
+                 (HOSTILE["dataset"], HOSTILE["check"], HOSTILE["dag"], HOSTILE["task"], HOSTILE["owner"], run, run))
+    conn.commit()
+
+
+@pytest.fixture(scope="module")
+def hostile(pg_server) -> Iterator[str]:
+    """A warehouse of its own (the other tests' figures stay exact) holding only hostile text."""
+    from ndc.connections import with_database
+
+    url = with_database(pg_server, f"ndc_test_xss_{secrets.token_hex(4)}")
+    warehouse.ensure_database(url)
+    try:
+        with warehouse.connect(url) as conn:
+            warehouse.ensure_meta(conn)
+            _seed_hostile(conn)
+        yield url
+    finally:
+        warehouse.drop_database(url)
+
+
+@pytest.fixture(scope="module")
+def hostile_page(hostile, airflow_home) -> str:
+    answer = fetch(airflow_home, [("page", "/ndc/", "bearer", {})], NDC_WAREHOUSE_URL=hostile)["page"]
+    assert answer["status"] == 200, answer["text"][:500]
+    return answer["text"]
+
+
+def _raw_href(html: str, testid: str) -> str:
+    """The link's href exactly as written in the page (before any unescaping)."""
+    return re.search(rf'<a href="([^"]*)"[^>]*data-testid="{re.escape(escape(testid))}"', html).group(1)
+
+
+def test_hostile_text_from_the_warehouse_is_escaped(hostile, hostile_page):
+    html = hostile_page
+    assert "<script" not in html.lower() and "<img" not in html.lower() and "<b " not in html.lower()
+    for name, value in HOSTILE.items():
+        assert value not in html, f"{name} is written unescaped"
+        assert escape(value, quote=True) in html, f"{name} is not shown (escaped) as text"
+    # Text where a reader sees it: the agency of a delivery, the run of an extract, an alert's owner, dataset, check.
+    assert f"<td>{escape(HOSTILE['agency'])}</td>" in html
+    assert f">{escape(HOSTILE['run'])}</a>" in html
+    for key in ("owner", "dataset", "check"):
+        assert f"<td>{escape(HOSTILE[key])}</td>" in html, key
+    assert f"<td>{escape(HOSTILE['dag'])} / {escape(HOSTILE['task'])}</td>" in html
+    ids = figures(html)
+    assert ids[f"sharing-agency-{HOSTILE['agency']}"]["text"] == "1"
+    assert ids["last-load-run-population.citizens"]["text"] == HOSTILE["run"]
+
+
+def test_hostile_run_ids_are_quoted_in_their_links(hostile_page):
+    html, ids = hostile_page, figures(hostile_page)
+    source_dataset = f"{HOSTILE['source']}.t"
+    links = {"last-load-run-population.citizens": ("extract_population", HOSTILE["run"]),
+             f"last-load-run-{source_dataset}": (f"extract_{HOSTILE['source']}", HOSTILE["run"]),
+             f"alert-run-{HOSTILE['dataset']}-{HOSTILE['check']}": (HOSTILE["dag"], HOSTILE["run"])}
+    for testid, (dag_id, run_id) in links.items():
+        raw = _raw_href(html, testid)
+        assert re.fullmatch(r"/dags/[\w.~%-]+/runs/[\w.~%:+@=,-]+", raw), raw  # no quote, <, >, & or space in it
+        _, dags, dag, runs, run = raw.split("/")
+        assert (dags, runs, unquote(dag), unquote(run)) == ("dags", "runs", dag_id, run_id)
+        assert ids[testid]["href"] == raw and ids[testid]["text"] == run_id
+
+
+def test_hostile_names_in_the_charts_are_escaped(hostile, hostile_page):
+    html = hostile_page
+    day = scalar(hostile, "select (recorded_at at time zone 'UTC')::date::text from ndc_meta.ledger"
+                          " where kind = 'delivery'")
+    assert data_points(html, "chart-sharing") == [f"{HOSTILE['agency']}|{day[5:]}|1"]
+    assert data_points(html, "chart-quarantine") == [f"Rows open|{HOSTILE['dataset']}|1"]
+    assert len(data_points(html, "chart-pass-rate")) == 2  # today's rows passing and validations passing
+    for testid in ("chart-sharing", "chart-quarantine"):
+        svg = chart(html, testid)
+        assert "<script" not in svg and "<img" not in svg
+        for value in (HOSTILE["agency"], HOSTILE["dataset"]):
+            assert value not in svg

@@ -2,6 +2,17 @@
 
 Each chart is an accessible image (``role="img"``, a ``<title>`` and a ``<desc>``), has labelled axes and a legend
 when it has several series, and carries a ``data-testid``. The figures are also shown as text beside the chart.
+
+Every data point drawn carries ``data-point="<series>|<label>|<value>"`` (HTML-escaped; ``value`` as a plain
+number, e.g. ``5`` or ``0.965517``), and nothing else does (not the legend's swatches, the axes, the grid or the
+labels), so the marked elements are exactly the figures drawn:
+
+* a line chart marks each point's dot (``<circle>``): every value that is not missing, zero included;
+* stacked bars mark each segment (``<rect>``) of a non-zero value; a zero value is not drawn;
+* horizontal bars mark each bar (``<rect>``) of a non-zero value, the series being the chart's ``x_title``; a zero
+  value keeps its label but draws no bar.
+
+The value is the last ``|``-separated field; the labels of the line and stacked charts are days (``MM-DD``).
 """
 
 from __future__ import annotations
@@ -26,6 +37,11 @@ class Series:
 
 def _attr(text: object) -> str:
     return escape(str(text), quote=True)
+
+
+def _point(series: str, label: str, value: float) -> str:
+    """The ``data-point`` attribute of a data point drawn (see the module's docstring)."""
+    return f' data-point="{_attr(f"{series}|{label}|{value:.12g}")}"'
 
 
 def nice_ceiling(value: float) -> float:
@@ -131,8 +147,9 @@ def line_chart(*, testid: str, title: str, labels: Sequence[str], series: Sequen
             if len(run) > 1:
                 joined = " ".join(f"{x(i):.1f},{y(line.values[i]):.1f}" for i in run)
                 body.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{joined}"/>')
-        body += [f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{colour}"><title>{escape(line.name)}, '
-                 f'{escape(label)}: {escape(fmt(v))}</title></circle>' for px, py, label, v in points]
+        body += [f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{colour}"{_point(line.name, label, v)}>'
+                 f'<title>{escape(line.name)}, {escape(label)}: {escape(fmt(v))}</title></circle>'
+                 for px, py, label, v in points]
     desc = "; ".join(f"{s.name}: " + ", ".join(f"{labels[i]} {fmt(v)}" for i, v in enumerate(s.values)
                                                  if v is not None) for s in series)
     return _frame(testid, title, desc, body, [s.name for s in series] if len(series) > 1 else ())
@@ -161,7 +178,8 @@ def stacked_bars(*, testid: str, title: str, labels: Sequence[str], series: Sequ
             height = (bottom - TOP) * value / top
             base -= height
             body.append(f'<rect x="{x(i) - width / 2:.1f}" y="{base:.1f}" width="{width:.1f}" height="{height:.1f}"'
-                        f' fill="{PALETTE[n % len(PALETTE)]}"><title>{escape(label)}, {escape(part.name)}: '
+                        f' fill="{PALETTE[n % len(PALETTE)]}"{_point(part.name, label, value)}>'
+                        f'<title>{escape(label)}, {escape(part.name)}: '
                         f'{value:g}</title></rect>')
     desc = "; ".join(f"{label}: {total:g}" for label, total in zip(labels, totals, strict=True) if total)
     return _frame(testid, title, desc, body, [s.name for s in series])
@@ -185,8 +203,10 @@ def horizontal_bars(*, testid: str, title: str, items: Sequence[tuple[str, float
                     f'<text x="{gx:.1f}" y="{bottom + 16}" text-anchor="middle" style="{FONT}">{value:g}</text>')
     for n, (label, value) in enumerate(items):
         y = TOP + slot * n + slot * 0.15
-        body.append(f'<rect x="{left}" y="{y:.1f}" width="{span * value / top:.1f}" height="{slot * 0.7:.1f}"'
-                    f' fill="{PALETTE[0]}"><title>{escape(label)}: {value:g}</title></rect>'
-                    f'<text x="{left - 6}" y="{y + slot * 0.35 + 4:.1f}" text-anchor="end" style="{FONT}">'
+        if value:
+            body.append(f'<rect x="{left}" y="{y:.1f}" width="{span * value / top:.1f}" height="{slot * 0.7:.1f}"'
+                        f' fill="{PALETTE[0]}"{_point(x_title, label, value)}><title>{escape(label)}: {value:g}'
+                        "</title></rect>")
+        body.append(f'<text x="{left - 6}" y="{y + slot * 0.35 + 4:.1f}" text-anchor="end" style="{FONT}">'
                     f'{escape(label)}</text>')
     return _frame(testid, title, "; ".join(f"{label}: {value:g}" for label, value in items), body)
