@@ -34,12 +34,11 @@ from ndc.jobs import extract_table
 from ndc.registry import load_source
 from ndc.simulate import population
 
+from .browser import ARTIFACTS, logged_in, operator_frame
 from .conftest import REPO, query, scalar
 
 REDIS = os.environ.get("NDC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 WORKER = "ndc-celery-worker-1"
-CHROMIUM = os.environ.get("NDC_TEST_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = Path(os.environ.get("NDC_ARTIFACTS_DIR", REPO / "artifacts"))  # CI keeps the screenshots
 LANDING = ("citizens", "households", "residence_changes")
 
 
@@ -352,8 +351,6 @@ def _apply_agreements(c: Cluster, folder: Path) -> list[str]:
 def test_the_operators_page_in_a_real_browser(celery_cluster, tmp_path):
     """Log in through Airflow's form in Debian's Chromium, open the operator's page (an external view: an iframe
     of the plugin's app) and read figures that depend on the simulated data, each checked against the database."""
-    from playwright.sync_api import sync_playwright
-
     c = celery_cluster
     roles = _apply_agreements(c, tmp_path)
     try:
@@ -370,46 +367,31 @@ def test_the_operators_page_in_a_real_browser(celery_cluster, tmp_path):
         quarantined = scalar(c.warehouse, "select count(*) from quarantine.rows where replayed_at is null")
         assert quarantined > 0, "the simulated defects"
 
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync"])
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                base = f"http://127.0.0.1:{c.port}"
-                page.goto(base + "/", wait_until="networkidle")
-                page.locator("input[name=username]").fill("admin")
-                page.locator("input[name=password]").fill(c.api.password)
-                page.locator("button[type=submit]").click()
-                page.wait_for_url(lambda url: "/auth/login" not in url, timeout=30_000)
-                page.goto(base + "/plugin/ndc_operations", wait_until="networkidle")
-                frame = page.frame_locator("iframe")
-                cell = frame.get_by_test_id("last-load-rows-loaded-population.citizens")
-                cell.wait_for(timeout=30_000)
-                assert cell.get_attribute("data-value") == str(rows_loaded)
-                assert cell.inner_text().replace(",", "") == str(rows_loaded)
-                assert frame.get_by_test_id("last-load-run-population.citizens").inner_text() == run_id
-                for agency, count in deliveries:
-                    assert frame.get_by_test_id(f"sharing-agency-{agency}").get_attribute("data-value") == str(count)
-                assert frame.get_by_test_id("quarantine-total").inner_text().replace(",", "") == str(quarantined)
-                # Every drawn datum carries data-point="<series>|<label>|<value>": one bar per agency delivered
-                # to today, one point per day of contract results (rows passing and validations passing).
-                sharing = frame.get_by_test_id("chart-sharing")
-                assert sharing.is_visible()
-                points = sorted(p.get_attribute("data-point") for p in sharing.locator("[data-point]").all())
-                today = date.today().isoformat()[5:]
-                assert points == sorted(f"{agency}|{today}|{count}" for agency, count in deliveries)
-                days = scalar(c.warehouse, "select count(distinct day) from ndc_meta.contract_pass_rates")
-                assert frame.get_by_test_id("chart-pass-rate").locator("[data-point]").count() == 2 * days > 0
-                page.screenshot(path=str(ARTIFACTS / "airflow-ui-operator-page.png"))
-                # The page itself at full length (the same app, authenticated by the login's cookie).
-                page.goto(base + "/ndc/", wait_until="networkidle")
-                assert page.get_by_test_id("last-load-rows-loaded-population.citizens").get_attribute(
-                    "data-value") == str(rows_loaded)
-                page.screenshot(path=str(ARTIFACTS / "operator-page.png"), full_page=True)
-            finally:
-                browser.close()
+        base = f"http://127.0.0.1:{c.port}"
+        with logged_in(base, c.api.password) as page:
+            frame = operator_frame(page, base)
+            cell = frame.get_by_test_id("last-load-rows-loaded-population.citizens")
+            assert cell.get_attribute("data-value") == str(rows_loaded)
+            assert cell.inner_text().replace(",", "") == str(rows_loaded)
+            assert frame.get_by_test_id("last-load-run-population.citizens").inner_text() == run_id
+            for agency, count in deliveries:
+                assert frame.get_by_test_id(f"sharing-agency-{agency}").get_attribute("data-value") == str(count)
+            assert frame.get_by_test_id("quarantine-total").inner_text().replace(",", "") == str(quarantined)
+            # Every drawn datum carries data-point="<series>|<label>|<value>": one bar per agency delivered to
+            # today, one point per day of contract results (rows passing and validations passing).
+            sharing = frame.get_by_test_id("chart-sharing")
+            assert sharing.is_visible()
+            points = sorted(p.get_attribute("data-point") for p in sharing.locator("[data-point]").all())
+            today = date.today().isoformat()[5:]
+            assert points == sorted(f"{agency}|{today}|{count}" for agency, count in deliveries)
+            days = scalar(c.warehouse, "select count(distinct day) from ndc_meta.contract_pass_rates")
+            assert frame.get_by_test_id("chart-pass-rate").locator("[data-point]").count() == 2 * days > 0
+            page.screenshot(path=str(ARTIFACTS / "airflow-ui-operator-page.png"))
+            # The page itself at full length (the same app, authenticated by the login's cookie).
+            page.goto(base + "/ndc/", wait_until="networkidle")
+            assert page.get_by_test_id("last-load-rows-loaded-population.citizens").get_attribute(
+                "data-value") == str(rows_loaded)
+            page.screenshot(path=str(ARTIFACTS / "operator-page.png"), full_page=True)
         assert (ARTIFACTS / "operator-page.png").stat().st_size > 10_000
     finally:
         with psycopg.connect(c.warehouse, autocommit=True) as conn:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
+import urllib.request
+from contextlib import suppress
 from pathlib import Path
 
 import psycopg
@@ -48,6 +53,7 @@ def test_demo_runs_end_to_end_on_the_embedded_default(embedded_env):
     out = run.stdout
     for expected in ("== Summary ==", "quarantined rows by check:", "chain verified", "time per stage:",
                      "agency_quang_ngai.citizens", "ndc airflow", "shared.province_statistics",
+                     "deliveries of the published version: quang_ngai 1, social_insurance 1",
                      "shared.identity_exceptions", "conformance per source"):
         assert expected in out
     print(out[out.index("== Summary =="):])
@@ -60,3 +66,59 @@ def test_demo_runs_end_to_end_on_the_embedded_default(embedded_env):
         shared = {r[0] for r in wh.execute("select citizen_id from shared.citizens")}
         landed = wh.execute("select count(*) from landing_population.citizens").fetchone()[0]
     assert clean <= shared and len(shared) == landed
+
+    # The operator's page on the demo's data, as `ndc airflow` serves it, read in a real browser.
+    _operator_page_on_the_demo(embedded_env, base + "ndc")
+
+
+def _operator_page_on_the_demo(env: dict[str, str], warehouse_url: str) -> None:
+    from ndc import cluster
+
+    from .browser import ARTIFACTS, logged_in, operator_frame
+
+    with psycopg.connect(warehouse_url) as wh:
+        (rows_loaded,) = wh.execute("select rows_loaded from ndc_meta.ledger where kind = 'extract' and target ="
+                                    " 'landing_population.citizens' order by ledger_id desc limit 1").fetchone()
+        deliveries = wh.execute("select details->>'consumer', count(*) from ndc_meta.ledger where kind = 'delivery'"
+                                " group by 1 order by 1").fetchall()
+        (quarantined,) = wh.execute("select count(*) from quarantine.rows where replay_outcome is distinct from"
+                                    " 'loaded'").fetchone()
+    port = cluster.free_port()
+    env = {**env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(cluster.free_port()),
+           "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(cluster.free_port()), "AIRFLOW__CORE__PARALLELISM": "2"}
+    log = Path(env["NDC_DATA_DIR"]) / "ndc-airflow.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(["ndc", "airflow", "--port", str(port)], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline, password = time.monotonic() + 240, None
+        while time.monotonic() < deadline and proc.poll() is None and not password:
+            found = re.search(r"user admin, password (\S+)", log.read_text())
+            with suppress(OSError):
+                if found and urllib.request.urlopen(base + "/api/v2/monitor/health", timeout=5).status == 200:  # noqa: S310
+                    password = found.group(1)
+            time.sleep(1)
+        assert password, f"ndc airflow did not come up:\n{log.read_text()[-3000:]}"
+        with logged_in(base, password) as page:
+            frame = operator_frame(page, base)
+            assert frame.get_by_test_id("last-load-rows-loaded-population.citizens").get_attribute(
+                "data-value") == str(rows_loaded) and rows_loaded > 90_000
+            assert frame.get_by_test_id("quarantine-total").inner_text() == str(quarantined) and quarantined > 0
+            for agency, count in deliveries:
+                assert frame.get_by_test_id(f"sharing-agency-{agency}").get_attribute("data-value") == str(count)
+            assert frame.get_by_test_id("chart-sharing").locator("[data-point]").count() == len(deliveries) == 2
+            assert frame.get_by_test_id("chart-quarantine").locator("[data-point]").count() > 0
+            page.screenshot(path=str(ARTIFACTS / "demo-airflow-ui-operator-page.png"))
+            page.goto(base + "/ndc/", wait_until="networkidle")
+            page.screenshot(path=str(ARTIFACTS / "demo-operator-page.png"), full_page=True)
+        assert (ARTIFACTS / "demo-operator-page.png").stat().st_size > 10_000
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=20)
+        for pid in cluster.session_members(proc.pid):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=10)

@@ -604,7 +604,10 @@ def demo(citizens: int, seed: int) -> None:
     for title, seconds in summary.stages:
         click.echo(f"  {seconds:6.1f} s  {title}")
     click.echo(f"  {sum(s for _, s in summary.stages):6.1f} s  total")
-    click.echo(f"what {DEMO_AGENCY} sees in agency_quang_ngai.citizens ({f['consumer_rows']:,} rows; PIN masked):")
+    click.echo("deliveries of the published version: " + ", ".join(f"{agency} {count}"
+                                                               for agency, count in f["deliveries"]))
+    click.echo(f"what {DEMO_AGENCY} (Quảng Ngãi) sees in agency_quang_ngai.citizens ({f['consumer_rows']:,} rows;"
+               " citizen_id_pseudonym is the agreement's HMAC of the PIN):")
     for row in f["consumer_sample"]:
         click.echo("  " + " | ".join(str(v) for v in row))
     env = " ".join(f"{k}={v}" for k, v in f["airflow_env"].items())

@@ -58,6 +58,16 @@ def with_database(url: str, database: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
 
 
+def with_user(url: str, user: str) -> str:
+    """``url`` for another login role on the same server and database, without a password (a server that
+    trusts loopback: the embedded one and the test servers; a deployment gives each login its own URL)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    netloc = f"{quote(user, safe='')}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
 def database_of(url: str) -> str:
     return urlsplit(url).path.lstrip("/")
 

@@ -26,8 +26,8 @@ from ndc import connections, embedded, warehouse
 from ndc.errors import NdcError
 from ndc.settings import REPO_ROOT, get_settings
 
-DEMO_AGENCY = "ndc_agency_quang_ngai"
-DEMO_PROVINCE = "51"  # Quảng Ngãi, which includes the former Kon Tum (62) since 2025-07-01
+DEMO_AGENCY = "ndc_qn_statistics_office"  # a login of dags/agencies/quang_ngai.yml (province 51, with former Kon Tum)
+DEMO_APPROVER = "ndc_demo_approver"
 LOGICAL_DATE = "2026-01-01"  # the simulators' as-of date: every simulated row is before it
 
 
@@ -172,11 +172,7 @@ def run_demo(citizens: int, seed: int, echo: Callable[[str], None]) -> DemoSumma
         _airflow(state["airflow"], "dags", "test", "conform", LOGICAL_DATE)
 
     def step_agency() -> None:
-        from ndc.sharing import ProvinceAgency, apply_province_agency
-
-        with warehouse.connect(state["url"]) as conn:
-            agency = ProvinceAgency(DEMO_AGENCY, "agency_quang_ngai", DEMO_PROVINCE)
-            apply_province_agency(conn, agency, state["url"])
+        state["deliveries"] = share(state["url"])
 
     where = "embedded PostgreSQL" if not configured else "NDC_WAREHOUSE_URL"
     steps: list[tuple[str, Callable[[], None]]] = [
@@ -184,7 +180,8 @@ def run_demo(citizens: int, seed: int, echo: Callable[[str], None]) -> DemoSumma
              (f"simulate the five national databases ({citizens:,} citizens)", step_simulate),
              ("extract_<source> DAG runs, three at a time (airflow dags test, full refresh)", step_extract),
              ("conform DAG run (freshness gate, dbt build, a task per model, write-audit-publish)", step_conform),
-             ("consumer agency: People's Committee of Quảng Ngãi", step_agency)]
+             ("sharing agreements (dags/agreements): approved, applied, the published version delivered",
+              step_agency)]
     try:
         _run_steps(steps, summary, echo)
     finally:
@@ -195,6 +192,35 @@ def run_demo(citizens: int, seed: int, echo: Callable[[str], None]) -> DemoSumma
     summary.figures["airflow_env"] = {k: v for k, v in state["airflow"].items()
                                       if k != "AIRFLOW_CONN_NDC_SRC_INSURANCE"}  # the token stays private
     return summary
+
+
+def share(url: str) -> int:
+    """The repository's agencies and sharing agreements on the demo's warehouse: each agreement approved by a demo
+    approver (a login in ndc_approver, as ``ndc agreements approve`` needs), applied (agency roles, views, grants),
+    and the version just published delivered under each (a ledger row and a receipt per agreement, as every later
+    publish does). Returns the deliveries made."""
+    from psycopg import sql
+
+    from ndc import agreements
+    from ndc.identifiers import ident
+
+    with warehouse.connect(url) as conn:
+        agreements.ensure_tables(conn)
+        if not conn.execute("select 1 from pg_roles where rolname = %s", (DEMO_APPROVER,)).fetchone():
+            conn.execute(sql.SQL("create role {} login in role ndc_approver").format(ident(DEMO_APPROVER)))
+        conn.execute(sql.SQL("grant connect on database {} to {}").format(
+            ident(connections.database_of(url)), ident(DEMO_APPROVER)))
+        conn.execute(sql.SQL("grant insert, select on ndc_meta.agreement_approvals to {}").format(
+            ident(DEMO_APPROVER)))
+        conn.commit()
+    approver = connections.with_user(url, DEMO_APPROVER)
+    for agreement in agreements.load_agreements().values():
+        agreements.approve(approver, agreement, note="ndc demo")
+    with warehouse.connect(url) as conn:
+        agreements.apply(conn, url, run_id="demo")
+        publication = conn.execute("select max(publication_id) from ndc_meta.publications").fetchone()[0]
+        conn.commit()
+        return agreements.deliver(conn, publication, run_id="demo")
 
 
 def _run_steps(steps: list[tuple[str, Callable[[], None]]], summary: DemoSummary,
@@ -231,11 +257,14 @@ def collect_figures(url: str, source_rows: dict[str, dict[str, int]]) -> dict:
         figures["ledger"] = wh.execute("select kind, count(*) from ndc_meta.ledger group by 1 order by 1").fetchall()
         verified = ledger.verify(wh)
         figures["ledger_ok"], figures["ledger_head"] = verified.ok, verified.head
-    consumer = url.replace("postgres@", f"{DEMO_AGENCY}@", 1)
-    with psycopg.connect(consumer) as agency:
+    with warehouse.connect(url) as wh:
+        figures["deliveries"] = wh.execute(
+            "select details->>'consumer', count(*) from ndc_meta.ledger where kind = 'delivery' and"
+            " outcome = 'success' group by 1 order by 1").fetchall()
+    with psycopg.connect(connections.with_user(url, DEMO_AGENCY)) as agency:
         figures["consumer_rows"] = agency.execute("select count(*) from agency_quang_ngai.citizens").fetchone()[0]
         figures["consumer_sample"] = agency.execute(
-            "select citizen_id_masked, full_name, birth_date, historic_province_code, historic_province_name,"
+            "select citizen_id_pseudonym, full_name, birth_date, historic_province_code, historic_province_name,"
             " current_province_name from agency_quang_ngai.citizens order by historic_province_code desc,"
-            " citizen_id_masked limit 5").fetchall()
+            " citizen_id_pseudonym limit 5").fetchall()
     return figures
