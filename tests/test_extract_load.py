@@ -13,11 +13,7 @@ import pytest
 
 from ndc import ledger
 from ndc.contracts import get_contract
-from ndc.jobs import extract_table
-from ndc.simulate import population
-
-from .conftest import query, scalar
-from .groundtruth import (
+from ndc.faults.groundtruth import (
     KEYS,
     copy_source,
     expected_minus_landing,
@@ -26,6 +22,10 @@ from .groundtruth import (
     manifest_keys,
     quarantined_by_check,
 )
+from ndc.jobs import extract_table
+from ndc.simulate import population
+
+from .conftest import query, scalar
 
 EVERYTHING = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC))
 CITIZENS = 100_000

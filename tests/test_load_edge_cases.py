@@ -10,11 +10,11 @@ import psycopg
 import pytest
 
 from ndc.errors import SchemaDriftError
+from ndc.faults.groundtruth import quarantined_by_check
 from ndc.jobs import extract_table
 from ndc.simulate import population
 
 from .conftest import query, scalar
-from .groundtruth import quarantined_by_check
 
 EVERYTHING = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC))
 

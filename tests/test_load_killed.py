@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from ndc.faults.groundtruth import copy_source, expected_minus_landing
 from ndc.jobs import extract_table
 from ndc.simulate import population
 
 from .conftest import query, scalar
-from .groundtruth import copy_source, expected_minus_landing
 
 EVERYTHING = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC))
 

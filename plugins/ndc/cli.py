@@ -662,6 +662,33 @@ def airflow_ui(port: int) -> None:
     os.execvpe(airflow_command()[0], airflow_command("standalone"), env)  # noqa: S606 - our own venv binary
 
 
+@main.command()
+@click.option("--only", "chosen", multiple=True, help="Run only these scenario numbers (repeat the option).")
+@click.option("--server", help="PostgreSQL server for the scenarios' databases [default: the warehouse's server].")
+def faults(chosen: tuple[str, ...], server: str | None) -> None:
+    """Fault injection: run each scenario on fresh databases; one line each: survived or not, rows expected vs
+    found. Exits 1 when any scenario did not survive."""
+    from ndc import embedded
+    from ndc.connections import with_database
+    from ndc.faults import run_one, scenarios
+
+    known = scenarios()
+    unknown = sorted(set(chosen) - set(known))
+    if unknown:
+        raise click.UsageError(f"unknown scenario {', '.join(unknown)}; known: {', '.join(known)}")
+    server_url = server or with_database(embedded.ensure_warehouse(), "postgres")
+    failed = 0
+    for number, item in known.items():
+        if chosen and number not in chosen:
+            continue
+        click.echo(f"[{number}] {item.title} ...")
+        outcome = run_one(item, server_url)
+        click.echo(outcome.line())
+        failed += not outcome.survived
+    if failed:
+        raise SystemExit(1)
+
+
 @main.group()
 def bench() -> None:
     """Benchmarks: figures as ratios against a baseline measured in the same run (never in CI)."""
