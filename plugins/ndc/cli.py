@@ -222,13 +222,22 @@ def sources_new(name: str, engine: str, owner: str) -> None:
 
 
 @sources.command("pools")
-def sources_pools() -> None:
+@click.option("--output", type=click.Path(dir_okay=False), help="Write the JSON to this file (Airflow may log to"
+              " stdout while the DAG factory is imported, which would spoil a redirected stdout).")
+def sources_pools(output: str | None) -> None:
     """Print the Airflow pools (one per source, max_connections slots) for `airflow pools import`."""
+    from pathlib import Path
+
     from ndc.airflow.factory import pools
     from ndc.registry import load_sources
     from ndc.settings import get_settings
 
-    click.echo(json.dumps(pools(load_sources(get_settings().sources_dir)), indent=2, ensure_ascii=False))
+    text = json.dumps(pools(load_sources(get_settings().sources_dir)), indent=2, ensure_ascii=False)
+    if output:
+        Path(output).write_text(text + "\n", encoding="utf-8")
+        click.echo(f"pools written to {output}: airflow pools import {output}")
+    else:
+        click.echo(text)
 
 
 @main.group("contracts")
