@@ -201,10 +201,10 @@ def platform_load(source_url: str, warehouse_url: str, sources_dir: Path) -> dic
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_size(server_url: str, rows: int, echo) -> SizeResult:
-    source_url = connections.with_database(server_url, "ndc_bench_source")
-    target_url = connections.with_database(server_url, "ndc_bench_raw")
-    warehouse_url = connections.with_database(server_url, "ndc_bench_warehouse")
+def run_size(server_url: str, rows: int, echo, prefix: str = "ndc_bench") -> SizeResult:
+    source_url = connections.with_database(server_url, f"{prefix}_source")
+    target_url = connections.with_database(server_url, f"{prefix}_raw")
+    warehouse_url = connections.with_database(server_url, f"{prefix}_warehouse")
     result = SizeResult(rows)
     echo(f"[{rows:,} rows] generating the source table in SQL ...")
     generate(source_url, rows)
@@ -265,17 +265,20 @@ def _size_figures(r: SizeResult, best_d: float) -> dict:
             "b_over_a": b_rate / a_rate, "stage_over_a": r.rows / load["staging"] / a_rate,
             "b_plus_c_over_a": r.rows / full / a_rate, "b_over_d": b_rate / best_d,
             "peak_rss_mb": load["peak_rss"] / 2**20, "no_change_over_full": load["no_change"] / full,
+            "no_change_s": load["no_change"], "full_load_s": full,
             "merge_steps": steps, "quarantined": load["quarantined"]}
 
 
-def run(server_url: str, sizes: list[int], echo, keep: bool = False) -> dict:
-    results = [run_size(server_url, rows, echo) for rows in sizes]
+def run(server_url: str, sizes: list[int], echo, keep: bool = False, prefix: str = "ndc_bench") -> dict:
+    """Every size, then the row-at-a-time baselines (on the last size's table); databases ``<prefix>_source``,
+    ``_raw`` and ``_warehouse`` on ``server_url``'s server, dropped afterwards unless ``keep``."""
+    results = [run_size(server_url, rows, echo, prefix) for rows in sizes]
     echo("(d) row-at-a-time baselines on 100,000 rows ...")
-    source_url = connections.with_database(server_url, "ndc_bench_source")
-    target_url = connections.with_database(server_url, "ndc_bench_raw")
+    source_url = connections.with_database(server_url, f"{prefix}_source")
+    target_url = connections.with_database(server_url, f"{prefix}_raw")
     baselines = executemany_rates(source_url, target_url)
     figures = report(results, baselines, echo)
     if not keep:
-        for name in ("ndc_bench_source", "ndc_bench_raw", "ndc_bench_warehouse"):
-            warehouse.drop_database(connections.with_database(server_url, name))
+        for suffix in ("source", "raw", "warehouse"):
+            warehouse.drop_database(connections.with_database(server_url, f"{prefix}_{suffix}"))
     return figures

@@ -698,9 +698,56 @@ def faults(chosen: tuple[str, ...], server: str | None) -> None:
         raise SystemExit(1)
 
 
-@main.group()
-def bench() -> None:
-    """Benchmarks: figures as ratios against a baseline measured in the same run (never in CI)."""
+def _parts(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> set[str]:
+    from ndc.bench_all import PARTS
+
+    names = {name.strip() for item in value for name in item.split(",") if name.strip()}
+    unknown = sorted(names - set(PARTS))
+    if unknown:
+        raise click.BadParameter(f"unknown part {', '.join(unknown)}; parts: {', '.join(PARTS)}")
+    return names
+
+
+@main.group(invoke_without_command=True)
+@click.option("--rows", "sizes", multiple=True, type=click.IntRange(min=1000), default=(1_000_000, 5_000_000),
+              show_default=True, help="EL table sizes (repeat the option); RSS growth is largest ÷ smallest.")
+@click.option("--citizens", type=click.IntRange(min=1000), default=100_000, show_default=True,
+              help="Citizens simulated for the conform, change and demo parts.")
+@click.option("--runs", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Conform DAG runs, each paired with a plain dbt build (the median run is reported).")
+@click.option("--skip", multiple=True, callback=_parts, metavar="PART[,PART]",
+              help="Leave out parts: parse, el, dlt, conform, change, demo (comma-separated or repeated).")
+@click.option("--json-out", type=click.Path(dir_okay=False),
+              help="Write the figures as JSON here [default: docs/bench-<UTC date>.json in the repository].")
+@click.option("--server", help="PostgreSQL server for the el, dlt and conform databases [default: the warehouse's].")
+@click.option("--port", type=int, default=8080, show_default=True, help="Port of the Airflow API server (conform).")
+@click.option("--airflow-db", default="ndc_bench_airflow", show_default=True,
+              help="Airflow metadata database for conform/change, on the server.")
+@click.option("--db-prefix", default="ndc_bench", show_default=True, hidden=True,
+              help="Prefix of the el/dlt databases (<prefix>_source, _raw, _warehouse, _dlt).")
+@click.pass_context
+def bench(ctx: click.Context, sizes: tuple[int, ...], citizens: int, runs: int, skip: set[str],
+          json_out: str | None, server: str | None, port: int, airflow_db: str, db_prefix: str) -> None:
+    """Benchmarks: figures as ratios against a baseline measured in the same run (never in CI).
+
+    With no subcommand: every figure in one invocation (DAG parse time, validated EL ÷ raw COPY and ÷ executemany
+    and ÷ dlt, peak RSS per size, no-change rerun ÷ full load, conform DAG ÷ dbt build, after a 1 % change ÷ full
+    refresh, the demo end to end), one table at the end and the figures as JSON. Exits 1 if a part failed; a
+    missed target is a result, not a failure."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from ndc import bench_all
+
+    options = bench_all.Options(server=server, sizes=list(sizes), citizens=citizens, runs=runs, skip=skip,
+                                port=port, airflow_db=airflow_db, prefix=db_prefix)
+    document = bench_all.run_all(options, click.echo)
+    path = Path(json_out) if json_out else bench_all.default_json_path()
+    bench_all.write_json(document, path)
+    click.echo("\n" + bench_all.table(document))
+    click.echo(f"\nfigures written to {path}")
+    if document["failed"]:
+        click.secho(f"failed parts: {', '.join(document['failed'])}", fg="red", err=True)
+        raise SystemExit(1)
 
 
 @bench.command("el")
