@@ -1,0 +1,80 @@
+"""Plumbing shared by the fault scenarios: the scenario's own settings, its own databases, the ``ndc`` command."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+
+from ndc.connections import with_database
+from ndc.faults import Outcome
+from ndc.warehouse import drop_database, ensure_database
+
+log = logging.getLogger(__name__)
+
+# Settings a scenario sets for itself: none of the caller's leak into it, and the caller's come back afterwards.
+ENV_KEYS = ("NDC_WAREHOUSE_URL", "NDC_BATCH_BYTES", "NDC_DATA_DIR", "NDC_EMBEDDED_PORT", "NDC_EMBEDDED_NO_SYNC",
+            "NDC_LEDGER_ANCHOR_URL", "AIRFLOW_CONN_NDC_SRC_POPULATION", "AIRFLOW_CONN_NDC_SRC_INSURANCE",
+            "AIRFLOW_CONN_NDC_SRC_EDUCATION")
+
+
+@contextmanager
+def environment(**values: str) -> Iterator[dict[str, str]]:
+    """``os.environ`` with the scenario's settings (and none of the caller's) until the block ends."""
+    saved = {key: os.environ.get(key) for key in {*ENV_KEYS, *values}}
+    for key in ENV_KEYS:
+        os.environ.pop(key, None)
+    os.environ.update(values)
+    try:
+        yield dict(os.environ)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextmanager
+def databases(server_url: str, number: str, *suffixes: str) -> Iterator[list[str]]:
+    """Fresh databases ``ndc_fault_<n>_<random>[_suffix]`` on ``server_url``, always dropped afterwards."""
+    tag = f"ndc_fault_{number}_{secrets.token_hex(4)}"
+    urls = [with_database(server_url, f"{tag}_{s}" if s else tag) for s in suffixes]
+    try:
+        for url in urls:
+            ensure_database(url)
+        yield urls
+    finally:
+        for url in urls:
+            try:
+                drop_database(url)
+            except Exception:  # the scenario's own outcome matters more than a failed clean-up
+                log.exception("fault scenario %s: could not drop %s", number, url)
+
+
+def query(url: str, statement: str, params: tuple = ()) -> list[tuple]:
+    with psycopg.connect(url, connect_timeout=10, autocommit=True) as conn:
+        return conn.execute(statement, params).fetchall()
+
+
+def scalar(url: str, statement: str, params: tuple = ()):
+    return query(url, statement, params)[0][0]
+
+
+def ndc_command() -> str:
+    """The ``ndc`` executable of this interpreter's environment."""
+    beside = Path(sys.executable).with_name("ndc")
+    return str(beside) if beside.exists() else "ndc"
+
+
+def merged(outcome: Outcome, problems: list[str]) -> Outcome:
+    """The promises' outcome with the scenario's own problems (partial state, recovery) in front."""
+    outcome.problems[:0] = problems
+    outcome.survived = outcome.survived and not problems
+    return outcome
