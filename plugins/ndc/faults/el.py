@@ -112,6 +112,8 @@ def _partial_state(warehouse_url: str, total: int, when: str) -> list[str]:
     """What a fault mid-stream leaves of the citizens load: some whole batches staged (not all rows), the stage
     holding exactly their rows, and nothing merged into landing. Each absent property is a problem."""
     with psycopg.connect(warehouse_url, connect_timeout=10) as wh:
+        # One snapshot for every count: a load may still be committing batches (scenario 5 reads mid-run).
+        wh.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         batches, rows_in, staged, merged = wh.execute(
             "select count(*), coalesce(sum(rows_in), 0), coalesce(sum(rows_staged), 0), count(merged_at)"
             " from ndc_meta.batches where dataset = 'population.citizens'").fetchone()
