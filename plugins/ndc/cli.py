@@ -738,7 +738,7 @@ def bench(ctx: click.Context, sizes: tuple[int, ...], citizens: int, runs: int, 
         return
     from ndc import bench_all
 
-    options = bench_all.Options(server=server, sizes=list(sizes), citizens=citizens, runs=runs, skip=skip,
+    options = bench_all.Options(server=server, sizes=sorted(set(sizes)), citizens=citizens, runs=runs, skip=skip,
                                 port=port, airflow_db=airflow_db, prefix=db_prefix)
     document = bench_all.run_all(options, click.echo)
     path = Path(json_out) if json_out else bench_all.default_json_path()

@@ -43,6 +43,16 @@ def _columns(wh: psycopg.Connection, table: str) -> list[str]:
         " order by ordinal_position", (table,))]
 
 
+def expected_rows(warehouse_url: str, table: str) -> int:
+    """Rows the source should have landed: its rows less those the manifest quarantines or supersedes."""
+    key = KEYS[table]
+    with psycopg.connect(warehouse_url) as wh:
+        return wh.execute(
+            f"select count(*) from src_copy.{table} s where not exists (select 1 from src_copy.defect_manifest m"
+            f" where m.table_name = '{table}' and m.record_key = s.{key}::text and (m.expected_outcome ="
+            " 'quarantined' or (m.expected_outcome = 'superseded' and m.row_version = s.updated_at)))").fetchone()[0]
+
+
 def expected_minus_landing(warehouse_url: str, table: str) -> tuple[int, int]:
     """Rows in (source - quarantined - superseded, text NFC) but not in landing, and the reverse."""
     key = KEYS[table]
