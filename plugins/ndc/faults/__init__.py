@@ -76,5 +76,9 @@ def run_one(chosen: Scenario, server_url: str) -> Outcome:
         tail = traceback.format_exc().strip().splitlines()[-6:]
         outcome = Outcome(chosen.number, chosen.title, False, 0, 0,
                           problems=[f"{type(exc).__name__}: {exc}"[:2000], *tail])
+    finally:
+        from ndc.faults.common import stop_spawned
+
+        stop_spawned()  # whatever a failed scenario left running
     outcome.seconds = time.monotonic() - started
     return outcome

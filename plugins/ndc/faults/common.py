@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,6 +67,32 @@ def query(url: str, statement: str, params: tuple = ()) -> list[tuple]:
 
 def scalar(url: str, statement: str, params: tuple = ()):
     return query(url, statement, params)[0][0]
+
+
+_SPAWNED: list[subprocess.Popen] = []
+
+
+def spawn(command: list[str], **options) -> subprocess.Popen:
+    """Start a scenario's process in a session of its own; :func:`stop_spawned` ends whatever is left of it when
+    the scenario ends, whichever way it ends."""
+    proc = subprocess.Popen(command, start_new_session=True, **options)
+    _SPAWNED.append(proc)
+    return proc
+
+
+def stop_spawned() -> None:
+    """SIGKILL every process of every session a scenario spawned and that is still there."""
+    from contextlib import suppress
+
+    from ndc.cluster import session_members
+
+    while _SPAWNED:
+        proc = _SPAWNED.pop()
+        for pid in session_members(proc.pid):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
 
 
 def ndc_command() -> str:

@@ -47,7 +47,7 @@ from ndc import cluster, dbt
 from ndc.errors import NdcError
 from ndc.faults import Outcome, scenario
 from ndc.faults.checks import population_promises
-from ndc.faults.common import databases, environment, merged, ndc_command, query, scalar
+from ndc.faults.common import databases, environment, merged, ndc_command, query, scalar, spawn
 from ndc.jobs import extract_table
 from ndc.simulate import population
 
@@ -165,8 +165,8 @@ class _Conform:
 
     def start(self, run_id: str) -> subprocess.Popen:
         with (self.folder / f"{run_id}.log").open("wb") as out:
-            return subprocess.Popen([ndc_command(), "conform", "--run-id", run_id], env=self.env, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            return spawn([ndc_command(), "conform", "--run-id", run_id], env=self.env, stdout=out,
+                         stderr=subprocess.STDOUT)
 
     def said(self, run_id: str) -> str:
         return (self.folder / f"{run_id}.log").read_text(errors="replace")

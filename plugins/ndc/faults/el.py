@@ -35,7 +35,7 @@ from psycopg import sql
 from ndc import embedded, ledger
 from ndc.faults import Outcome, scenario
 from ndc.faults.checks import population_promises
-from ndc.faults.common import databases, environment, merged, ndc_command, scalar
+from ndc.faults.common import databases, environment, merged, ndc_command, scalar, spawn
 from ndc.identifiers import ident
 from ndc.jobs import extract_table, landing_target
 from ndc.registry import find_source
@@ -72,9 +72,8 @@ def _population(source_url: str, citizens: int = CITIZENS) -> int:
 def _extract(env: dict[str, str], run_id: str, source: str = "population", table: str = "citizens"
              ) -> subprocess.Popen:
     """``ndc extract`` of the whole simulated history, as an operator (or a DAG task) runs it."""
-    return subprocess.Popen([ndc_command(), "extract", source, table, "--start", INTERVAL[0], "--end", INTERVAL[1],
-                             "--run-id", run_id], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return spawn([ndc_command(), "extract", source, table, "--start", INTERVAL[0], "--end", INTERVAL[1],
+                  "--run-id", run_id], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _finish(proc: subprocess.Popen, timeout: float = WAIT) -> tuple[int, str]:
@@ -270,7 +269,7 @@ def _waiting_on_lock(warehouse_url: str, application: str) -> bool:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if scalar(warehouse_url, "select count(*) from pg_stat_activity where application_name = %s and"
-                   " wait_event_type = 'Lock'", (application,)):
+                   " wait_event_type = 'Lock' and wait_event = 'advisory'", (application,)):
             return True
         time.sleep(0.05)
     return False
@@ -280,12 +279,16 @@ def _concurrent_triggers(env: dict[str, str], warehouse: str, total: int) -> lis
     """Two triggers of one interval at once: the second waits for the first's lock, then merges nothing new."""
     first = _extract(env, "manual__trigger-a")
     problems = [] if _wait_for_batches(warehouse, "manual__trigger-a", 3, first) else ["the load ended too soon"]
-    second = _extract({**env, "PGAPPNAME": "ndc-fault-5-second"}, "manual__trigger-b")
-    if not _waiting_on_lock(warehouse, "ndc-fault-5-second"):
-        problems.append("the second trigger never waited for the first (no lock wait seen)")
-    problems += _partial_state(warehouse, total, "while both triggers ran")
-    if _batches(warehouse, "manual__trigger-b"):
-        problems.append("the second trigger staged batches while the first was still streaming")
+    # Hold the first mid-stream (its next batch waits to enter the stage; reads still pass) while the second
+    # starts, so the fault point does not depend on how fast a second process starts on a busy machine.
+    with psycopg.connect(warehouse, connect_timeout=10) as pin:
+        pin.execute("lock table landing_population._citizens_stage in exclusive mode")
+        second = _extract({**env, "PGAPPNAME": "ndc-fault-5-second"}, "manual__trigger-b")
+        if not _waiting_on_lock(warehouse, "ndc-fault-5-second"):
+            problems.append("the second trigger never waited for the first's dataset lock")
+        problems += _partial_state(warehouse, total, "while both triggers ran")
+        if _batches(warehouse, "manual__trigger-b"):
+            problems.append("the second trigger staged batches while the first was still streaming")
     for proc in (first, second):
         code, err = _finish(proc)
         if code != 0:
