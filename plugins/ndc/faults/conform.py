@@ -448,6 +448,10 @@ def _airflow_env(warehouse: str, source: str, metadata: str, home: Path, port: i
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": HEARTBEAT_TIMEOUT,
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
+            # A task the killed worker had already taken from the queue (prefetched, not started) stays queued
+            # until this timeout sends it again (Celery would redeliver it only after its 24 h visibility timeout).
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "30",
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "5",
             "NDC_WAREHOUSE_URL": warehouse, "AIRFLOW_CONN_NDC_SRC_POPULATION": source,
             "NDC_BATCH_BYTES": BATCH_BYTES, "NDC_TASK_RETRIES": "2", "NDC_RETRY_DELAY_SECONDS": "1"}
 
