@@ -3,10 +3,7 @@ closed by the next successful run; attached to Airflow tasks as a final-failure 
 
 from __future__ import annotations
 
-import json
-import threading
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from types import SimpleNamespace
 
 import pytest
@@ -18,30 +15,16 @@ from ndc.jobs import extract_table
 from ndc.simulate import population
 
 from .conftest import REPO, query
+from .webhook import webhook_server
 
 EVERYTHING = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC))
 
 
-class Hook(BaseHTTPRequestHandler):
-    received: list[dict] = []
-
-    def do_POST(self) -> None:
-        Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture
 def webhook(monkeypatch):
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    Hook.received = []
-    monkeypatch.setenv("NDC_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_port}/alerts")
-    yield Hook.received
-    server.shutdown()
+    with webhook_server() as (url, received):
+        monkeypatch.setenv("NDC_ALERT_WEBHOOK", url)
+        yield received
 
 
 def context(error: BaseException, run_id: str) -> dict:

@@ -9,17 +9,15 @@ each deliver exactly one webhook call, after the retries; the operator's page is
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import re
 import shutil
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import psycopg
@@ -36,22 +34,11 @@ from ndc.simulate import population
 
 from .browser import ARTIFACTS, logged_in, operator_frame
 from .conftest import REPO, query, scalar
+from .webhook import webhook_server
 
 REDIS = os.environ.get("NDC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 WORKER = "ndc-celery-worker-1"
 LANDING = ("citizens", "households", "residence_changes")
-
-
-class Hook(BaseHTTPRequestHandler):
-    received: list[dict] = []
-
-    def do_POST(self) -> None:
-        Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
 
 
 def _redis_up() -> None:
@@ -102,9 +89,8 @@ def celery_cluster(dbs, tmp_path_factory) -> Iterator[Cluster]:
     population.write(dbs.source, population.simulate(spec), spec)
     metadata_db = with_database(dbs.warehouse, f"ndc_test_airflow_{dbs.run}")
     warehouse.ensure_database(metadata_db)
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    Hook.received = []
+    hook = contextlib.ExitStack()
+    hook_url, received = hook.enter_context(webhook_server())
     port, queue = cluster.free_port(), f"ndc_test_{dbs.run}"
     home = tmp_path_factory.mktemp("airflow_celery")
     env = {**airflow_env(dbs.warehouse), **TUNED,
@@ -123,14 +109,13 @@ def celery_cluster(dbs, tmp_path_factory) -> Iterator[Cluster]:
            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
            "NDC_WAREHOUSE_URL": dbs.warehouse, "AIRFLOW_CONN_NDC_SRC_POPULATION": dbs.source,
            "NDC_TASK_RETRIES": "1", "NDC_RETRY_DELAY_SECONDS": "1",
-           "NDC_ALERT_WEBHOOK": f"http://127.0.0.1:{server.server_port}/alerts"}
+           "NDC_ALERT_WEBHOOK": hook_url}
     try:
         import_pools(env)  # airflow db migrate, then the sources' pools
         cluster.Processes(env).cli("dags", "reserialize")
-        yield from _running(env, dbs, port, queue)
+        yield from _running(env, dbs, port, queue, received)
     finally:
-        server.shutdown()
-        server.server_close()
+        hook.close()
         warehouse.drop_database(metadata_db)
         import redis
 
@@ -138,7 +123,7 @@ def celery_cluster(dbs, tmp_path_factory) -> Iterator[Cluster]:
         broker.delete(queue, *broker.keys(f"_kombu.binding.{queue}*"))  # this run's queue on the shared broker
 
 
-def _running(env: dict[str, str], dbs, port: int, queue: str) -> Iterator[Cluster]:
+def _running(env: dict[str, str], dbs, port: int, queue: str, received: list[dict]) -> Iterator[Cluster]:
     worker = ("celery", "worker", "--queues", queue, "--concurrency", "2", "--celery-hostname",
               f"{WORKER}@{dbs.run}", "--skip-serve-logs")
     processes = {"api-server": ("api-server",), "scheduler": ("scheduler",), "dag-processor": ("dag-processor",),
@@ -148,7 +133,7 @@ def _running(env: dict[str, str], dbs, port: int, queue: str) -> Iterator[Cluste
                                  process_env={"worker": worker_env}, what="celery test") as (airflow, api):
         airflow.wait("the Celery worker", lambda: "ready" in airflow.log("worker").read_text(errors="replace"), 120)
         yield Cluster(airflow, api, env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"], dbs.warehouse, dbs.source, port,
-                      Hook.received)
+                      received)
 
 
 @pytest.mark.airflow

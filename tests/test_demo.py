@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
-import urllib.request
-from contextlib import suppress
 from pathlib import Path
 
 import psycopg
@@ -72,9 +67,7 @@ def test_demo_runs_end_to_end_on_the_embedded_default(embedded_env):
 
 
 def _operator_page_on_the_demo(env: dict[str, str], warehouse_url: str) -> None:
-    from ndc import cluster
-
-    from .browser import ARTIFACTS, logged_in, operator_frame
+    from .browser import ARTIFACTS, logged_in, ndc_airflow, operator_frame
 
     with psycopg.connect(warehouse_url) as wh:
         (rows_loaded,) = wh.execute("select rows_loaded from ndc_meta.ledger where kind = 'extract' and target ="
@@ -83,23 +76,7 @@ def _operator_page_on_the_demo(env: dict[str, str], warehouse_url: str) -> None:
                                 " group by 1 order by 1").fetchall()
         (quarantined,) = wh.execute("select count(*) from quarantine.rows where replay_outcome is distinct from"
                                     " 'loaded'").fetchone()
-    port = cluster.free_port()
-    env = {**env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(cluster.free_port()),
-           "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(cluster.free_port()), "AIRFLOW__CORE__PARALLELISM": "2"}
-    log = Path(env["NDC_DATA_DIR"]) / "ndc-airflow.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(["ndc", "airflow", "--port", str(port)], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline, password = time.monotonic() + 240, None
-        while time.monotonic() < deadline and proc.poll() is None and not password:
-            found = re.search(r"user admin, password (\S+)", log.read_text())
-            with suppress(OSError):
-                if found and urllib.request.urlopen(base + "/api/v2/monitor/health", timeout=5).status == 200:  # noqa: S310
-                    password = found.group(1)
-            time.sleep(1)
-        assert password, f"ndc airflow did not come up:\n{log.read_text()[-3000:]}"
+    with ndc_airflow(env, Path(env["NDC_DATA_DIR"]) / "ndc-airflow.log") as (base, password):
         with logged_in(base, password) as page:
             frame = operator_frame(page, base)
             assert frame.get_by_test_id("last-load-rows-loaded-population.citizens").get_attribute(
@@ -113,12 +90,3 @@ def _operator_page_on_the_demo(env: dict[str, str], warehouse_url: str) -> None:
             page.goto(base + "/ndc/", wait_until="networkidle")
             page.screenshot(path=str(ARTIFACTS / "demo-operator-page.png"), full_page=True)
         assert (ARTIFACTS / "demo-operator-page.png").stat().st_size > 10_000
-    finally:
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=20)
-        for pid in cluster.session_members(proc.pid):
-            with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        proc.wait(timeout=10)

@@ -16,6 +16,7 @@ import pytest
 
 from ndc import dbt, warehouse
 from ndc.errors import PublishBlockedError
+from ndc.faults.checks import SHARED_CONSISTENT as CONSISTENT
 from ndc.jobs import prepare_conform, publish_build
 from ndc.publish import active_schema
 from ndc.simulate.common import SourceSpec
@@ -25,15 +26,6 @@ from .conftest import query, scalar
 
 SPEC = SourceSpec(citizens=3_000, seed=606, defect_rate=0.005)
 
-# Living citizens at the end of the last month of province_statistics vs the population it reports there:
-# the two shared views agree only if a reader never sees one from a build and the other from another.
-CONSISTENT = """
-with last as (select max(month) as month from shared.province_statistics)
-select (select sum(population) from shared.province_statistics s, last where s.month = last.month),
-       (select count(*) from shared.citizens c, last where date_trunc('month', c.birth_date) <= last.month
-        and (c.death_date is null or date_trunc('month', c.death_date) > last.month)),
-       (select count(*) from shared.citizens)
-"""
 
 
 def build() -> dict:

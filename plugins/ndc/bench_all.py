@@ -26,7 +26,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ndc import cluster
+from ndc.demo import ndc_command
 from ndc.settings import REPO_ROOT
 
 PARTS = ("parse", "el", "dlt", "conform", "change", "demo")
@@ -294,30 +295,19 @@ def part_change(options: Options, figures: dict[str, Figure], echo, state: dict)
 
 # ---------------------------------------------------------------------------------------------------- demo
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def ndc_command() -> list[str]:
-    script = Path(sys.executable).parent / "ndc"
-    return [str(script)] if script.exists() else [sys.executable, "-c", "from ndc.cli import main; main()"]
-
-
 def measure_demo(citizens: int) -> dict:
     """Wall time of ``ndc demo --citizens N`` on a fresh embedded server of its own (stopped and removed after)."""
     data_dir = Path(tempfile.mkdtemp(prefix="ndc-bench-demo-", dir="/var/tmp"))
     data_dir.chmod(0o755)  # not a 0700 folder: the server runs as its own user when we are root
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NDC_", "AIRFLOW"))}
-    env.update(NDC_DATA_DIR=str(data_dir), NDC_EMBEDDED_PORT=str(free_port()))
+    env.update(NDC_DATA_DIR=str(data_dir), NDC_EMBEDDED_PORT=str(cluster.free_port()))
     try:
         began = time.perf_counter()
-        out = subprocess.run([*ndc_command(), "demo", "--citizens", str(citizens)], env=env, capture_output=True,
+        out = subprocess.run([ndc_command(), "demo", "--citizens", str(citizens)], env=env, capture_output=True,
                              text=True, check=False)
         seconds = time.perf_counter() - began
     finally:
-        subprocess.run([*ndc_command(), "stop"], env=env, capture_output=True, check=False)
+        subprocess.run([ndc_command(), "stop"], env=env, capture_output=True, check=False)
         shutil.rmtree(data_dir, ignore_errors=True)
     if out.returncode:
         raise RuntimeError(f"ndc demo failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")

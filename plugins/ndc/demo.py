@@ -54,6 +54,12 @@ def airflow_command(*args: str) -> list[str]:
     return [str(found) if found.exists() else "airflow", *args]
 
 
+def ndc_command() -> str:
+    """The ``ndc`` executable of this interpreter's environment."""
+    found = Path(sys.prefix) / "bin" / "ndc"
+    return str(found) if found.exists() else "ndc"
+
+
 def _airflow(env: dict[str, str], *args: str) -> None:
     result = subprocess.run(airflow_command(*args), env={**os.environ, **env}, capture_output=True, text=True,
                             check=False)

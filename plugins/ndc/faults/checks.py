@@ -18,6 +18,17 @@ from ndc import ledger
 from ndc.faults import Outcome
 from ndc.faults.groundtruth import KEYS, copy_source, expected_minus_landing, expected_rows, manifest_keys
 
+# What a reader of the shared views sees, in one statement: province_statistics' population in its last month,
+# the living citizens at the end of that month, and all citizens. The first two agree only if the reader never
+# sees one view from one build and the other from another (tests/test_publish_gate.py, fault scenarios 4 and 8).
+SHARED_CONSISTENT = """
+with last as (select max(month) as month from shared.province_statistics)
+select (select sum(population) from shared.province_statistics s, last where s.month = last.month),
+       (select count(*) from shared.citizens c, last where date_trunc('month', c.birth_date) <= last.month
+        and (c.death_date is null or date_trunc('month', c.death_date) > last.month)),
+       (select count(*) from shared.citizens)
+"""
+
 
 def _table_problems(wh: psycopg.Connection, warehouse_url: str, table: str) -> list[str]:
     problems = []

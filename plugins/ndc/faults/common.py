@@ -7,14 +7,13 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import psycopg
 
 from ndc.connections import with_database
+from ndc.demo import ndc_command  # noqa: F401 - the scenarios' way to run ``ndc``
 from ndc.faults import Outcome
 from ndc.warehouse import drop_database, ensure_database
 
@@ -93,12 +92,6 @@ def stop_spawned() -> None:
                 os.kill(pid, signal.SIGKILL)
         with suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=10)
-
-
-def ndc_command() -> str:
-    """The ``ndc`` executable of this interpreter's environment."""
-    beside = Path(sys.executable).with_name("ndc")
-    return str(beside) if beside.exists() else "ndc"
 
 
 def merged(outcome: Outcome, problems: list[str]) -> Outcome:

@@ -46,6 +46,7 @@ import psycopg
 from ndc import cluster, dbt
 from ndc.errors import NdcError
 from ndc.faults import Outcome, scenario
+from ndc.faults.checks import SHARED_CONSISTENT as CONSISTENT
 from ndc.faults.checks import population_promises
 from ndc.faults.common import databases, environment, merged, ndc_command, query, scalar, spawn
 from ndc.jobs import extract_table
@@ -67,15 +68,6 @@ LANDING = ("citizens", "households", "residence_changes")
 WAIT = 180.0
 REDIS = os.environ.get("NDC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
-# Living citizens at the end of the last month of province_statistics vs the population it reports there, and the
-# citizens: the two shared views agree only if a reader never sees one from a build and the other from another.
-CONSISTENT = """
-with last as (select max(month) as month from shared.province_statistics)
-select (select sum(population) from shared.province_statistics s, last where s.month = last.month),
-       (select count(*) from shared.citizens c, last where date_trunc('month', c.birth_date) <= last.month
-        and (c.death_date is null or date_trunc('month', c.death_date) > last.month)),
-       (select count(*) from shared.citizens)
-"""
 
 
 # --- plumbing -------------------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -32,7 +31,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from ndc import embedded, ledger
+from ndc import cluster, embedded, ledger
 from ndc.faults import Outcome, scenario
 from ndc.faults.checks import population_promises
 from ndc.faults.common import databases, environment, merged, ndc_command, scalar, spawn
@@ -221,18 +220,12 @@ def source_lost(server_url: str) -> Outcome:
 
 # --- 3. the warehouse server restarts during a COPY ---------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextmanager
 def _own_server(tag: str) -> Iterator[str]:
     """A PostgreSQL server of this scenario's own (the embedded one, in /var/tmp, on a free port), in the
     caller's environment block; stopped and removed afterwards. Yields its URL's server part (…/postgres)."""
     folder = Path("/var/tmp") / f"ndc-fault-{tag}"  # noqa: S108 - the embedded server's user must reach it
-    os.environ.update(NDC_DATA_DIR=str(folder), NDC_EMBEDDED_PORT=str(_free_port()), NDC_EMBEDDED_NO_SYNC="1")
+    os.environ.update(NDC_DATA_DIR=str(folder), NDC_EMBEDDED_PORT=str(cluster.free_port()), NDC_EMBEDDED_NO_SYNC="1")
     try:
         embedded.start()
         yield embedded.url("postgres")
