@@ -1,7 +1,12 @@
 """The HTTP connector against the real simulated insurance API on loopback: transient failures (HTTP 500, 429
-with Retry-After) are retried with backoff; permanent ones fail at once, naming the URL and status."""
+with Retry-After, a 200 whose JSON is cut short) are retried with backoff; permanent ones fail at once, naming the
+URL and status."""
 
 from __future__ import annotations
+
+import http.server
+import json
+import threading
 
 import pytest
 
@@ -66,3 +71,46 @@ def test_a_wrong_token_fails_at_once(backend):
         server.shutdown()
         server.server_close()
     assert connector.retries == 0
+
+
+class _Truncating(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with HTTP 200 and a JSON page cut in half, ``cut`` times, then the whole page."""
+
+    cut = 0
+    served: list[str] = []
+
+    def do_GET(self):
+        type(self).served.append(self.path)
+        body = json.dumps({"data": [{"employer_id": "DN1", "name": "Công ty Cắt"}], "next_cursor": None}).encode()
+        if len(type(self).served) <= type(self).cut:
+            body = body[: len(body) // 2]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("cut", [2, 99])
+def test_a_truncated_json_page_is_retried_then_named(cut):
+    handler = type("Handler", (_Truncating,), {"cut": cut, "served": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    connector = HttpConnector(f"http://:{TOKEN}@127.0.0.1:{server.server_address[1]}/",
+                              RetryPolicy(attempts=4, base=0.01, cap=0.05, seed=1))
+    try:
+        if cut < 4:
+            assert connector.get("/v1/employers", {"limit": 5})["data"][0]["name"] == "Công ty Cắt"
+            assert connector.retries == cut
+        else:
+            with pytest.raises(NdcError, match=r"/v1/employers\?limit=5: still failing after 4 attempts \(HTTP 200 "
+                                               r"with a truncated or malformed JSON body \(\d+ bytes"):
+                connector.get("/v1/employers", {"limit": 5})
+            assert len(handler.served) == 4
+    finally:
+        connector.close()
+        server.shutdown()
+        server.server_close()

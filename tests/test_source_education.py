@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from ndc.errors import SchemaDriftError
+from ndc.errors import NdcError, SchemaDriftError
 from ndc.jobs import extract_table
 from ndc.registry import find_source
 from ndc.settings import get_settings
@@ -91,6 +91,37 @@ def test_a_file_missing_a_column_blocks_the_load_by_name(dbs, drop):
         shutil.rmtree(bad.parent)
     assert f"source education, file {bad}: column birth_date: missing" in str(caught.value)
     assert scalar(dbs.warehouse, "select count(*) from ndc_meta.batches") == batches
+
+
+@pytest.mark.parametrize("cut", ["mid_line", "short_record"])
+def test_a_csv_cut_outside_a_quoted_field_blocks_the_load_naming_file_and_line(dbs, drop, cut):
+    """A transfer cut at an arbitrary byte of an unquoted field (polars alone would load the cut row with nulls),
+    or a record missing its last fields: the load fails naming the file and the line; nothing of it is loaded or
+    recorded, and the complete file loads on the next run."""
+    root, _, _ = drop
+    header = "student_id,pin,full_name,birth_date,sex,province_code,exported_at"
+    n = 1 if cut == "mid_line" else 3  # distinct rows: a file already loaded (same content) is skipped
+    rows = [f"HS099000000{n},00120099000{n},Nguyễn Văn Cắt,2010-05-01,M,01,2025-12-30T00:00:00Z",
+            f"HS099000000{n + 1},00120099000{n + 1},Trần Thị Cắt,2011-06-02,F,79,2025-12-30T00:00:00Z"]
+    complete = "\n".join([header, *rows]) + "\n"
+    cut_text = (complete[: complete.rindex(",79,") + 2] if cut == "mid_line"
+                else "\n".join([header, rows[0].rsplit(",", 2)[0], rows[1]]) + "\n")
+    bad = root / "students" / f"2098-2099-{cut}" / "01.csv"
+    bad.parent.mkdir(parents=True)
+    bad.write_text(cut_text, encoding="utf-8")
+    history = scalar(dbs.warehouse, "select count(*) from landing_education.students_history")
+    try:
+        with pytest.raises(NdcError) as caught:
+            extract_table("education", "students", *WINDOW, run_id=f"cut-{cut}")
+        line = 3 if cut == "mid_line" else 2
+        assert str(bad) in str(caught.value) and f"line {line}" in str(caught.value)
+        assert scalar(dbs.warehouse, "select count(*) from landing_education.students_history") == history
+        assert not scalar(dbs.warehouse, "select count(*) from ndc_meta.files where path = %s", (str(bad),))
+        bad.write_text(complete, encoding="utf-8")
+        result = extract_table("education", "students", *WINDOW, run_id=f"complete-{cut}")
+        assert result.files == [str(bad)] and result.rows_loaded == 2
+    finally:
+        shutil.rmtree(bad.parent)
 
 
 def test_value_that_cannot_be_cast_keeps_its_raw_text_in_quarantine(dbs, drop):

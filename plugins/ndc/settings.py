@@ -7,6 +7,7 @@
 | ``NDC_DATA_DIR`` | where the platform keeps files (embedded server, manifests) | ``/var/tmp/ndc-<user>`` |
 | ``NDC_BATCH_BYTES`` | size of one streamed extract batch | 16 MiB |
 | ``NDC_RETENTION_DAYS`` | days quarantine rows and superseded landing history are kept (``ndc purge``) | 730 |
+| ``NDC_HTTP_ATTEMPTS`` | times an API page is requested before the extract fails (``ndc.connectors.http``) | 8 |
 | ``AIRFLOW_CONN_<ID>`` | a source connection, Airflow's URI or JSON format | see :mod:`ndc.connections` |
 """
 
@@ -23,6 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_EMBEDDED_PORT = 54329
 DEFAULT_BATCH_BYTES = 16 * 1024 * 1024
 DEFAULT_RETENTION_DAYS = 730  # personal data in quarantine and landing history (see ndc.retention)
+DEFAULT_HTTP_ATTEMPTS = 8
 
 
 def _int_setting(name: str, default: int, minimum: int) -> int:
@@ -45,6 +47,7 @@ class Settings:
     data_dir: Path
     batch_bytes: int
     retention_days: int = DEFAULT_RETENTION_DAYS
+    http_attempts: int = DEFAULT_HTTP_ATTEMPTS
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -58,6 +61,7 @@ class Settings:
             data_dir=Path(data_dir),
             batch_bytes=_int_setting("NDC_BATCH_BYTES", DEFAULT_BATCH_BYTES, minimum=1024),
             retention_days=_int_setting("NDC_RETENTION_DAYS", DEFAULT_RETENTION_DAYS, minimum=1),
+            http_attempts=_int_setting("NDC_HTTP_ATTEMPTS", DEFAULT_HTTP_ATTEMPTS, minimum=1),
         )
 
 

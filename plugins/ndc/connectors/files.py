@@ -7,6 +7,12 @@ a changed file is a new file. CSV files are decoded as UTF-8 (a BOM is dropped) 
 the source's ``legacy_encoding`` (e.g. Windows-1258, which stores Vietnamese tone marks as combining
 characters; the gate then normalises to NFC and counts the repair). CSV values arrive as text and the gate
 casts them to the contract's types. One file is held in memory at a time, in batches of rows.
+
+A file that is still being written (or whose transfer stopped) must not load as a shorter file: a CSV whose last
+line has no line ending, or with a record of more or fewer fields than its header, and a Parquet file that cannot
+be read, block the load with an error naming the file and line; nothing of it is loaded and it stays pending
+until a complete copy replaces it. (A cut that falls exactly at the end of a line leaves a well-formed, shorter
+file, which no reader can tell from a complete one: a drop that needs that guarantee sends a manifest.)
 """
 
 from __future__ import annotations
@@ -40,6 +46,23 @@ def _readable(path: Path, read, *args, **kwargs):
         raise NdcError(f"{path}: cannot be read as {path.suffix.lstrip('.').upper() or 'CSV'}: truncated or "
                        f"malformed ({detail}); file blocked, nothing of it loaded — replace it with a complete copy"
                        ) from None
+
+
+def check_complete_csv(path: Path, text: str) -> None:
+    """Raise an error naming ``path`` and the line if the CSV looks cut short: its last line has no line ending, or
+    a record has another number of fields than the header (polars would read a short record's missing fields as
+    nulls, loading a cut row)."""
+    if text and not text.endswith(("\n", "\r")):
+        raise NdcError(f"{path}: line {text.count(chr(10)) + 1} (the last) has no line ending — the file looks "
+                       f"half-written ({len(text.encode()):,} bytes); file blocked, nothing of it loaded — replace "
+                       "it with a complete copy")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    width = len(next(reader, []))
+    for record in reader:
+        if record and len(record) != width:
+            raise NdcError(f"{path}: line {reader.line_num} has {len(record)} fields, the header has {width} — "
+                           "the file is cut short or malformed; file blocked, nothing of it loaded — replace it "
+                           "with a complete copy")
 
 
 def sha256_of(path: Path) -> str:
@@ -118,6 +141,7 @@ class FileDropConnector:
                 frame, encoding = _readable(path, pl.read_parquet, path, columns=request.columns), "parquet"
             else:
                 text, encoding = self.decode(path)
+                check_complete_csv(path, text)
                 frame = _readable(path, pl.read_csv, io.StringIO(text), infer_schema=False)
                 frame = frame.rename({c: c.strip() for c in frame.columns}).select(request.columns)
             ref = FileRef(path=str(path), sha256=digest, size=path.stat().st_size, encoding=encoding)

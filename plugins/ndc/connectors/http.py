@@ -4,8 +4,10 @@ The URL is ``http(s)://:<token>@host:port/<base path>`` (Airflow's HTTP connecti
 password). The API offers, per resource:
 - ``GET /v1/<resource>/schema``: its fields and types, compared with the contract before anything loads;
 - ``GET /v1/<resource>?updated_from=&updated_to=&limit=&cursor=``: the rows of a window, keyset-paginated.
-Transient failures (HTTP 429, 5xx, timeouts, dropped connections) are retried with exponential backoff and
-jitter, honouring ``Retry-After``; anything else fails the task with the URL and status.
+Transient failures (HTTP 429, 5xx, timeouts, dropped connections, and a 200 whose JSON body is cut short or
+malformed) are retried with exponential backoff and jitter, honouring ``Retry-After``, up to ``NDC_HTTP_ATTEMPTS``
+attempts (8); anything else fails the task with the URL and status. A page that is still broken after the last
+attempt fails the task naming its URL and what was wrong with it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import random
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
 import httpx
 import polars as pl
@@ -23,6 +25,7 @@ import polars as pl
 from ndc.connectors.base import Chunk, ColumnSet, ExtractRequest
 from ndc.errors import NdcError
 from ndc.registry import TableConfig
+from ndc.settings import DEFAULT_HTTP_ATTEMPTS, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,8 @@ PAGE_LIMIT = 5000
 
 
 class RetryPolicy:
-    def __init__(self, attempts: int = 8, base: float = 0.2, cap: float = 10.0, seed: int | None = None) -> None:
+    def __init__(self, attempts: int = DEFAULT_HTTP_ATTEMPTS, base: float = 0.2, cap: float = 10.0,
+                 seed: int | None = None) -> None:
         self.attempts, self.base, self.cap = attempts, base, cap
         self.random = random.Random(seed)  # noqa: S311 - jitter, not security
 
@@ -52,7 +56,7 @@ class HttpConnector:
         token = unquote(parts.password or "")
         netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
         self.base_url = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or RetryPolicy(attempts=get_settings().http_attempts)
         self.client = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(30.0, connect=10.0),
                                    headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
         self.retries = 0
@@ -65,12 +69,17 @@ class HttpConnector:
                 problem, retry_after = f"{type(exc).__name__}: {exc}", None
             else:
                 if response.status_code == 200:
-                    return response.json()
-                if response.status_code not in RETRYABLE:
+                    try:
+                        return response.json()
+                    except ValueError as exc:  # a body cut short (or garbled) on its way: ask for the page again
+                        problem, retry_after = _bad_json(response, exc), None
+                elif response.status_code not in RETRYABLE:
                     raise NdcError(f"GET {self.base_url}{path}: HTTP {response.status_code}: {response.text[:300]}")
-                problem, retry_after = f"HTTP {response.status_code}", response.headers.get("Retry-After")
+                else:
+                    problem, retry_after = f"HTTP {response.status_code}", response.headers.get("Retry-After")
             if attempt + 1 == self.retry.attempts:
-                raise NdcError(f"GET {self.base_url}{path}: still failing after {self.retry.attempts} attempts "
+                shown = f"{path}?{urlencode(params)}" if params else path
+                raise NdcError(f"GET {self.base_url}{shown}: still failing after {self.retry.attempts} attempts "
                                f"({problem})")
             wait = self.retry.delay(attempt, retry_after)
             self.retries += 1
@@ -103,6 +112,14 @@ class HttpConnector:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _bad_json(response: httpx.Response, exc: ValueError) -> str:
+    """What was wrong with a 200 whose body is not a JSON document: its size against the declared length."""
+    declared = response.headers.get("Content-Length")
+    size = f"{len(response.content):,} bytes" + (f" of a declared {int(declared):,}" if declared and
+                                                   declared.isdigit() else "")
+    return f"HTTP 200 with a truncated or malformed JSON body ({size}: {exc})"
 
 
 def _iso(moment: datetime) -> str:

@@ -327,15 +327,17 @@ def twice(server_url: str) -> Outcome:
 # --- 6. a flaky insurance API and a half-written education file ---------------------------------------------
 
 class _ApiFaults:
-    """What the faulty API front does: counts every status it sends; while armed, cuts the 3rd page of
-    contributions short (the connection closes before the declared length) and sends the 6th as a complete
-    HTTP response holding a truncated JSON document."""
+    """What the faulty API front does: counts every status it sends and, while armed, breaks contributions pages
+    (numbered in the order they are first asked for): the 3rd is cut short once (the connection closes before the
+    declared length); the 4th arrives twice as a complete HTTP response holding truncated JSON; the 6th holds
+    truncated JSON every time it is asked for, so the extract fails after its attempts."""
 
-    CUT, TRUNCATED = 3, 6
+    CUT, TRUNCATED_TWICE, TRUNCATED_ALWAYS = 3, 4, 6
 
     def __init__(self) -> None:
         self.sent: Counter = Counter()
-        self.pages = 0
+        self.pages: list[str] = []
+        self.asked: Counter = Counter()
         self.armed = True
         self.lock = threading.Lock()
 
@@ -344,8 +346,12 @@ class _ApiFaults:
             self.sent[status] += 1
             if not (self.armed and status == 200 and path.startswith("/v1/contributions?")):
                 return None
-            self.pages += 1
-            found = {self.CUT: "cut", self.TRUNCATED: "truncated"}.get(self.pages)
+            if path not in self.pages:
+                self.pages.append(path)
+            page, self.asked[path] = self.pages.index(path) + 1, self.asked[path] + 1
+            found = ("cut" if page == self.CUT and self.asked[path] == 1 else
+                     "truncated" if ((page == self.TRUNCATED_TWICE and self.asked[path] <= 2)
+                                     or page == self.TRUNCATED_ALWAYS) else None)
             if found:
                 self.sent[found] += 1
             return found
@@ -456,8 +462,9 @@ def _source_promises(number: str, title: str, warehouse: str, sims: dict[str, ob
 
 
 def _insurance_run(faults: _ApiFaults, warehouse: str) -> list[str]:
-    """Extract every insurance table through the flaky API: the truncated page fails contributions once (whole
-    batches staged, nothing merged), the rerun completes; 500s, 429s and the cut page are retried."""
+    """Extract every insurance table through the flaky API: 500s, 429s, the cut page and the page truncated twice
+    are retried; the page truncated every time fails contributions after its attempts, naming the page (whole
+    batches staged, nothing merged); the rerun completes."""
     problems = []
     for table in ("insured_people", "employers"):
         extract_table("insurance", table, *EVERYTHING, run_id="flaky")
@@ -465,24 +472,29 @@ def _insurance_run(faults: _ApiFaults, warehouse: str) -> list[str]:
         extract_table("insurance", "contributions", *EVERYTHING, run_id="flaky")
         problems.append("contributions loaded although a page held truncated JSON")
     except Exception as exc:  # what the connector raised is checked in the ledger below
-        log.info("contributions failed on the truncated page as it should: %s", exc)
+        log.info("contributions failed on the page truncated every time, as they should: %s", exc)
     staged = scalar(warehouse, "select count(*) from ndc_meta.batches where dataset = 'insurance.contributions'"
                      " and merged_at is null")
     log.info("after the truncated page: %d contribution batches staged, none merged; the API sent %s", staged,
              dict(faults.sent))
     if not staged or scalar(warehouse, "select count(*) from landing_insurance.contributions_history"):
         problems.append(f"no partial state after the truncated page: {staged} contribution batches staged")
-    problems += _failed_clearly(warehouse, "landing_insurance.contributions", "flaky", ("json", "truncat"))
+    problems += _failed_clearly(warehouse, "landing_insurance.contributions", "flaky", ("truncated or malformed json",))
+    problems += _failed_clearly(warehouse, "landing_insurance.contributions", "flaky", ("/v1/contributions?",))
     faults.armed = False
     extract_table("insurance", "contributions", *EVERYTHING, run_id="flaky-rerun")
-    if not (faults.sent[500] and faults.sent[429] and faults.sent["cut"] and faults.sent["truncated"]):
+    attempts = os.environ["NDC_HTTP_ATTEMPTS"]  # some of them may have met a 500 or 429 first
+    problems += _failed_clearly(warehouse, "landing_insurance.contributions", "flaky",
+                                (f"still failing after {attempts} attempts",))
+    if not (faults.sent[500] and faults.sent[429] and faults.sent["cut"] and faults.sent["truncated"] > 2):
         problems.append(f"faults the API sent: {dict(faults.sent)}: expected 500s, 429s, a cut and a truncated page")
     return problems
 
 
-def _half_written(drop: Path, sim) -> tuple[Path, bytes]:
-    """A students CSV about two thirds into the load order, cut inside a quoted field of a row (a transfer that
-    stopped mid-row). Returns its path and its complete content."""
+def _half_written(drop: Path, sim) -> tuple[Path, bytes, list[bytes]]:
+    """A students CSV about two thirds into the load order, and two ways a transfer can stop mid-row: at a byte in
+    an unquoted field (what polars alone would read as a row with nulls) and inside a quoted field. Returns its
+    path, its complete content and the two cut contents."""
     frame = sim.tables["students"]
     files = frame.group_by("_file", "_encoding").len().sort("_file")
     rows_before = files["len"].cum_sum() - files["len"]
@@ -491,29 +503,33 @@ def _half_written(drop: Path, sim) -> tuple[Path, bytes]:
     complete = path.read_bytes()
     lines = complete.rstrip(b"\n").split(b"\n")
     middle = len(lines) // 2
-    half = b"\n".join(lines[:middle]) + b"\n" + lines[middle].split(b",", 1)[0] + b',"Nguy'
-    path.write_bytes(half)
-    return path, complete
+    head = b"\n".join(lines[:middle]) + b"\n"
+    unquoted = head + lines[middle][: lines[middle].rindex(b",") + 3]  # two bytes into the last field
+    quoted = head + lines[middle].split(b",", 1)[0] + b',"Nguy'
+    return path, complete, [unquoted, quoted]
 
 
 def _education_run(drop: Path, sim, warehouse: str) -> list[str]:
-    """Load the drop while one students file is half-written: the load fails naming the file, nothing of it is
-    loaded (it stays pending); the complete file replaces it and the rerun loads it."""
+    """Load the drop while one students file is half-written, cut outside and then inside a quoted field: each
+    load fails naming the file, nothing of it is loaded (it stays pending); the complete file replaces it and the
+    rerun loads it."""
     for table in ("schools", "enrolments"):
         extract_table("education", table, *EVERYTHING, run_id="half-written")
-    path, complete = _half_written(drop, sim)
+    path, complete, cuts = _half_written(drop, sim)
     problems = []
-    try:
-        extract_table("education", "students", *EVERYTHING, run_id="half-written")
-        problems.append(f"students loaded although {path} was half-written")
-    except Exception as exc:  # the message is checked: it must name the file
-        log.info("students failed on the half-written file as they should: %s", exc)
-        if str(path) not in str(exc):
-            problems.append(f"the error does not name the half-written file {path}: {exc}")
-    with psycopg.connect(warehouse) as wh:
-        loaded_before = {r[0] for r in wh.execute("select path from ndc_meta.files")}
-    if str(path) in loaded_before:
-        problems.append(f"{path} was recorded as loaded while half-written")
+    for n, cut in enumerate(cuts, start=1):
+        path.write_bytes(cut)
+        try:
+            extract_table("education", "students", *EVERYTHING, run_id=f"half-written-{n}")
+            problems.append(f"students loaded although {path} was half-written (cut {n})")
+        except Exception as exc:  # the message is checked: it must name the file
+            log.info("students failed on the half-written file (cut %d) as they should: %s", n, exc)
+            if str(path) not in str(exc):
+                problems.append(f"the error does not name the half-written file {path} (cut {n}): {exc}")
+        with psycopg.connect(warehouse) as wh:
+            loaded_before = {r[0] for r in wh.execute("select path from ndc_meta.files")}
+        if str(path) in loaded_before:
+            problems.append(f"{path} was recorded as loaded while half-written (cut {n})")
     staged = scalar(warehouse, "select count(*) from ndc_meta.batches where dataset = 'education.students'"
                      " and merged_at is null")
     log.info("before the complete file: %d student batches staged, none merged", staged)
@@ -542,7 +558,7 @@ def flaky_inputs(server_url: str) -> Outcome:
         try:
             with _flaky_api(backend, token) as (api_url, faults), environment(
                     NDC_WAREHOUSE_URL=warehouse, NDC_BATCH_BYTES=BATCH_BYTES, AIRFLOW_CONN_NDC_SRC_INSURANCE=api_url,
-                    AIRFLOW_CONN_NDC_SRC_EDUCATION=(folder / "drop").as_uri()):
+                    NDC_HTTP_ATTEMPTS="6", AIRFLOW_CONN_NDC_SRC_EDUCATION=(folder / "drop").as_uri()):
                 problems = _insurance_run(faults, warehouse)
                 problems += _education_run(folder / "drop", sims["education"], warehouse)
                 return merged(_source_promises("6", TITLES["6"], warehouse, sims), problems)
