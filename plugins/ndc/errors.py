@@ -9,6 +9,14 @@ class ConfigError(NdcError):
     """A configuration file or setting is invalid."""
 
 
+class SourceUnavailableError(NdcError):
+    """A source database could not be reached or its connection was lost mid-extract: nothing was merged."""
+
+
+class WarehouseUnavailableError(NdcError):
+    """The warehouse's connection was lost mid-load: nothing of the run was merged."""
+
+
 class ContractViolation(NdcError):
     """A contract rule that applies to a whole batch or table failed: the hand-off is blocked, nothing of it is
     loaded or published. Alerts name the dataset and the ``check``."""

@@ -16,7 +16,13 @@ from ndc import alerts, connections, results, warehouse
 from ndc.connectors import Chunk, open_connector
 from ndc.connectors.base import ExtractRequest
 from ndc.contracts import get_contract
-from ndc.errors import BatchBlockedError, ContractViolation
+from ndc.errors import (
+    BatchBlockedError,
+    ContractViolation,
+    NdcError,
+    SourceUnavailableError,
+    WarehouseUnavailableError,
+)
 from ndc.extract import check_drift
 from ndc.gate import GateResult, validate
 from ndc.identifiers import ident
@@ -158,6 +164,23 @@ def check_row_count(wh, target: LandingTarget, table, stats: RunStats, interval:
             dataset=target.dataset, check="row_count_drop")
 
 
+def lost_connection(exc: BaseException, wh, what: str, source_name: str, source_url: str,
+                    warehouse_url: str) -> NdcError | None:
+    """An error naming the side that went away when ``exc`` is a lost or refused database connection: the warehouse
+    if its session is broken, else the source (its URL without the password); None for any other error."""
+    kinds = {"OperationalError", "InterfaceError"}
+    if type(exc).__name__ not in kinds and not any(k.__name__ in kinds for k in type(exc).__mro__):
+        return None
+    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    if wh.broken or wh.closed:
+        return WarehouseUnavailableError(
+            f"{what}: the warehouse {connections.redact(warehouse_url)} went away during the load ({detail}); "
+            "nothing of this run was merged — rerun the interval when it is back")
+    return SourceUnavailableError(
+        f"{what}: the connection to source {source_name} ({connections.redact(source_url)}) failed or was lost "
+        f"({detail}); nothing of this run was merged — rerun the interval when the source is back")
+
+
 def extract_table(source: SourceConfig | str, table_name: str, start: datetime, end: datetime,
                   run_id: str | None = None, settings: Settings | None = None,
                   full_refresh: bool = False, accept_row_drop: bool = False) -> ExtractResult:
@@ -184,10 +207,10 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
         request = ExtractRequest(table=table, columns=target.columns, contract_schema=target.contract.columns,
                                  window=window, batch_bytes=settings.batch_bytes, full_refresh=full_refresh,
                                  skip_files=loaded_files(wh, target.dataset))
-        error = None
+        error = blocked = None
+        source_url = connections.source_url(source.connection.conn_id, source.connection.engine)
         try:
-            connector = open_connector(source, connections.source_url(source.connection.conn_id,
-                                                                      source.connection.engine))
+            connector = open_connector(source, source_url)
             with closing(connector):
                 drift = check_drift(source.name, table.name, target.contract, connector.column_sets(table, request))
                 stats.new_columns = drift.new_columns
@@ -204,22 +227,20 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
                                                      + stats.merge.rows_superseded_in_landing)
             timing = (staged_at - began, time.monotonic() - staged_at)
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            lost = lost_connection(exc, wh, f"{source.name}.{table.name}", source.name, source_url,
+                                   settings.warehouse_url)
+            error = f"{type(lost or exc).__name__}: {lost or exc}"
             blocked = str(exc) if isinstance(exc, ContractViolation) else None
             if blocked:  # a whole-batch rule failed: nothing of this run is merged, now or by the next run
                 if wh.info.transaction_status.name != "IDLE":
                     wh.rollback()
                 discard_staged(wh, target, run_id)
+            if lost is not None:
+                raise lost from exc
             raise
-        else:
-            blocked = None
         finally:
-            if wh.info.transaction_status.name != "IDLE":
-                wh.rollback()
-            write_ledger(wh, source=source.name, target=target, run_id=run_id, interval=(start, end),
-                         stats=stats, started=began, error=error, window=window, full_refresh=full_refresh)
-            if error is None or blocked:
-                _record_gate1(wh, target, run_id, stats, began, blocked)
+            _record_run(wh, source.name, target, run_id, (start, end), window, stats, began, error, blocked,
+                        full_refresh)
         update_watermark(wh, target.dataset, stats.loaded_through, run_id)
         alerts.close_alerts(wh, target.dataset, run_id)
         if stats.merge.rows_new_versions >= ANALYZE_AFTER_ROWS:
@@ -236,6 +257,22 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
         seconds_merging=round(timing[1], 3), merge_steps=stats.merge.seconds)
     log.info("%s done: %s", target.dataset, asdict(result))
     return result
+
+
+def _record_run(wh, source_name: str, target: LandingTarget, run_id: str, interval: tuple[datetime, datetime],
+                window: tuple[datetime, datetime], stats: RunStats, began: float, error: str | None,
+                blocked: str | None, full_refresh: bool) -> None:
+    """The run's ledger row and, unless it failed for another reason, gate 1's result; none if the warehouse
+    itself went away (the error that propagates says so)."""
+    if wh.broken:
+        log.error("%s: no ledger row written, the warehouse connection is gone: %s", target.dataset, error)
+        return
+    if wh.info.transaction_status.name != "IDLE":
+        wh.rollback()
+    write_ledger(wh, source=source_name, target=target, run_id=run_id, interval=interval, stats=stats,
+                 started=began, error=error, window=window, full_refresh=full_refresh)
+    if error is None or blocked:
+        _record_gate1(wh, target, run_id, stats, began, blocked)
 
 
 def _record_gate1(wh, target: LandingTarget, run_id: str, stats: RunStats, began: float, blocked: str | None) -> None:

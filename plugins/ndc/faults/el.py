@@ -214,6 +214,8 @@ def source_lost(server_url: str) -> Outcome:
         target = "landing_population.citizens"
         problems += _failed_clearly(warehouse, target, "source-lost", ("terminat", "connection", "server closed"))
         problems += _failed_clearly(warehouse, target, "while-down", ("not currently accepting connections",))
+        for run_id in ("source-lost", "while-down"):  # the error names the side that went away
+            problems += _failed_clearly(warehouse, target, run_id, ("connection to source population",))
         _rerun(env, "source-back", problems)
         return merged(population_promises("2", TITLES["2"], warehouse, source, ("citizens",)), problems)
 
@@ -243,13 +245,20 @@ def warehouse_restarted(server_url: str) -> Outcome:
         total = _population(source)
         proc = _extract(env, "during-restart")
         problems = [] if _wait_for_batches(warehouse, "during-restart", 5, proc) else ["the load ended too soon"]
-        copying = scalar(own, "select count(*) from pg_stat_activity where query ilike 'copy%%'")
+        copying, deadline = 0, time.monotonic() + 15
+        while not copying and proc.poll() is None and time.monotonic() < deadline:  # stop it during a COPY
+            copying = scalar(own, "select count(*) from pg_stat_activity where state = 'active'"
+                                  " and query ilike 'copy%%'")
+        if not copying:
+            problems.append("no COPY into the warehouse was in flight when it was stopped")
         embedded.stop()  # pg_ctl stop -m fast: every session is cut, the COPY in flight rolls back
         embedded.start()
         code, err = _finish(proc)
         log.info("restart with %d COPY sessions active; the extract exited %s: %s", copying, code, err)
         if code == 0:
             problems.append("the extract finished although its warehouse restarted under it: no fault")
+        elif "the warehouse" not in err or "went away" not in err:
+            problems.append(f"the extract's error does not say that the warehouse went away: {err}")
         problems += _partial_state(warehouse, total, "after the warehouse restart")
         _rerun(env, "after-restart", problems)
         return merged(population_promises("3", TITLES["3"], warehouse, source, ("citizens",)),
