@@ -12,6 +12,8 @@ For each size N a citizen table (the population contract's 12 columns, valid row
 - **(c) merge**: the same run's merge of the staged rows into history and latest state (dedupe, version hash,
   append, upsert), timed separately;
 - **no-change incremental run**: the next daily interval, in which nothing changed, against (b)+(c);
+- **rerun of a merged interval** (the first size only): the whole interval extracted again; its merge (every
+  row already landed, nothing new) against the first load's merge;
 - **(d) reported baselines** on 100,000 rows, extrapolated as rows/s: an Airflow ``GenericTransfer``-style
   psycopg2 ``executemany`` and psycopg 3's pipelined ``executemany``.
 """
@@ -172,7 +174,7 @@ def executemany_rates(source_url: str, target_url: str, rows: int = 100_000) -> 
 
 
 CHILD = """
-import json, resource, sys, time
+import json, os, resource, sys, time
 from datetime import datetime, timezone
 from ndc.jobs import extract_table
 full = extract_table("bench", "citizens", datetime(2024, 7, 1, tzinfo=timezone.utc),
@@ -182,26 +184,32 @@ began = time.perf_counter()
 quiet = extract_table("bench", "citizens", datetime(2026, 1, 1, tzinfo=timezone.utc),
                       datetime(2026, 1, 2, tzinfo=timezone.utc), run_id="bench-no-change")
 no_change = time.perf_counter() - began
-print(json.dumps({"staging": full.seconds_staging, "merging": full.seconds_merging, "steps": full.merge_steps,
-                  "rows_in": full.rows_in,
+rerun = None
+if os.environ.get("NDC_BENCH_RERUN"):
+    again = extract_table("bench", "citizens", datetime(2024, 7, 1, tzinfo=timezone.utc),
+                          datetime(2026, 1, 1, tzinfo=timezone.utc), run_id="bench-rerun", full_refresh=True)
+    rerun = {"merging": again.seconds_merging, "steps": again.merge_steps, "new_versions": again.rows_new_versions}
+print(json.dumps({"rerun": rerun, "staging": full.seconds_staging, "merging": full.seconds_merging,
+                  "steps": full.merge_steps, "rows_in": full.rows_in,
                   "loaded": full.rows_loaded, "quarantined": full.rows_quarantined, "batches": full.batches,
                   "peak_rss": rss, "no_change": no_change, "no_change_rows": quiet.rows_in}))
 """
 
 
-def platform_load(source_url: str, warehouse_url: str, sources_dir: Path) -> dict:
-    """The platform's extract of the whole table, in a fresh process (so its peak RSS is its own)."""
+def platform_load(source_url: str, warehouse_url: str, sources_dir: Path, rerun: bool = False) -> dict:
+    """The platform's extract of the whole table, in a fresh process (so its peak RSS is its own); ``rerun``:
+    then the same interval again."""
     warehouse.drop_database(warehouse_url)
     warehouse.ensure_database(warehouse_url)
     env = {**os.environ, "NDC_WAREHOUSE_URL": warehouse_url, "NDC_SOURCES_DIR": str(sources_dir),
-           "AIRFLOW_CONN_NDC_SRC_BENCH": source_url}
+           "AIRFLOW_CONN_NDC_SRC_BENCH": source_url, "NDC_BENCH_RERUN": "1" if rerun else ""}
     out = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, check=False)
     if out.returncode:
         raise RuntimeError(f"the platform load failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_size(server_url: str, rows: int, echo, prefix: str = "ndc_bench") -> SizeResult:
+def run_size(server_url: str, rows: int, echo, prefix: str = "ndc_bench", rerun: bool = False) -> SizeResult:
     source_url = connections.with_database(server_url, f"{prefix}_source")
     target_url = connections.with_database(server_url, f"{prefix}_raw")
     warehouse_url = connections.with_database(server_url, f"{prefix}_warehouse")
@@ -216,7 +224,7 @@ def run_size(server_url: str, rows: int, echo, prefix: str = "ndc_bench") -> Siz
     echo(f"[{rows:,} rows] (b)+(c) the platform's validated load, in a fresh process ...")
     with tempfile.TemporaryDirectory() as folder:
         Path(folder, "bench.yml").write_text(SOURCE_FILE, encoding="utf-8")
-        result.load = platform_load(source_url, warehouse_url, Path(folder))
+        result.load = platform_load(source_url, warehouse_url, Path(folder), rerun)
     return result
 
 
@@ -242,6 +250,10 @@ def report(results: list[SizeResult], baselines: dict[str, float], echo) -> dict
         echo(f"  peak RSS of (b)+(c): {size['peak_rss_mb']:.0f} MB;  no-change incremental run: "
              f"{load['no_change']:.2f} s ({load['no_change_rows']} rows read) = "
              f"{size['no_change_over_full']:.3f} of the full load (target <= 0.05)")
+        if load.get("rerun"):
+            echo(f"  rerun of the merged interval: merge {load['rerun']['merging']:.2f} s "
+                 f"({load['rerun']['new_versions']} new versions) = {size['rerun_merge_over_first']:.2f} of the "
+                 f"first load's merge {load['merging']:.2f} s; steps {json.dumps(load['rerun']['steps'])}")
     echo("\n(d) row-at-a-time baselines (100,000 rows, extrapolated):")
     for method, rate in baselines.items():
         echo(f"  {method:<48} {rate:>9,.0f} rows/s")
@@ -265,14 +277,16 @@ def _size_figures(r: SizeResult, best_d: float) -> dict:
             "b_over_a": b_rate / a_rate, "stage_over_a": r.rows / load["staging"] / a_rate,
             "b_plus_c_over_a": r.rows / full / a_rate, "b_over_d": b_rate / best_d,
             "peak_rss_mb": load["peak_rss"] / 2**20, "no_change_over_full": load["no_change"] / full,
-            "no_change_s": load["no_change"], "full_load_s": full,
-            "merge_steps": steps, "quarantined": load["quarantined"]}
+            "no_change_s": load["no_change"], "full_load_s": full, "staging_s": load["staging"],
+            "merge_steps": steps, "quarantined": load["quarantined"],
+            **({"rerun_merge_s": load["rerun"]["merging"],
+                "rerun_merge_over_first": load["rerun"]["merging"] / load["merging"]} if load.get("rerun") else {})}
 
 
 def run(server_url: str, sizes: list[int], echo, keep: bool = False, prefix: str = "ndc_bench") -> dict:
     """Every size, then the row-at-a-time baselines (on the last size's table); databases ``<prefix>_source``,
     ``_raw`` and ``_warehouse`` on ``server_url``'s server, dropped afterwards unless ``keep``."""
-    results = [run_size(server_url, rows, echo, prefix) for rows in sizes]
+    results = [run_size(server_url, rows, echo, prefix, rerun=n == 0) for n, rows in enumerate(sizes)]
     echo("(d) row-at-a-time baselines on 100,000 rows ...")
     source_url = connections.with_database(server_url, f"{prefix}_source")
     target_url = connections.with_database(server_url, f"{prefix}_raw")

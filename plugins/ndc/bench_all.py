@@ -104,9 +104,13 @@ def plan(options: Options) -> dict[str, list[Figure]]:
                       " rows"),
                Figure(f"el_over_psycopg3_executemany@{n}", f"validated EL ÷ psycopg 3 pipelined executemany, {n:,}"
                       " rows"),
+               Figure(f"el_with_latest_over_raw_copy@{n}", f"validated EL incl. the latest-state upsert ÷ faster raw"
+                      f" COPY pipe, {n:,} rows"),
                Figure(f"peak_rss_mb@{n}", f"peak RSS of the load (fresh process), {n:,} rows", ("<=", 600)),
                Figure(f"no_change_over_full_load@{n}", f"no-change incremental rerun ÷ full load, {n:,} rows",
                       ("<=", 0.05))]
+    el.append(Figure(f"rerun_merge_over_first_merge@{sizes[0]}", f"merge of a rerun of the merged interval ÷ the"
+                     f" first merge, {sizes[0]:,} rows"))
     if len(sizes) > 1:
         el.append(Figure("peak_rss_growth", f"peak RSS at {last:,} ÷ at {sizes[0]:,} rows", ("<=", 1.2)))
     return {
@@ -185,6 +189,13 @@ def part_el(options: Options, figures: dict[str, Figure], echo) -> dict:
                                    (f"el_over_psycopg3_executemany@{n}", PG3, "psycopg 3")):
             rate = details["baselines"][method]
             figures[key].update(measured=b, unit="rows/s", baseline=rate, baseline_label=short, ratio=b / rate)
+        figures[f"el_with_latest_over_raw_copy@{n}"].update(
+            measured=n / size["full_load_s"], unit="rows/s", baseline=size["a_rows_per_s"], baseline_label=fastest,
+            ratio=size["b_plus_c_over_a"])
+        if "rerun_merge_s" in size:
+            figures[f"rerun_merge_over_first_merge@{n}"].update(
+                measured=size["rerun_merge_s"], unit="s", baseline=size["full_load_s"] - size["staging_s"],
+                baseline_label="first merge", ratio=size["rerun_merge_over_first"])
         figures[f"peak_rss_mb@{n}"].update(measured=size["peak_rss_mb"], unit="MB")
         figures[f"no_change_over_full_load@{n}"].update(
             measured=size["no_change_s"], unit="s", baseline=size["full_load_s"], baseline_label="full load",

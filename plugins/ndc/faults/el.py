@@ -48,7 +48,7 @@ CITIZENS = 60_000
 BATCH_BYTES = "32768"  # about 1,000 rows a batch (ndc.connectors.base.BYTES_PER_ROW): 60 batches of citizens
 INTERVAL = ("2000-01-01", "2030-01-01")
 EVERYTHING = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC))
-RERUN_CITIZENS = 20_000  # scenario 5 loads one interval four times; a rerun's merge is slow at 60,000 (report)
+RERUN_CITIZENS = 20_000  # scenario 5 loads one interval four times
 WAIT = 120.0  # seconds a load may take to reach the point of the fault
 TITLES = {
     "1": "extract killed (SIGKILL) mid-stream, rerun",
