@@ -618,9 +618,20 @@ def test_plugin_registers_the_app_and_the_external_view():
     plugin = module.NdcPlugin
     assert plugin.name == "ndc"
     [app] = plugin.fastapi_apps
-    assert isinstance(app["app"], FastAPI) and app["url_prefix"] == "/ndc" and app["name"]
+    assert app["url_prefix"] == "/ndc" and app["name"]
+    assert isinstance(app["app"], module.OperatorApp) and isinstance(app["app"].app, FastAPI)
     [view] = plugin.external_views
     assert view == {"name": "NDC operations", "href": "ndc/", "url_route": "ndc_operations", "category": "browse"}
+
+
+def test_loading_the_plugin_does_not_build_the_page():
+    """Task processes load every plugin: the page's app (FastAPI, Airflow's API security) waits for a request."""
+    probe = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('ndc_plugin', sys.argv[1]);"
+             " module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module);"
+             " print(sorted(m for m in ('ndc.operator.app', 'fastapi') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", probe, str(REPO / "plugins" / "ndc_plugin.py")],
+                         capture_output=True, text=True, timeout=120, check=True)
+    assert run.stdout.strip() == "[]", run.stdout + run.stderr[-2000:]
 
 
 def test_airflow_lists_the_plugin(world, fetched, tmp_path):

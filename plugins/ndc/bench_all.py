@@ -256,11 +256,26 @@ def part_dlt(options: Options, figures: dict[str, Figure], echo, el: dict | None
     return {"installed": True, **result, "rows_per_s": rate}
 
 
-def drop_el_databases(options: Options) -> None:
-    from ndc import connections, warehouse
+def clean_up(options: Options, state: dict) -> list[str]:
+    """Drop every database the run made (el's, the conform warehouse with its ledger anchor, the Airflow metadata
+    database); returns what could not be dropped."""
+    from ndc import anchor, connections, warehouse
 
-    for suffix in ("source", "raw", "warehouse", "dlt"):
-        warehouse.drop_database(connections.with_database(_server(options), f"{options.prefix}_{suffix}"))
+    urls = []
+    if "el" not in options.skip:
+        urls += [connections.with_database(_server(options), f"{options.prefix}_{suffix}")
+                 for suffix in ("source", "raw", "warehouse", "dlt")]
+    if "conform_url" in state:
+        conform = state["conform_url"]
+        urls += [conform, connections.with_database(conform, connections.database_of(conform) + anchor.SUFFIX),
+                 connections.with_database(conform, options.airflow_db)]
+    problems = []
+    for url in urls:
+        try:
+            warehouse.drop_database(url)
+        except Exception as exc:  # the figures matter more than a database left behind
+            problems.append(f"could not drop {connections.redact(url)}: {exc}")
+    return problems
 
 
 # ---------------------------------------------------------------------------------------- conform / change
@@ -383,8 +398,10 @@ def run_all(options: Options, echo: Callable[[str], None] = print) -> dict:
             echo(f"[bench] {part}: FAILED after {time.perf_counter() - began:.1f} s: {failed[part][:2000]}")
             continue
         echo(f"[bench] {part}: done in {time.perf_counter() - began:.1f} s")
-    if "el" not in options.skip:
-        drop_el_databases(options)
+    problems = clean_up(options, state)
+    if problems:  # reported with the figures, never instead of them
+        failed["cleanup"] = "; ".join(problems)
+        echo(f"[bench] clean-up: {failed['cleanup']}")
     return {"version": 1, "started_at": started.isoformat(), "finished_at": datetime.now(UTC).isoformat(),
             "git_commit": _git_commit(), "host": {"node": platform.node(), "cpus": os.cpu_count(),
                                                   "python": platform.python_version()},

@@ -687,13 +687,20 @@ def faults(chosen: tuple[str, ...], server: str | None) -> None:
         raise click.UsageError(f"unknown scenario {', '.join(unknown)}; known: {', '.join(known)}")
     server_url = server or with_database(embedded.ensure_warehouse(), "postgres")
     failed = 0
-    for number, item in known.items():
-        if chosen and number not in chosen:
-            continue
-        click.echo(f"[{number}] {item.title} ...")
-        outcome = run_one(item, server_url)
-        click.echo(outcome.line())
-        failed += not outcome.survived
+    # The scenarios' own level holds when Airflow, imported by the Celery scenario, reconfigures the root logger:
+    # the summary stays one line per scenario (ndc -v shows their progress).
+    platform_log, before = logging.getLogger("ndc"), logging.getLogger("ndc").level
+    platform_log.setLevel(logging.getLogger().getEffectiveLevel())
+    try:
+        for number, item in known.items():
+            if chosen and number not in chosen:
+                continue
+            click.echo(f"[{number}] {item.title} ...")
+            outcome = run_one(item, server_url)
+            click.echo(outcome.line())
+            failed += not outcome.survived
+    finally:
+        platform_log.setLevel(before)
     if failed:
         raise SystemExit(1)
 

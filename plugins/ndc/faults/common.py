@@ -19,22 +19,26 @@ from ndc.warehouse import drop_database, ensure_database
 
 log = logging.getLogger(__name__)
 
-# Settings a scenario sets for itself: none of the caller's leak into it, and the caller's come back afterwards.
-ENV_KEYS = ("NDC_WAREHOUSE_URL", "NDC_BATCH_BYTES", "NDC_DATA_DIR", "NDC_EMBEDDED_PORT", "NDC_EMBEDDED_NO_SYNC",
-            "NDC_LEDGER_ANCHOR_URL", "AIRFLOW_CONN_NDC_SRC_POPULATION", "AIRFLOW_CONN_NDC_SRC_INSURANCE",
-            "AIRFLOW_CONN_NDC_SRC_EDUCATION")
+# Settings a scenario sets for itself: none of the caller's leak into it (every NDC_*, source connection and dbt
+# setting is cleared), and the caller's come back afterwards. libpq's PG* variables stay: they are how the caller
+# reaches the server the scenario was given.
+CLEARED_PREFIXES = ("NDC_", "AIRFLOW_CONN_", "DBT_")
 
 
 @contextmanager
 def environment(**values: str) -> Iterator[dict[str, str]]:
     """``os.environ`` with the scenario's settings (and none of the caller's) until the block ends."""
-    saved = {key: os.environ.get(key) for key in {*ENV_KEYS, *values}}
-    for key in ENV_KEYS:
+    cleared = [key for key in os.environ if key.startswith(CLEARED_PREFIXES)]
+    saved = {key: os.environ.get(key) for key in {*cleared, *values}}
+    for key in cleared:
         os.environ.pop(key, None)
     os.environ.update(values)
     try:
         yield dict(os.environ)
     finally:
+        for key in [k for k in os.environ if k.startswith(CLEARED_PREFIXES)]:
+            if key not in saved:
+                os.environ.pop(key)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -26,6 +26,7 @@ a scenario runs.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -412,11 +413,20 @@ def _redis_up() -> None:
 
 
 def _drop_queue(queue: str) -> None:
+    """Remove the scenario's queue from the broker, with what the killed worker held unacknowledged (kombu keeps
+    those in the database-wide ``unacked`` hash as ``[message, exchange, routing key]``; another worker would
+    restore them to the queue after the visibility timeout)."""
     import redis
 
     with suppress(Exception):
         broker = redis.Redis.from_url(REDIS, socket_connect_timeout=3)
-        broker.delete(queue, *broker.keys(f"_kombu.binding.{queue}*"))
+        broker.delete(queue, *broker.keys(f"_kombu.binding.{queue}*"),
+                      *broker.keys(f"_kombu.binding_permanent.{queue}*"))
+        for tag, raw in broker.hgetall("unacked").items():
+            with suppress(ValueError, TypeError):
+                if json.loads(raw)[2] == queue:
+                    broker.hdel("unacked", tag)
+                    broker.zrem("unacked_index", tag)
 
 
 def _airflow_env(warehouse: str, source: str, metadata: str, home: Path, port: int, queue: str) -> dict[str, str]:
