@@ -409,9 +409,9 @@ def inject(dataset: str, good: pl.DataFrame, plan: Iterable[str | None]) -> tupl
             kind = BY_NAME[name] if name else None
             made = kind.row(donor) if kind else donor
             made_key = record_key(made, key)
-            if made_key in used or record_key(donor, key) in used:
+            if (made_key and made_key in used) or record_key(donor, key) in used:  # a null key may repeat
                 continue
-            used.update({made_key, record_key(donor, key)})
+            used.update(k for k in (made_key, record_key(donor, key)) if k)
             if kind is None:
                 labels.append(Labelled(dataset, made_key, "good", "loaded", (), made))
             elif kind.outcome == "superseded":
