@@ -401,10 +401,13 @@ class _Merge:
             with bulk:
                 self.execute(insert)
         else:
+            # A version latest already holds (a rerun, an overlapping window) is left out before the upsert: as a
+            # conflict it would lock and dirty its row for nothing (4 s of a 1M-row rerun's merge).
             self.execute(insert + sql.SQL(
+                " where not exists (select 1 from {latest} x where {match} and x._ndc_row_hash = i._ndc_row_hash)"
                 " on conflict ({pk}) do update set {updates}"
                 " where (excluded.{inc}, excluded._ndc_row_hash) > (l.{inc}, l._ndc_row_hash)"
-            ).format(updates=updates, **self.ids))
+            ).format(updates=updates, match=_pk_match("x", "i", self.t), **self.ids))
         return self.conn.execute(sql.SQL("select max({inc}) from _ndc_in").format(**self.ids)).fetchone()[0]
 
 
@@ -441,8 +444,10 @@ def merge_staged(conn: psycopg.Connection, target: LandingTarget, run_id: str) -
     stats = MergeStats()
     clock = _Clock(stats.seconds)
     with conn.transaction():
-        # Sorts and hashes of a whole run stay in memory rather than spilling to disk.
-        conn.execute("select set_config('work_mem', %s, true)", (MERGE_WORK_MEM,))
+        # Sorts and hashes of a whole run, and the primary-key builds of a first load, stay in memory rather than
+        # spilling to disk.
+        conn.execute("select set_config('work_mem', %s, true), set_config('maintenance_work_mem', %s, true)",
+                     (MERGE_WORK_MEM, MERGE_WORK_MEM))
         staged = _Merge(conn, target, run_id)
         with clock("collect"):
             collected = staged.collect()
