@@ -51,7 +51,8 @@ def test_a_source_that_keeps_failing_fails_the_task_by_url(backend):
     server, url = _serve(backend, rate_limit=0, fault_rate=1.0)
     connector = HttpConnector(url, RetryPolicy(attempts=3, base=0.01, cap=0.05, seed=1))
     try:
-        with pytest.raises(NdcError, match=r"/v1/employers: still failing after 3 attempts \(HTTP 500\)"):
+        with pytest.raises(NdcError,
+                           match=r"/v1/employers: still failing after 3 attempts \(HTTP 500 ×3; the last: HTTP 500\)"):
             connector.get("/v1/employers")
     finally:
         connector.close()
@@ -107,6 +108,7 @@ def test_a_truncated_json_page_is_retried_then_named(cut):
             assert connector.retries == cut
         else:
             with pytest.raises(NdcError, match=r"/v1/employers\?limit=5: still failing after 4 attempts \(HTTP 200 "
+                                               r"with a truncated or malformed JSON body ×4; the last: HTTP 200 "
                                                r"with a truncated or malformed JSON body \(\d+ bytes"):
                 connector.get("/v1/employers", {"limit": 5})
             assert len(handler.served) == 4

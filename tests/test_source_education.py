@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from ndc.connectors.files import check_complete_csv
 from ndc.errors import NdcError, SchemaDriftError
 from ndc.jobs import extract_table
 from ndc.registry import find_source
@@ -91,6 +92,29 @@ def test_a_file_missing_a_column_blocks_the_load_by_name(dbs, drop):
         shutil.rmtree(bad.parent)
     assert f"source education, file {bad}: column birth_date: missing" in str(caught.value)
     assert scalar(dbs.warehouse, "select count(*) from ndc_meta.batches") == batches
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("a,b\n1,2\n", None),
+    ("a,b\r\n1,2\r\n", None),  # CRLF
+    ('a,b\n1,"two\nlines"\n', None),  # a quoted newline is part of the value
+    ('a,b\r\n1,"two\r\nlines"\r\n', None),
+    ("a,b\n1,2\n\n", None),  # a blank last line
+    ("a,b\n", None),  # header only
+    ("a,b\n1,2", "line 2 (the last) has no line ending"),
+    ("a,b\n1,2\n3\n", "line 3 has 1 field, the header has 2"),
+    ("a,b\n1,2,3\n", "line 2 has 3 fields, the header has 2"),
+    ('a,b\n1,"Nguy\n', "line 2: unexpected end of data"),  # cut after a newline inside a quoted value
+    ("a,b\n1," + "x" * 200_000 + "\n", None),  # larger than the csv module's default field limit
+])
+def test_the_complete_csv_check(text, problem):
+    path = Path("/drop/students/01.csv")
+    if problem is None:
+        check_complete_csv(path, text)
+        return
+    with pytest.raises(NdcError) as caught:
+        check_complete_csv(path, text)
+    assert str(caught.value).startswith(f"{path}: ") and problem in str(caught.value)
 
 
 @pytest.mark.parametrize("cut", ["mid_line", "short_record"])

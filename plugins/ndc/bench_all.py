@@ -267,8 +267,9 @@ def clean_up(options: Options, state: dict) -> list[str]:
                  for suffix in ("source", "raw", "warehouse", "dlt")]
     if "conform_url" in state:
         conform = state["conform_url"]
-        urls += [conform, connections.with_database(conform, connections.database_of(conform) + anchor.SUFFIX),
-                 connections.with_database(conform, options.airflow_db)]
+        urls += [conform, connections.with_database(conform, connections.database_of(conform) + anchor.SUFFIX)]
+        if options.airflow_db.startswith("ndc_bench"):  # never a database the bench was pointed at but did not make
+            urls.append(connections.with_database(conform, options.airflow_db))
     problems = []
     for url in urls:
         try:

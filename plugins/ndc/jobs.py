@@ -164,21 +164,42 @@ def check_row_count(wh, target: LandingTarget, table, stats: RunStats, interval:
             dataset=target.dataset, check="row_count_drop")
 
 
+# SQLSTATEs of a connection that is gone: class 08 (connection exception) and the server shutting down (57P01-03).
+_CONNECTION_LOST = ("08", "57P01", "57P02", "57P03")
+
+
 def lost_connection(exc: BaseException, wh, what: str, source_name: str, source_url: str,
                     warehouse_url: str) -> NdcError | None:
-    """An error naming the side that went away when ``exc`` is a lost or refused database connection: the warehouse
-    if its session is broken, else the source (its URL without the password); None for any other error."""
+    """An error naming the side that went away when ``exc`` is a lost or refused database connection (not a
+    deadlock, a full disk or a timeout, which keep their own message): the warehouse if its session is broken or
+    does not answer, else the source (its URL without the password). None for any other error."""
     kinds = {"OperationalError", "InterfaceError"}
-    if type(exc).__name__ not in kinds and not any(k.__name__ in kinds for k in type(exc).__mro__):
+    if not any(k.__name__ in kinds for k in type(exc).__mro__):
+        return None
+    state = getattr(exc, "sqlstate", None)
+    if state and not state.startswith(_CONNECTION_LOST):
         return None
     detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-    if wh.broken or wh.closed:
+    if not _answers(wh):
         return WarehouseUnavailableError(
             f"{what}: the warehouse {connections.redact(warehouse_url)} went away during the load ({detail}); "
             "nothing of this run was merged — rerun the interval when it is back")
     return SourceUnavailableError(
-        f"{what}: the connection to source {source_name} ({connections.redact(source_url)}) failed or was lost "
-        f"({detail}); nothing of this run was merged — rerun the interval when the source is back")
+        f"{what}: the connection to source {source_name} ({connections.redact(source_url) or 'unresolved'}) failed "
+        f"or was lost ({detail}); nothing of this run was merged — rerun the interval when the source is back")
+
+
+def _answers(wh) -> bool:
+    """Whether the warehouse session still answers (a rollback, then ``select 1``)."""
+    if wh.broken or wh.closed:
+        return False
+    try:
+        if wh.info.transaction_status.name != "IDLE":
+            wh.rollback()
+        wh.execute("select 1")
+    except Exception:  # any failure here means the warehouse is the side that went away
+        return False
+    return not wh.broken
 
 
 def extract_table(source: SourceConfig | str, table_name: str, start: datetime, end: datetime,
@@ -208,8 +229,9 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
                                  window=window, batch_bytes=settings.batch_bytes, full_refresh=full_refresh,
                                  skip_files=loaded_files(wh, target.dataset))
         error = blocked = None
-        source_url = connections.source_url(source.connection.conn_id, source.connection.engine)
+        source_url = ""
         try:
+            source_url = connections.source_url(source.connection.conn_id, source.connection.engine)
             connector = open_connector(source, source_url)
             with closing(connector):
                 drift = check_drift(source.name, table.name, target.contract, connector.column_sets(table, request))
@@ -239,8 +261,14 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
                 raise lost from exc
             raise
         finally:
-            _record_run(wh, source.name, target, run_id, (start, end), window, stats, began, error, blocked,
-                        full_refresh)
+            try:
+                _record_run(wh, source.name, target, run_id, (start, end), window, stats, began, error, blocked,
+                            full_refresh)
+            except Exception:
+                if error is None:
+                    raise
+                # the run's own error is what propagates; the ledger could not take its failed row
+                log.exception("%s: could not record the failed run %s in the ledger", target.dataset, run_id)
         update_watermark(wh, target.dataset, stats.loaded_through, run_id)
         alerts.close_alerts(wh, target.dataset, run_id)
         if stats.merge.rows_new_versions >= ANALYZE_AFTER_ROWS:

@@ -35,6 +35,7 @@ from ndc.registry import TableConfig
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".csv", ".parquet")
+csv.field_size_limit(2**31 - 1)  # a value may be long (a note, a JSON document): polars reads it, so must the check
 
 def _readable(path: Path, read, *args, **kwargs):
     """``read(*args, **kwargs)``; a file that cannot be parsed (a CSV cut inside a quoted field, a damaged Parquet
@@ -49,20 +50,24 @@ def _readable(path: Path, read, *args, **kwargs):
 
 
 def check_complete_csv(path: Path, text: str) -> None:
-    """Raise an error naming ``path`` and the line if the CSV looks cut short: its last line has no line ending, or
-    a record has another number of fields than the header (polars would read a short record's missing fields as
-    nulls, loading a cut row)."""
+    """Raise an error naming ``path`` and the line if the CSV looks cut short or is malformed: its last line has no
+    line ending, a quoted value is never closed, or a record has another number of fields than the header (polars
+    would read a short record's missing fields as nulls, loading a cut row)."""
     if text and not text.endswith(("\n", "\r")):
         raise NdcError(f"{path}: line {text.count(chr(10)) + 1} (the last) has no line ending — the file looks "
-                       f"half-written ({len(text.encode()):,} bytes); file blocked, nothing of it loaded — replace "
-                       "it with a complete copy")
-    reader = csv.reader(io.StringIO(text, newline=""))
-    width = len(next(reader, []))
-    for record in reader:
-        if record and len(record) != width:
-            raise NdcError(f"{path}: line {reader.line_num} has {len(record)} fields, the header has {width} — "
-                           "the file is cut short or malformed; file blocked, nothing of it loaded — replace it "
-                           "with a complete copy")
+                       f"half-written ({path.stat().st_size if path.exists() else len(text):,} bytes); file "
+                       "blocked, nothing of it loaded — replace it with a complete copy")
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        width = len(next(reader, []))
+        for record in reader:
+            if record and len(record) != width:
+                raise NdcError(f"{path}: line {reader.line_num} has {len(record)} field"
+                               f"{'' if len(record) == 1 else 's'}, the header has {width} — the file is cut short"
+                               " or malformed; file blocked, nothing of it loaded — replace it with a complete copy")
+    except csv.Error as exc:
+        raise NdcError(f"{path}: line {reader.line_num}: {exc} — the file is cut short or malformed; file blocked,"
+                       " nothing of it loaded — replace it with a complete copy") from None
 
 
 def sha256_of(path: Path) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
 from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
@@ -62,6 +63,8 @@ class HttpConnector:
         self.retries = 0
 
     def get(self, path: str, params: dict | None = None) -> dict:
+        shown = f"{self.base_url}{path}" + (f"?{urlencode(params)}" if params else "")
+        seen: Counter = Counter()
         for attempt in range(self.retry.attempts):
             try:
                 response = self.client.get(path, params=params)
@@ -74,16 +77,17 @@ class HttpConnector:
                     except ValueError as exc:  # a body cut short (or garbled) on its way: ask for the page again
                         problem, retry_after = _bad_json(response, exc), None
                 elif response.status_code not in RETRYABLE:
-                    raise NdcError(f"GET {self.base_url}{path}: HTTP {response.status_code}: {response.text[:300]}")
+                    raise NdcError(f"GET {shown}: HTTP {response.status_code}: {response.text[:300]}")
                 else:
                     problem, retry_after = f"HTTP {response.status_code}", response.headers.get("Retry-After")
+            seen[problem.split(" (", 1)[0]] += 1
             if attempt + 1 == self.retry.attempts:
-                shown = f"{path}?{urlencode(params)}" if params else path
-                raise NdcError(f"GET {self.base_url}{shown}: still failing after {self.retry.attempts} attempts "
-                               f"({problem})")
+                tally = ", ".join(f"{kind} ×{n}" for kind, n in seen.most_common())
+                raise NdcError(f"GET {shown}: still failing after {self.retry.attempts} attempts ({tally}; the "
+                               f"last: {problem})")
             wait = self.retry.delay(attempt, retry_after)
             self.retries += 1
-            log.info("GET %s%s: %s; retry %d in %.2f s", self.base_url, path, problem, attempt + 1, wait)
+            log.info("GET %s: %s; retry %d in %.2f s", shown, problem, attempt + 1, wait)
             time.sleep(wait)
         raise AssertionError("unreachable")
 

@@ -423,7 +423,7 @@ def _drop_queue(queue: str) -> None:
         broker.delete(queue, *broker.keys(f"_kombu.binding.{queue}*"),
                       *broker.keys(f"_kombu.binding_permanent.{queue}*"))
         for tag, raw in broker.hgetall("unacked").items():
-            with suppress(ValueError, TypeError):
+            with suppress(ValueError, TypeError, IndexError, KeyError):
                 if json.loads(raw)[2] == queue:
                     broker.hdel("unacked", tag)
                     broker.zrem("unacked_index", tag)

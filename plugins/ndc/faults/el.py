@@ -249,6 +249,7 @@ def warehouse_restarted(server_url: str) -> Outcome:
         while not copying and proc.poll() is None and time.monotonic() < deadline:  # stop it during a COPY
             copying = scalar(own, "select count(*) from pg_stat_activity where state = 'active'"
                                   " and query ilike 'copy%%'")
+            time.sleep(0 if copying else 0.05)
         if not copying:
             problems.append("no COPY into the warehouse was in flight when it was stopped")
         embedded.stop()  # pg_ctl stop -m fast: every session is cut, the COPY in flight rolls back
@@ -259,6 +260,9 @@ def warehouse_restarted(server_url: str) -> Outcome:
             problems.append("the extract finished although its warehouse restarted under it: no fault")
         elif "the warehouse" not in err or "went away" not in err:
             problems.append(f"the extract's error does not say that the warehouse went away: {err}")
+        written = [r for r in _ledger_rows(warehouse, "landing_population.citizens") if r[0] == "during-restart"]
+        if written:  # its session died with the server: a row could only come from a second, wrong connection
+            problems.append(f"the run cut off from its warehouse wrote ledger rows: {[r[1] for r in written]}")
         problems += _partial_state(warehouse, total, "after the warehouse restart")
         _rerun(env, "after-restart", problems)
         return merged(population_promises("3", TITLES["3"], warehouse, source, ("citizens",)),
@@ -514,7 +518,7 @@ def _half_written(drop: Path, sim) -> tuple[Path, bytes, list[bytes]]:
     middle = len(lines) // 2
     head = b"\n".join(lines[:middle]) + b"\n"
     unquoted = head + lines[middle][: lines[middle].rindex(b",") + 3]  # two bytes into the last field
-    quoted = head + lines[middle].split(b",", 1)[0] + b',"Nguy'
+    quoted = head + lines[middle].split(b",", 1)[0] + b',"Nguy\n'  # the line ends, the quoted value never does
     return path, complete, [unquoted, quoted]
 
 
