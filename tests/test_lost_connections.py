@@ -51,3 +51,20 @@ def test_a_source_without_a_connection_still_writes_its_failed_ledger_row(wareho
         extract_table("insurance", "employers", *EVERYTHING, run_id="no-connection")
     [error] = _failed_rows(warehouse_url, "no-connection")
     assert "AIRFLOW_CONN_NDC_SRC_INSURANCE" in error
+
+
+def test_an_interrupted_run_is_recorded_as_failed_never_as_a_success(warehouse_url, monkeypatch):
+    """Ctrl-C on ``ndc extract`` or a task timeout is a BaseException: the run's ledger row must still say failed."""
+    import ndc.jobs
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setenv("AIRFLOW_CONN_NDC_SRC_POPULATION", warehouse_url)  # reachable; the run stops before reading
+    monkeypatch.setattr(ndc.jobs, "check_drift", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        extract_table("population", "citizens", *EVERYTHING, run_id="interrupted")
+    [error] = _failed_rows(warehouse_url, "interrupted")
+    assert error.startswith("KeyboardInterrupt: the run was interrupted")
+    assert not query(warehouse_url, "select 1 from ndc_meta.ledger where run_id = 'interrupted'"
+                                    " and outcome <> 'failed'")

@@ -257,8 +257,9 @@ def part_dlt(options: Options, figures: dict[str, Figure], echo, el: dict | None
 
 
 def clean_up(options: Options, state: dict) -> list[str]:
-    """Drop every database the run made (el's, the conform warehouse with its ledger anchor, the Airflow metadata
-    database); returns what could not be dropped."""
+    """Drop the databases the run used: el's, the conform warehouse with its ledger anchor, and the Airflow metadata
+    database if its name starts with ``ndc_bench`` (one it was pointed at is left alone); returns what could not
+    be dropped."""
     from ndc import anchor, connections, warehouse
 
     urls = []

@@ -252,13 +252,12 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
             lost = lost_connection(exc, wh, f"{source.name}.{table.name}", source.name, source_url,
                                    settings.warehouse_url)
             error = f"{type(lost or exc).__name__}: {lost or exc}"
-            blocked = str(exc) if isinstance(exc, ContractViolation) else None
-            if blocked:  # a whole-batch rule failed: nothing of this run is merged, now or by the next run
-                if wh.info.transaction_status.name != "IDLE":
-                    wh.rollback()
-                discard_staged(wh, target, run_id)
+            blocked = _discard_if_blocked(wh, target, run_id, exc)
             if lost is not None:
                 raise lost from exc
+            raise
+        except BaseException as exc:  # interrupted (Ctrl-C, a task timeout): a failed run, never a success
+            error = f"{type(exc).__name__}: the run was interrupted; nothing of it was merged"
             raise
         finally:
             try:
@@ -285,6 +284,17 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
         seconds_merging=round(timing[1], 3), merge_steps=stats.merge.seconds)
     log.info("%s done: %s", target.dataset, asdict(result))
     return result
+
+
+def _discard_if_blocked(wh, target: LandingTarget, run_id: str, exc: Exception) -> str | None:
+    """A whole-batch rule failed (a contract violation): nothing of this run is merged, now or by the next run.
+    Returns what blocked it, or None for any other error."""
+    if not isinstance(exc, ContractViolation):
+        return None
+    if wh.info.transaction_status.name != "IDLE":
+        wh.rollback()
+    discard_staged(wh, target, run_id)
+    return str(exc)
 
 
 def _record_run(wh, source_name: str, target: LandingTarget, run_id: str, interval: tuple[datetime, datetime],

@@ -8,11 +8,12 @@ the source's ``legacy_encoding`` (e.g. Windows-1258, which stores Vietnamese ton
 characters; the gate then normalises to NFC and counts the repair). CSV values arrive as text and the gate
 casts them to the contract's types. One file is held in memory at a time, in batches of rows.
 
-A file that is still being written (or whose transfer stopped) must not load as a shorter file: a CSV whose last
-line has no line ending, or with a record of more or fewer fields than its header, and a Parquet file that cannot
-be read, block the load with an error naming the file and line; nothing of it is loaded and it stays pending
-until a complete copy replaces it. (A cut that falls exactly at the end of a line leaves a well-formed, shorter
-file, which no reader can tell from a complete one: a drop that needs that guarantee sends a manifest.)
+A file that is still being written (or whose transfer stopped) must not load as a shorter file. A CSV whose last
+line has no line ending, with a quoted value never closed or text after a closing quote (the csv module's strict
+mode), or with a record of more or fewer fields than its header, and a Parquet file that cannot be read, block
+the load with an error naming the file and line; nothing of it is loaded and it stays pending until a complete
+copy replaces it. (A cut that falls exactly at the end of a line leaves a well-formed, shorter file, which no
+reader can tell from a complete one; drop manifests, which would, are not supported yet.)
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ from ndc.registry import TableConfig
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".csv", ".parquet")
-csv.field_size_limit(2**31 - 1)  # a value may be long (a note, a JSON document): polars reads it, so must the check
+# A value may be long (a note, a JSON document): polars reads it, so must the check. The limit is process-wide; it
+# only loosens a guard, and the whole file is in memory already.
+csv.field_size_limit(2**31 - 1)
 
 def _readable(path: Path, read, *args, **kwargs):
     """``read(*args, **kwargs)``; a file that cannot be parsed (a CSV cut inside a quoted field, a damaged Parquet
@@ -49,13 +52,18 @@ def _readable(path: Path, read, *args, **kwargs):
                        ) from None
 
 
+def _size(path: Path, text: str) -> str:
+    return f"{path.stat().st_size:,} bytes" if path.exists() else f"{len(text):,} characters"
+
+
 def check_complete_csv(path: Path, text: str) -> None:
     """Raise an error naming ``path`` and the line if the CSV looks cut short or is malformed: its last line has no
-    line ending, a quoted value is never closed, or a record has another number of fields than the header (polars
-    would read a short record's missing fields as nulls, loading a cut row)."""
+    line ending, a quoted value is never closed or is followed by text (strict mode), or a record has another
+    number of fields than the header (polars would read a short record's missing fields as nulls, loading a cut
+    row)."""
     if text and not text.endswith(("\n", "\r")):
         raise NdcError(f"{path}: line {text.count(chr(10)) + 1} (the last) has no line ending — the file looks "
-                       f"half-written ({path.stat().st_size if path.exists() else len(text):,} bytes); file "
+                       f"half-written ({_size(path, text)}); file "
                        "blocked, nothing of it loaded — replace it with a complete copy")
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:

@@ -4,10 +4,10 @@ The URL is ``http(s)://:<token>@host:port/<base path>`` (Airflow's HTTP connecti
 password). The API offers, per resource:
 - ``GET /v1/<resource>/schema``: its fields and types, compared with the contract before anything loads;
 - ``GET /v1/<resource>?updated_from=&updated_to=&limit=&cursor=``: the rows of a window, keyset-paginated.
-Transient failures (HTTP 429, 5xx, timeouts, dropped connections, and a 200 whose JSON body is cut short or
-malformed) are retried with exponential backoff and jitter, honouring ``Retry-After``, up to ``NDC_HTTP_ATTEMPTS``
-attempts (8); anything else fails the task with the URL and status. A page that is still broken after the last
-attempt fails the task naming its URL and what was wrong with it.
+Transient failures (HTTP 429, 500, 502, 503, 504, timeouts, dropped connections, and a 200 whose JSON body is
+cut short or malformed) are retried with exponential backoff and jitter, honouring ``Retry-After``, up to
+``NDC_HTTP_ATTEMPTS`` attempts (8); anything else fails the task with the URL and status. A page that is still
+broken after the last attempt fails the task naming its URL and a tally of what its attempts met.
 """
 
 from __future__ import annotations
