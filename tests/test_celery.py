@@ -120,7 +120,9 @@ def celery_cluster(dbs, tmp_path_factory) -> Iterator[Cluster]:
         import redis
 
         broker = redis.Redis.from_url(REDIS, socket_connect_timeout=3)
-        broker.delete(queue, *broker.keys(f"_kombu.binding.{queue}*"))  # this run's queue on the shared broker
+        # this run's queue on the shared broker, with its bindings
+        broker.delete(queue, *broker.keys(f"_kombu.binding.{queue}*"),
+                      *broker.keys(f"_kombu.binding_permanent.{queue}*"))
 
 
 def _running(env: dict[str, str], dbs, port: int, queue: str, received: list[dict]) -> Iterator[Cluster]:
