@@ -117,12 +117,7 @@ def celery_cluster(dbs, tmp_path_factory) -> Iterator[Cluster]:
     finally:
         hook.close()
         warehouse.drop_database(metadata_db)
-        import redis
-
-        broker = redis.Redis.from_url(REDIS, socket_connect_timeout=3)
-        # this run's queue on the shared broker, with its bindings
-        broker.delete(queue, *broker.keys(f"_kombu.binding.{queue}*"),
-                      *broker.keys(f"_kombu.binding_permanent.{queue}*"))
+        cluster.drop_queue(REDIS, queue)  # this run's queue on the shared broker
 
 
 def _running(env: dict[str, str], dbs, port: int, queue: str, received: list[dict]) -> Iterator[Cluster]:

@@ -213,3 +213,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def drop_queue(broker_url: str, queue: str) -> None:
+    """Remove a test's or fault scenario's Celery queue from a shared Redis broker: the queue, its bindings, and
+    what a killed worker held unacknowledged (kombu keeps those in the database-wide ``unacked`` hash as
+    ``[message, exchange, routing key]``; another worker would restore them to the queue after the visibility
+    timeout). Best effort: a broker that is gone has nothing left to clean."""
+    import redis
+
+    with suppress(Exception):
+        broker = redis.Redis.from_url(broker_url, socket_connect_timeout=3)
+        broker.delete(queue, *broker.keys(f"_kombu.binding.{queue}*"),
+                      *broker.keys(f"_kombu.binding_permanent.{queue}*"))
+        for tag, raw in broker.hgetall("unacked").items():
+            with suppress(ValueError, TypeError, IndexError, KeyError):
+                if json.loads(raw)[2] == queue:
+                    broker.hdel("unacked", tag)
+                    broker.zrem("unacked_index", tag)

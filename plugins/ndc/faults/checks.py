@@ -65,14 +65,22 @@ def population_promises(number: str, title: str, warehouse_url: str, source_url:
             problems += _table_problems(wh, warehouse_url, table)
             expected += expected_rows(warehouse_url, table)
             found += wh.execute(f"select count(*) from landing_population.{table}").fetchone()[0]
-        unmerged = wh.execute("select count(*) from ndc_meta.batches where merged_at is null").fetchone()[0]
-        if unmerged:
-            problems.append(f"{unmerged} staged batches never merged")
-        reasonless = wh.execute("select count(*) from quarantine.rows where cardinality(checks) = 0 or reasons"
-                                " = '{}'::jsonb or reasons is null").fetchone()[0]
-        if reasonless:
-            problems.append(f"{reasonless} quarantined rows without a check or reason")
-        verified = ledger.verify(wh)
-        if not verified.ok:
-            problems.append("ledger: " + "; ".join(verified.problems[:5]))
+        problems += warehouse_problems(wh)
     return Outcome(number, title, not problems and expected == found, expected, found, problems=problems)
+
+
+def warehouse_problems(wh: psycopg.Connection) -> list[str]:
+    """The promises that hold for the whole warehouse, whatever the source: no staged batch left unmerged, every
+    quarantined row names its checks and reasons, the ledger verifies."""
+    problems = []
+    unmerged = wh.execute("select count(*) from ndc_meta.batches where merged_at is null").fetchone()[0]
+    if unmerged:
+        problems.append(f"{unmerged} staged batches never merged")
+    reasonless = wh.execute("select count(*) from quarantine.rows where cardinality(checks) = 0 or reasons"
+                            " = '{}'::jsonb or reasons is null").fetchone()[0]
+    if reasonless:
+        problems.append(f"{reasonless} quarantined rows without a check or reason")
+    verified = ledger.verify(wh)
+    if not verified.ok:
+        problems.append("ledger: " + "; ".join(verified.problems[:5]))
+    return problems

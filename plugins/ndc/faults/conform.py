@@ -26,7 +26,6 @@ a scenario runs.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -412,23 +411,6 @@ def _redis_up() -> None:
         raise NdcError(f"Redis at {REDIS} is unreachable: {exc}") from exc
 
 
-def _drop_queue(queue: str) -> None:
-    """Remove the scenario's queue from the broker, with what the killed worker held unacknowledged (kombu keeps
-    those in the database-wide ``unacked`` hash as ``[message, exchange, routing key]``; another worker would
-    restore them to the queue after the visibility timeout)."""
-    import redis
-
-    with suppress(Exception):
-        broker = redis.Redis.from_url(REDIS, socket_connect_timeout=3)
-        broker.delete(queue, *broker.keys(f"_kombu.binding.{queue}*"),
-                      *broker.keys(f"_kombu.binding_permanent.{queue}*"))
-        for tag, raw in broker.hgetall("unacked").items():
-            with suppress(ValueError, TypeError, IndexError, KeyError):
-                if json.loads(raw)[2] == queue:
-                    broker.hdel("unacked", tag)
-                    broker.zrem("unacked_index", tag)
-
-
 def _airflow_env(warehouse: str, source: str, metadata: str, home: Path, port: int, queue: str) -> dict[str, str]:
     """The Celery test's settings (tests/test_celery.py), with this scenario's databases, queue and a short task
     heartbeat timeout (Airflow's default, 300 s, is how long a lost task waits before it is retried)."""
@@ -558,5 +540,5 @@ def worker_killed(server_url: str) -> Outcome:
             problems = _celery_run(env, port, queue, tag, warehouse)
             return merged(population_promises("7", TITLES["7"], warehouse, source), problems)
     finally:
-        _drop_queue(queue)
+        cluster.drop_queue(REDIS, queue)
         shutil.rmtree(home, ignore_errors=True)

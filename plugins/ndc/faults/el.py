@@ -31,9 +31,9 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from ndc import cluster, embedded, ledger
+from ndc import cluster, embedded
 from ndc.faults import Outcome, scenario
-from ndc.faults.checks import population_promises
+from ndc.faults.checks import population_promises, warehouse_problems
 from ndc.faults.common import databases, environment, merged, ndc_command, scalar, spawn
 from ndc.identifiers import ident
 from ndc.jobs import extract_table, landing_target
@@ -147,14 +147,22 @@ def _failed_clearly(warehouse_url: str, target: str, run_id: str, words: tuple[s
     return []
 
 
+@contextmanager
+def _population_load(server_url: str, number: str, citizens: int = CITIZENS
+                     ) -> Iterator[tuple[str, str, dict[str, str], int]]:
+    """A scenario's warehouse and population source (``citizens`` simulated), in its own environment; yields the
+    warehouse URL, the source URL, the environment for ``ndc extract`` and the citizens in the source."""
+    with databases(server_url, number, "", "src") as (warehouse, source), \
+            environment(NDC_WAREHOUSE_URL=warehouse, AIRFLOW_CONN_NDC_SRC_POPULATION=source,
+                        NDC_BATCH_BYTES=BATCH_BYTES) as env:
+        yield warehouse, source, env, _population(source, citizens)
+
+
 # --- 1. the extract process is killed -----------------------------------------------------------------------
 
 @scenario("1", TITLES["1"])
 def killed_extract(server_url: str) -> Outcome:
-    with databases(server_url, "1", "", "src") as (warehouse, source), \
-            environment(NDC_WAREHOUSE_URL=warehouse, AIRFLOW_CONN_NDC_SRC_POPULATION=source,
-                         NDC_BATCH_BYTES=BATCH_BYTES) as env:
-        total = _population(source)
+    with _population_load(server_url, "1") as (warehouse, source, env, total):
         proc = _extract(env, "to-be-killed")
         reached = _wait_for_batches(warehouse, "to-be-killed", 5, proc)
         proc.send_signal(signal.SIGKILL)
@@ -195,10 +203,7 @@ def _retry_while_down(problems: list[str]) -> None:
 
 @scenario("2", TITLES["2"])
 def source_lost(server_url: str) -> Outcome:
-    with databases(server_url, "2", "", "src") as (warehouse, source), \
-            environment(NDC_WAREHOUSE_URL=warehouse, AIRFLOW_CONN_NDC_SRC_POPULATION=source,
-                         NDC_BATCH_BYTES=BATCH_BYTES) as env:
-        total = _population(source)
+    with _population_load(server_url, "2") as (warehouse, source, env, total):
         proc = _extract(env, "source-lost")
         problems = [] if _wait_for_batches(warehouse, "source-lost", 5, proc) else ["the load ended too soon"]
         try:
@@ -322,10 +327,7 @@ def _attempts_in_ledger(warehouse: str, total: int, runs: list[str]) -> list[str
 
 @scenario("5", TITLES["5"])
 def twice(server_url: str) -> Outcome:
-    with databases(server_url, "5", "", "src") as (warehouse, source), \
-            environment(NDC_WAREHOUSE_URL=warehouse, AIRFLOW_CONN_NDC_SRC_POPULATION=source,
-                         NDC_BATCH_BYTES=BATCH_BYTES) as env:
-        total = _population(source, RERUN_CITIZENS)
+    with _population_load(server_url, "5", RERUN_CITIZENS) as (warehouse, source, env, total):
         problems = _concurrent_triggers(env, warehouse, total)
         order = ["manual__trigger-a", "manual__trigger-b"]  # b waited on a's lock: a's ledger row comes first
         backfill = f"backfill__{INTERVAL[0]}T00:00:00+00:00"
@@ -462,16 +464,8 @@ def _source_promises(number: str, title: str, warehouse: str, sims: dict[str, ob
             for table in sim.tables:
                 rows, landed, trouble = _table_promises(wh, sim, source, table)
                 expected, found, problems = expected + rows, found + landed, problems + trouble
-        unmerged = wh.execute("select count(*) from ndc_meta.batches where merged_at is null").fetchone()[0]
-        if unmerged:
-            problems.append(f"{unmerged} staged batches never merged")
-        if wh.execute("select count(*) from quarantine.rows where cardinality(checks) = 0 or reasons is null"
-                      " or reasons = '{}'::jsonb").fetchone()[0]:
-            problems.append("quarantined rows without a check or reason")
-        verified = ledger.verify(wh)
-        if not verified.ok:
-            problems.append("ledger: " + "; ".join(verified.problems[:5]))
-    return Outcome(number, title, not problems, expected, found, problems=problems)
+        problems += warehouse_problems(wh)
+    return Outcome(number, title, not problems and expected == found, expected, found, problems=problems)
 
 
 def _insurance_run(faults: _ApiFaults, warehouse: str) -> list[str]:
