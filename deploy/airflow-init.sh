@@ -28,7 +28,7 @@ import json
 import sys
 
 from ndc.airflow.factory import pools
-from ndc.registry import load_sources
+from ndc.config.sources import load_sources
 from ndc.settings import get_settings
 
 with open(sys.argv[1], "w", encoding="utf-8") as handle:

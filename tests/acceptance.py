@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from ndc.registry import SourceConfig
+from ndc.config.sources import SourceConfig
 
 from .conftest import query
 

@@ -56,7 +56,7 @@ def ndc_airflow(env: dict[str, str], log: Path) -> Iterator[tuple[str, str]]:
     import urllib.request
     from contextlib import suppress
 
-    from ndc import cluster
+    from ndc_lab import cluster
 
     port = cluster.free_port()
     env = {**env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(cluster.free_port()),

@@ -15,8 +15,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ndc.connections import with_database
-from ndc.warehouse import drop_database, ensure_database
+from ndc.warehouse.connections import with_database
+from ndc.warehouse.database import drop_database, ensure_database
 
 SERVER = os.environ.get("NDC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REPO = Path(__file__).resolve().parents[1]

@@ -12,13 +12,14 @@ from datetime import date, timedelta
 import psycopg
 import pytest
 import yaml
+from ndc_lab.simulate.all_sources import five_sources
+from ndc_lab.simulate.common import SourceSpec
 
-from ndc import dbt, warehouse
-from ndc.agreements import apply, approve, load_agencies, load_agreements
+from ndc.conform import dbt
 from ndc.errors import ConfigError, NdcError
-from ndc.jobs import prepare_conform, publish_build
-from ndc.simulate.common import SourceSpec
-from ndc.simulate.everything import five_sources
+from ndc.sharing.agreements import apply, approve, load_agencies, load_agreements
+from ndc.tasks import prepare_conform, publish_build
+from ndc.warehouse import database
 
 from .conftest import REPO, query, scalar
 
@@ -59,8 +60,8 @@ def setup(request, dbs, tmp_path_factory):
         prepared = prepare_conform(accept_stale=True)
         assert dbt.run(["build"], build_schema=prepared["build_schema"]).returncode == 0
         publish_build(prepared["build_schema"], run_id="agreements", as_of=prepared["started_at"])
-        with warehouse.connect(dbs.warehouse) as conn:
-            from ndc.agreements import ensure_tables
+        with database.connect(dbs.warehouse) as conn:
+            from ndc.sharing.agreements import ensure_tables
 
             ensure_tables(conn)
             conn.execute(f'create role "{approver}" login in role ndc_approver')
@@ -97,7 +98,7 @@ def test_config_errors_name_the_file_and_field(setup, tmp_path):
 
 def test_unapproved_agreements_are_not_applied_and_the_platform_cannot_approve(setup):
     agencies, agreements = load(setup)
-    with warehouse.connect(setup["url"]) as conn:
+    with database.connect(setup["url"]) as conn:
         result = apply(conn, setup["url"], agencies=agencies, agreements=agreements)
     assert sorted(result.unapproved) == sorted(agreements) and result.applied == []
     assert not query(setup["url"], "select 1 from pg_views where left(schemaname, 7) = 'agency_'"
@@ -112,7 +113,7 @@ def applied(setup):
     approver_url = as_role(setup["url"], setup["approver"])
     for agreement in agreements.values():
         approve(approver_url, agreement, note="test")
-    with warehouse.connect(setup["url"]) as conn:
+    with database.connect(setup["url"]) as conn:
         first = apply(conn, setup["url"], agencies=agencies, agreements=agreements, today=TODAY)
         again = apply(conn, setup["url"], agencies=agencies, agreements=agreements, today=TODAY)
     assert sorted(first.applied) == sorted(again.applied) == sorted(agreements)
@@ -235,9 +236,9 @@ def test_a_shared_row_traces_to_its_batches_contracts_publication_and_agreements
 def test_consumer_reads_are_counted_per_role_and_view(setup, applied):
     import os
 
-    from ndc.reads import available, collect
+    from ndc.sharing.reads import available, collect
 
-    with warehouse.connect(setup["url"]) as conn:
+    with database.connect(setup["url"]) as conn:
         if not available(conn):
             message = "pg_stat_statements is not preloaded (.ci/run sets shared_preload_libraries)"
             if os.environ.get("CI", "").lower() == "true":
@@ -293,7 +294,7 @@ def test_expiry_and_removal_take_access_away(setup, applied):
                       + definition.rstrip(";").replace(f"'{VSS_EXPIRES}'::date", f"'{yesterday}'::date"))
     assert read(setup, "social_insurance", "select count(*) from agency_social_insurance.citizens") == [(0,)]
     # The next apply after expiry revokes it: the view is gone, and the ledger says so.
-    with warehouse.connect(setup["url"]) as conn:
+    with database.connect(setup["url"]) as conn:
         result = apply(conn, setup["url"], agencies=agencies, agreements=agreements,
                        today=VSS_EXPIRES + timedelta(days=1))
     assert "agency_social_insurance.citizens" in result.revoked
@@ -306,7 +307,7 @@ def test_expiry_and_removal_take_access_away(setup, applied):
     quang_ngai.write_text(quang_ngai.read_text().replace(f"expires: {QN_EXPIRES}",
                                                          f"expires: {QN_EXPIRES + timedelta(days=1)}"))
     agencies, agreements = load(setup)
-    with warehouse.connect(setup["url"]) as conn:
+    with database.connect(setup["url"]) as conn:
         result = apply(conn, setup["url"], agencies=agencies, agreements=agreements, today=TODAY)
     assert "quang_ngai_residents" in result.unapproved and "agency_quang_ngai.citizens" in result.revoked
     assert expiring.exists()
@@ -320,7 +321,7 @@ def test_a_user_removed_from_an_agency_file_loses_the_login(setup, applied):
     data["users"] = [u for u in data["users"] if u["login"] != portal]
     agencies_file.write_text(yaml.safe_dump(data, allow_unicode=True))
     agencies, agreements = load(setup)
-    with warehouse.connect(setup["url"]) as conn:
+    with database.connect(setup["url"]) as conn:
         result = apply(conn, setup["url"], agencies=agencies, agreements=agreements)
     assert f"role {portal} (was in ndc_agency_quang_ngai)" in result.revoked
     with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):

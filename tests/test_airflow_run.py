@@ -9,8 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-
-from ndc.simulate import population
+from ndc_lab.simulate import population
 
 from .conftest import REPO, query, scalar
 

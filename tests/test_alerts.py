@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
+from ndc_lab.simulate import population
 
-from ndc.airflow.alerts import ContractAlertNotifier, DagAlertNotifier
+from ndc.airflow.callbacks import ContractAlertNotifier, DagAlertNotifier
+from ndc.conform.freshness import StaleSourceError
 from ndc.errors import BatchBlockedError
-from ndc.freshness import StaleSourceError
-from ndc.jobs import extract_table
-from ndc.simulate import population
+from ndc.tasks import extract_table
 
 from .conftest import REPO, query
 from .webhook import webhook_server

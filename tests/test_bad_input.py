@@ -1,4 +1,4 @@
-"""Bad input (``ndc.simulate.corpus``): for any mix of good rows and defect kinds, labelled by the generator, the
+"""Bad input (``ndc_lab.simulate.corpus``): for any mix of good rows and defect kinds, labelled by the generator, the
 real extract into a real warehouse accounts for every row (in = loaded + quarantined), quarantines exactly the rows
 labelled for it with the declared checks, repairs NFD, loads SQL-looking text verbatim, refuses broken files with a
 message naming them, and nothing labelled bad reaches a consumer-facing shared model.
@@ -22,18 +22,19 @@ import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ndc_lab.simulate import corpus, insurance_api, population
+from ndc_lab.simulate.common import SourceSpec, copy_frame_pg
+from ndc_lab.simulate.manifest import empty_manifest
 
-from ndc import dbt, warehouse
-from ndc.connections import with_database
+from ndc.config.sources import load_sources
+from ndc.conform import dbt
 from ndc.errors import NdcError
 from ndc.identifiers import ident
-from ndc.jobs import extract_table, prepare_conform, publish_build
-from ndc.registry import load_sources
 from ndc.settings import get_settings
-from ndc.simulate import corpus, insurance_api, population
-from ndc.simulate.common import SourceSpec, copy_frame_pg
-from ndc.simulate.manifest import empty_manifest
-from ndc.warehouse import drop_database
+from ndc.tasks import extract_table, prepare_conform, publish_build
+from ndc.warehouse import database
+from ndc.warehouse.connections import with_database
+from ndc.warehouse.database import drop_database
 
 from .conftest import query, scalar
 
@@ -94,8 +95,8 @@ def test_catalogue_has_thirty_kinds_over_five_sources_and_every_transform_change
 def _reset(wh: str, dataset: str) -> None:
     """Forget everything of ``dataset`` in the warehouse (the ledger is append-only and keeps its rows)."""
     source, table = dataset.split(".")
-    with warehouse.connect(wh) as conn:
-        warehouse.ensure_meta(conn)
+    with database.connect(wh) as conn:
+        database.ensure_meta(conn)
         exists = conn.execute("select to_regclass(%s) is not null",
                               (f"landing_{source}.{table}",)).fetchone()[0]
         if exists:
@@ -301,7 +302,7 @@ def _write_sources(sims, tables, urls: dict[str, str], drops: Path) -> None:
             sim = dataclasses.replace(sim, **tables[source], manifest=empty_manifest())
         else:
             sim = dataclasses.replace(sim, tables=tables[source], manifest=empty_manifest())
-        importlib.import_module(f"ndc.simulate.{source}").write(urls[source], sim, SPEC)
+        importlib.import_module(f"ndc_lab.simulate.{source}").write(urls[source], sim, SPEC)
     for table, frame in tables["education"].items():
         _write_file(drops, f"{table}/2025-2026/corpus.csv", corpus.csv_bytes(frame))
 
@@ -348,7 +349,7 @@ def published_corpus(request, dbs, tmp_path_factory):
                 os.environ[name] = value
         for source in ("population", "taxation", "insurance"):
             drop_database(urls[source])
-        from ndc.simulate.everything import _drop_mysql_database
+        from ndc_lab.simulate.all_sources import _drop_mysql_database
 
         _drop_mysql_database(urls["enterprise"])
 

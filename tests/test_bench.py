@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ndc.connections import with_database
-from ndc.warehouse import drop_database
+from ndc.warehouse.connections import with_database
+from ndc.warehouse.database import drop_database
 
 # The JSON's figure keys are what versions are compared by: changing one is a deliberate act.
 EL_KEYS = ["el_over_raw_copy", "el_over_generic_transfer", "el_over_psycopg3_executemany",

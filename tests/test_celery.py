@@ -23,14 +23,15 @@ from pathlib import Path
 import psycopg
 import pytest
 import yaml
+from ndc_lab import cluster
+from ndc_lab.bench.conform import TUNED
+from ndc_lab.demo import airflow_env, import_pools
+from ndc_lab.simulate import population
 
-from ndc import cluster, warehouse
-from ndc.bench_conform import TUNED
-from ndc.connections import with_database
-from ndc.demo import airflow_env, import_pools
-from ndc.jobs import extract_table
-from ndc.registry import load_source
-from ndc.simulate import population
+from ndc.config.sources import load_source
+from ndc.tasks import extract_table
+from ndc.warehouse import database
+from ndc.warehouse.connections import with_database
 
 from .browser import ARTIFACTS, logged_in, operator_frame
 from .conftest import REPO, query, scalar
@@ -88,7 +89,7 @@ def celery_cluster(dbs, tmp_path_factory) -> Iterator[Cluster]:
     spec = population.PopulationSpec(citizens=5_000, seed=17, defect_rate=0.002)
     population.write(dbs.source, population.simulate(spec), spec)
     metadata_db = with_database(dbs.warehouse, f"ndc_test_airflow_{dbs.run}")
-    warehouse.ensure_database(metadata_db)
+    database.ensure_database(metadata_db)
     hook = contextlib.ExitStack()
     hook_url, received = hook.enter_context(webhook_server())
     port, queue = cluster.free_port(), f"ndc_test_{dbs.run}"
@@ -116,7 +117,7 @@ def celery_cluster(dbs, tmp_path_factory) -> Iterator[Cluster]:
         yield from _running(env, dbs, port, queue, received)
     finally:
         hook.close()
-        warehouse.drop_database(metadata_db)
+        database.drop_database(metadata_db)
         cluster.drop_queue(REDIS, queue)  # this run's queue on the shared broker
 
 
@@ -125,7 +126,7 @@ def _running(env: dict[str, str], dbs, port: int, queue: str, received: list[dic
               f"{WORKER}@{dbs.run}", "--skip-serve-logs")
     processes = {"api-server": ("api-server",), "scheduler": ("scheduler",), "dag-processor": ("dag-processor",),
                  "triggerer": ("triggerer",), "worker": worker}
-    worker_env = {"AIRFLOW__CORE__HOSTNAME_CALLABLE": "ndc.cluster.worker_hostname", "NDC_WORKER_HOSTNAME": WORKER}
+    worker_env = {"AIRFLOW__CORE__HOSTNAME_CALLABLE": "ndc_lab.cluster.worker_hostname", "NDC_WORKER_HOSTNAME": WORKER}
     with cluster.running_airflow(env, port, ("extract_population", "conform"), processes=processes,
                                  process_env={"worker": worker_env}, what="celery test") as (airflow, api):
         airflow.wait("the Celery worker", lambda: "ready" in airflow.log("worker").read_text(errors="replace"), 120)
@@ -183,7 +184,7 @@ def test_a_backfill_through_the_scheduler_equals_one_extract_of_the_range(celery
     assert start <= _day(2) and end == _day(5)
 
     single = with_database(pg_server, f"ndc_test_single_{uuid.uuid4().hex[:8]}")
-    warehouse.ensure_database(single)
+    database.ensure_database(single)
     saved = os.environ["NDC_WAREHOUSE_URL"]
     try:
         os.environ["NDC_WAREHOUSE_URL"] = single
@@ -200,7 +201,7 @@ def test_a_backfill_through_the_scheduler_equals_one_extract_of_the_range(celery
         assert query(c.warehouse, statement) == query(single, statement)
     finally:
         os.environ["NDC_WAREHOUSE_URL"] = saved
-        warehouse.drop_database(single)
+        database.drop_database(single)
 
 
 def _wait_for(what: str, check, timeout: float = 90):
@@ -295,8 +296,8 @@ def test_a_stale_source_alerts_once_and_publishes_nothing(celery_cluster):
 def _apply_agreements(c: Cluster, folder: Path) -> list[str]:
     """The repository's agencies (logins suffixed for this run) and agreements (dated around today), approved by
     an approver role and applied: the next publish delivers under each. Returns the roles to drop afterwards."""
-    from ndc import dbt
-    from ndc.agreements import apply, approve, ensure_tables, load_agencies, load_agreements
+    from ndc.conform import dbt
+    from ndc.sharing.agreements import apply, approve, ensure_tables, load_agencies, load_agreements
 
     suffix = c.metadata.rsplit("_", 1)[1]
     agencies_dir, agreements_dir = folder / "agencies", folder / "agreements"
@@ -313,7 +314,7 @@ def _apply_agreements(c: Cluster, folder: Path) -> list[str]:
             user["login"] += "_" + suffix
             roles.append(user["login"])
         (agencies_dir / path.name).write_text(yaml.safe_dump(data, allow_unicode=True))
-    with warehouse.connect(c.warehouse) as conn:
+    with database.connect(c.warehouse) as conn:
         ensure_tables(conn)
         conn.execute(f'create role "{roles[0]}" login in role ndc_approver')
         conn.execute(f'grant connect on database "{c.warehouse.rsplit("/", 1)[1]}" to "{roles[0]}"')
@@ -323,7 +324,7 @@ def _apply_agreements(c: Cluster, folder: Path) -> list[str]:
     agreements = load_agreements(agreements_dir, agencies=agencies, shared=dbt.shared_models())
     for agreement in agreements.values():
         approve(c.warehouse.replace("postgres@", f"{roles[0]}@", 1), agreement, note="celery test")
-    with warehouse.connect(c.warehouse) as conn:
+    with database.connect(c.warehouse) as conn:
         assert sorted(apply(conn, c.warehouse, agencies=agencies, agreements=agreements).applied) == sorted(agreements)
     return roles
 

@@ -353,11 +353,11 @@ def test_named_volumes():
 
 def test_the_init_script_creates_the_anchor_table_as_the_platform_does():
     """The compose init script creates the ledger anchor as its own owner (the platform's role must not own it), so
-    it repeats ndc.anchor's DDL: every statement of that DDL must appear in it word for word."""
-    from ndc.anchor import ANCHOR_DDL
+    it repeats ndc.audit.anchor's DDL: every statement of that DDL must appear in it word for word."""
+    from ndc.audit.anchor import ANCHOR_DDL
 
     script = " ".join((POSTGRES_INIT / "10-ndc.sh").read_text().split())
     statements = [" ".join(s.split()) for s in ANCHOR_DDL.split(";\n") if s.strip()]
     assert len(statements) >= 6
     missing = [s for s in statements if s not in script]
-    assert not missing, f"deploy/postgres-init/10-ndc.sh lacks ndc.anchor.ANCHOR_DDL's: {missing}"
+    assert not missing, f"deploy/postgres-init/10-ndc.sh lacks ndc.audit.anchor.ANCHOR_DDL's: {missing}"

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 import polars as pl
 import psycopg
 import pytest
+from ndc_lab.simulate.all_sources import FiveSources, five_sources
+from ndc_lab.simulate.common import SourceSpec
 
-from ndc import dbt, warehouse
-from ndc.connections import with_database
-from ndc.publish import active_schema, inactive_schema, publish
+from ndc.conform import dbt
+from ndc.conform.publish import active_schema, inactive_schema, publish
 from ndc.sharing import ProvinceAgency, apply_province_agency
-from ndc.simulate.common import SourceSpec
-from ndc.simulate.everything import FiveSources, five_sources
+from ndc.warehouse import database
+from ndc.warehouse.connections import with_database
 
 from .conftest import REPO, query, scalar
 
@@ -32,8 +33,8 @@ SHARED = {"citizens", "enterprises", "province_statistics", "identity_exceptions
 
 def conform(warehouse_url: str) -> str:
     """What `ndc conform` does: build into the inactive schema, then publish."""
-    with warehouse.connect(warehouse_url) as conn:
-        warehouse.ensure_meta(conn)
+    with database.connect(warehouse_url) as conn:
+        database.ensure_meta(conn)
         build_schema = inactive_schema(conn)
         result = dbt.run(["build"], build_schema=build_schema)
         assert result.returncode == 0, result.output[-3000:]
@@ -54,7 +55,7 @@ def published(request, dbs, tmp_path_factory):
 @pytest.fixture(scope="module")
 def agency(dbs, published):
     role = f"ndc_test_agency_{dbs.run}"
-    with warehouse.connect(dbs.warehouse) as conn:
+    with database.connect(dbs.warehouse) as conn:
         apply_province_agency(conn, ProvinceAgency(role, "agency_quang_ngai", "51"), dbs.warehouse)
         apply_province_agency(conn, ProvinceAgency(role, "agency_quang_ngai", "51"), dbs.warehouse)  # idempotent
     yield role
@@ -128,13 +129,13 @@ def test_agency_role_can_read_nothing_else(dbs, agency):
 
 def test_agency_role_cannot_connect_to_source_or_airflow_databases(dbs, agency, published):
     airflow_db = with_database(dbs.warehouse, f"ndc_test_airflow_{dbs.run}")
-    warehouse.ensure_database(airflow_db)
+    database.ensure_database(airflow_db)
     try:
         for url in (published.urls["population"], published.urls["taxation"], airflow_db):
             with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
                 psycopg.connect(as_role(url, agency)).close()
     finally:
-        warehouse.drop_database(airflow_db)
+        database.drop_database(airflow_db)
 
 
 def test_failed_build_publishes_nothing(dbs, published):

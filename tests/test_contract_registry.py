@@ -15,8 +15,9 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from ndc import dbt
 from ndc.cli import main
+from ndc.config.sources import load_sources
+from ndc.conform import dbt
 from ndc.contracts import all_contracts, contract_of, contracts, get_contract, registry_of
 from ndc.contracts import shared as shared_contracts
 from ndc.contracts.compat import (
@@ -30,7 +31,6 @@ from ndc.contracts.compat import (
     schema_of,
 )
 from ndc.errors import ConfigError
-from ndc.registry import load_sources
 from ndc.settings import get_settings
 
 NAME = "shared.citizens"

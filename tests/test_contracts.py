@@ -7,10 +7,10 @@ from datetime import UTC, date, datetime
 
 import polars as pl
 import pytest
+from ndc_lab.simulate import population
 
 from ndc.contracts import get_contract
-from ndc.gate import normalise_text, validate
-from ndc.simulate import population
+from ndc.contracts.validation import normalise_text, validate
 
 TABLES = ["citizens", "households", "residence_changes"]
 KEY = {"citizens": "pin", "households": "household_id", "residence_changes": "change_id"}

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from ndc.config.sources import load_sources
 from ndc.errors import ConfigError
-from ndc.registry import load_sources
 
 from .conftest import REPO
 from .test_registry import GOOD, write

@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ndc import embedded
+from ndc.warehouse import embedded
 
 
 @pytest.fixture

@@ -17,16 +17,16 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import psycopg
 import pytest
+from ndc_lab.simulate import enterprise
+from ndc_lab.simulate.common import SourceSpec
 from psycopg import sql
 
-from ndc import ledger
-from ndc.anchor import SUFFIX
-from ndc.connections import with_database
+from ndc.audit import ledger
+from ndc.audit.anchor import SUFFIX
 from ndc.errors import ConfigError
-from ndc.exchange import ExchangeError, find_exchange, load_exchange, run_exchange
-from ndc.simulate import enterprise
-from ndc.simulate.common import SourceSpec
-from ndc.warehouse import drop_database, ensure_database
+from ndc.sharing.exchange import ExchangeError, find_exchange, load_exchange, run_exchange
+from ndc.warehouse.connections import with_database
+from ndc.warehouse.database import drop_database, ensure_database
 
 from .conftest import REPO, mysql_connect, query, scalar
 
@@ -247,7 +247,7 @@ def test_config_errors_name_the_file_and_the_field(tmp_path, change, field, mess
 
 
 def test_an_unknown_contract_or_key_column_is_named(tmp_path, monkeypatch):
-    from ndc.exchange import check_contract
+    from ndc.sharing.exchange import check_contract
 
     (tmp_path / f"{EXCHANGE}.yml").write_text(BAD_FILE.replace("primary_key: [enterprise_code]",
                                                                "primary_key: [tax_code]"))

@@ -10,10 +10,7 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
-
-from ndc import ledger
-from ndc.contracts import get_contract
-from ndc.faults.groundtruth import (
+from ndc_lab.faults.groundtruth import (
     KEYS,
     copy_source,
     expected_minus_landing,
@@ -22,8 +19,11 @@ from ndc.faults.groundtruth import (
     manifest_keys,
     quarantined_by_check,
 )
-from ndc.jobs import extract_table
-from ndc.simulate import population
+from ndc_lab.simulate import population
+
+from ndc.audit import ledger
+from ndc.contracts import get_contract
+from ndc.tasks import extract_table
 
 from .conftest import query, scalar
 

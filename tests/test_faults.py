@@ -1,13 +1,12 @@
-"""Issue 9's fault scenarios (``ndc.faults``; ``ndc faults`` prints the same as a summary), each on fresh databases:
+"""Issue 9's fault scenarios (``ndc_lab.faults``; ``ndc faults`` prints the same as a summary), each on fresh databases:
 the fault lands where partial state exists (asserted before recovery), an operator's rerun or Airflow's retry
 recovers, and every promise holds afterwards: landing equals the source, no duplicates, every quarantined row has
 its reason, the ledger verifies. Scenario 7 also needs Redis (it runs a Celery worker)."""
 
 from __future__ import annotations
 
+import ndc_lab.faults
 import pytest
-
-import ndc.faults
 
 SCENARIOS = {
     "1": "extract killed (SIGKILL) mid-stream",
@@ -22,12 +21,12 @@ SCENARIOS = {
 
 
 def test_every_scenario_of_the_issue_is_registered():
-    assert sorted(ndc.faults.scenarios()) == sorted(SCENARIOS)
+    assert sorted(ndc_lab.faults.scenarios()) == sorted(SCENARIOS)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("number", list(SCENARIOS), ids=[f"{n}-{t}" for n, t in SCENARIOS.items()])
 def test_the_scenario_survives(number, pg_server):
-    outcome = ndc.faults.run_one(ndc.faults.scenarios()[number], pg_server)
+    outcome = ndc_lab.faults.run_one(ndc_lab.faults.scenarios()[number], pg_server)
     assert outcome.survived, outcome.line()
     assert outcome.expected_rows == outcome.found_rows > 0, outcome.line()

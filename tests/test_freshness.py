@@ -6,8 +6,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from ndc.freshness import StaleSourceError
-from ndc.jobs import prepare_conform
+from ndc.conform.freshness import StaleSourceError
+from ndc.tasks import prepare_conform
 
 from .conftest import scalar
 

@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 
 import pytest
 import yaml
+from ndc_lab.simulate import population
 
 from ndc.errors import BatchBlockedError, SchemaDriftError
-from ndc.jobs import extract_table
-from ndc.simulate import population
+from ndc.tasks import extract_table
 
 from .conftest import REPO, query, scalar
 
@@ -113,9 +113,8 @@ def psycopg_source(dbs):
 def test_a_blocked_file_run_leaves_its_files_pending(dbs, source, tmp_path, monkeypatch):
     """A blocked run of a files source loads nothing, and the files it read are read again by the next run."""
     import polars as pl
-
-    from ndc.simulate import education
-    from ndc.simulate.common import SourceSpec
+    from ndc_lab.simulate import education
+    from ndc_lab.simulate.common import SourceSpec
 
     config = yaml.safe_load((REPO / "dags/sources/education.yml").read_text())
     schools = next(t for t in config["tables"] if t["name"] == "schools")

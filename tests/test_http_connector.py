@@ -9,13 +9,13 @@ import json
 import threading
 
 import pytest
+from ndc_lab.simulate import insurance, insurance_api
+from ndc_lab.simulate.common import SourceSpec
 
-from ndc.connections import with_database
-from ndc.connectors.http import HttpConnector, RetryPolicy
 from ndc.errors import NdcError
-from ndc.simulate import insurance, insurance_api
-from ndc.simulate.common import SourceSpec
-from ndc.warehouse import drop_database
+from ndc.extract.connectors.http import HttpConnector, RetryPolicy
+from ndc.warehouse.connections import with_database
+from ndc.warehouse.database import drop_database
 
 TOKEN = "http-connector-test"
 

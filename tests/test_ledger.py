@@ -7,7 +7,8 @@ import subprocess
 import psycopg
 import pytest
 
-from ndc import anchor, ledger, warehouse
+from ndc.audit import anchor, ledger
+from ndc.warehouse import database
 
 
 def _entry(n: int) -> ledger.LedgerEntry:
@@ -19,8 +20,8 @@ def _entry(n: int) -> ledger.LedgerEntry:
 @pytest.fixture
 def chain(dbs):
     """A fresh five-row ledger (an administrator's reset of the ledger and of its anchor, between tests)."""
-    with warehouse.connect(dbs.warehouse) as conn:
-        warehouse.ensure_meta(conn)
+    with database.connect(dbs.warehouse) as conn:
+        database.ensure_meta(conn)
         conn.execute("alter table ndc_meta.ledger disable trigger user")
         conn.execute("delete from ndc_meta.ledger")
         conn.execute("alter table ndc_meta.ledger enable trigger user")

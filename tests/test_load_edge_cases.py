@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 import polars as pl
 import psycopg
 import pytest
+from ndc_lab.faults.groundtruth import quarantined_by_check
+from ndc_lab.simulate import population
 
 from ndc.errors import SchemaDriftError
-from ndc.faults.groundtruth import quarantined_by_check
-from ndc.jobs import extract_table
-from ndc.simulate import population
+from ndc.tasks import extract_table
 
 from .conftest import query, scalar
 

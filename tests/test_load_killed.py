@@ -9,10 +9,10 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+from ndc_lab.faults.groundtruth import copy_source, expected_minus_landing
+from ndc_lab.simulate import population
 
-from ndc.faults.groundtruth import copy_source, expected_minus_landing
-from ndc.jobs import extract_table
-from ndc.simulate import population
+from ndc.tasks import extract_table
 
 from .conftest import query, scalar
 

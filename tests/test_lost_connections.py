@@ -7,12 +7,12 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+from ndc_lab.cluster import free_port
 
-from ndc.cluster import free_port
-from ndc.connections import with_database
 from ndc.errors import ConfigError, SourceUnavailableError
-from ndc.jobs import extract_table
-from ndc.warehouse import drop_database, ensure_database
+from ndc.tasks import extract_table
+from ndc.warehouse.connections import with_database
+from ndc.warehouse.database import drop_database, ensure_database
 
 from .conftest import query
 
@@ -55,13 +55,13 @@ def test_a_source_without_a_connection_still_writes_its_failed_ledger_row(wareho
 
 def test_an_interrupted_run_is_recorded_as_failed_never_as_a_success(warehouse_url, monkeypatch):
     """Ctrl-C on ``ndc extract`` or a task timeout is a BaseException: the run's ledger row must still say failed."""
-    import ndc.jobs
+    import ndc.tasks
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setenv("AIRFLOW_CONN_NDC_SRC_POPULATION", warehouse_url)  # reachable; the run stops before reading
-    monkeypatch.setattr(ndc.jobs, "check_drift", interrupted)
+    monkeypatch.setattr(ndc.tasks, "check_drift", interrupted)
     with pytest.raises(KeyboardInterrupt):
         extract_table("population", "citizens", *EVERYTHING, run_id="interrupted")
     [error] = _failed_rows(warehouse_url, "interrupted")

@@ -10,8 +10,8 @@ import urllib.request
 
 import pytest
 
-from ndc import warehouse
-from ndc.connections import with_database
+from ndc.warehouse import database
+from ndc.warehouse.connections import with_database
 
 from .browser import ndc_airflow
 
@@ -36,7 +36,7 @@ def test_ndc_airflow_prints_a_working_login_and_serves_the_operators_page(dbs, t
         with ndc_airflow(env, log) as (base, password):
             _serves_the_page(base, password, log.read_text())
     finally:
-        warehouse.drop_database(with_database(dbs.warehouse, f"{dbs.warehouse.rsplit('/', 1)[1]}_airflow"))
+        database.drop_database(with_database(dbs.warehouse, f"{dbs.warehouse.rsplit('/', 1)[1]}_airflow"))
 
 
 def _serves_the_page(base: str, password: str, said: str) -> None:

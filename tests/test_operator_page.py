@@ -25,13 +25,14 @@ from urllib.parse import unquote
 
 import psycopg
 import pytest
+from ndc_lab.simulate import population
 from psycopg.types.json import Jsonb
 
-from ndc import ledger, warehouse
-from ndc.jobs import extract_table
+from ndc.audit import ledger
 from ndc.operator import views
 from ndc.operator.summary import summarise
-from ndc.simulate import population
+from ndc.tasks import extract_table
+from ndc.warehouse import database
 
 from .conftest import REPO, query, scalar
 
@@ -133,7 +134,7 @@ def _seed_alerts(conn: psycopg.Connection) -> None:
 
 
 def _seed_sharing(conn: psycopg.Connection, publication: int) -> None:
-    from ndc.agreements import deliver, ensure_tables
+    from ndc.sharing.agreements import deliver, ensure_tables
 
     ensure_tables(conn)
     applied = [("qn", "quang_ngai", ["citizens"]), ("vss", "vss", ["citizens", "enterprises"])]
@@ -158,7 +159,7 @@ def world(dbs):
     population.write(dbs.source, population.simulate(spec), spec)
     extract_table("population", "citizens", *EVERYTHING, run_id=CITIZENS_RUN)
     extract_table("population", "households", *EVERYTHING, run_id="scheduled__2026-01-02T00:00:00+00:00")
-    with warehouse.connect(dbs.warehouse) as conn:
+    with database.connect(dbs.warehouse) as conn:
         _seed_loads(conn)
         _seed_results(conn)
         _seed_quarantine(conn)
@@ -357,7 +358,7 @@ def test_last_loads_equal_the_ledger(world, fetched):
 
 
 def test_freshness_against_the_dbt_sources_thresholds(world, fetched):
-    from ndc import dbt, freshness
+    from ndc.conform import dbt, freshness
 
     summary, ids = json.loads(fetched["summary"]["text"]), figures(fetched["page"]["text"])
     status = {s["dataset"]: s["freshness"]["status"] for s in summary["sources"]}
@@ -589,13 +590,13 @@ def test_an_operator_login_sees_the_same_figures(world, monkeypatch):
 
 
 def test_views_exist_on_a_fresh_warehouse_before_any_agreement(pg_server):
-    from ndc.connections import with_database
+    from ndc.warehouse.connections import with_database
 
     url = with_database(pg_server, f"ndc_test_ops_{secrets.token_hex(4)}")
-    warehouse.ensure_database(url)
+    database.ensure_database(url)
     try:
-        with warehouse.connect(url) as conn:
-            warehouse.ensure_meta(conn)
+        with database.connect(url) as conn:
+            database.ensure_meta(conn)
             assert conn.execute("select to_regclass('ndc_meta.sharing_transactions')").fetchone()[0] is None
         with views.reader(url) as conn:
             summary = summarise(views.read(conn, DAYS), DAYS)
@@ -604,7 +605,7 @@ def test_views_exist_on_a_fresh_warehouse_before_any_agreement(pg_server):
         assert summary["alerts"] == [] and summary["pass_rates"]["days"] == []
         assert {s["freshness"]["status"] for s in summary["sources"]} == {"never_loaded"}
     finally:
-        warehouse.drop_database(url)
+        database.drop_database(url)
 
 
 # --- (d) the Airflow plugin registers the app and the view ---------------------------------------------------------
@@ -694,17 +695,17 @@ def _seed_hostile(conn: psycopg.Connection) -> None:
 @pytest.fixture(scope="module")
 def hostile(pg_server) -> Iterator[str]:
     """A warehouse of its own (the other tests' figures stay exact) holding only hostile text."""
-    from ndc.connections import with_database
+    from ndc.warehouse.connections import with_database
 
     url = with_database(pg_server, f"ndc_test_xss_{secrets.token_hex(4)}")
-    warehouse.ensure_database(url)
+    database.ensure_database(url)
     try:
-        with warehouse.connect(url) as conn:
-            warehouse.ensure_meta(conn)
+        with database.connect(url) as conn:
+            database.ensure_meta(conn)
             _seed_hostile(conn)
         yield url
     finally:
-        warehouse.drop_database(url)
+        database.drop_database(url)
 
 
 @pytest.fixture(scope="module")

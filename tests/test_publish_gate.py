@@ -13,14 +13,15 @@ import time
 
 import psycopg
 import pytest
+from ndc_lab.faults.checks import SHARED_CONSISTENT as CONSISTENT
+from ndc_lab.simulate.all_sources import five_sources
+from ndc_lab.simulate.common import SourceSpec
 
-from ndc import dbt, warehouse
+from ndc.conform import dbt
+from ndc.conform.publish import active_schema
 from ndc.errors import PublishBlockedError
-from ndc.faults.checks import SHARED_CONSISTENT as CONSISTENT
-from ndc.jobs import prepare_conform, publish_build
-from ndc.publish import active_schema
-from ndc.simulate.common import SourceSpec
-from ndc.simulate.everything import five_sources
+from ndc.tasks import prepare_conform, publish_build
+from ndc.warehouse import database
 
 from .conftest import query, scalar
 
@@ -145,7 +146,7 @@ def test_whole_table_rules_block_a_shrunken_build(dbs, published):
 
 
 def active_schema_of(dbs) -> str | None:
-    with warehouse.connect(dbs.warehouse) as conn:
+    with database.connect(dbs.warehouse) as conn:
         return active_schema(conn)
 
 
@@ -210,9 +211,9 @@ def test_removing_a_column_needs_a_new_version_and_v1_and_v2_are_both_published(
 
     import yaml
 
+    from ndc.conform.publish import publish
     from ndc.contracts import all_contracts, contract_of, get_contract
     from ndc.contracts.compat import check, dbt_agreement
-    from ndc.publish import publish
     from ndc.settings import REPO_ROOT
 
     released = json.loads((REPO_ROOT / "plugins/ndc/contracts/released.json").read_text())
@@ -255,7 +256,7 @@ def test_removing_a_column_needs_a_new_version_and_v1_and_v2_are_both_published(
     prepared = prepare_conform(accept_stale=True)
     result = dbt.run(["build"], build_schema=prepared["build_schema"])
     assert result.returncode == 0, result.output[-3000:]
-    with warehouse.connect(dbs.warehouse) as conn:
+    with database.connect(dbs.warehouse) as conn:
         publish(conn, prepared["build_schema"], relations, run_id="v2", deprecations=dbt.deprecations(manifest))
     v1_rows = query(dbs.warehouse, "select source_name, dataset, linked_records from shared.data_quality_summary")
     v2_rows = query(dbs.warehouse, "select source_name, dataset, current_rows from shared.data_quality_summary_v2")
@@ -274,7 +275,7 @@ def test_removing_a_column_needs_a_new_version_and_v1_and_v2_are_both_published(
 def test_a_value_that_does_not_fit_its_contract_type_is_named(dbs, published):
     from decimal import Decimal
 
-    from ndc.gate2 import _frame, contract_for
+    from ndc.conform.build_audit import _frame, contract_for
 
     contract = contract_for("enterprises")
     columns = list(contract.columns)

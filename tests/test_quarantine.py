@@ -2,7 +2,7 @@
 
 The contract fix is a real pandera schema change: the next minor version of ``population.citizens`` also
 accepts the 12-digit citizen identity card number in ``cmnd``. The test swaps it in where replay finds the
-dataset's current contract (``ndc.jobs.landing_target``), as deploying the new contract module would.
+dataset's current contract (``ndc.tasks.landing_target``), as deploying the new contract module would.
 """
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ import pandera.polars as pa
 import polars as pl
 import psycopg
 import pytest
+from ndc_lab.simulate import population
 from pandera.polars import PolarsData
 
-from ndc import jobs, ledger
+from ndc import tasks
+from ndc.audit import ledger
+from ndc.audit.quarantine import _revalidate, overview, replay, show, target_of
 from ndc.contracts import Contract
 from ndc.contracts.population import Citizens
 from ndc.errors import NdcError
-from ndc.jobs import extract_table
-from ndc.quarantine import _revalidate, overview, replay, show, target_of
-from ndc.simulate import population
+from ndc.tasks import extract_table
 
 from .conftest import query, scalar
 
@@ -88,7 +89,7 @@ def world(dbs):
 
 @pytest.fixture
 def contract_fixed(monkeypatch):
-    original = jobs.landing_target
+    original = tasks.landing_target
 
     def with_fix(source, table_name):
         target = original(source, table_name)
@@ -96,7 +97,7 @@ def contract_fixed(monkeypatch):
             return target
         return dataclasses.replace(target, contract=Contract(DATASET, FIXED, CitizensFixed))
 
-    monkeypatch.setattr(jobs, "landing_target", with_fix)
+    monkeypatch.setattr(tasks, "landing_target", with_fix)
 
 
 def _landing_fingerprint(url: str) -> tuple:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from ndc.config.sources import load_source, load_sources
 from ndc.errors import ConfigError
-from ndc.registry import load_source, load_sources
 
 from .conftest import REPO
 

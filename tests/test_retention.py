@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import psycopg
 import pytest
+from ndc_lab.simulate import population
 from psycopg import sql
 
-from ndc import retention
-from ndc.connections import with_database
-from ndc.jobs import extract_table
-from ndc.retention import purge
-from ndc.simulate import population
+from ndc.audit import retention
+from ndc.audit.retention import purge
+from ndc.tasks import extract_table
+from ndc.warehouse.connections import with_database
 
 from .conftest import query, scalar
 

@@ -5,7 +5,7 @@ from datetime import UTC, date, datetime
 
 import polars as pl
 
-from ndc.rowhash import row_hashes
+from ndc.landing.rowhash import row_hashes
 
 
 def test_equal_rows_hash_equal_and_different_rows_differ():

@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from ndc.config.scaffold import new_source
 from ndc.contracts import contracts
 from ndc.errors import ConfigError
-from ndc.jobs import extract_table
-from ndc.scaffold import new_source
 from ndc.settings import REPO_ROOT
+from ndc.tasks import extract_table
 
 from .conftest import query
 
@@ -50,7 +50,7 @@ def test_scaffold_validates_simulates_and_loads(dbs, scaffolded):
         result = extract_table(NAME, "records", datetime(2024, 7, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC))
     finally:
         os.environ.pop(f"AIRFLOW_CONN_NDC_SRC_{NAME.upper()}")
-        from ndc.warehouse import drop_database
+        from ndc.warehouse.database import drop_database
 
         drop_database(source_url)
     assert result.rows_in == 50 and result.rows_quarantined == 1 and result.rows_loaded == 49

@@ -3,7 +3,7 @@
 The gate test reads the written files back as the files connector does (CSV decoded as UTF-8 with the BOM
 dropped, else as cp1258; every CSV value text) and casts the CSV text to the contract's types here (dates
 ``%Y-%m-%d``, timestamps ``%Y-%m-%dT%H:%M:%SZ`` in UTC, integers), so an impossible date is rejected as
-``value_type(birth_date)`` before pandera runs; then each table goes through ``ndc.gate.validate``.
+``value_type(birth_date)`` before pandera runs; then each table goes through ``ndc.contracts.validation.validate``.
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from ndc_lab.simulate import education
+from ndc_lab.simulate.common import SourceSpec
 
-from ndc import gate
-from ndc.contracts import get_contract
-from ndc.registry import load_source
-from ndc.simulate import education
-from ndc.simulate.common import SourceSpec
+from ndc.config.sources import load_source
+from ndc.contracts import get_contract, validation
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = SourceSpec(citizens=20_000, seed=11, defect_rate=0.002)
@@ -101,7 +100,7 @@ def test_deterministic_for_a_seed(sim):
 
 
 def test_students_are_the_school_age_citizens(sim):
-    from ndc.simulate.common import population_citizens
+    from ndc_lab.simulate.common import population_citizens
 
     citizens = population_citizens(SPEC).filter(pl.col("birth_date").dt.year().is_between(2006, 2021))
     crosswalk = sim.crosswalks["student_to_pin"]
@@ -113,7 +112,7 @@ def test_students_are_the_school_age_citizens(sim):
 @pytest.mark.parametrize("table", education.TABLES)
 def test_gate_accounts_for_every_defect(sim, root, table):
     typed, uncastable_keys, uncastable = _as_platform(root, table)
-    result = gate.validate(typed, get_contract(f"education.{table}"))
+    result = validation.validate(typed, get_contract(f"education.{table}"))
     key = KEYS[table]
     found = result.rejected.select(pl.col(key).cast(pl.String), "_checks")
     rejected = dict(found.iter_rows())

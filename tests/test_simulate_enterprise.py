@@ -13,13 +13,13 @@ from urllib.parse import urlsplit
 
 import polars as pl
 import pytest
+from ndc_lab.simulate import enterprise
+from ndc_lab.simulate.common import SourceSpec, population_citizens
 
-from ndc.connections import with_database
 from ndc.contracts import get_contract
-from ndc.gate import validate
-from ndc.simulate import enterprise
-from ndc.simulate.common import SourceSpec, population_citizens
-from ndc.warehouse import drop_database
+from ndc.contracts.validation import validate
+from ndc.warehouse.connections import with_database
+from ndc.warehouse.database import drop_database
 
 from .conftest import query, scalar
 

@@ -11,15 +11,15 @@ import httpx
 import polars as pl
 import psycopg
 import pytest
+from ndc_lab.simulate import insurance
+from ndc_lab.simulate.common import SourceSpec
+from ndc_lab.simulate.insurance_api import start_in_thread
 from polars.testing import assert_frame_equal
 
-from ndc.connections import with_database
 from ndc.contracts import get_contract
-from ndc.gate import validate
-from ndc.simulate import insurance
-from ndc.simulate.common import SourceSpec
-from ndc.simulate.insurance_api import start_in_thread
-from ndc.warehouse import drop_database
+from ndc.contracts.validation import validate
+from ndc.warehouse.connections import with_database
+from ndc.warehouse.database import drop_database
 
 TOKEN = "test-token-" + uuid.uuid4().hex[:8]
 TABLES = ("insured_people", "employers", "contributions")

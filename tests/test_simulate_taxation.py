@@ -9,13 +9,13 @@ import polars as pl
 import polars.testing
 import psycopg
 import pytest
+from ndc_lab.simulate import taxation
+from ndc_lab.simulate.common import SourceSpec, check_digits, tax_code_check_digit
 
-from ndc.connections import with_database
 from ndc.contracts import get_contract
-from ndc.gate import validate
-from ndc.simulate import taxation
-from ndc.simulate.common import SourceSpec, check_digits, tax_code_check_digit
-from ndc.warehouse import drop_database
+from ndc.contracts.validation import validate
+from ndc.warehouse.connections import with_database
+from ndc.warehouse.database import drop_database
 
 KEYS = {"taxpayers": "taxpayer_id", "filings": "filing_id", "payments": "payment_id"}
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from ndc_lab.simulate import education
+from ndc_lab.simulate.common import SourceSpec
 
-from ndc.connectors.files import check_complete_csv
+from ndc.config.sources import find_source
 from ndc.errors import NdcError, SchemaDriftError
-from ndc.jobs import extract_table
-from ndc.registry import find_source
+from ndc.extract.connectors.files import check_complete_csv
 from ndc.settings import get_settings
-from ndc.simulate import education
-from ndc.simulate.common import SourceSpec
+from ndc.tasks import extract_table
 
 from .acceptance import assert_matches_manifest
 from .conftest import query, scalar

@@ -19,16 +19,16 @@ from datetime import UTC, datetime
 import polars as pl
 import psycopg
 import pytest
+from ndc_lab.simulate import enterprise, insurance, insurance_api, taxation
+from ndc_lab.simulate.common import SourceSpec
 
-from ndc.compare import compare_table
-from ndc.connections import with_database
+from ndc.config.sources import find_source
 from ndc.errors import NdcError, SchemaDriftError
-from ndc.jobs import extract_table
-from ndc.registry import find_source
+from ndc.landing.full_compare import compare_table
 from ndc.settings import get_settings
-from ndc.simulate import enterprise, insurance, insurance_api, taxation
-from ndc.simulate.common import SourceSpec
-from ndc.warehouse import drop_database
+from ndc.tasks import extract_table
+from ndc.warehouse.connections import with_database
+from ndc.warehouse.database import drop_database
 
 from .acceptance import assert_matches_manifest, record_keys
 from .conftest import mysql_connect, query, scalar

@@ -35,7 +35,7 @@ select format('create role ndc_anchor_writer login password %L', :'anchor_pw')
  where not exists (select from pg_roles where rolname = 'ndc_anchor_writer') \gexec
 grant pg_read_all_stats, pg_read_all_settings to ndc;
 -- The operator's page reads as this login, a member of the read-only role ndc_operator (its grants come with the
--- warehouse's meta schemas, ndc.warehouse META_DDL version 7), so the API server never holds the platform's role.
+-- warehouse's meta schemas, ndc.warehouse.database META_DDL version 7), so the API server never holds the platform's role.
 select 'create role ndc_operator nologin'
  where not exists (select from pg_roles where rolname = 'ndc_operator') \gexec
 select format('create role ndc_operator_page login password %L in role ndc_operator', :'operator_pw')
@@ -51,7 +51,7 @@ select format('create database %I owner %I', db, owner)
                ('ndc_ledger_anchor', 'ndc_anchor_owner')) as wanted(db, owner)
  where not exists (select from pg_database where datname = db) \gexec
 
--- As ndc.warehouse.ensure_database does: only granted roles may connect.
+-- As ndc.warehouse.database.ensure_database does: only granted roles may connect.
 select format('revoke connect, temporary on database %I from public', datname)
   from pg_database
  where datname in ('airflow', 'ndc', 'ndc_src_population', 'ndc_src_taxation', 'ndc_src_insurance_backend',
@@ -60,12 +60,12 @@ grant connect on database ndc_ledger_anchor to ndc_anchor_writer;
 grant connect on database ndc to ndc_operator_page;
 SQL
 
-# Consumer reads per role and view (ndc.reads): the extension needs the superuser to be created.
+# Consumer reads per role and view (ndc.sharing.reads): the extension needs the superuser to be created.
 run_psql --dbname ndc <<'SQL'
 create extension if not exists pg_stat_statements;
 SQL
 
-# The anchor table as ndc.anchor.ANCHOR_DDL creates it, owned by ndc_anchor_owner (tests/test_compose.py checks
+# The anchor table as ndc.audit.anchor.ANCHOR_DDL creates it, owned by ndc_anchor_owner (tests/test_compose.py checks
 # that every statement of ANCHOR_DDL is here word for word).
 run_psql --dbname ndc_ledger_anchor <<'SQL'
 set role ndc_anchor_owner;

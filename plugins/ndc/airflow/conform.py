@@ -1,7 +1,8 @@
 """The conform DAG: one ``dbt build``, one Airflow task per dbt model/seed for status, then write-audit-publish.
 
 It runs when any source has finished loading all its tables (``(source A's landing Assets, all) | (source B's
-...)``). ``prepare_build`` is the source-freshness gate (``ndc.freshness``: a source past its error threshold, or a
+...)``). ``prepare_build`` is the source-freshness gate (``ndc.conform.freshness``: a source past its error threshold,
+or a
 landing table gone, stops the run before anything builds and names it; the ``accept_stale`` param overrides the
 threshold for one run; a source never loaded gets empty landing tables) and then picks the build schema consumers
 are not reading. The ``dbt`` task group holds
@@ -45,10 +46,10 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Asset, BaseOperator, Param, TaskGroup, task
 
-from ndc import dbt
-from ndc.airflow.alerts import contract_alert, dag_callbacks
+from ndc.airflow.callbacks import contract_alert, dag_callbacks
 from ndc.airflow.factory import DEFAULT_ARGS, landing_asset, warehouse_uri
-from ndc.registry import load_sources
+from ndc.config.sources import load_sources
+from ndc.conform import dbt
 
 log = logging.getLogger(__name__)
 
@@ -303,10 +304,10 @@ class DbtNodeOperator(BaseOperator):
         self.log.info("rebuilding %s into %s: %s", self.select, build_schema, event.get("message"))
         result = dbt.run(["build", "--select", self.select], build_schema=build_schema)
         self.log.info("%s", result.output[-8000:])
-        from ndc import warehouse
         from ndc.settings import get_settings
+        from ndc.warehouse import database
 
-        with warehouse.connect(get_settings().warehouse_url) as conn, conn.transaction():
+        with database.connect(get_settings().warehouse_url) as conn, conn.transaction():
             for uid in self.covers:
                 record(conn, context["run_id"], uid, "success" if result.returncode == 0 else "error",
                        f"rebuilt by try {context['ti'].try_number}")
@@ -318,15 +319,15 @@ class DbtNodeOperator(BaseOperator):
 def run_dbt_build(build_schema: str, run_id: str, covered: set[str], full_refresh: bool = False) -> dict:
     """``dbt build`` of the whole project (``--full-refresh``: incremental models rebuilt from scratch), recording
     each node's result as dbt reports it."""
-    from ndc import warehouse
     from ndc.errors import NdcError
     from ndc.settings import get_settings
+    from ndc.warehouse import database
 
     command = dbt.command(["build", "--log-format", "json", *(["--full-refresh"] if full_refresh else [])],
                           build_schema)
     counts: dict[str, int] = {}
     started = time.monotonic()
-    with warehouse.connect(get_settings().warehouse_url) as conn:
+    with database.connect(get_settings().warehouse_url) as conn:
         conn.autocommit = True
         ensure_status_table(conn)
         conn.execute(f"delete from {STATUS_TABLE} where run_id = %s", (run_id,))
@@ -421,15 +422,16 @@ def build_conform_dag(sources_dir: Path) -> DAG:
         # a stale source alerts here (stale_source), once: the gate is not retried
         @task(retries=0, on_failure_callback=[contract_alert()])
         def prepare_build(params=None, ti=None, run_id=None) -> str:
-            from ndc import alerts, warehouse
-            from ndc.jobs import prepare_conform
+            from ndc.audit import alerts
             from ndc.settings import get_settings
+            from ndc.tasks import prepare_conform
+            from ndc.warehouse import database
 
             prepared = prepare_conform(accept_stale=bool((params or {}).get("accept_stale")))
             log.info("source freshness: %s", prepared["freshness"])
-            with warehouse.connect(get_settings().warehouse_url) as conn:
+            with database.connect(get_settings().warehouse_url) as conn:
                 alerts.close_alerts(conn, alerts.STALE_DATASET, run_id)  # fresh again (or accepted)
-            with warehouse.connect(get_settings().warehouse_url) as conn, conn.transaction():
+            with database.connect(get_settings().warehouse_url) as conn, conn.transaction():
                 ensure_status_table(conn)
                 conn.execute(f"delete from {STATUS_TABLE} where updated_at < now() - interval '30 days'")
             ti.xcom_push(key="started_at", value=prepared["started_at"])  # gate 2 reconciles as of then
@@ -437,7 +439,7 @@ def build_conform_dag(sources_dir: Path) -> DAG:
 
         @task(outlets=[shared_asset(m) for m in models], on_failure_callback=[contract_alert("shared")])
         def publish(build_schema: str, run_id=None, params=None, ti=None) -> dict:
-            from ndc.jobs import publish_build
+            from ndc.tasks import publish_build
 
             started_at = ti.xcom_pull(task_ids="prepare_build", key="started_at")
             return publish_build(build_schema, run_id=run_id, as_of=started_at,

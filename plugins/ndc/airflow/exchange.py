@@ -1,7 +1,8 @@
 """Turn each validated exchange file into an Airflow 3 DAG of the direct distributed model.
 
 One DAG per exchange (``exchange_<name>``), time-scheduled with ``catchup=True`` and ``max_active_runs=1`` like
-the extracts, one task: :func:`ndc.exchange.run_exchange` over the run's data interval (also ``ndc exchange run``).
+the extracts, one task: :func:`ndc.sharing.exchange.run_exchange` over the run's data interval (also ``ndc exchange
+run``).
 The task returns counts only, so no row value reaches XCom; a final failure raises the contract alert.
 
 Parsing touches no database and imports neither pandera nor polars: those load inside the task.
@@ -14,10 +15,10 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import DAG, CronDataIntervalTimetable, task
 
-from ndc.airflow.alerts import contract_alert, dag_callbacks
+from ndc.airflow.callbacks import contract_alert, dag_callbacks
 from ndc.airflow.factory import DEFAULT_ARGS
-from ndc.connections import env_name
-from ndc.exchange import ExchangeConfig, load_exchanges
+from ndc.sharing.exchange import ExchangeConfig, load_exchanges
+from ndc.warehouse.connections import env_name
 
 
 def _doc(config: ExchangeConfig) -> str:
@@ -56,7 +57,7 @@ def _exchange_task(config: ExchangeConfig):
     def exchange(data_interval_start=None, data_interval_end=None, run_id=None) -> dict:
         from dataclasses import asdict
 
-        from ndc.exchange import load_exchange, run_exchange
+        from ndc.sharing.exchange import load_exchange, run_exchange
 
         return asdict(run_exchange(load_exchange(Path(path)), data_interval_start, data_interval_end,
                                    run_id=run_id))

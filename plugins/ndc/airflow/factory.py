@@ -2,7 +2,7 @@
 
 One DAG per national database (``extract_<source>``), time-scheduled with ``catchup=True`` and
 ``max_active_runs=1`` so missed intervals load in order; one task per table, each task one library call
-(:func:`ndc.jobs.extract_table`, also ``ndc extract``) over the run's data interval; each task emits an Asset for
+(:func:`ndc.tasks.extract_table`, also ``ndc extract``) over the run's data interval; each task emits an Asset for
 its landing table, on which the conform DAG is scheduled.
 
 Parsing touches no database and imports neither pandera nor polars: those load inside the task.
@@ -18,11 +18,11 @@ from urllib.parse import urlsplit
 import pendulum
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
 
-from ndc.airflow.alerts import contract_alert, dag_callbacks
-from ndc.connections import env_name
+from ndc.airflow.callbacks import contract_alert, dag_callbacks
+from ndc.config.sources import SourceConfig, load_sources
 from ndc.errors import ConfigError
-from ndc.registry import SourceConfig, load_sources
 from ndc.settings import get_settings
+from ndc.warehouse.connections import env_name
 
 
 def _retry_setting(name: str, default: int) -> int:
@@ -101,8 +101,8 @@ def _table_task(source: SourceConfig, table_name: str):
     def extract(data_interval_start=None, data_interval_end=None, run_id=None, params=None) -> dict:
         from dataclasses import asdict
 
-        from ndc.jobs import extract_table
-        from ndc.registry import load_source
+        from ndc.config.sources import load_source
+        from ndc.tasks import extract_table
 
         params = params or {}
         result = extract_table(load_source(Path(path)), table_name, data_interval_start, data_interval_end,
@@ -120,8 +120,8 @@ def _compare_task(source: SourceConfig, table_name: str):
     def compare(run_id=None, params=None) -> dict:
         from dataclasses import asdict
 
-        from ndc.compare import compare_table
-        from ndc.registry import load_source
+        from ndc.config.sources import load_source
+        from ndc.landing.full_compare import compare_table
 
         result = compare_table(load_source(Path(path)), table_name, run_id=run_id,
                                allow_mass_delete=bool((params or {}).get("allow_mass_delete")))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import DAG, Param, task
 
-from ndc.airflow.alerts import dag_callbacks
+from ndc.airflow.callbacks import dag_callbacks
 from ndc.airflow.factory import DEFAULT_ARGS
 from ndc.settings import DEFAULT_RETENTION_DAYS
 
@@ -35,7 +35,7 @@ once. See docs/quarantine.md.
 
 
 def build_purge_dag() -> DAG:
-    """The daily purge (:func:`ndc.retention.purge`, also ``ndc purge``)."""
+    """The daily purge (:func:`ndc.audit.retention.purge`, also ``ndc purge``)."""
     with DAG(
         dag_id=PURGE_DAG_ID,
         description="Delete quarantine rows and superseded landing history older than NDC_RETENTION_DAYS",
@@ -55,7 +55,7 @@ def build_purge_dag() -> DAG:
         def purge(run_id=None, params=None) -> dict:
             from dataclasses import asdict
 
-            from ndc.retention import purge as purge_personal_data
+            from ndc.audit.retention import purge as purge_personal_data
 
             params = params or {}
             result = purge_personal_data(retention_days=params.get("retention_days"),
@@ -67,7 +67,7 @@ def build_purge_dag() -> DAG:
 
 
 def build_reads_dag() -> DAG:
-    """Hourly collection of consumer reads per role and view (:func:`ndc.reads.collect`, also ``ndc reads``)."""
+    """Hourly collection of consumer reads per role and view (:func:`ndc.sharing.reads.collect`, also ``ndc reads``)."""
     with DAG(
         dag_id="collect_consumer_reads",
         description="Count agency reads per role and view from pg_stat_statements (a sharing-transaction unit)",
@@ -88,12 +88,12 @@ Adds the statements each agency login role ran on its views since the last run (
     ) as dag:
         @task(task_id="collect")
         def collect(run_id=None) -> dict:
-            from ndc import warehouse
-            from ndc.reads import collect as collect_reads
             from ndc.settings import get_settings
+            from ndc.sharing.reads import collect as collect_reads
+            from ndc.warehouse import database
 
-            with warehouse.connect(get_settings().warehouse_url) as conn:
-                warehouse.ensure_meta(conn)
+            with database.connect(get_settings().warehouse_url) as conn:
+                database.ensure_meta(conn)
                 found = collect_reads(conn, run_id=run_id)
             return {"statements": found.statements, "reads": found.reads}
 

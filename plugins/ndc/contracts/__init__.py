@@ -23,7 +23,7 @@ from ndc.errors import ConfigError
 SHARED_PREFIX = "shared."
 _VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 # Modules of this package that hold no contracts.
-_NOT_CONTRACT_MODULES = frozenset({"base", "compat"})
+_NOT_CONTRACT_MODULES = frozenset({"base", "compat", "validation"})
 
 
 @dataclass(frozen=True)

@@ -318,7 +318,7 @@ def agreement_problems(contract: Contract, node: dict[str, Any]) -> list[str]:
 def dbt_agreement(manifest_path: Path | None = None, contracts: list[Contract] | None = None) -> list[str]:
     """Problems between the shared contracts (every major) and the dbt shared models of the manifest; empty when
     they agree. Major N of a contract is dbt model version N (an unversioned model is version 1)."""
-    from ndc import dbt
+    from ndc.conform import dbt
     from ndc.contracts import all_contracts
 
     path = manifest_path or dbt.MANIFEST

@@ -5,7 +5,8 @@ One model per shared dbt model, with exactly the dbt contract's columns in the s
 ``ndc.contracts.compat.dbt_agreement``). Unlike a landing contract, nothing here is filtered or coerced
 (``strict=True``, ``coerce=False``): dbt built these tables, so an extra, missing or retyped column is a defect.
 
-Gate 2 (``ndc.gate2``) frames the rows psycopg reads with the contract's types, strictly (a value that does not
+Gate 2 (``ndc.conform.build_audit``) frames the rows psycopg reads with the contract's types, strictly (a value that
+does not
 fit fails ``value_type(<column>)``): text -> String, date -> Date, boolean -> Boolean, integer -> Int32, bigint ->
 Int64, numeric -> Decimal(38, 0) (amounts in whole dong; a float would lose digits past 2^53), timestamp with time
 zone -> Datetime("us", "UTC"). The unique key of each model is

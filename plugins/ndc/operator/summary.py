@@ -3,7 +3,7 @@
 * **Sources** are the landing datasets of the source registry (``<source>.<table>``, plus any the ledger knows);
   **shared datasets** are the shared models of the dbt manifest (``shared.<relation>``, plus any the ledger knows).
 * **Freshness** uses the thresholds of the dbt sources (``freshness`` with a ``loaded_at_field``, read by
-  :mod:`ndc.freshness`): a landing dataset is judged on when a successful extract (or replay) last brought rows
+  :mod:`ndc.conform.freshness`): a landing dataset is judged on when a successful extract (or replay) last brought rows
   into it, from the ledger; a shared dataset on its last successful publish, against the strictest thresholds of
   the dbt sources it is built from (``parent_map`` of the manifest). Statuses are the conform gate's: ``pass``,
   ``warn``, ``error``, ``never_loaded``, ``missing`` (the landing table is gone), and ``no_sla`` (no thresholds).
@@ -20,9 +20,9 @@ from decimal import Decimal
 from pathlib import Path
 from urllib.parse import quote
 
-from ndc import dbt, freshness
+from ndc.config.sources import load_sources
+from ndc.conform import dbt, freshness
 from ndc.errors import NdcError
-from ndc.registry import load_sources
 from ndc.settings import get_settings
 
 from .views import Snapshot
@@ -89,7 +89,7 @@ def _strictest(limits) -> timedelta | None:
 
 
 def judge(last: datetime | None, now: datetime, sla: Sla | None, exists: bool = True) -> tuple[str, timedelta | None]:
-    """The conform gate's rule (:func:`ndc.freshness.check`) on a last-load time."""
+    """The conform gate's rule (:func:`ndc.conform.freshness.check`) on a last-load time."""
     if last is None:
         return "never_loaded", None
     age = now - last

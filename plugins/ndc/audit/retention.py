@@ -1,0 +1,160 @@
+"""Retention of personal data: quarantine and landing history are purged after ``NDC_RETENTION_DAYS``.
+
+What goes (``ndc purge``; the daily ``purge_personal_data`` DAG):
+
+- ``quarantine.rows`` quarantined before the cutoff (replayed or not — their payload is personal data);
+- versions in ``landing_<source>.<table>_history`` loaded before the cutoff that are no longer the current
+  version of their key (their row hash differs from the latest table's row hash for that key).
+
+What stays: the latest state of every key (``<table>``) and its version in history, however old — the current
+state is never purged; the ledger, batches and contract results (they hold counts, no personal data).
+
+Deletes run in batches of ``BATCH_ROWS``, each its own transaction (locks stay short and progress is kept if the
+run stops); history batches hold the dataset's lock, so no merge of that table interleaves. One ledger row
+(``kind = purge``) records the cutoff and the rows purged per dataset — counts only, no keys or payload.
+A dry run counts what would go and changes nothing (and writes no ledger row).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import psycopg
+from psycopg import sql
+
+from ndc.audit import ledger
+from ndc.identifiers import ident
+from ndc.settings import Settings, get_settings
+from ndc.warehouse import database
+
+if TYPE_CHECKING:
+    from ndc.landing.load import LandingTarget
+
+log = logging.getLogger(__name__)
+BATCH_ROWS = 50_000
+
+
+@dataclass
+class PurgeResult:
+    cutoff: datetime
+    retention_days: int
+    run_id: str
+    dry_run: bool
+    quarantine: Counter = field(default_factory=Counter)       # rows purged per dataset
+    history: dict[str, int] = field(default_factory=dict)      # superseded versions purged per dataset
+
+    @property
+    def total(self) -> int:
+        return sum(self.quarantine.values()) + sum(self.history.values())
+
+
+def _purge_quarantine(conn: psycopg.Connection, cutoff: datetime, dry_run: bool, purged: Counter) -> None:
+    """Counts per dataset go into ``purged`` as they are deleted (so a failure still reports what went)."""
+    if dry_run:
+        with conn.transaction():
+            purged.update(dict(conn.execute("select dataset, count(*) from quarantine.rows"
+                                            " where quarantined_at < %s group by dataset", (cutoff,)).fetchall()))
+        return
+    while True:
+        with conn.transaction():
+            rows = conn.execute(
+                "with gone as (delete from quarantine.rows where quarantine_id in (select quarantine_id"
+                " from quarantine.rows where quarantined_at < %s limit %s) returning dataset)"
+                " select dataset, count(*) from gone group by dataset", (cutoff, BATCH_ROWS)).fetchall()
+        if not rows:
+            return
+        purged.update(dict(rows))
+        log.info("purge: %d quarantine rows so far", sum(purged.values()))
+
+
+def _superseded(target: LandingTarget) -> sql.Composed:
+    """History versions loaded before the cutoff that are not their key's current version."""
+    match = sql.SQL(" and ").join(sql.SQL("l.{0} = h.{0}").format(ident(c)) for c in target.primary_key)
+    return sql.SQL(
+        "select h.ctid from {history} h where h._ndc_loaded_at < %(cutoff)s"
+        " and not exists (select 1 from {latest} l where {match} and l._ndc_row_hash = h._ndc_row_hash)"
+    ).format(history=ident(target.schema, target.history), latest=ident(target.schema, target.table), match=match)
+
+
+def _purge_history(conn: psycopg.Connection, target: LandingTarget, cutoff: datetime, dry_run: bool) -> int:
+    params = {"cutoff": cutoff, "n": BATCH_ROWS, "dataset": target.dataset}
+    if dry_run:
+        with conn.transaction():
+            return conn.execute(sql.SQL("select count(*) from ({}) s").format(_superseded(target)),
+                                params).fetchone()[0]
+    purged = 0
+    while True:
+        with conn.transaction():
+            conn.execute("select pg_advisory_xact_lock(hashtext(%(dataset)s))", params)
+            gone = conn.execute(sql.SQL("delete from {} where ctid = any(array({} limit %(n)s))").format(
+                ident(target.schema, target.history), _superseded(target)), params).rowcount
+        if not gone:
+            return purged
+        purged += gone
+        log.info("purge: %s: %d history versions so far", target.dataset, purged)
+
+
+def _targets(conn: psycopg.Connection, settings: Settings) -> list[LandingTarget]:
+    """The landing targets of every registered source table whose history table exists."""
+    from ndc.config.sources import load_sources
+    from ndc.tasks import landing_target
+
+    found = []
+    for source in load_sources(settings.sources_dir):
+        for table in source.tables:
+            target = landing_target(source, table.name)
+            relation = ident(target.schema, target.history).as_string(conn)
+            with conn.transaction():
+                if conn.execute("select to_regclass(%s)", (relation,)).fetchone()[0] is not None:
+                    found.append(target)
+    return found
+
+
+def purge(*, retention_days: int | None = None, dry_run: bool = False, run_id: str | None = None,
+          settings: Settings | None = None) -> PurgeResult:
+    """Delete quarantine rows and superseded history versions older than the retention period (see the
+    module's docstring); ``retention_days`` defaults to ``NDC_RETENTION_DAYS``."""
+    settings = settings or get_settings()
+    days = settings.retention_days if retention_days is None else retention_days
+    if days < 1:
+        raise ValueError(f"retention_days must be at least 1, got {days}")
+    run_id = run_id or f"manual__{datetime.now(UTC).isoformat(timespec='seconds')}"
+    result = PurgeResult(cutoff=datetime.now(UTC) - timedelta(days=days), retention_days=days, run_id=run_id,
+                         dry_run=dry_run)
+    began, error = time.monotonic(), None
+    with database.connect(settings.warehouse_url) as conn:
+        database.ensure_meta(conn)
+        try:
+            _purge_quarantine(conn, result.cutoff, dry_run, result.quarantine)
+            for target in _targets(conn, settings):
+                purged = _purge_history(conn, target, result.cutoff, dry_run)
+                if purged:
+                    result.history[target.dataset] = purged
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            if conn.info.transaction_status.name != "IDLE":
+                conn.rollback()
+            if not dry_run:
+                _write_ledger(conn, result, began, error)
+    log.info("purge%s: cutoff %s, %d rows (quarantine %s, history %s)", " (dry run)" if dry_run else "",
+             result.cutoff.isoformat(), result.total, result.quarantine, result.history)
+    return result
+
+
+def _write_ledger(conn: psycopg.Connection, result: PurgeResult, began: float, error: str | None) -> None:
+    details = {"cutoff": result.cutoff, "retention_days": result.retention_days,
+               "quarantine_rows": dict(result.quarantine), "history_versions": result.history}
+    if error:
+        details["error"] = error  # what was purged before the failure stays purged, and is counted above
+    ledger.append(conn, ledger.LedgerEntry(
+        kind="purge", source="quarantine.rows, landing history", target="(deleted)", run_id=result.run_id,
+        interval_end=result.cutoff, rows_in=result.total, rows_loaded=0, rows_quarantined=0,
+        duration_ms=int((time.monotonic() - began) * 1000), outcome="failed" if error else "success",
+        details=details))

@@ -1,0 +1,66 @@
+"""``ndc dbt`` and ``ndc conform``: the dbt project, and the whole write-audit-publish by hand."""
+
+from __future__ import annotations
+
+import click
+
+from ndc.cli.targets import warehouse_url
+from ndc.errors import NdcError
+
+
+@click.group("dbt")
+def dbt_group() -> None:
+    """The dbt project (dbt_project/)."""
+
+
+@dbt_group.command("parse")
+def dbt_parse() -> None:
+    """Write dbt_project/target/manifest.json, which the conform DAG is rendered from."""
+    from ndc.conform import dbt
+
+    click.echo(f"manifest written: {dbt.parse()}")
+
+
+@dbt_group.command("docs")
+def dbt_docs() -> None:
+    """Generate the dbt docs site (every model, column, test, source and exposure) from the warehouse."""
+    from ndc.conform import dbt
+    from ndc.conform.publish import inactive_schema
+    from ndc.warehouse import database
+
+    with database.connect(warehouse_url()) as conn:
+        database.ensure_meta(conn)
+        schema = inactive_schema(conn)
+    result = dbt.run(["docs", "generate"], build_schema=schema)
+    if result.returncode != 0:
+        raise NdcError(f"dbt docs generate failed:\n{result.output[-3000:]}")
+    site = dbt.PROJECT_DIR / "target"
+    click.echo(f"docs written to {site}/index.html (serve them with: python -m http.server -d {site})")
+
+
+@click.command()
+@click.option("--run-id", help="Run id recorded in the ledger.")
+@click.option("--accept-stale", is_flag=True,
+              help="Build even if a source is past its freshness error threshold (reported either way).")
+@click.option("--accept-row-change", is_flag=True,
+              help="Publish even if a shared model's row count changed more than NDC_PUBLISH_MAX_ROW_CHANGE allows.")
+def conform(run_id: str | None, accept_stale: bool, accept_row_change: bool) -> None:
+    """Source-freshness gate, dbt build into the inactive build schema, then publish it (write-audit-publish).
+
+    If a source is stale or the build fails nothing is published: consumers keep reading the last good build."""
+    from ndc.conform import dbt
+    from ndc.tasks import prepare_conform, publish_build
+
+    prepared = prepare_conform(accept_stale=accept_stale)
+    not_fresh = {k: v for k, v in prepared["freshness"].items() if v != "pass"}
+    if not_fresh:
+        click.echo(f"source freshness: {not_fresh}")
+    build_schema = prepared["build_schema"]
+    click.echo(f"building shared models into {build_schema}")
+    result = dbt.run(["build"], build_schema=build_schema, echo=True)
+    if result.returncode != 0:
+        raise NdcError(f"dbt build failed (exit {result.returncode}); nothing published, "
+                       "consumers still read the previous build")
+    published = publish_build(build_schema, run_id=run_id, as_of=prepared["started_at"],
+                              accept_row_change=accept_row_change)
+    click.echo(f"published {published['rows']} from {published['build_schema']}")

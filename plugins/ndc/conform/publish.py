@@ -1,0 +1,162 @@
+"""Write-audit-publish for shared models.
+
+Shared models are built into the inactive one of ``shared_a`` / ``shared_b``; consumers only ever read the views
+``shared.<model>``. Publishing switches every view to the new build in **one transaction** (``CREATE OR REPLACE
+VIEW`` is transactional), so readers see the previous build or the new one, never a mix; a failed build is never
+published. Gate 2 (:mod:`ndc.conform.build_audit`: each relation's contract on the rows this build changed, and
+whole-table
+rules in SQL) runs before the switch; any failure publishes nothing.
+
+A new major version of a shared model (a dbt model version, relation ``<model>_v2``) is published beside the old
+one; while the old one has a deprecation date, its view's comment says so and the ledger records the notice once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import psycopg
+from psycopg import sql
+
+from ndc.audit import alerts, ledger
+from ndc.conform import build_audit
+from ndc.conform.dbt import BUILD_SCHEMAS
+from ndc.errors import ContractViolation, NdcError
+from ndc.identifiers import column_list, ident
+
+log = logging.getLogger(__name__)
+
+def active_schema(conn: psycopg.Connection) -> str | None:
+    """The build schema consumers read now (None before the first publish). Needs ``ensure_meta`` first."""
+    with conn.transaction():
+        row = conn.execute("select build_schema from ndc_meta.publications"
+                           " order by publication_id desc limit 1").fetchone()
+    return row[0] if row else None
+
+
+def inactive_schema(conn: psycopg.Connection) -> str:
+    """Where the next build goes: the build schema consumers are not reading."""
+    return "shared_b" if active_schema(conn) == "shared_a" else "shared_a"
+
+
+def check_columns(conn: psycopg.Connection, build_schema: str, models: dict[str, list[str]]) -> None:
+    """Every relation is built with its contract columns (dbt enforces them; a half-built schema fails here)."""
+    for model, columns in models.items():
+        found = [r[0] for r in conn.execute(
+            "select column_name from information_schema.columns where table_schema = %s and table_name = %s"
+            " order by ordinal_position", (build_schema, model))]
+        missing = [c for c in columns if c not in found]
+        if missing:
+            raise NdcError(f"{build_schema}.{model}: not built or missing contract columns {missing}; not published")
+
+
+@dataclass
+class Publication:
+    build_schema: str
+    models: list[str]
+    rows: dict[str, int]
+
+
+def publish(conn: psycopg.Connection, build_schema: str, models: dict[str, list[str]],
+            run_id: str | None = None, *, as_of: datetime | None = None, accept_row_change: bool = False,
+            deprecations: dict[str, str] | None = None) -> Publication:
+    """Gate 2, then switch every ``shared.<relation>`` view to ``build_schema`` at once; ledger either way.
+
+    ``as_of``: when the build started (landing rows loaded later were not read by it; default now).
+    ``deprecations``: relation → deprecation date, from the dbt model versions.
+    """
+    if build_schema not in BUILD_SCHEMAS:
+        raise NdcError(f"build schema must be one of {BUILD_SCHEMAS}, got {build_schema!r}")
+    started = time.monotonic()
+    try:
+        with conn.transaction():  # committed blocks: the gate's results and the ledger survive a blocked publish
+            check_columns(conn, build_schema, models)
+        checked = build_audit.audit(conn, build_schema, active_schema(conn), models, run_id=run_id,
+                              as_of=as_of or datetime.now(UTC), accept_row_change=accept_row_change)
+    except Exception as exc:
+        if conn.info.transaction_status.name != "IDLE":
+            conn.rollback()
+        # Counts and check names only: the exception's sample rows (personal data) stay in the task log.
+        details = ({"blocked_by": exc.check, "relation": exc.dataset, "failures": exc.failures}
+                   if isinstance(exc, ContractViolation) else {"error": f"{type(exc).__name__}: {exc}"[:2000]})
+        ledger.append(conn, ledger.LedgerEntry(
+            kind="publish", source=build_schema, target="shared", run_id=run_id, rows_in=0, rows_loaded=0,
+            rows_quarantined=0, duration_ms=int((time.monotonic() - started) * 1000), outcome="failed",
+            details=details))
+        raise
+    rows = {}
+    with conn.transaction():
+        conn.execute("lock table ndc_meta.publications in exclusive mode")
+        for model, columns in models.items():
+            conn.execute(sql.SQL("create or replace view {view} as select {cols} from {table}").format(
+                view=ident("shared", model), cols=column_list(columns), table=ident(build_schema, model)))
+            note = _deprecation_note(model, (deprecations or {}).get(model), models)
+            conn.execute(sql.SQL("comment on view {} is {}").format(ident("shared", model), sql.Literal(note)))
+            rows[model] = conn.execute(sql.SQL("select count(*) from {}").format(ident(build_schema, model))
+                                       ).fetchone()[0]
+        publication_id = conn.execute(
+            "insert into ndc_meta.publications (build_schema, models, run_id) values (%s, %s, %s)"
+            " returning publication_id", (build_schema, sorted(models), run_id)).fetchone()[0]
+    total = sum(rows.values())
+    ledger.append(conn, ledger.LedgerEntry(
+        kind="publish", source=build_schema, target="shared", run_id=run_id, rows_in=total, rows_loaded=total,
+        rows_quarantined=0, duration_ms=int((time.monotonic() - started) * 1000), outcome="success",
+        details={"models": rows, "gate2_rows_checked": checked}))
+    _announce_deprecations(conn, deprecations or {}, models, run_id)
+    for dataset in ["shared", *(f"shared.{model}" for model in models)]:  # "shared": the publish task itself
+        alerts.close_alerts(conn, dataset, run_id)
+    from ndc.sharing.agreements import deliver
+
+    deliver(conn, publication_id, run_id)
+    _refresh_catalog(conn)
+    log.info("published %s from %s (%s)", ", ".join(sorted(models)), build_schema, rows)
+    return Publication(build_schema, sorted(models), rows)
+
+
+def _successor(model: str, models: dict[str, list[str]]) -> str | None:
+    base = build_audit._VERSIONED.match(model)
+    name, major = (base["model"], int(base["major"])) if base else (model, 1)
+    later = sorted((int(m["major"]), r) for r in models if (m := build_audit._VERSIONED.match(r))
+                   and m["model"] == name and int(m["major"]) > major)
+    return later[-1][1] if later else None
+
+
+def _deprecation_note(model: str, deprecated_on: str | None, models: dict[str, list[str]]) -> str:
+    if not deprecated_on:
+        base = build_audit._VERSIONED.match(model)
+        contract = f"shared.{base['model']} v{base['major']}" if base else f"shared.{model} v1"
+        return f"Shared view {model}; contract {contract}; see the dbt docs and docs/contracts.md."
+    successor = _successor(model, models)
+    return (f"DEPRECATED: shared.{model} is removed after {deprecated_on}; "
+            f"move to shared.{successor or 'its successor'} (docs/contracts.md).")
+
+
+def _announce_deprecations(conn: psycopg.Connection, deprecations: dict[str, str], models: dict[str, list[str]],
+                           run_id: str | None) -> None:
+    """One ledger notice per deprecated relation and date: consumers of v1 are told, once, in the ledger."""
+    for model, deprecated_on in sorted(deprecations.items()):
+        with conn.transaction():
+            told = conn.execute("select 1 from ndc_meta.ledger where kind = 'deprecation_notice'"
+                                " and target = %s and details->>'deprecated_on' = %s",
+                                (f"shared.{model}", deprecated_on)).fetchone()
+        if told:
+            continue
+        ledger.append(conn, ledger.LedgerEntry(
+            kind="deprecation_notice", source="shared", target=f"shared.{model}", run_id=run_id, rows_in=0,
+            rows_loaded=0, rows_quarantined=0, duration_ms=0, outcome="success",
+            details={"deprecated_on": deprecated_on, "successor": _successor(model, models)}))
+
+
+def _refresh_catalog(conn: psycopg.Connection) -> None:
+    """The catalogue shows the new publication (a failure here is logged: the publish itself has happened)."""
+    from ndc.sharing import catalog
+
+    try:
+        catalog.refresh(conn)
+    except Exception as exc:
+        if conn.info.transaction_status.name != "IDLE":
+            conn.rollback()
+        log.warning("catalogue not refreshed after publishing: %s", exc)

@@ -1,0 +1,131 @@
+"""The full compare: find rows deleted at the source without a tombstone (hard deletes), never silently.
+
+A separate, scheduled task per table (``compare_<source>`` DAG; ``ndc compare``): every current key of the
+source table is streamed into a session temp table and compared with landing's latest state. Rows whose key is
+gone are marked ``_ndc_deleted_at`` / ``_ndc_deleted_by = 'full_compare'`` (kept, not dropped: the history and
+the mark are the audit trail); a key that comes back is unmarked. One ledger row records what was found.
+
+A source answering with no keys, or with most keys gone, is more likely broken than emptied: the compare then
+fails unless ``allow_mass_delete`` is given.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from psycopg import sql
+
+from ndc.audit import ledger
+from ndc.config.sources import SourceConfig, find_source
+from ndc.errors import NdcError
+from ndc.extract.connectors import open_connector
+from ndc.extract.drift import LANDING_TYPES, family_of
+from ndc.identifiers import column_list, ident
+from ndc.landing.load import LandingTarget, ensure_landing
+from ndc.settings import Settings, get_settings
+from ndc.warehouse import connections, database
+
+log = logging.getLogger(__name__)
+MASS_DELETE_SHARE = 0.5
+
+
+@dataclass
+class CompareResult:
+    dataset: str
+    source_keys: int
+    landing_rows: int
+    newly_deleted: int
+    restored: int
+    sample_deleted: list[str]
+
+
+def _key_table(conn, target: LandingTarget) -> None:
+    types = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(ident(c), sql.SQL(LANDING_TYPES[family_of(target.contract.columns[c])]))
+        for c in target.primary_key)
+    conn.execute("drop table if exists _ndc_keys")
+    conn.execute(sql.SQL("create temp table _ndc_keys ({}) on commit drop").format(types))
+
+
+def _mark(conn, target: LandingTarget, run_id: str) -> tuple[int, int, list[str]]:
+    latest = ident(target.schema, target.table)
+    match = sql.SQL(" and ").join(sql.SQL("k.{0} = l.{0}").format(ident(c)) for c in target.primary_key)
+    key_text = sql.SQL("concat_ws('|', {})").format(
+        sql.SQL(", ").join(sql.SQL("l.{}::text").format(ident(c)) for c in target.primary_key))
+    gone = conn.execute(sql.SQL(
+        "update {latest} l set _ndc_deleted_at = now(), _ndc_deleted_by = 'full_compare'"
+        " where l._ndc_deleted_at is null and not exists (select 1 from _ndc_keys k where {match})"
+        " returning {key}").format(latest=latest, match=match, key=key_text)).fetchall()
+    restored = conn.execute(sql.SQL(
+        "update {latest} l set _ndc_deleted_at = null, _ndc_deleted_by = null"
+        " where l._ndc_deleted_by = 'full_compare' and exists (select 1 from _ndc_keys k where {match})"
+    ).format(latest=latest, match=match)).rowcount
+    return len(gone), restored, sorted(row[0] for row in gone)[:20]
+
+
+def compare_table(source: SourceConfig | str, table_name: str, *, run_id: str | None = None,
+                  allow_mass_delete: bool = False, settings: Settings | None = None) -> CompareResult:
+    from ndc.tasks import landing_target
+
+    settings = settings or get_settings()
+    if isinstance(source, str):
+        source = find_source(settings.sources_dir, source)
+    target, table = landing_target(source, table_name), source.table(table_name)
+    run_id = run_id or f"manual__{datetime.now(UTC).isoformat(timespec='seconds')}"
+    began, error, result = time.monotonic(), None, None
+    with database.connect(settings.warehouse_url) as wh:
+        database.ensure_meta(wh)
+        ensure_landing(wh, target)
+        try:
+            result = _compare(wh, source, target, table, run_id, allow_mass_delete)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            if wh.info.transaction_status.name != "IDLE":
+                wh.rollback()
+            details = {"error": error} if error else {
+                "landing_rows": result.landing_rows, "restored": result.restored,
+                "sample_deleted": result.sample_deleted}
+            ledger.append(wh, ledger.LedgerEntry(
+                kind="full_compare", source=source.name, target=f"{target.schema}.{target.table}", run_id=run_id,
+                rows_in=result.source_keys if result else 0, rows_loaded=result.newly_deleted if result else 0,
+                rows_quarantined=0, contract_name=target.contract.name, contract_version=target.contract.version,
+                duration_ms=int((time.monotonic() - began) * 1000), outcome="failed" if error else "success",
+                details=details))
+    log.info("%s full compare: %s", target.dataset, result)
+    return result
+
+
+def _compare(wh, source: SourceConfig, target: LandingTarget, table, run_id: str,
+             allow_mass_delete: bool) -> CompareResult:
+    if not source.compares_keys:
+        raise NdcError(f"source {source.name}: the full compare needs a SQL source with full_compare_schedule "
+                       "set (deletes from this source arrive as tombstones)")
+    connector = open_connector(source, connections.source_url(source.connection.conn_id, source.connection.engine))
+    with wh.transaction(), closing(connector):
+        wh.execute("select pg_advisory_xact_lock(hashtext(%s))", (target.dataset,))
+        _key_table(wh, target)
+        seen = 0
+        copy_stmt = sql.SQL("copy _ndc_keys ({}) from stdin (format csv)").format(
+            column_list(list(target.primary_key)))
+        for frame in connector.keys(table, batch_rows=200_000):
+            buffer = io.BytesIO()
+            frame.write_csv(buffer, include_header=False)
+            with wh.cursor().copy(copy_stmt) as copy:
+                copy.write(buffer.getbuffer())
+            seen += frame.height
+        wh.execute("analyze _ndc_keys")
+        live = wh.execute(sql.SQL("select count(*) from {} where _ndc_deleted_at is null").format(
+            ident(target.schema, target.table))).fetchone()[0]
+        deleted, restored, sample = _mark(wh, target, run_id)
+        if deleted and not allow_mass_delete and (seen == 0 or deleted > max(10, MASS_DELETE_SHARE * live)):
+            raise NdcError(f"{target.dataset}: the source lists {seen:,} keys and {deleted:,} of {live:,} landing "
+                           "rows would be marked deleted; refusing (the source may be broken). Rerun with "
+                           "--allow-mass-delete if the deletes are real.")
+    return CompareResult(target.dataset, seen, live, deleted, restored, sample)

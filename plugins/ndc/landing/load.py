@@ -1,0 +1,575 @@
+"""The warehouse side of extract-and-load, in two steps: stage every batch, then merge the run.
+
+**Stage** (one transaction per batch, so a batch is committed whole or not at all, and its row in
+``ndc_meta.batches`` exists exactly when its data does): rows that passed the gate are COPied straight into the
+table's stage (``landing_<source>._<table>_stage``, tagged with the batch id); rows that failed go to
+``quarantine.rows`` with their checks and whole payload. Nothing else happens per batch, so staging runs at
+close to COPY speed while the next batch is read and validated.
+
+**Merge** (one transaction for everything staged, at the end of the run; a run that was killed leaves its
+whole batches staged and the next run merges them too):
+
+1. each staged row carries its version hash (:mod:`ndc.landing.rowhash`, computed by the extract); identical rows
+   staged twice (a rerun after a kill, or a row the source lists twice) count once;
+2. versions of one key from one extract window: the latest (by incremental column, then hash) is kept, the
+   others go to quarantine as ``duplicate_key`` — whatever the batch boundaries were;
+3. a key already merged from another run of the same window with another version: the source held two
+   versions at once; the older goes to quarantine as ``duplicate_key`` (moved out of landing if it had been
+   loaded);
+4. new versions are appended to ``<table>_history``; ``<table>`` keeps the latest version per key (with the
+   source's tombstone, if it has one);
+5. the stage is emptied and the batches are marked merged.
+
+Quarantine is keyed by (dataset, row hash) and history by (key, row hash), so re-running a window changes
+nothing. A run holds its dataset's advisory lock, so runs of one table never interleave.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+import uuid
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from ndc.audit import ledger
+from ndc.contracts import Contract
+from ndc.contracts.validation import GateResult
+from ndc.extract.connectors.base import FileRef
+from ndc.extract.drift import LANDING_TYPES, family_of
+from ndc.identifiers import column_list, ident
+from ndc.warehouse.database import run_ddl
+
+log = logging.getLogger(__name__)
+
+_META_COLUMNS = ("_ndc_row_hash", "_ndc_batch_id", "_ndc_run_id", "_ndc_loaded_at")
+_DELETE_COLUMNS = ("_ndc_deleted_at", "_ndc_deleted_by")
+PK_NOT_NULL = "primary_key_not_null"
+MERGE_WORK_MEM = "256MB"
+BULK_ROWS = 10_000  # from this many rows into an empty table, build the primary key after inserting
+DUPLICATE_KEY = "duplicate_key"
+PERSONAL_DATA_ROLE = "ndc_personal_data"  # see ndc.warehouse.database.META_DDL
+
+
+@dataclass(frozen=True)
+class LandingTarget:
+    dataset: str
+    schema: str
+    table: str
+    primary_key: tuple[str, ...]
+    incremental_column: str
+    contract: Contract
+    tombstone_column: str | None = None
+
+    @property
+    def history(self) -> str:
+        return f"{self.table}_history"
+
+    @property
+    def stage(self) -> str:
+        return f"_{self.table}_stage"
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.contract.columns)
+
+
+@dataclass
+class BatchStats:
+    rows_in: int = 0
+    rows_staged: int = 0
+    rows_rejected: int = 0
+    rows_repaired: int = 0
+    failed_by_check: Counter = field(default_factory=Counter)  # rejected rows per check (a row may fail several)
+
+    def add(self, other: BatchStats) -> None:
+        for name in ("rows_in", "rows_staged", "rows_rejected", "rows_repaired"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.failed_by_check.update(other.failed_by_check)
+
+
+@dataclass
+class MergeStats:
+    rows_merged: int = 0            # staged rows that are now in landing (new or already-known versions)
+    rows_new_versions: int = 0
+    rows_duplicates: int = 0        # staged versions that lost to a newer one of the same key and window
+    rows_superseded_in_landing: int = 0
+    batches: int = 0
+    loaded_through: datetime | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # per step, for the benchmark and the ledger
+
+
+@dataclass
+class RunStats(BatchStats):
+    batches: int = 0
+    new_columns: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    merge: MergeStats = field(default_factory=MergeStats)
+
+    @property
+    def loaded(self) -> int:
+        """Rows that ended in landing (a version moved out as a duplicate by this run is not counted)."""
+        return self.merge.rows_merged - self.merge.rows_superseded_in_landing
+
+    @property
+    def quarantined(self) -> int:
+        return self.rows_rejected + self.merge.rows_duplicates + self.merge.rows_superseded_in_landing
+
+    @property
+    def loaded_through(self) -> datetime | None:
+        return self.merge.loaded_through
+
+
+def _typed_columns(target: LandingTarget, keyed: bool = False) -> sql.Composed:
+    """Column definitions; with ``keyed``, text key columns sort bytewise (``COLLATE "C"``): their btrees are
+    built and probed several times faster than under a linguistic collation, and keys need no linguistic
+    order (consumers sort in their own collation)."""
+    def definition(name: str, dtype) -> sql.Composed:
+        landing_type = LANDING_TYPES[family_of(dtype)]
+        collate = ' collate "C"' if keyed and landing_type == "text" and name in target.primary_key else ""
+        return sql.SQL("{} {}").format(ident(name), sql.SQL(landing_type + collate))
+
+    return sql.SQL(", ").join(definition(name, dtype) for name, dtype in target.contract.columns.items())
+
+
+def ensure_landing(conn: psycopg.Connection, target: LandingTarget) -> None:
+    meta = sql.SQL('_ndc_row_hash text collate "C" not null, _ndc_batch_id uuid not null, _ndc_run_id text not null,'
+                   " _ndc_loaded_at timestamptz not null")
+    pk = column_list(list(target.primary_key))
+    latest = ident(target.schema, target.table)
+    run_ddl(conn, sql.SQL(
+        "create schema if not exists {schema};"
+        "create table if not exists {latest} ({cols}, {meta}, primary key ({pk}));"
+        "create table if not exists {history} ({cols}, {meta}, primary key ({pk}, _ndc_row_hash));"
+        # Deleted at the source: by a tombstone row, or found missing by the full compare. Kept, never dropped.
+        "alter table {latest} add column if not exists _ndc_deleted_at timestamptz,"
+        " add column if not exists _ndc_deleted_by text;"
+        # The stage takes COPY with no index to maintain; the batch id comes from the transaction's setting.
+        "create table if not exists {stage} ({stage_cols}, _ndc_row_hash text collate \"C\" not null,"
+        " _ndc_batch_id uuid not null default current_setting('ndc.batch_id')::uuid);"
+        # Every version ever loaded is personal data: only ndc_personal_data (created by ensure_meta) reads it.
+        "revoke all on {history} from public;"
+        f"grant usage on schema {{schema}} to {PERSONAL_DATA_ROLE};"
+        f"grant select on {{history}} to {PERSONAL_DATA_ROLE};"
+    ).format(schema=ident(target.schema), latest=latest, stage=ident(target.schema, target.stage),
+             stage_cols=_typed_columns(target),
+             history=ident(target.schema, target.history), cols=_typed_columns(target, keyed=True), meta=meta,
+             pk=pk))
+    _add_new_contract_columns(conn, target)
+
+
+def _add_new_contract_columns(conn: psycopg.Connection, target: LandingTarget) -> None:
+    """A contract's minor version may add a (nullable) column: landing, history and stage gain it, null for the rows
+    loaded before. Only when one is missing, so the usual run takes no lock for it."""
+    with conn.transaction():
+        present = conn.execute(
+            "select table_name, array_agg(column_name::text) from information_schema.columns where table_schema = %s"
+            " and table_name = any(%s) group by table_name",
+            (target.schema, [target.table, target.history, target.stage])).fetchall()
+    missing = {table: [c for c in target.columns if c not in set(columns)] for table, columns in present}
+    statements = [sql.SQL("alter table {} {}").format(ident(target.schema, table), sql.SQL(", ").join(
+        sql.SQL("add column if not exists {} {}").format(
+            ident(c), sql.SQL(LANDING_TYPES[family_of(target.contract.columns[c])])) for c in columns))
+        for table, columns in missing.items() if columns]
+    if statements:
+        log.warning("%s: contract %s v%s adds columns to landing: %s", target.dataset, target.contract.name,
+                    target.contract.version, {t: c for t, c in missing.items() if c})
+        run_ddl(conn, sql.SQL(";").join(statements))
+
+
+def prepare_session(conn: psycopg.Connection, target: LandingTarget) -> None:
+    """A session temp table for one batch's rejected rows; emptied at every commit."""
+    conn.execute("drop table if exists _ndc_rej")
+    conn.execute(sql.SQL("create temp table _ndc_rej ({}, _checks text[], _reasons jsonb, _ndc_row_hash text)"
+                         " on commit delete rows").format(_typed_columns(target)))
+    conn.commit()
+
+
+def lock_dataset(conn: psycopg.Connection, target: LandingTarget) -> None:
+    """Hold the dataset's lock for this session (runs of one table never interleave; released on disconnect)."""
+    conn.execute("select pg_advisory_lock(hashtext(%s))", (target.dataset,))
+    conn.commit()
+
+
+def _copy_frame(conn: psycopg.Connection, table: sql.Composable, columns: list[str], frame: pl.DataFrame) -> None:
+    if frame.is_empty():
+        return
+    buffer = io.BytesIO()
+    frame.select(columns).write_csv(buffer, include_header=False)
+    stmt = sql.SQL("copy {} ({}) from stdin (format csv)").format(table, column_list(columns))
+    with conn.cursor().copy(stmt) as copy:
+        copy.write(buffer.getbuffer())
+
+
+def _quarantine(conn: psycopg.Connection, target: LandingTarget, params: dict, relation: sql.Composable,
+                checks: str, reasons: str, row_hash: sql.Composable) -> int:
+    payload = sql.SQL(", ").join(sql.SQL("{}, q.{}").format(sql.Literal(c), ident(c)) for c in target.columns)
+    key = sql.SQL(", ").join(sql.SQL("q.{}::text").format(ident(c)) for c in target.primary_key)
+    return conn.execute(sql.SQL(
+        "insert into quarantine.rows (dataset, record_key, checks, reasons, payload, row_hash,"
+        " contract_name, contract_version, batch_id, run_id)"
+        " select %(dataset)s, concat_ws('|', {key}), {checks}, {reasons}, jsonb_build_object({payload}),"
+        " {row_hash}, %(cname)s, %(cversion)s, {batch}, %(run)s from {relation} q"
+        " on conflict (dataset, row_hash) do nothing"
+    ).format(key=key, checks=sql.SQL(checks), reasons=sql.SQL(reasons), payload=payload, row_hash=row_hash,
+             relation=relation, batch=sql.SQL(params.get("batch_expr", "%(batch)s"))), params).rowcount
+
+
+def _params(target: LandingTarget, run_id: str, **extra) -> dict:
+    return {"dataset": target.dataset, "run": run_id, "cname": target.contract.name,
+            "cversion": target.contract.version, **extra}
+
+
+def stage_batch(conn: psycopg.Connection, target: LandingTarget, gated: GateResult, *, run_id: str,
+                window: tuple[datetime, datetime], batch_no: int, started_at: datetime,
+                completes: list[FileRef] = ()) -> BatchStats:
+    """Stage one gated batch in one transaction; returns its accounting. ``completes``: the dropped files whose
+    last rows this batch holds; they are recorded as loaded in the same transaction."""
+    passed, rejected = _reject_null_keys(gated, target)
+    stats = BatchStats(rows_in=passed.height + rejected.height, rows_staged=passed.height,
+                       rows_rejected=rejected.height, rows_repaired=gated.repaired)
+    if rejected.height:
+        stats.failed_by_check.update(rejected.get_column("_checks").explode().drop_nulls().to_list())
+    batch_id = uuid.uuid4()
+    with conn.transaction():
+        conn.execute("select set_config('ndc.batch_id', %s, true)", (str(batch_id),))
+        _copy_frame(conn, ident(target.schema, target.stage), [*target.columns, "_ndc_row_hash"], passed)
+        if rejected.height:
+            _copy_frame(conn, ident("_ndc_rej"), [*target.columns, "_checks", "_reasons", "_ndc_row_hash"],
+                        _array_literal(_without_nul(rejected)))
+            _quarantine(conn, target, _params(target, run_id, batch=batch_id), ident("_ndc_rej"), "q._checks",
+                        "q._reasons", sql.SQL("q._ndc_row_hash"))
+        conn.execute(
+            "insert into ndc_meta.batches (batch_id, dataset, run_id, window_start, window_end, batch_no, rows_in,"
+            " rows_staged, rows_quarantined, rows_repaired, started_at) values (%s, %s, %s, %s, %s, %s, %s, %s,"
+            " %s, %s, %s)",
+            (batch_id, target.dataset, run_id, window[0], window[1], batch_no, stats.rows_in, stats.rows_staged,
+             stats.rows_rejected, stats.rows_repaired, started_at))
+        for done in completes:
+            conn.execute(
+                "insert into ndc_meta.files (dataset, sha256, path, bytes, encoding, batch_id, run_id)"
+                " values (%s, %s, %s, %s, %s, %s, %s) on conflict (dataset, sha256) do nothing",
+                (target.dataset, done.sha256, done.path, done.size, done.encoding, batch_id, run_id))
+    return stats
+
+
+class _Merge:
+    """The SQL of the merge transaction; ``q`` holds the statement parameters."""
+
+    def __init__(self, conn: psycopg.Connection, target: LandingTarget, run_id: str) -> None:
+        self.conn, self.t = conn, target
+        self.q = _params(target, run_id, batch_expr="q._ndc_batch_id")
+        self.ids = {"latest": ident(target.schema, target.table), "history": ident(target.schema, target.history),
+                    "stage": ident(target.schema, target.stage), "inc": ident(target.incremental_column),
+                    "pk": column_list(list(target.primary_key)), "cols": column_list(target.columns),
+                    "row": sql.SQL(", ").join(sql.SQL("s.{}").format(ident(c)) for c in target.columns)}
+
+    def execute(self, statement: sql.Composable) -> int:
+        return self.conn.execute(statement, self.q).rowcount
+
+    def quarantine(self, relation: sql.Composable, reason: str) -> int:
+        return _quarantine(self.conn, self.t, self.q, relation, "array['duplicate_key']",
+                           f"jsonb_build_object('duplicate_key', '{reason}')", sql.SQL("q._ndc_row_hash"))
+
+    def collect(self) -> int:
+        """Every staged row with its version hash and extract window."""
+        return self.execute(sql.SQL(
+            "create temp table _ndc_in on commit drop as"
+            " select {row}, s._ndc_row_hash, s._ndc_batch_id, b.window_start as _ws, b.window_end as _we"
+            " from {stage} s join ndc_meta.batches b on b.batch_id = s._ndc_batch_id"
+        ).format(**self.ids))
+
+    def drop_window_duplicates(self) -> int:
+        """Versions of one key from one window: the newest stays. Identical copies (a batch staged again after a
+        killed run, or a source row listed twice) are the same version and simply collapse; a different, older
+        version goes to quarantine. Returns the versions quarantined."""
+        # Find the repeated keys with a hash aggregate first; only those need ranking (usually a handful).
+        repeated = self.execute(sql.SQL(
+            "create temp table _ndc_repeated on commit drop as select {pk}, _ws, _we from _ndc_in"
+            " group by {pk}, _ws, _we having count(*) > 1").format(**self.ids))
+        if not repeated:
+            return 0
+        extra = self.execute(sql.SQL(
+            "create temp table _ndc_losers on commit drop as select * from ("
+            " select i.*, i.ctid as _ctid, first_value(_ndc_row_hash) over w as _winner,"
+            " row_number() over w as _rank from _ndc_in i join _ndc_repeated d on {match}"
+            " and d._ws = i._ws and d._we = i._we"
+            " window w as (partition by {pk_i}, i._ws, i._we order by i.{inc} desc, i._ndc_row_hash desc)) r"
+            " where _rank > 1").format(match=_pk_match("i", "d", self.t), pk_i=self._key("i"), **self.ids))
+        if not extra:
+            return 0
+        self.execute(sql.SQL("delete from _ndc_in where ctid in (select _ctid from _ndc_losers)"))
+        losers = extra - self.execute(sql.SQL("delete from _ndc_losers where _ndc_row_hash = _winner"))
+        if losers:
+            self.quarantine(ident("_ndc_losers"), "a newer version of this key is in the same extract window")
+        return losers
+
+    def drop_known_duplicates(self) -> int:
+        return self.execute(sql.SQL(
+            "delete from _ndc_in i using quarantine.rows q where q.dataset = %(dataset)s"
+            " and q.row_hash = i._ndc_row_hash and 'duplicate_key' = any(q.checks)"))
+
+    def resolve_earlier_runs(self) -> tuple[int, int]:
+        """Versions of a key merged by another run of the same window: the newer wins. (The window of the
+        landed version is looked up per key, after the row hashes differ: joined to the batches, every staged row
+        met every batch of its window before the key lookup, and a rerun of an interval of 60 batches took 30 s.)"""
+        pk_in = sql.SQL(", ").join(sql.SQL("i.{}").format(ident(c)) for c in self.t.primary_key)
+        found = self.execute(sql.SQL(
+            "create temp table _ndc_conf on commit drop as"
+            " select {pk_in}, i.ctid as _in_ctid, l._ndc_row_hash as old_hash,"
+            " (i.{inc}, i._ndc_row_hash) > (l.{inc}, l._ndc_row_hash) as new_wins"
+            " from _ndc_in i join {latest} l on {match}"
+            " where l._ndc_row_hash <> i._ndc_row_hash and (select (b.window_start, b.window_end)"
+            " from ndc_meta.batches b where b.batch_id = l._ndc_batch_id and b.dataset = %(dataset)s)"
+            " = (i._ws, i._we)"
+        ).format(pk_in=pk_in, match=_pk_match("i", "l", self.t), **self.ids))
+        if not found:
+            return 0, 0
+        match_hc = _pk_match("h", "c", self.t)
+        reason = "a newer version of this key is in the same extract window"
+        self.quarantine(sql.SQL("(select h.* from {history} h join _ndc_conf c on {m}"
+                                " and h._ndc_row_hash = c.old_hash where c.new_wins)").format(
+            history=self.ids["history"], m=match_hc), reason)
+        moved = self.execute(sql.SQL(
+            "delete from {history} h using _ndc_conf c where {m} and h._ndc_row_hash = c.old_hash and c.new_wins"
+        ).format(history=self.ids["history"], m=match_hc))
+        self.quarantine(sql.SQL("(select i.* from _ndc_in i join _ndc_conf c on i.ctid = c._in_ctid"
+                                " where not c.new_wins)"), reason)
+        lost = self.execute(sql.SQL(
+            "delete from _ndc_in where ctid in (select _in_ctid from _ndc_conf where not new_wins)"))
+        return moved, lost
+
+    def _key(self, alias: str) -> sql.Composed:
+        return sql.SQL(", ").join(sql.SQL("{}.{}").format(ident(alias), ident(c)) for c in self.t.primary_key)
+
+    def windows(self) -> int:
+        """Extract windows among the staged rows (more than one only when a killed run left batches)."""
+        return self.conn.execute(
+            "select count(*) from (select distinct window_start, window_end from ndc_meta.batches"
+            " where dataset = %s and merged_at is null) w", (self.t.dataset,)).fetchone()[0]
+
+    def _bulk(self, table: str, rows: int) -> _BulkLoad | None:
+        """A first load into an empty table inserts without its primary key and builds it afterwards (several
+        times faster than maintaining a btree row by row); the build still proves the keys unique."""
+        if rows < BULK_ROWS or self.conn.execute(
+                sql.SQL("select exists (select 1 from {})").format(ident(self.t.schema, table))).fetchone()[0]:
+            return None
+        return _BulkLoad(self.conn, self.t.schema, table)
+
+    def append_history(self, rows: int, windows: int) -> int:
+        insert = sql.SQL(
+            "insert into {history} ({cols}, _ndc_row_hash, _ndc_batch_id, _ndc_run_id, _ndc_loaded_at)"
+            " select {cols}, _ndc_row_hash, _ndc_batch_id, %(run)s, now() from _ndc_in i").format(**self.ids)
+        if windows > 1:  # the same version may have been staged under two windows
+            return self.execute(insert + sql.SQL(" on conflict do nothing"))
+        bulk = self._bulk(self.t.history, rows)
+        if bulk:
+            with bulk:
+                return self.execute(insert)
+        # The run holds the dataset's lock, so an anti-join is as safe as ON CONFLICT and cheaper.
+        return self.execute(insert + sql.SQL(
+            " where not exists (select 1 from {history} h where {match} and h._ndc_row_hash = i._ndc_row_hash)"
+        ).format(match=_pk_match("h", "i", self.t), **self.ids))
+
+    def upsert_latest(self, rows: int, windows: int) -> datetime | None:
+        updates = sql.SQL(", ").join(sql.SQL("{0} = excluded.{0}").format(ident(c))
+                                     for c in [*self.t.columns, *_META_COLUMNS, *_DELETE_COLUMNS])
+        if self.t.tombstone_column:
+            deleted = sql.SQL("{0}, case when {0} is not null then 'tombstone' end").format(
+                ident(self.t.tombstone_column))
+        else:
+            deleted = sql.SQL("null::timestamptz, null::text")
+        # One version per key: after the window dedupe that holds unless rows of several windows were staged
+        # (a killed run's leftovers); then the newest per key. An older version never replaces a newer one.
+        one_per_key = sql.SQL("select distinct on ({pk}) * from _ndc_in order by {pk}, {inc} desc,"
+                              " _ndc_row_hash desc").format(**self.ids) if windows > 1 else sql.SQL("_ndc_in")
+        relation = sql.SQL("({}) i").format(one_per_key) if windows > 1 else sql.SQL("_ndc_in i")
+        insert = sql.SQL(
+            "insert into {latest} as l ({cols}, _ndc_row_hash, _ndc_batch_id, _ndc_run_id, _ndc_loaded_at,"
+            " _ndc_deleted_at, _ndc_deleted_by)"
+            " select {cols}, _ndc_row_hash, _ndc_batch_id, %(run)s, now(), {deleted} from {relation}"
+        ).format(deleted=deleted, relation=relation, **self.ids)
+        bulk = self._bulk(self.t.table, rows)
+        if bulk:
+            with bulk:
+                self.execute(insert)
+        else:
+            # A version latest already holds (a rerun, an overlapping window) is left out before the upsert: as a
+            # conflict it would lock and dirty its row for nothing (4 s of a 1M-row rerun's merge).
+            self.execute(insert + sql.SQL(
+                " where not exists (select 1 from {latest} x where {match} and x._ndc_row_hash = i._ndc_row_hash)"
+                " on conflict ({pk}) do update set {updates}"
+                " where (excluded.{inc}, excluded._ndc_row_hash) > (l.{inc}, l._ndc_row_hash)"
+            ).format(updates=updates, match=_pk_match("x", "i", self.t), **self.ids))
+        return self.conn.execute(sql.SQL("select max({inc}) from _ndc_in").format(**self.ids)).fetchone()[0]
+
+
+def discard_staged(conn: psycopg.Connection, target: LandingTarget, run_id: str) -> int:
+    """Empty the stage of one run's batches (a blocked run: nothing of it is merged). Its rows stay in the source
+    and are read again by the next run of the window — dropped files too: their load records go, so the next run
+    reads them again; its batches are marked so no merge waits for them. Returns the rows discarded."""
+    with conn.transaction():
+        discarded = conn.execute(sql.SQL(
+            "delete from {stage} s using ndc_meta.batches b where b.batch_id = s._ndc_batch_id and b.run_id = %s"
+        ).format(stage=ident(target.schema, target.stage)), (run_id,)).rowcount
+        conn.execute("delete from ndc_meta.files where dataset = %s and run_id = %s", (target.dataset, run_id))
+        conn.execute("update ndc_meta.batches set merged_at = clock_timestamp(), merge_run_id = %s"
+                     " where dataset = %s and run_id = %s and merged_at is null",
+                     (f"{run_id}:blocked", target.dataset, run_id))
+    return discarded
+
+
+def previous_load(conn: psycopg.Connection, target: LandingTarget, interval: tuple[datetime, datetime],
+                  full_refresh: bool) -> tuple[int, str] | None:
+    """Rows in and run id of the last successful load of ``target`` comparable with this one: a full refresh
+    with the last full refresh, an interval with the last interval of the same length."""
+    with conn.transaction():
+        return conn.execute(
+            "select rows_in, run_id from ndc_meta.ledger where kind = 'extract' and outcome = 'success'"
+            " and target = %s and coalesce((details->>'full_refresh')::boolean, false) = %s"
+            " and (%s or interval_end - interval_start = %s::timestamptz - %s::timestamptz)"
+            " order by ledger_id desc limit 1",
+            (f"{target.schema}.{target.table}", full_refresh, full_refresh, interval[1], interval[0])).fetchone()
+
+
+def merge_staged(conn: psycopg.Connection, target: LandingTarget, run_id: str) -> MergeStats:
+    """Merge everything staged for ``target`` into history and latest state, in one transaction."""
+    stats = MergeStats()
+    clock = _Clock(stats.seconds)
+    with conn.transaction():
+        # Sorts and hashes of a whole run, and the primary-key builds of a first load, stay in memory rather than
+        # spilling to disk.
+        conn.execute("select set_config('work_mem', %s, true), set_config('maintenance_work_mem', %s, true)",
+                     (MERGE_WORK_MEM, MERGE_WORK_MEM))
+        staged = _Merge(conn, target, run_id)
+        with clock("collect"):
+            collected = staged.collect()
+        if not collected:
+            stats.batches = conn.execute(
+                "update ndc_meta.batches set merged_at = clock_timestamp(), merge_run_id = %s"
+                " where dataset = %s and merged_at is null", (run_id, target.dataset)).rowcount
+            return stats
+        with clock("dedupe"):
+            stats.rows_duplicates = staged.drop_window_duplicates() + staged.drop_known_duplicates()
+            stats.rows_superseded_in_landing, lost = staged.resolve_earlier_runs()
+            stats.rows_duplicates += lost
+            stats.rows_merged = conn.execute("select count(*) from _ndc_in").fetchone()[0]
+        windows = staged.windows()
+        with clock("history"):
+            stats.rows_new_versions = staged.append_history(stats.rows_merged, windows)
+        with clock("latest"):
+            stats.loaded_through = staged.upsert_latest(stats.rows_merged, windows)
+        stats.batches = conn.execute(
+            "update ndc_meta.batches set merged_at = clock_timestamp(), merge_run_id = %s"
+            " where dataset = %s and merged_at is null", (run_id, target.dataset)).rowcount
+        with clock("commit"):
+            conn.execute(sql.SQL("truncate {}").format(staged.ids["stage"]))
+    return stats
+
+
+class _BulkLoad:
+    """Drop an empty table's primary key for the duration of a bulk insert, then build it (same name)."""
+
+    def __init__(self, conn: psycopg.Connection, schema: str, table: str) -> None:
+        self.conn, self.table = conn, ident(schema, table)
+        self.name, self.columns = conn.execute(
+            "select c.conname, array_agg(a.attname order by k.ord) from pg_constraint c"
+            " cross join unnest(c.conkey) with ordinality k(attnum, ord)"
+            " join pg_attribute a on a.attrelid = c.conrelid and a.attnum = k.attnum"
+            " where c.conrelid = %s::regclass and c.contype = 'p' group by c.conname",
+            (self.table.as_string(conn),)).fetchone()
+
+    def __enter__(self) -> _BulkLoad:
+        self.conn.execute(sql.SQL("alter table {} drop constraint {}").format(self.table, ident(self.name)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self.conn.execute(sql.SQL("alter table {} add constraint {} primary key ({})").format(
+                self.table, ident(self.name), column_list(list(self.columns))))
+
+
+class _Clock:
+    """Times named steps into a dict (seconds)."""
+
+    def __init__(self, into: dict[str, float]) -> None:
+        self.into = into
+
+    @contextmanager
+    def __call__(self, name: str):
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.into[name] = round(self.into.get(name, 0.0) + time.perf_counter() - began, 3)
+
+
+def _pk_match(left: str, right: str, target: LandingTarget) -> sql.Composed:
+    return sql.SQL(" and ").join(
+        sql.SQL("{}.{} = {}.{}").format(ident(left), ident(c), ident(right), ident(c)) for c in target.primary_key)
+
+
+def loaded_files(conn: psycopg.Connection, dataset: str) -> set[str]:
+    """Content hashes of the files of ``dataset`` already loaded."""
+    with conn.transaction():  # ends here, so that each batch's transaction commits on its own
+        rows = conn.execute("select sha256 from ndc_meta.files where dataset = %s", (dataset,)).fetchall()
+    return {row[0] for row in rows}
+
+
+def _reject_null_keys(gated: GateResult, target: LandingTarget) -> tuple[pl.DataFrame, pl.DataFrame]:
+    null_key = pl.any_horizontal(pl.col(c).is_null() for c in target.primary_key)
+    bad = gated.passed.filter(null_key)
+    if bad.is_empty():
+        return gated.passed, gated.rejected
+    bad = bad.with_columns(pl.lit([PK_NOT_NULL], pl.List(pl.String)).alias("_checks"),
+                           pl.lit(f'{{"{PK_NOT_NULL}": {{"column": null}}}}').alias("_reasons"))
+    rejected = pl.concat([gated.rejected, bad.select(gated.rejected.columns)], how="vertical_relaxed")
+    return gated.passed.filter(~null_key), rejected
+
+
+def _without_nul(rejected: pl.DataFrame) -> pl.DataFrame:
+    """PostgreSQL text and jsonb cannot hold a NUL character: a rejected row keeps it as the six characters
+    ``\\u0000`` in its payload (such a row always fails ``text_without_control_characters``; passed rows hold none)."""
+    text = [c for c, dtype in rejected.schema.items() if dtype == pl.String]
+    return rejected.with_columns(pl.col(c).str.replace_all("\x00", "\\u0000", literal=True) for c in text)
+
+
+def _array_literal(rejected: pl.DataFrame) -> pl.DataFrame:
+    """Check names as a PostgreSQL array literal, for COPY."""
+    quoted = pl.col("_checks").list.eval(pl.format('"{}"', pl.element())).list.join(",")
+    return rejected.with_columns(pl.concat_str(pl.lit("{"), quoted, pl.lit("}")).alias("_checks"))
+
+
+def write_ledger(conn: psycopg.Connection, *, source: str, target: LandingTarget, run_id: str,
+                 interval: tuple[datetime, datetime], stats: RunStats, started: float, error: str | None,
+                 window: tuple[datetime, datetime], full_refresh: bool = False) -> None:
+    details = {"batches": stats.batches, "rows_repaired": stats.rows_repaired, "files": stats.files,
+               "full_refresh": full_refresh, "failed_by_check": dict(stats.failed_by_check),
+               "rows_new_versions": stats.merge.rows_new_versions,
+               "rows_superseded_in_landing": stats.merge.rows_superseded_in_landing,
+               "batches_merged": stats.merge.batches,
+               "new_columns": stats.new_columns, "window_start": window[0], "window_end": window[1]}
+    if error:
+        details["error"] = error
+    ledger.append(conn, ledger.LedgerEntry(
+        kind="extract", source=source, target=f"{target.schema}.{target.table}", run_id=run_id,
+        interval_start=interval[0], interval_end=interval[1], rows_in=stats.rows_in, rows_loaded=stats.loaded,
+        rows_quarantined=stats.quarantined, contract_name=target.contract.name,
+        contract_version=target.contract.version, duration_ms=int((time.monotonic() - started) * 1000),
+        outcome="failed" if error else "success", details=details))
+
+
+def update_watermark(conn: psycopg.Connection, dataset: str, through: datetime | None, run_id: str) -> None:
+    with conn.transaction():
+        conn.execute(
+            "insert into ndc_meta.watermarks (dataset, loaded_through, last_run_id) values (%s, %s, %s)"
+            " on conflict (dataset) do update set loaded_through = greatest(ndc_meta.watermarks.loaded_through,"
+            " excluded.loaded_through), last_run_id = excluded.last_run_id, updated_at = now()",
+            (dataset, through, run_id))

@@ -1,0 +1,564 @@
+"""Consumer agencies and sharing agreements, declared as data, approved by a separate role, applied idempotently.
+
+* **Agencies** (``dags/agencies/<name>.yml``): a NOLOGIN group role ``ndc_agency_<name>`` and LOGIN roles for its
+  users or services (members of it), each with a ``statement_timeout`` and a connection limit, and a schema
+  ``agency_<name>`` holding its views. No role gets CREATE anywhere.
+* **Agreements** (``dags/agreements/<id>.yml``): the consumer agency, the legal purpose, start and expiry dates and,
+  per shared view, the columns granted, the columns masked (``pseudonym``: an HMAC-SHA256 of the value keyed per
+  agreement, so two agencies cannot join their masked data; ``partial``: all but the last four characters
+  starred) and a row filter (column = value, or column in a list).
+* **Approval** is a row in ``ndc_meta.agreement_approvals`` binding the agreement's id to the SHA-256 of its file:
+  inserted by ``ndc agreements approve`` connecting as a member of ``ndc_approver`` (``NDC_APPROVER_URL``); a
+  trigger refuses it from the role that owns the platform's schemas (whoever deploys DAGs). An agreement whose file
+  changed after approval is unapproved again.
+* **Apply** (``ndc agreements apply``): for each approved agreement, ``security_barrier`` views
+  ``agency_<consumer>.<view>`` over ``shared.<view>`` (so they survive every publish) with the granted columns,
+  masks, the row filter and the validity dates — the view itself returns nothing outside them, so expiry holds at
+  read time — and SELECT to the agency's group role. Views no approved, current agreement backs are dropped (an
+  expired or removed agreement is revoked). Each grant and revocation is a ledger row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Literal
+
+import psycopg
+from psycopg import sql
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ndc.audit import ledger
+from ndc.config.sources import check_identifier, load_config
+from ndc.errors import ConfigError, NdcError
+from ndc.identifiers import ident
+from ndc.settings import REPO_ROOT
+from ndc.warehouse.connections import database_of
+
+log = logging.getLogger(__name__)
+APPROVER_ROLE = "ndc_approver"
+AGENCIES_DIR = REPO_ROOT / "dags" / "agencies"
+AGREEMENTS_DIR = REPO_ROOT / "dags" / "agreements"
+AGREEMENTS_DDL = """
+create table if not exists ndc_meta.agreement_approvals (
+    approval_id bigint generated always as identity primary key,
+    agreement_id text not null,
+    content_sha256 text not null,
+    approved_by text not null default session_user,
+    approved_at timestamptz not null default now(),
+    note text,
+    unique (agreement_id, content_sha256)
+);
+create table if not exists ndc_meta.agreement_keys (
+    agreement_id text primary key,
+    hmac_key bytea not null,
+    created_at timestamptz not null default now()
+);
+create table if not exists ndc_meta.applied_agreements (
+    agreement_id text primary key,
+    consumer text not null,
+    views text[] not null,
+    content_sha256 text not null,
+    starts_on date not null,
+    expires_on date not null,
+    applied_at timestamptz not null default now()
+);
+create or replace function ndc_meta.approval_by_approver() returns trigger language plpgsql as $$
+begin
+    if session_user = (select pg_get_userbyid(nspowner) from pg_namespace where nspname = 'ndc_meta') then
+        raise exception 'an agreement is approved by an approver role, not by the platform''s own role (%)',
+            session_user;
+    end if;
+    if not pg_has_role(session_user, 'ndc_approver', 'member') then
+        raise exception 'role % is not a member of ndc_approver', session_user;
+    end if;
+    new.approved_by := session_user;
+    return new;
+end $$;
+drop trigger if exists approvals_by_approver on ndc_meta.agreement_approvals;
+create trigger approvals_by_approver before insert on ndc_meta.agreement_approvals
+    for each row execute function ndc_meta.approval_by_approver();
+revoke all on ndc_meta.agreement_approvals from public;
+revoke all on ndc_meta.agreement_keys from public;
+grant usage on schema ndc_meta to ndc_approver;
+grant select, insert on ndc_meta.agreement_approvals to ndc_approver;
+
+-- A delivery: a published version made available to an agency under an agreement (ndc.sharing.agreements.deliver).
+create table if not exists ndc_meta.delivery_receipts (
+    delivery_id bigint generated always as identity primary key,
+    agreement_id text not null,
+    consumer text not null,
+    publication_id bigint not null,
+    views text[] not null,
+    ledger_id bigint not null,
+    ledger_hash text not null,
+    delivered_at timestamptz not null default now()
+);
+-- Consumer reads per day, role and view (ndc.sharing.reads, from pg_stat_statements).
+create table if not exists ndc_meta.consumer_reads (
+    day date not null,
+    role text not null,
+    agency text not null,
+    view text not null,
+    reads bigint not null,
+    primary key (day, role, view)
+);
+-- Sharing transactions per day, unit, agency and dataset: deliveries and direct-exchange batches (the ledger) and
+-- consumer reads.
+drop view if exists ndc_meta.sharing_transactions;
+create view ndc_meta.sharing_transactions as
+select date_trunc('day', l.recorded_at)::date as day, l.kind as unit,
+    coalesce(l.details->>'consumer', l.details->>'consumer_agency') as agency, v.dataset,
+    count(*)::bigint as transactions, sum(l.rows_loaded)::bigint as rows
+from ndc_meta.ledger l
+cross join lateral jsonb_array_elements_text(coalesce(l.details->'views', jsonb_build_array(l.target))) v(dataset)
+where l.kind in ('delivery', 'exchange') and l.outcome = 'success'
+group by 1, 2, 3, 4
+union all
+select day, 'read', agency, view, sum(reads)::bigint, null::bigint from ndc_meta.consumer_reads group by 1, 2, 3, 4;
+"""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_identifier = check_identifier
+
+
+class AgencyUser(_Strict):
+    login: str = Field(description="LOGIN role of a person or a service of the agency")
+    statement_timeout: str = "30s"
+    connection_limit: int = Field(default=5, ge=1, le=100)
+
+    _login = field_validator("login")(_identifier)
+
+    @field_validator("statement_timeout")
+    @classmethod
+    def _timeout(cls, value: str) -> str:
+        number = value.rstrip("smin")
+        if not number.isdigit() or value[len(number):] not in ("ms", "s", "min"):
+            raise ValueError("expected a duration such as 500ms, 30s or 2min")
+        return value
+
+
+class Agency(_Strict):
+    name: str
+    full_name: str
+    kind: Literal["ministry", "sector", "province"]
+    current_province_code: str | None = None
+    users: list[AgencyUser] = Field(min_length=1)
+    path: Path | None = Field(default=None, exclude=True)
+
+    _name = field_validator("name")(_identifier)
+
+    @property
+    def group_role(self) -> str:
+        return f"ndc_agency_{self.name}"
+
+    @property
+    def schema(self) -> str:
+        return f"agency_{self.name}"
+
+
+class ViewGrant(_Strict):
+    shared: str = Field(description="the shared view (shared.<name>)")
+    columns: list[str] = Field(min_length=1, description="columns granted as they are")
+    masked: dict[str, Literal["pseudonym", "partial"]] = Field(default_factory=dict)
+    row_filter: dict[str, str | list[str]] = Field(default_factory=dict,
+                                                  description="column: value, or column: [values]")
+
+    _shared = field_validator("shared")(_identifier)
+
+    @model_validator(mode="after")
+    def _names(self) -> ViewGrant:
+        for column in [*self.columns, *self.masked, *self.row_filter]:
+            _identifier(column)
+        both = sorted(set(self.columns) & set(self.masked))
+        if both:
+            raise ValueError(f"columns both granted and masked: {', '.join(both)}")
+        return self
+
+
+class Agreement(_Strict):
+    id: str
+    consumer: str
+    purpose: str = Field(min_length=10, description="the legal purpose and basis")
+    purpose_allows_identifiers: bool = Field(
+        default=False, description="the purpose allows unmasked personal identifiers (e.g. PIN)")
+    start: date
+    expires: date
+    views: list[ViewGrant] = Field(min_length=1)
+    path: Path | None = Field(default=None, exclude=True)
+
+    _ids = field_validator("id", "consumer")(_identifier)
+
+    @model_validator(mode="after")
+    def _dates(self) -> Agreement:
+        if self.expires <= self.start:
+            raise ValueError("expires must be after start")
+        names = [v.shared for v in self.views]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"a shared view may appear once per agreement; repeated: {', '.join(repeated)}")
+        return self
+
+    @property
+    def content_sha256(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest() if self.path else ""
+
+
+# Personal identifiers that must be masked unless the purpose allows them.
+IDENTIFIERS = {"citizen_id"}
+
+
+def _load(path: Path, model: type[BaseModel], name_field: str) -> BaseModel:
+    return load_config(path, model, model.__name__.lower(), name_field)
+
+
+def load_agencies(directory: Path | None = None) -> dict[str, Agency]:
+    found, problems = {}, []
+    for path in sorted((directory or agencies_dir()).glob("*.yml")):
+        try:
+            agency = _load(path, Agency, "name")
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        found[agency.name] = agency
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return found
+
+
+def load_agreements(directory: Path | None = None, *, agencies: dict[str, Agency] | None = None,
+                    shared: dict[str, list[str]] | None = None) -> dict[str, Agreement]:
+    """Every agreement file, validated alone and against the agencies and the shared views' columns."""
+    found, problems = {}, []
+    for path in sorted((directory or agreements_dir()).glob("*.yml")):
+        try:
+            agreement = _load(path, Agreement, "id")
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        problems += [f"{path}: {p}" for p in check_agreement(agreement, path.stem, agencies, shared)]
+        found[agreement.id] = agreement
+    pairs = [(a.consumer, v.shared) for a in found.values() for v in a.views]
+    for pair in sorted({p for p in pairs if pairs.count(p) > 1}):
+        problems.append(f"agency {pair[0]} has several agreements for shared.{pair[1]}: one per view and agency")
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return found
+
+
+def check_agreement(agreement: Agreement, stem: str, agencies: dict[str, Agency] | None,
+                    shared: dict[str, list[str]] | None) -> list[str]:
+    problems = []
+    if agencies is not None and agreement.consumer not in agencies:
+        problems.append(f"field 'consumer': no agency {agreement.consumer!r} (agencies: {', '.join(agencies)})")
+    for n, view in enumerate(agreement.views):
+        where = f"views.{n}"
+        if shared is not None:
+            if view.shared not in shared:
+                problems.append(f"field '{where}.shared': no shared view {view.shared!r} "
+                                f"(shared: {', '.join(shared)})")
+                continue
+            unknown = [c for c in [*view.columns, *view.masked, *view.row_filter] if c not in shared[view.shared]]
+            if unknown:
+                problems.append(f"field '{where}': shared.{view.shared} has no column {', '.join(unknown)}")
+        exposed = sorted(IDENTIFIERS & set(view.columns))
+        if exposed and not agreement.purpose_allows_identifiers:
+            problems.append(f"field '{where}.columns': {', '.join(exposed)} is a personal identifier: mask it "
+                            "(masked: {column: pseudonym}) unless purpose_allows_identifiers is true")
+    return problems
+
+
+def agencies_dir() -> Path:
+    return Path(os.environ.get("NDC_AGENCIES_DIR") or AGENCIES_DIR)
+
+
+def agreements_dir() -> Path:
+    return Path(os.environ.get("NDC_AGREEMENTS_DIR") or AGREEMENTS_DIR)
+
+
+def ensure_tables(conn: psycopg.Connection) -> None:
+    from ndc.warehouse.database import run_ddl
+
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(727004)")
+        conn.execute("do $$ begin create role ndc_approver nologin;"
+                     " exception when duplicate_object or unique_violation then null; end $$")
+    if conn.execute("select to_regclass('ndc_meta.sharing_transactions')").fetchone()[0] is None:  # made last
+        conn.commit()
+        run_ddl(conn, AGREEMENTS_DDL)
+    conn.commit()
+    conn.execute("create extension if not exists pgcrypto with schema ndc_meta")
+    conn.commit()
+
+
+def approve(approver_url: str, agreement: Agreement, note: str | None = None) -> None:
+    """Record the approval of ``agreement`` (this exact file) as the approver connected with ``approver_url``."""
+    with psycopg.connect(approver_url) as conn:
+        try:
+            conn.execute("insert into ndc_meta.agreement_approvals (agreement_id, content_sha256, note)"
+                         " values (%s, %s, %s) on conflict (agreement_id, content_sha256) do nothing",
+                         (agreement.id, agreement.content_sha256, note))
+        except psycopg.errors.RaiseException as exc:
+            raise NdcError(f"{agreement.path}: approval refused: {exc.diag.message_primary}") from None
+        except psycopg.errors.InsufficientPrivilege:
+            raise NdcError(f"{agreement.path}: approval refused: the role of NDC_APPROVER_URL may not write "
+                           "approvals (it must be a member of ndc_approver)") from None
+
+
+@dataclass
+class ApplyResult:
+    applied: list[str]
+    unapproved: list[str]
+    revoked: list[str]
+    roles: list[str]
+
+
+def apply(conn: psycopg.Connection, warehouse_url: str, *, agencies: dict[str, Agency] | None = None,
+          agreements: dict[str, Agreement] | None = None, today: date | None = None,
+          run_id: str | None = None) -> ApplyResult:
+    """Roles for every agency; views and grants for every approved, current agreement; revoke the rest."""
+    from ndc.conform import dbt
+
+    ensure_tables(conn)
+    shared = dbt.shared_models()
+    agencies = agencies if agencies is not None else load_agencies()
+    agreements = agreements if agreements is not None else load_agreements(agencies=agencies, shared=shared)
+    today = today or datetime.now(UTC).date()
+    result = ApplyResult([], [], [], [])
+    for agency in agencies.values():
+        result.roles += _apply_agency(conn, agency, warehouse_url)
+    result.revoked += _close_undeclared(conn, agencies, warehouse_url)
+    # An approval counts while its approver is still an approver and is not the platform's own role.
+    valid = ("select agreement_id, content_sha256 from ndc_meta.agreement_approvals a"
+             " where exists (select from pg_roles r where r.rolname = a.approved_by"
+             " and pg_has_role(r.oid, 'ndc_approver', 'member'))"
+             " and a.approved_by <> (select pg_get_userbyid(nspowner) from pg_namespace where nspname = 'ndc_meta')")
+    approved = {r[0]: r[1] for r in conn.execute(valid)}
+    approved_pairs = set(conn.execute(valid))
+    conn.commit()
+    wanted: dict[tuple[str, str], tuple[Agreement, ViewGrant]] = {}
+    for agreement in agreements.values():
+        if (agreement.id, agreement.content_sha256) not in approved_pairs:
+            result.unapproved.append(agreement.id)
+            log.warning("agreement %s is not approved (file %s, sha256 %s%s): not applied", agreement.id,
+                        agreement.path, agreement.content_sha256[:12],
+                        "; an earlier version was" if agreement.id in approved else "")
+            continue
+        if agreement.expires < today:
+            continue  # expired: revoked below
+        for view in agreement.views:
+            wanted[(agencies[agreement.consumer].schema, view.shared)] = (agreement, view)
+    with conn.transaction():
+        hmac = _pgcrypto_schema(conn)
+    for _, (agreement, view) in sorted(wanted.items(), key=lambda item: item[0]):
+        _apply_view(conn, agencies[agreement.consumer], agreement, view, hmac)
+    changed = []
+    for agreement in {a.id: a for a, _ in wanted.values()}.values():
+        result.applied.append(agreement.id)
+        with conn.transaction():
+            before = conn.execute("select content_sha256 from ndc_meta.applied_agreements where agreement_id = %s",
+                                  (agreement.id,)).fetchone()
+            if before is None or before[0] != agreement.content_sha256:
+                changed.append(agreement.id)
+            conn.execute("insert into ndc_meta.applied_agreements (agreement_id, consumer, views, content_sha256,"
+                         " starts_on, expires_on) values (%s, %s, %s, %s, %s, %s) on conflict (agreement_id) do"
+                         " update set views = excluded.views, content_sha256 = excluded.content_sha256,"
+                         " starts_on = excluded.starts_on, expires_on = excluded.expires_on, applied_at = now()",
+                         (agreement.id, agreement.consumer, [v.shared for v in agreement.views],
+                          agreement.content_sha256, agreement.start, agreement.expires))
+    result.revoked += _revoke_unbacked(conn, {(s, v) for s, v in wanted}, {a.id for a, _ in wanted.values()},
+                                      run_id)
+    conn.commit()
+    for agreement_id in changed:  # the ledger records a grant when it changes, not every idempotent apply
+        agreement = agreements[agreement_id]
+        ledger.append(conn, ledger.LedgerEntry(
+            kind="agreement_applied", source="shared", target=agencies[agreement.consumer].schema, run_id=run_id,
+            rows_in=0, rows_loaded=0, rows_quarantined=0, duration_ms=0, outcome="success",
+            details={"agreement": agreement.id, "consumer": agreement.consumer, "sha256": agreement.content_sha256,
+                     "views": [v.shared for v in agreement.views], "expires": agreement.expires.isoformat()}))
+    from ndc.sharing import catalog
+
+    catalog.refresh(conn)
+    return result
+
+
+def deliver(conn: psycopg.Connection, publication_id: int, run_id: str | None = None) -> int:
+    """After a publish: one delivery per applied agreement — a ledger row (the sharing transaction) and a receipt
+    carrying that row's hash (the chain's head then), which the agency reads in ``agency_<x>.delivery_receipts``.
+    Returns the deliveries made."""
+    if conn.execute("select to_regclass('ndc_meta.applied_agreements')").fetchone()[0] is None:
+        conn.commit()
+        return 0
+    applied = conn.execute(
+        "select agreement_id, consumer, views from ndc_meta.applied_agreements where (now() at time zone"
+        " 'Asia/Ho_Chi_Minh')::date between starts_on and expires_on order by 1").fetchall()
+    conn.commit()
+    for agreement_id, consumer, views in applied:
+        ledger_id, digest = ledger.append(conn, ledger.LedgerEntry(
+            kind="delivery", source="shared", target=f"agency_{consumer}", run_id=run_id, rows_in=0, rows_loaded=0,
+            rows_quarantined=0, duration_ms=0, outcome="success",
+            details={"agreement": agreement_id, "consumer": consumer, "views": views,
+                     "publication_id": publication_id}))
+        with conn.transaction():
+            conn.execute("insert into ndc_meta.delivery_receipts (agreement_id, consumer, publication_id, views,"
+                         " ledger_id, ledger_hash) values (%s, %s, %s, %s, %s, %s)",
+                         (agreement_id, consumer, publication_id, views, ledger_id, digest))
+    return len(applied)
+
+
+def refuse_superuser(conn: psycopg.Connection, role: str) -> None:
+    """An agency role must not be a superuser. Only a superuser may change that attribute (the platform's own
+    role, in a deployment, is not one), so a superuser role of that name is refused rather than altered."""
+    if conn.execute("select rolsuper from pg_roles where rolname = %s", (role,)).fetchone() == (True,):
+        raise NdcError(f"role {role} is a superuser: an agency role must not be. A database superuser must run"
+                       f" ALTER ROLE {role} NOSUPERUSER (or pick another login name in the agency file)")
+
+
+def _apply_agency(conn: psycopg.Connection, agency: Agency, warehouse_url: str) -> list[str]:
+    group, schema = ident(agency.group_role), ident(agency.schema)
+    roles = [agency.group_role]
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(727005)")
+        _create_role(conn, agency.group_role, login=False)
+        refuse_superuser(conn, agency.group_role)
+        conn.execute(sql.SQL("alter role {} nocreatedb nocreaterole nologin").format(group))
+        for user in agency.users:
+            login = ident(user.login)
+            _create_role(conn, user.login, login=True)
+            refuse_superuser(conn, user.login)
+            conn.execute(sql.SQL("alter role {} nocreatedb nocreaterole login inherit connection limit {}")
+                         .format(login, sql.Literal(user.connection_limit)))
+            conn.execute(sql.SQL("alter role {} set statement_timeout = {}").format(
+                login, sql.Literal(user.statement_timeout)))
+            conn.execute(sql.SQL("grant {} to {}").format(group, login))
+            roles.append(user.login)
+        conn.execute(sql.SQL("create schema if not exists {}").format(schema))
+        conn.execute(sql.SQL("revoke all on schema {} from public").format(schema))
+        conn.execute(sql.SQL("grant usage on schema {} to {}").format(schema, group))
+        conn.execute(sql.SQL("grant connect on database {} to {}").format(ident(database_of(warehouse_url)), group))
+        receipts = ident(agency.schema, "delivery_receipts")
+        conn.execute(sql.SQL("create or replace view {} with (security_barrier = true) as select delivery_id,"
+                             " agreement_id, publication_id, views, ledger_id, ledger_hash, delivered_at"
+                             " from ndc_meta.delivery_receipts where consumer = {}").format(
+            receipts, sql.Literal(agency.name)))
+        conn.execute(sql.SQL("comment on view {} is {}").format(receipts, sql.Literal(
+            f"delivery receipts of {agency.name}: each carries the ledger's hash at delivery")))
+        conn.execute(sql.SQL("grant select on {} to {}").format(receipts, group))
+    return roles
+
+
+def _close_undeclared(conn: psycopg.Connection, agencies: dict[str, Agency], warehouse_url: str) -> list[str]:
+    """Members of an agency group no longer listed in its file, and every member of a group whose agency file is
+    gone, lose the membership and their login; a gone agency's group loses CONNECT. Returns what was closed."""
+    listed = {(a.group_role, u.login) for a in agencies.values() for u in a.users}
+    closed = []
+    with conn.transaction():
+        members = conn.execute(
+            "select g.rolname, m.rolname from pg_auth_members am join pg_roles g on g.oid = am.roleid"
+            " join pg_roles m on m.oid = am.member where g.rolname like 'ndc\\_agency\\_%'").fetchall()
+        for group, member in members:
+            if (group, member) in listed:
+                continue
+            conn.execute(sql.SQL("revoke {} from {}").format(ident(group), ident(member)))
+            conn.execute(sql.SQL("alter role {} nologin").format(ident(member)))
+            closed.append(f"role {member} (was in {group})")
+        declared = {a.group_role for a in agencies.values()}
+        for (group,) in conn.execute("select rolname from pg_roles where rolname like 'ndc\\_agency\\_%'"
+                                     " and not rolcanlogin").fetchall():
+            if group not in declared:
+                conn.execute(sql.SQL("revoke connect on database {} from {}").format(
+                    ident(database_of(warehouse_url)), ident(group)))
+    conn.commit()
+    return closed
+
+
+def _create_role(conn: psycopg.Connection, name: str, *, login: bool) -> None:
+    if not conn.execute("select 1 from pg_roles where rolname = %s", (name,)).fetchone():
+        conn.execute(sql.SQL("create role {} {}").format(ident(name), sql.SQL("login" if login else "nologin")))
+
+
+def _pgcrypto_schema(conn: psycopg.Connection) -> str:
+    """Where pgcrypto lives (``ndc_meta`` when the platform installed it; elsewhere if it was there before)."""
+    row = conn.execute("select extnamespace::regnamespace::text from pg_extension where extname = 'pgcrypto'"
+                       ).fetchone()
+    if row is None:
+        raise NdcError("the pgcrypto extension is missing: pseudonyms are HMAC-SHA256 (postgresql-contrib)")
+    return row[0]
+
+
+def _key(conn: psycopg.Connection, agreement_id: str) -> None:
+    conn.execute("insert into ndc_meta.agreement_keys (agreement_id, hmac_key) values (%s, %s)"
+                 " on conflict (agreement_id) do nothing", (agreement_id, secrets.token_bytes(32)))
+
+
+def _apply_view(conn: psycopg.Connection, agency: Agency, agreement: Agreement, view: ViewGrant,
+                hmac_schema: str) -> None:
+    """``agency_<x>.<view>``: granted columns, masked columns, the row filter and the validity dates."""
+    items = [ident(c) for c in view.columns]
+    hmac = ident(hmac_schema, "hmac")
+    for column, how in view.masked.items():
+        if how == "pseudonym":
+            items.append(sql.SQL(
+                "encode({hmac}(convert_to({c}::text, 'UTF8'), (select k.hmac_key from ndc_meta.agreement_keys k"
+                " where k.agreement_id = {id}), 'sha256'), 'hex') as {alias}").format(
+                hmac=hmac, c=ident(column), id=sql.Literal(agreement.id), alias=ident(f"{column}_pseudonym")))
+        else:
+            items.append(sql.SQL("repeat('*', greatest(length({c}::text) - 4, 0)) || right({c}::text, 4) as {alias}")
+                         .format(c=ident(column), alias=ident(f"{column}_masked")))
+    # The Việt Nam date, whatever TimeZone the reader sets in their session.
+    today = sql.SQL("(now() at time zone 'Asia/Ho_Chi_Minh')::date")
+    conditions = [sql.SQL("{today} >= {} and {today} <= {}").format(
+        sql.Literal(agreement.start), sql.Literal(agreement.expires), today=today)]
+    for column, value in view.row_filter.items():
+        values = value if isinstance(value, list) else [value]
+        conditions.append(sql.SQL("{} = any({})").format(ident(column), sql.Literal(values)))
+    target = ident(agency.schema, view.shared)
+    with conn.transaction():
+        _key(conn, agreement.id)
+        existing = conn.execute("select 1 from pg_views where schemaname = %s and viewname = %s",
+                                (agency.schema, view.shared)).fetchone()
+        if existing:  # the columns may change between versions of an agreement: replace, not alter
+            conn.execute(sql.SQL("drop view {}").format(target))
+        conn.execute(sql.SQL("create view {target} with (security_barrier = true) as select {items} from {source}"
+                             " where {conditions}").format(
+            target=target, items=sql.SQL(", ").join(items), source=ident("shared", view.shared),
+            conditions=sql.SQL(" and ").join(conditions)))
+        conn.execute(sql.SQL("comment on view {} is {}").format(target, sql.Literal(
+            f"agreement {agreement.id} ({agreement.start} to {agreement.expires}): {agreement.purpose}")))
+        conn.execute(sql.SQL("revoke all on {} from public").format(target))
+        conn.execute(sql.SQL("grant select on {} to {}").format(target, ident(agency.group_role)))
+
+
+def _revoke_unbacked(conn: psycopg.Connection, wanted: set[tuple[str, str]], applied: set[str],
+                     run_id: str | None) -> list[str]:
+    """Drop agency views no approved, current agreement backs; forget agreements no longer applied."""
+    revoked = []
+    with conn.transaction():
+        views = conn.execute("select schemaname, viewname from pg_views where schemaname like 'agency\\_%'"
+                             " and viewname <> 'delivery_receipts'").fetchall()
+    for schema, view in views:
+        if (schema, view) not in wanted:
+            with conn.transaction():
+                conn.execute(sql.SQL("drop view {}").format(ident(schema, view)))
+            revoked.append(f"{schema}.{view}")
+    with conn.transaction():
+        gone = [r[0] for r in conn.execute("select agreement_id from ndc_meta.applied_agreements"
+                                           " where not (agreement_id = any(%s))", (sorted(applied),))]
+    for agreement_id in gone:
+        with conn.transaction():
+            conn.execute("delete from ndc_meta.applied_agreements where agreement_id = %s", (agreement_id,))
+        ledger.append(conn, ledger.LedgerEntry(
+            kind="agreement_revoked", source="shared", target=agreement_id, run_id=run_id, rows_in=0,
+            rows_loaded=0, rows_quarantined=0, duration_ms=0, outcome="success",
+            details={"agreement": agreement_id, "views_dropped": revoked}))
+    conn.commit()
+    return revoked

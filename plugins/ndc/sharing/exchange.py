@@ -1,0 +1,555 @@
+"""The direct distributed model: an exchange moves one dataset from a provider agency's database straight into a
+consumer agency's database, gated by the dataset's contract (gate 3 = gate 1's contract), without the payload
+passing through the hub's storage.
+
+One YAML file per exchange under ``dags/exchanges/`` (:class:`ExchangeConfig`, errors name file and field); the
+DAG ``exchange_<name>`` runs :func:`run_exchange` (also ``ndc exchange run``) over its data interval.
+
+What the hub keeps: one ledger row per run (counts, contract name and version, no values), one contract result
+(``gate = 'exchange'``), and for every row that did not reach the consumer only its record key, the checks it
+failed and a keyed hash of the row (HMAC-SHA256 with ``NDC_EXCHANGE_HASH_KEY``) in
+``ndc_meta.exchange_rejections``. Rows are read, validated and written in memory of the task; they are never
+logged, returned (the task's XCom is :class:`ExchangeResult`, counts only) or put in an error message.
+
+Delivery is one consumer transaction per run: the consumer sees the whole window or none of it. Reruns and
+backfills are idempotent: the consumer's table keeps one row per key (the latest version by incremental column,
+then row hash), and a version it already holds is not written again.
+
+This module is read at DAG parse time (the config model): polars, pandera and the connectors load inside the job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ndc.config.sources import CRON, check_identifier, load_all, load_config
+from ndc.errors import ConfigError, ContractViolation, NdcError, SchemaDriftError
+from ndc.settings import REPO_ROOT
+
+if TYPE_CHECKING:
+    import polars as pl
+    import psycopg
+
+    from ndc.config.sources import TableConfig
+    from ndc.contracts import Contract
+
+log = logging.getLogger(__name__)
+
+HASH_KEY_ENV = "NDC_EXCHANGE_HASH_KEY"
+MIN_HASH_KEY_CHARS = 16
+PK_NOT_NULL = "primary_key_not_null"
+DUPLICATE_KEY = "duplicate_key"
+_META = ("_ndc_row_hash", "_ndc_run_id", "_ndc_delivered_at")
+
+
+def exchanges_dir() -> Path:
+    """``NDC_EXCHANGES_DIR``, or ``dags/exchanges`` of this repository."""
+    return Path(os.environ.get("NDC_EXCHANGES_DIR") or REPO_ROOT / "dags" / "exchanges")
+
+
+# --- configuration ----------------------------------------------------------------------------------------------
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProviderConfig(_Strict):
+    conn_id: str = Field(description="Airflow connection id of the provider's database (AIRFLOW_CONN_<ID>)")
+    engine: Literal["postgresql", "mysql"]
+    schema_name: str = Field(default="public", alias="schema",
+                             description="PostgreSQL schema (MySQL has none: the database of the URL is read)")
+    table: str
+    primary_key: list[str] = Field(min_length=1)
+    incremental_column: str
+
+    _names = field_validator("conn_id", "schema_name", "table", "incremental_column")(check_identifier)
+
+    @field_validator("primary_key")
+    @classmethod
+    def _keys(cls, value: list[str]) -> list[str]:
+        for column in value:
+            check_identifier(column)
+        return value
+
+
+class ConsumerConfig(_Strict):
+    conn_id: str = Field(description="Airflow connection id of the consumer's PostgreSQL database")
+    engine: Literal["postgresql"] = "postgresql"
+    schema_name: str = Field(alias="schema")
+    table: str
+
+    _names = field_validator("conn_id", "schema_name", "table")(check_identifier)
+
+
+class ExchangeConfig(_Strict):
+    name: str
+    description: str
+    provider_agency: str
+    consumer_agency: str
+    legal_basis: str = Field(description="the law or agreement that allows the exchange")
+    purpose: str = Field(description="what the consumer uses the data for")
+    owner_contact: str | None = Field(default=None, description="who to contact when the exchange fails")
+    provider: ProviderConfig
+    consumer: ConsumerConfig
+    contract: str = Field(description="contract name in the contract registry, e.g. enterprise.enterprises")
+    schedule: str
+    start_date: date
+    lookback: timedelta = timedelta(0)
+    path: Path | None = Field(default=None, exclude=True)
+
+    _name = field_validator("name")(check_identifier)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        if not CRON.match(value.strip()):
+            raise ValueError("expected a cron expression ('0 2 * * *') or a preset such as '@daily'")
+        return value
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0):
+            raise ValueError("expected a duration of zero or more (ISO 8601, e.g. PT2H)")
+        return value
+
+    @model_validator(mode="after")
+    def _incremental_not_in_key(self) -> ExchangeConfig:
+        if self.provider.incremental_column in self.provider.primary_key:
+            raise ValueError("provider.incremental_column must not be part of provider.primary_key")
+        return self
+
+    @property
+    def dataset(self) -> str:
+        """The name alerts and contract results use for this exchange."""
+        return f"exchange.{self.name}"
+
+    def where(self) -> str:
+        return str(self.path) if self.path else f"exchange {self.name}"
+
+
+def load_exchange(path: Path) -> ExchangeConfig:
+    return load_config(path, ExchangeConfig, "exchange")
+
+
+def load_exchanges(directory: Path) -> list[ExchangeConfig]:
+    """Every exchange file in ``directory`` (none if it does not exist); one ConfigError lists every bad file."""
+    return load_all(directory, load_exchange)
+
+
+def find_exchange(name: str, directory: Path | None = None) -> ExchangeConfig:
+    directory = directory or exchanges_dir()
+    path = directory / f"{name}.yml"
+    if not path.exists():
+        known = ", ".join(p.stem for p in sorted(directory.glob("*.yml"))) or "none"
+        raise ConfigError(f"no exchange file {path} (exchanges in {directory}: {known})")
+    return load_exchange(path)
+
+
+def check_contract(config: ExchangeConfig) -> Contract:
+    """The exchange's contract; its key and incremental column must be contract columns."""
+    from ndc.contracts import get_contract
+
+    try:
+        contract = get_contract(config.contract)
+    except ConfigError as exc:
+        raise ConfigError(f"{config.where()}: field 'contract': {exc}") from None
+    for name, columns in (("provider.primary_key", config.provider.primary_key),
+                          ("provider.incremental_column", [config.provider.incremental_column])):
+        missing = [c for c in columns if c not in contract.columns]
+        if missing:
+            raise ConfigError(f"{config.where()}: field '{name}': {', '.join(missing)} not a column of contract "
+                              f"{contract.name} v{contract.version} ({', '.join(contract.columns)})")
+    return contract
+
+
+# --- the job ----------------------------------------------------------------------------------------------------
+
+@dataclass
+class ExchangeResult:
+    """What a run reports (the Airflow task's XCom): counts and names only, never a value of a row."""
+
+    exchange: str
+    run_id: str
+    source: str
+    target: str
+    contract: str
+    window_start: str
+    window_end: str
+    batches: int = 0
+    rows_in: int = 0
+    rows_delivered: int = 0        # passed the contract and are in the consumer's table (new or already there)
+    rows_written: int = 0          # of those, versions the consumer did not hold yet
+    rows_rejected: int = 0         # failed the contract, or lost to a newer version of their key (hub: key + hash)
+    rows_repaired: int = 0
+    failed_by_check: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def hash_key() -> bytes:
+    raw = os.environ.get(HASH_KEY_ENV, "")
+    if len(raw) < MIN_HASH_KEY_CHARS:
+        raise ConfigError(f"environment variable {HASH_KEY_ENV} must be set to a secret of at least "
+                          f"{MIN_HASH_KEY_CHARS} characters: the hub keeps rejected rows of an exchange only as a "
+                          "keyed hash (HMAC-SHA256) made with it")
+    return raw.encode("utf-8")
+
+
+def row_hmacs(frame: pl.DataFrame, columns: list[str], key: bytes) -> list[str]:
+    """HMAC-SHA256 (hex) of each row's canonical text over ``columns`` (the text :mod:`ndc.landing.rowhash` hashes)."""
+    import polars as pl
+
+    from ndc.landing.rowhash import _text
+
+    if frame.is_empty():
+        return []
+    texts = frame.select(pl.concat_str([_text(c, frame.schema[c]) for c in columns], separator="|")
+                         .cast(pl.Binary)).to_series().to_list()
+    return [hmac.new(key, text, hashlib.sha256).hexdigest() for text in texts]
+
+
+def _record_keys(frame: pl.DataFrame, primary_key: list[str]) -> pl.Series:
+    import polars as pl
+
+    return frame.select(pl.concat_str([pl.col(c).cast(pl.String) for c in primary_key], separator="|",
+                                      ignore_nulls=True)).to_series()
+
+
+def _safe_error(exc: BaseException, config: ExchangeConfig, contract: Contract | None) -> str:
+    """A message about ``exc`` that holds no value of a row (databases and pandera put values in theirs)."""
+    if isinstance(exc, SchemaDriftError) or (isinstance(exc, NdcError) and not isinstance(exc, ContractViolation)):
+        return f"{type(exc).__name__}: {exc}"  # the platform's own messages name files, fields and columns only
+    if isinstance(exc, ContractViolation):
+        version = f" v{contract.version}" if contract else ""
+        return (f"ContractViolation: contract {config.contract}{version}: check {exc.check} failed for a whole "
+                "batch; nothing was delivered")
+    state = getattr(exc, "sqlstate", None)
+    return f"{type(exc).__name__}{f' (SQLSTATE {state})' if state else ''} during exchange {config.name}"
+
+
+class ExchangeError(NdcError):
+    """An exchange failed; the message holds no row values (see the ledger row and the task's log for where)."""
+
+
+def _as_utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(moment.timestamp(), tz=UTC)
+
+
+def _table_config(config: ExchangeConfig) -> TableConfig:
+    from ndc.config.sources import TableConfig
+
+    p = config.provider
+    return TableConfig(name=p.table, source_schema=p.schema_name, source_table=p.table,
+                       primary_key=p.primary_key, incremental_column=p.incremental_column, contract=config.contract)
+
+
+def _open_provider(url: str):
+    from urllib.parse import urlsplit
+
+    scheme = urlsplit(url).scheme
+    if scheme == "postgresql":
+        from ndc.extract.connectors.postgres import PostgresConnector
+
+        return PostgresConnector(url)
+    if scheme == "mysql":
+        from ndc.extract.connectors.mysql import MySQLConnector
+
+        return MySQLConnector(url)
+    raise ConfigError(f"exchange providers are PostgreSQL or MySQL/MariaDB databases, not {scheme}://")
+
+
+def _relation_name(url: str, *parts: str) -> str:
+    """``<database>.<schema>.<table>``: where rows came from or went, without host or credentials."""
+    from ndc.warehouse.connections import database_of
+
+    return ".".join([database_of(url), *parts])
+
+
+def _consumer_url(config: ExchangeConfig, warehouse_url: str) -> str:
+    from urllib.parse import urlsplit
+
+    from ndc.warehouse import connections
+
+    url = connections.resolve(config.consumer.conn_id)
+    if not url.startswith("postgresql:"):
+        raise ConfigError(f"{config.where()}: field 'consumer.conn_id': {connections.env_name(config.consumer.conn_id)}"
+                          " must point at a PostgreSQL database")
+    mine, hub = urlsplit(url), urlsplit(warehouse_url)
+    if (mine.hostname, mine.port or 5432, mine.path) == (hub.hostname, hub.port or 5432, hub.path):
+        raise ConfigError(f"{config.where()}: field 'consumer.conn_id': the consumer's database is the hub's "
+                          "warehouse; a direct exchange never stores its rows in the hub")
+    return url
+
+
+class _Delivery:
+    """The consumer side of one run, in one transaction: passing rows are COPied into a temp stage; at the end the
+    latest version per key is upserted and the losing versions are handed back (key and HMAC only)."""
+
+    def __init__(self, conn: psycopg.Connection, config: ExchangeConfig, contract: Contract, run_id: str) -> None:
+        from psycopg import sql
+
+        from ndc.extract.drift import LANDING_TYPES, family_of
+        from ndc.identifiers import column_list, ident
+
+        self.conn, self.config, self.contract, self.run_id = conn, config, contract, run_id
+        self.columns = list(contract.columns)
+        self.key = config.provider.primary_key
+        c = config.consumer
+        self.table = ident(c.schema_name, c.table)
+        types = sql.SQL(", ").join(sql.SQL("{} {}").format(ident(n), sql.SQL(LANDING_TYPES[family_of(t)]))
+                                   for n, t in contract.columns.items())
+        conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (f"ndc_exchange:{config.name}",))
+        conn.execute(sql.SQL("create schema if not exists {}").format(ident(c.schema_name)))
+        conn.execute(sql.SQL("create table if not exists {} ({}, _ndc_row_hash text not null, _ndc_run_id text not "
+                             "null, _ndc_delivered_at timestamptz not null, primary key ({}))").format(
+            self.table, types, column_list(self.key)))
+        conn.execute(sql.SQL("create temp table _ndc_exchange_stage ({}, _ndc_row_hash text not null, "
+                             "_ndc_row_hmac text not null) on commit drop").format(types))
+
+    def stage(self, passed: pl.DataFrame) -> None:
+        import io
+
+        from psycopg import sql
+
+        from ndc.identifiers import column_list
+
+        if passed.is_empty():
+            return
+        buffer = io.BytesIO()
+        passed.select([*self.columns, "_ndc_row_hash", "_ndc_row_hmac"]).write_csv(buffer, include_header=False)
+        statement = sql.SQL("copy _ndc_exchange_stage ({}) from stdin (format csv)").format(
+            column_list([*self.columns, "_ndc_row_hash", "_ndc_row_hmac"]))
+        with self.conn.cursor().copy(statement) as copy:
+            copy.write(buffer.getbuffer())
+
+    def merge(self) -> tuple[int, int, list[tuple[str, str]]]:
+        """(rows delivered, versions written, losers as (record key, hmac)) — one row per key wins: the latest by
+        incremental column, then row hash; the consumer's row is replaced only by a later version."""
+        from psycopg import sql
+
+        from ndc.identifiers import column_list, ident
+
+        key, inc = column_list(self.key), ident(self.config.provider.incremental_column)
+        self.conn.execute(sql.SQL(
+            "create temp table _ndc_exchange_ranked on commit drop as select *, row_number() over (partition by {key}"
+            " order by {inc} desc, _ndc_row_hash desc) as _ndc_rank from _ndc_exchange_stage").format(key=key, inc=inc))
+        updates = sql.SQL(", ").join(sql.SQL("{0} = excluded.{0}").format(ident(c))
+                                     for c in [*self.columns, *_META] if c not in self.key)
+        written = self.conn.execute(sql.SQL(
+            "insert into {table} as t ({cols}, _ndc_row_hash, _ndc_run_id, _ndc_delivered_at)"
+            " select {cols}, _ndc_row_hash, %s, clock_timestamp() from _ndc_exchange_ranked where _ndc_rank = 1"
+            " on conflict ({key}) do update set {updates}"
+            " where (excluded.{inc}, excluded._ndc_row_hash) > (t.{inc}, t._ndc_row_hash)").format(
+            table=self.table, cols=column_list(self.columns), key=key, updates=updates, inc=inc),
+            (self.run_id,)).rowcount
+        delivered = self.conn.execute("select count(*) from _ndc_exchange_ranked where _ndc_rank = 1").fetchone()[0]
+        record_key = sql.SQL(", ").join(sql.SQL("{}::text").format(ident(c)) for c in self.key)
+        losers = self.conn.execute(sql.SQL("select concat_ws('|', {}), _ndc_row_hmac from _ndc_exchange_ranked"
+                                           " where _ndc_rank > 1").format(record_key)).fetchall()
+        return delivered, written, losers
+
+
+def _reject_null_keys(result, key: list[str]):
+    import polars as pl
+
+    null_key = pl.any_horizontal(pl.col(c).is_null() for c in key)
+    bad = result.passed.filter(null_key)
+    if bad.is_empty():
+        return result.passed, result.rejected
+    bad = bad.with_columns(pl.lit([PK_NOT_NULL], pl.List(pl.String)).alias("_checks"),
+                           pl.lit(None, pl.String).alias("_reasons"))
+    return result.passed.filter(~null_key), pl.concat([result.rejected, bad.select(result.rejected.columns)],
+                                                      how="vertical_relaxed")
+
+
+def _record_rejections(hub: psycopg.Connection, config: ExchangeConfig, contract: Contract, run_id: str,
+                       rows: list[tuple[str, list[str], str]]) -> None:
+    """Key, checks and keyed hash of rows that were not delivered; a rejection known from an earlier run of the
+    same row is kept once."""
+    if not rows:
+        return
+    with hub.cursor() as cur:
+        cur.executemany(
+            "insert into ndc_meta.exchange_rejections (exchange, record_key, checks, row_hmac, contract_name,"
+            " contract_version, run_id) values (%s, %s, %s, %s, %s, %s, %s)"
+            " on conflict (exchange, row_hmac) do nothing",
+            [(config.name, k, checks, digest, contract.name, contract.version, run_id) for k, checks, digest in rows])
+
+
+class _Run:
+    """The state of one run: counts, and rejections to record in the hub."""
+
+    def __init__(self, config: ExchangeConfig, contract: Contract, key: bytes, result: ExchangeResult) -> None:
+        from collections import Counter
+
+        self.config, self.contract, self.key, self.result = config, contract, key, result
+        self.failed: Counter = Counter()
+        self.rejections: list[tuple[str, list[str], str]] = []
+
+    def gate(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Validate one batch; returns its passing rows with their row hash and HMAC; rejected rows leave only
+        key, checks and HMAC."""
+        import polars as pl
+
+        from ndc.contracts.validation import validate
+        from ndc.landing.rowhash import row_hashes
+
+        columns = list(self.contract.columns)
+        result = validate(frame, self.contract)
+        passed, rejected = _reject_null_keys(result, self.config.provider.primary_key)
+        self.result.rows_in += passed.height + rejected.height
+        self.result.rows_repaired += result.repaired
+        if rejected.height:
+            checks = rejected.get_column("_checks").to_list()
+            for row_checks in checks:
+                self.failed.update(row_checks)
+            keys = _record_keys(rejected, self.config.provider.primary_key).to_list()
+            digests = row_hmacs(rejected, columns, self.key)
+            self.rejections.extend(zip(keys, checks, digests, strict=True))
+            self.result.rows_rejected += rejected.height
+        return passed.with_columns(row_hashes(passed, columns),
+                                   pl.Series("_ndc_row_hmac", row_hmacs(passed, columns, self.key), dtype=pl.String))
+
+
+def run_exchange(exchange: ExchangeConfig | str, start: datetime, end: datetime, run_id: str | None = None,
+                 settings=None) -> ExchangeResult:
+    """Deliver the provider's rows of ``[start - lookback, end)`` that pass the contract to the consumer.
+
+    Writes one ledger row (``kind = 'exchange'``) and one contract result (``gate = 'exchange'``) in the hub, also
+    when the run fails (then it raises an :class:`ExchangeError` whose message holds no row values).
+    """
+    from ndc.settings import get_settings
+    from ndc.warehouse import connections, database
+
+    settings = settings or get_settings()
+    config = exchange if isinstance(exchange, ExchangeConfig) else find_exchange(exchange)
+    key = hash_key()
+    contract = check_contract(config)
+    start, end = _as_utc(start), _as_utc(end)
+    window = (start - config.lookback, end)
+    run_id = run_id or f"manual__{datetime.now(UTC).isoformat(timespec='seconds')}"
+    provider_url = connections.source_url(config.provider.conn_id, config.provider.engine)
+    consumer_url = _consumer_url(config, settings.warehouse_url)
+    p, c = config.provider, config.consumer
+    source = _relation_name(provider_url, *([p.schema_name] if provider_url.startswith("postgresql:") else []),
+                            p.table)
+    result = ExchangeResult(exchange=config.name, run_id=run_id, source=source,
+                            target=_relation_name(consumer_url, c.schema_name, c.table),
+                            contract=f"{contract.name} v{contract.version}", window_start=window[0].isoformat(),
+                            window_end=window[1].isoformat())
+    run = _Run(config, contract, key, result)
+    began = time.monotonic()
+    with database.connect(settings.warehouse_url) as hub:
+        database.ensure_meta(hub)
+        error, blocked = None, False
+        try:
+            _deliver(run, provider_url, consumer_url, window, settings.batch_bytes)
+            with hub.transaction():
+                _record_rejections(hub, config, contract, run_id, run.rejections)
+                _update_watermark(hub, config.name, end, run_id)
+        except Exception as exc:
+            error, blocked = _safe_error(exc, config, contract), isinstance(exc, ContractViolation)
+            log.error("exchange %s run %s failed: %s", config.name, run_id, error)
+        except BaseException as exc:  # killed or timed out (Airflow's timeout is a BaseException): not a success
+            error = f"interrupted ({type(exc).__name__})"
+            raise
+        finally:
+            if hub.info.transaction_status.name != "IDLE":
+                hub.rollback()
+            result.failed_by_check = dict(run.failed)
+            result.seconds = round(time.monotonic() - began, 3)
+            _write_ledger(hub, run, window, (start, end), error)
+            if error is None or blocked:
+                _record_result(hub, run, error)
+        if error:
+            raise ExchangeError(f"exchange {config.name} run {run_id}: {error}")
+        from ndc.audit import alerts
+
+        alerts.close_alerts(hub, config.dataset, run_id)
+    log.info("exchange %s done: %s", config.name, asdict(result))
+    return result
+
+
+def _deliver(run: _Run, provider_url: str, consumer_url: str, window: tuple[datetime, datetime],
+             batch_bytes: int) -> None:
+    from contextlib import closing
+
+    from ndc.extract.connectors.base import ExtractRequest
+    from ndc.extract.drift import check_drift
+    from ndc.warehouse import database
+
+    config, contract, result = run.config, run.contract, run.result
+    table = _table_config(config)
+    request = ExtractRequest(table=table, columns=list(contract.columns), contract_schema=contract.columns,
+                             window=window, batch_bytes=batch_bytes)
+    with closing(_open_provider(provider_url)) as provider, database.connect(consumer_url) as out:
+        check_drift(f"{config.provider.conn_id} (exchange {config.name})", table.name, contract,
+                    provider.column_sets(table, request))
+        delivery = _Delivery(out, config, contract, run.result.run_id)
+        for chunk in provider.chunks(request):
+            result.batches += 1
+            delivery.stage(run.gate(chunk.frame))
+            log.info("exchange %s batch %d: %d rows in so far, %d rejected", config.name, result.batches,
+                     result.rows_in, result.rows_rejected)
+        delivered, written, losers = delivery.merge()
+        out.commit()  # the whole window reaches the consumer at once, or nothing of it
+    result.rows_delivered, result.rows_written = delivered, written
+    if losers:
+        run.failed[DUPLICATE_KEY] += len(losers)
+        run.rejections.extend((k, [DUPLICATE_KEY], digest) for k, digest in losers)
+        result.rows_rejected += len(losers)
+    log.info("exchange %s delivered %d rows (%d new versions), %d not delivered", config.name, delivered, written,
+             result.rows_rejected)
+
+
+def _update_watermark(hub: psycopg.Connection, name: str, through: datetime, run_id: str) -> None:
+    """How far the exchange has delivered (the latest interval end): a monitoring figure, not the exchange key."""
+    hub.execute("insert into ndc_meta.exchange_watermarks (exchange, delivered_through, last_run_id)"
+                " values (%s, %s, %s) on conflict (exchange) do update set delivered_through ="
+                " greatest(ndc_meta.exchange_watermarks.delivered_through, excluded.delivered_through),"
+                " last_run_id = excluded.last_run_id, updated_at = now()", (name, through, run_id))
+
+
+def _write_ledger(hub: psycopg.Connection, run: _Run, window: tuple[datetime, datetime],
+                  interval: tuple[datetime, datetime], error: str | None) -> None:
+    from ndc.audit import ledger
+
+    result, config = run.result, run.config
+    delivered = 0 if error else result.rows_delivered
+    details = {"exchange": config.name, "provider_agency": config.provider_agency,
+               "consumer_agency": config.consumer_agency, "purpose": config.purpose,
+               "legal_basis": config.legal_basis, "batches": result.batches, "rows_written": 0 if error else
+               result.rows_written, "rows_repaired": result.rows_repaired, "failed_by_check": result.failed_by_check,
+               "window_start": window[0], "window_end": window[1], "payload_in_hub": False}
+    if error:
+        details["error"] = error
+    ledger.append(hub, ledger.LedgerEntry(
+        kind="exchange", source=result.source, target=result.target, run_id=result.run_id,
+        interval_start=interval[0], interval_end=interval[1], rows_in=result.rows_in, rows_loaded=delivered,
+        rows_quarantined=result.rows_rejected, contract_name=run.contract.name,
+        contract_version=run.contract.version, duration_ms=int(result.seconds * 1000),
+        outcome="failed" if error else "success", details=details))
+
+
+def _record_result(hub: psycopg.Connection, run: _Run, error: str | None) -> None:
+    from collections import Counter
+
+    from ndc.audit import contract_results
+
+    contract_results.record(hub, contract_results.ContractResult(
+        gate="exchange", dataset=run.config.dataset, contract_name=run.contract.name,
+        contract_version=run.contract.version, run_id=run.result.run_id, rows_checked=run.result.rows_in,
+        rows_failed=run.result.rows_rejected, failed_by_check=Counter(run.result.failed_by_check),
+        duration_ms=max(1, int(run.result.seconds * 1000)), blocked=error))

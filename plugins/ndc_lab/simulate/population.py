@@ -1,0 +1,346 @@
+"""Simulated National Population Database (Ministry of Public Security), on PostgreSQL.
+
+Tables (a legacy system: ``citizens`` has no unique constraint on the PIN, so duplicate keys can exist):
+- ``citizens``: 12-digit PIN (3-digit birth-registration province, century+sex digit, 2-digit year, 6 random),
+  legacy 9-digit CMND for some people born before 2000, full name, birth and death dates, sex, ethnicity,
+  household, residence province (codes in force on ``updated_at``: 63 codes before 2025-07-01, 34 after), ward,
+  address, ``updated_at``;
+- ``households``: household id (``HK`` + 10 digits), head's PIN, province, ward, address;
+- ``residence_changes``: one row per move between provinces.
+
+Generation is vectorised (numpy + polars, then COPY): 100,000 citizens take about a second. Faker ``vi_VN``
+supplies name parts, wards and street addresses, seeded, so a seed always gives the same databases.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
+
+import numpy as np
+import polars as pl
+import psycopg
+from faker import Faker
+from faker.providers.person.vi_VN import Provider as PersonNames
+
+from ndc.reference import REORGANISATION_DATE, current_code_of, new_codes, old_codes
+from ndc_lab.simulate.common import Picker, SourceSpec, decomposes, nfd, second_of_day, set_rows, vietnam_day
+from ndc_lab.simulate.manifest import MANIFEST_DDL, Defect, empty_manifest, manifest_rows
+
+UPDATED_FROM = datetime(2024, 7, 1, tzinfo=UTC)
+BIRTH_FROM, BIRTH_TO = date(1930, 1, 1), date(2024, 6, 30)
+UNKNOWN_CODES = ("00", "99")
+ETHNICITIES = {"Kinh": 853, "Tày": 19, "Thái": 19, "Mường": 15, "Khmer": 14, "H'Mông": 15, "Nùng": 11,
+               "Hoa": 8, "Dao": 9, "Gia Rai": 5, "Ê Đê": 4, "Ba Na": 3, "Sán Dìu": 2, "Chăm": 2}
+SURNAME_WEIGHTS = {"Nguyễn": 38, "Trần": 11, "Lê": 9.5, "Phạm": 7.1, "Vũ": 3.9, "Đặng": 2.1, "Bùi": 2,
+                   "Dương": 1, "Hoàng": 5.1, "Phan": 4.5}
+
+PIN_FORMAT = Defect("pin_format", "quarantined", "pin_format")
+PIN_BIRTH = Defect("pin_birth_consistency", "quarantined", "pin_birth_consistency")
+FUTURE_BIRTH = Defect("future_birth_date", "quarantined", "birth_date_range")
+DEATH_BEFORE_BIRTH = Defect("death_before_birth", "quarantined", "death_after_birth")
+PROVINCE = Defect("unknown_or_retired_province", "quarantined", "province_code_valid")
+BLANK_NAME = Defect("blank_name", "quarantined", "full_name_not_blank")
+CMND = Defect("cmnd_format", "quarantined", "cmnd_format")
+DUPLICATE = Defect("duplicate_key", "superseded", "duplicate_key")
+NFD = Defect("nfd_text", "repaired", None)
+ORPHAN_HOUSEHOLD = Defect("orphan_household", "exception", None)
+FUTURE_MOVE = Defect("future_move", "quarantined", "moved_on_range")
+ORPHAN_CITIZEN = Defect("orphan_citizen", "exception", None)
+ORPHAN_HEAD = Defect("orphan_head", "exception", None)
+
+CITIZEN_DEFECTS = (PIN_FORMAT, PIN_BIRTH, FUTURE_BIRTH, DEATH_BEFORE_BIRTH, PROVINCE, BLANK_NAME, CMND,
+                   DUPLICATE, NFD, ORPHAN_HOUSEHOLD)
+
+SOURCE_DDL = """
+drop table if exists citizens, households, residence_changes;
+create table citizens (
+    pin varchar(16), cmnd varchar(12), full_name text, birth_date date, death_date date, sex char(1),
+    ethnicity text, household_id varchar(16), province_code varchar(3), ward text, address text,
+    updated_at timestamptz not null
+);
+create table households (
+    household_id varchar(16) primary key, head_pin varchar(16), province_code varchar(3), ward text,
+    address text, updated_at timestamptz not null
+);
+create table residence_changes (
+    change_id bigint primary key, pin varchar(16), from_province_code varchar(3), to_province_code varchar(3),
+    moved_on date, updated_at timestamptz not null
+);
+"""
+SOURCE_INDEXES = """
+create index on citizens (updated_at); create index on citizens (pin);
+create index on households (updated_at); create index on residence_changes (updated_at);
+"""
+
+
+# The population is sized and seeded by the same spec as every other source (they are drawn from it).
+PopulationSpec = SourceSpec
+
+
+@dataclass
+class SimulatedPopulation:
+    citizens: pl.DataFrame
+    households: pl.DataFrame
+    residence_changes: pl.DataFrame
+    manifest: pl.DataFrame
+
+
+class _Generator:
+    def __init__(self, spec: PopulationSpec) -> None:
+        self.spec = spec
+        self.rng = np.random.default_rng(spec.seed)
+        faker = Faker("vi_VN")
+        faker.seed_instance(spec.seed)
+        self.wards = sorted({f"{faker.commune_prefix()} {faker.commune_name()}" for _ in range(600)})
+        self.addresses = sorted({faker.street_address() for _ in range(3000)})
+        self.old = np.array(old_codes())
+        self.current = current_code_of()
+        self.updated_to = datetime.combine(spec.as_of, datetime.min.time(), UTC)
+
+    def choice(self, values, n: int, weights=None) -> np.ndarray:
+        p = None if weights is None else np.asarray(weights, dtype=float) / np.sum(weights)
+        return self.rng.choice(np.asarray(values), size=n, p=p)
+
+    def timestamps(self, n: int) -> pl.Series:
+        span = int((self.updated_to - UPDATED_FROM).total_seconds())
+        seconds = self.rng.integers(0, span, n)
+        moments = np.datetime64(UPDATED_FROM.replace(tzinfo=None), "s") + seconds.astype("timedelta64[s]")
+        return pl.Series(moments.astype("datetime64[us]")).dt.replace_time_zone("UTC")
+
+    def residence(self, updated_at: pl.Series) -> pl.Series:
+        """A province code in force on each record's Việt Nam date."""
+        old = pl.Series(self.choice(self.old, updated_at.len()))
+        local = updated_at.dt.convert_time_zone("Asia/Ho_Chi_Minh").dt.date()
+        new = old.replace_strict(self.current)
+        return pl.select(pl.when(local < REORGANISATION_DATE).then(old).otherwise(new)).to_series()
+
+    def unique_pins(self, prefix: pl.Series, digit: pl.Series, year: pl.Series) -> pl.Series:
+        n = prefix.len()
+        random6 = self.rng.integers(0, 1_000_000, n)
+        while True:
+            pins = _pin(prefix, digit, year, pl.Series(random6))
+            dup = pins.is_duplicated().to_numpy()
+            if not dup.any():
+                return pins
+            random6[dup] = self.rng.integers(0, 1_000_000, int(dup.sum()))
+
+    def names(self, sex: np.ndarray) -> pl.Series:
+        n = sex.size
+        last = self.choice(list(SURNAME_WEIGHTS), n, list(SURNAME_WEIGHTS.values()))
+        middles = [m for m in PersonNames.middle_names if m != "Thị"]
+        female = sex == "F"
+        middle = np.where(female & (self.rng.random(n) < 0.6), "Thị",
+                          np.where(~female & (self.rng.random(n) < 0.4), "Văn", self.choice(middles, n)))
+        first = np.where(female, self.choice(list(PersonNames.first_names_female), n),
+                         self.choice(list(PersonNames.first_names_male), n))
+        return pl.Series(np.char.add(np.char.add(np.char.add(np.char.add(last, " "), middle), " "), first))
+
+    def base_citizens(self) -> pl.DataFrame:
+        """Clean citizens without PINs (PINs are derived once birth dates are final)."""
+        n, rng = self.spec.citizens, self.rng
+        sex = self.choice(["M", "F"], n)
+        birth = pl.Series(np.datetime64(BIRTH_FROM, "D") + rng.integers(0, (BIRTH_TO - BIRTH_FROM).days, n)
+                          ).cast(pl.Date)
+        year = birth.dt.year().to_numpy()
+        updated_at = self.timestamps(n)
+        has_cmnd = pl.Series((year < 2000) & (rng.random(n) < 0.6))
+        digits = pl.Series(np.char.zfill(rng.integers(0, 10**9, n).astype(str), 9))
+        cmnd = pl.select(pl.when(pl.lit(has_cmnd)).then(pl.lit(digits))).to_series()
+        households = max(1, n // 3)
+        frame = pl.DataFrame({
+            "birth_province": self.choice(self.old, n),
+            "cmnd": cmnd, "full_name": self.names(sex), "birth_date": birth,
+            "dies": (year < 1950) & (rng.random(n) < 0.05), "death_days": rng.integers(0, 300, n),
+            "sex": sex, "ethnicity": self.choice(list(ETHNICITIES), n, list(ETHNICITIES.values())),
+            "household_id": pl.Series(rng.integers(0, households, n)).cast(pl.String).str.zfill(9),
+            "province_code": self.residence(updated_at), "ward": self.choice(self.wards, n),
+            "address": self.choice(self.addresses, n), "updated_at": updated_at,
+        })
+        local = vietnam_day(pl.col("updated_at"))
+        return frame.with_columns(
+            pl.when("dies").then(local - pl.duration(days=pl.col("death_days"))).alias("death_date"),
+            ("HK1" + pl.col("household_id")).alias("household_id"),
+        ).drop("dies", "death_days").with_row_index("_row")
+
+    def assign_pins(self, frame: pl.DataFrame) -> pl.DataFrame:
+        year = frame["birth_date"].dt.year()
+        digit = (year // 100 - 19) * 2 + (frame["sex"] == "F").cast(pl.Int32)
+        pins = self.unique_pins(frame["birth_province"], digit, year)
+        return frame.with_columns(pins.alias("pin")).drop("birth_province")
+
+
+def _pin(prefix: pl.Series, digit: pl.Series, year: pl.Series, random6: pl.Series) -> pl.Series:
+    return pl.select(pl.concat_str(
+        pl.lit("0") + prefix, digit.cast(pl.String), (year % 100).cast(pl.String).str.zfill(2),
+        random6.cast(pl.String).str.zfill(6))).to_series()
+def _pick_defects(gen: _Generator, base: pl.DataFrame) -> dict[Defect, list[int]]:
+    k = gen.spec.defect_count(base.height)
+    picker = Picker(gen.rng, base.height)
+    no_death = base["death_date"].is_null().to_numpy()
+    seconds = second_of_day(base["updated_at"])
+    picks = {FUTURE_BIRTH: picker.take(k, no_death), DUPLICATE: picker.take(k, no_death & (seconds >= 2)),
+             NFD: picker.take(k, decomposes(base["full_name"]))}
+    for defect in (PIN_FORMAT, PIN_BIRTH, DEATH_BEFORE_BIRTH, PROVINCE, BLANK_NAME, CMND, ORPHAN_HOUSEHOLD):
+        picks[defect] = picker.take(k)
+    return picks
+
+
+def _inject_citizen_defects(gen: _Generator, base: pl.DataFrame, picks: dict[Defect, list[int]]) -> pl.DataFrame:
+    rng, local = gen.rng, vietnam_day(pl.col("updated_at"))
+    frame = set_rows(base, picks[FUTURE_BIRTH], "birth_date",
+                 local + pl.duration(days=pl.lit(pl.Series(rng.integers(1, 3000, base.height)))))
+    frame = gen.assign_pins(frame)
+    half = picks[PIN_FORMAT][: len(picks[PIN_FORMAT]) // 2]
+    frame = set_rows(frame, picks[PIN_FORMAT], "pin", pl.when(pl.col("_row").is_in(half))
+                 .then(pl.col("pin").str.slice(0, 11))
+                 .otherwise(pl.col("pin").str.slice(0, 7) + "O" + pl.col("pin").str.slice(8)))
+    frame = set_rows(frame, picks[PIN_BIRTH], "sex",
+                     pl.when(pl.col("sex") == "M").then(pl.lit("F")).otherwise(pl.lit("M")))
+    frame = set_rows(frame, picks[DEATH_BEFORE_BIRTH], "death_date",
+                 pl.col("birth_date") - pl.duration(days=pl.lit(pl.Series(rng.integers(1, 1000, base.height)))))
+    retired = sorted(set(old_codes()) - set(new_codes()))
+    frame = set_rows(frame, picks[PROVINCE], "province_code",
+                 pl.when(local >= REORGANISATION_DATE)
+                 .then(pl.lit(pl.Series(gen.choice(retired, base.height))))
+                 .otherwise(pl.lit(pl.Series(gen.choice(UNKNOWN_CODES, base.height)))))
+    frame = set_rows(frame, picks[BLANK_NAME], "full_name",
+                 pl.when(pl.col("_row") % 2 == 0).then(pl.lit("")).otherwise(pl.lit("   ")))
+    eight = pl.Series(np.char.zfill(rng.integers(0, 10**8, base.height).astype(str), 8))
+    return set_rows(frame, picks[CMND], "cmnd", pl.lit(eight))
+
+
+def _households(citizens: pl.DataFrame) -> pl.DataFrame:
+    heads = citizens.sort("_row").group_by("household_id", maintain_order=True).first()
+    return heads.select("household_id", pl.col("pin").alias("head_pin"), "province_code", "ward", "address",
+                        "updated_at").sort("household_id")
+
+
+def _absent_pins(gen: _Generator, pins: pl.Series, k: int) -> pl.Series:
+    """``k`` well-formed PINs that belong to nobody (for orphan references)."""
+    taken, found = set(pins.to_list()), {}
+    while len(found) < k:
+        for pin in gen.choice(pins.to_numpy(), k - len(found)):
+            candidate = f"{pin[:6]}{int(gen.rng.integers(0, 1_000_000)):06d}"
+            if candidate not in taken:
+                found[candidate] = None
+    return pl.Series(list(found)[:k])
+
+
+def _residence_changes(gen: _Generator, citizens: pl.DataFrame) -> pl.DataFrame:
+    m = max(1, citizens.height // 20)
+    updated_at = gen.timestamps(m)
+    back = pl.Series(gen.rng.integers(0, 60, m))
+    frame = pl.DataFrame({"change_id": np.arange(1, m + 1, dtype=np.int64),
+                          "pin": gen.choice(citizens["pin"].to_numpy(), m), "updated_at": updated_at})
+    frame = frame.with_columns((vietnam_day(pl.col("updated_at")) - pl.duration(days=pl.lit(back))).alias("moved_on"))
+    codes = {}
+    for column in ("from_province_code", "to_province_code"):
+        old = pl.Series(gen.choice(gen.old, m))
+        codes[column] = pl.when(pl.col("moved_on") < REORGANISATION_DATE).then(pl.lit(old)).otherwise(
+            pl.lit(old.replace_strict(gen.current)))
+    return frame.with_columns(**codes).select("change_id", "pin", "from_province_code", "to_province_code",
+                                               "moved_on", "updated_at").with_row_index("_row")
+
+
+def _inject_related_defects(gen: _Generator, households: pl.DataFrame, changes: pl.DataFrame,
+                            pins: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame, list[pl.DataFrame]]:
+    rng, manifest = gen.rng, []
+    households = households.with_row_index("_row")
+    picker = Picker(rng, households.height)
+    kh = gen.spec.defect_count(households.height)
+    bad_province, orphan_head = picker.take(kh), picker.take(kh)
+    households = set_rows(households, bad_province, "province_code", pl.lit(UNKNOWN_CODES[1]))
+    households = set_rows(households, orphan_head, "head_pin", pl.lit(_absent_pins(gen, pins, households.height)))
+    for rows, defect in ((bad_province, PROVINCE), (orphan_head, ORPHAN_HEAD)):
+        manifest.append(manifest_rows("households", households["household_id"].gather(rows), defect))
+    picker = Picker(rng, changes.height)
+    kc = gen.spec.defect_count(changes.height)
+    future, bad_code, orphan = picker.take(kc), picker.take(kc), picker.take(kc)
+    new = pl.lit(pl.Series(gen.choice(list(new_codes()), changes.height)))
+    changes = set_rows(changes, future, "moved_on", vietnam_day(pl.col("updated_at")) + pl.duration(
+        days=pl.lit(pl.Series(rng.integers(1, 365, changes.height)))))
+    changes = set_rows(set_rows(changes, future, "from_province_code", new), future, "to_province_code", new)
+    changes = set_rows(changes, bad_code, "to_province_code", pl.lit(UNKNOWN_CODES[0]))
+    changes = set_rows(changes, orphan, "pin", pl.lit(_absent_pins(gen, pins, changes.height)))
+    for rows, defect in ((future, FUTURE_MOVE), (bad_code, PROVINCE), (orphan, ORPHAN_CITIZEN)):
+        manifest.append(manifest_rows("residence_changes", changes["change_id"].gather(rows), defect))
+    return households.drop("_row"), changes.drop("_row"), manifest
+
+
+def _duplicate_losers(gen: _Generator, citizens: pl.DataFrame, rows: list[int]) -> pl.DataFrame:
+    winners = citizens.filter(pl.col("_row").is_in(rows)).sort("_row")
+    seconds = second_of_day(winners["updated_at"])
+    earlier = gen.rng.integers(1, np.maximum(seconds, 2))
+    return winners.with_columns(
+        (pl.col("updated_at") - pl.duration(seconds=pl.lit(pl.Series(earlier)))).alias("updated_at"),
+        pl.lit(pl.Series(gen.choice(gen.addresses, winners.height))).alias("address"))
+
+
+CITIZEN_COLUMNS = ["pin", "cmnd", "full_name", "birth_date", "death_date", "sex", "ethnicity", "household_id",
+                   "province_code", "ward", "address", "updated_at"]
+
+
+def simulate(spec: PopulationSpec) -> SimulatedPopulation:
+    gen = _Generator(spec)
+    base = gen.base_citizens()
+    picks = _pick_defects(gen, base)
+    citizens = _inject_citizen_defects(gen, base, picks)
+    rejected = [r for d, rows in picks.items() if d.outcome == "quarantined" or d is ORPHAN_HOUSEHOLD for r in rows]
+    landing = citizens.filter(~pl.col("_row").is_in(rejected))
+    households, changes, manifest = _inject_related_defects(
+        gen, _households(landing), _residence_changes(gen, landing), citizens["pin"])
+    citizens = set_rows(citizens, picks[NFD], "full_name", nfd(pl.col("full_name")))
+    citizens = set_rows(citizens, picks[NFD], "address", nfd(pl.col("address")))
+    orphan_ids = pl.Series([f"HK9{i:09d}" for i in gen.rng.integers(0, 10**9, citizens.height)])
+    citizens = set_rows(citizens, picks[ORPHAN_HOUSEHOLD], "household_id", pl.lit(orphan_ids))
+    losers = _duplicate_losers(gen, citizens, picks[DUPLICATE])
+    for defect in CITIZEN_DEFECTS:
+        chosen = citizens.filter(pl.col("_row").is_in(picks[defect])).sort("_row")
+        versions = losers.sort("_row")["updated_at"] if defect is DUPLICATE else None
+        manifest.append(manifest_rows("citizens", chosen["pin"], defect, versions))
+    all_citizens = pl.concat([citizens, losers]).sort("_row", "updated_at").select(CITIZEN_COLUMNS)
+    return SimulatedPopulation(all_citizens, households, changes.select(
+        "change_id", "pin", "from_province_code", "to_province_code", "moved_on", "updated_at"),
+        pl.concat([empty_manifest(), *manifest]))
+
+
+def _copy(conn: psycopg.Connection, table: str, frame: pl.DataFrame) -> None:
+    buffer = io.BytesIO()
+    frame.write_csv(buffer, include_header=False)
+    columns = ", ".join(frame.columns)
+    with conn.cursor().copy(f"copy {table} ({columns}) from stdin (format csv)") as copy:
+        copy.write(buffer.getbuffer())
+
+
+def write(url: str, sim: SimulatedPopulation, spec: PopulationSpec) -> None:
+    """(Re)create the source system in the database at ``url`` (created if missing)."""
+    from ndc.warehouse.database import ensure_database
+
+    ensure_database(url)
+    with psycopg.connect(url) as conn:
+        conn.execute("set timezone = 'UTC'")
+        conn.execute(SOURCE_DDL)
+        _copy(conn, "citizens", sim.citizens)
+        _copy(conn, "households", sim.households)
+        _copy(conn, "residence_changes", sim.residence_changes)
+        conn.execute(SOURCE_INDEXES)
+        conn.execute(MANIFEST_DDL)
+        _copy(conn, "simulator.defect_manifest", sim.manifest)
+        conn.execute("insert into simulator.runs (source, spec) values ('population', %s)",
+                     (json.dumps(asdict(spec), default=str),))
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("vacuum analyze")
+
+
+def default_target() -> str:
+    from ndc.warehouse import connections
+
+    return connections.resolve("ndc_src_population")
+
+
+def describe(sim: SimulatedPopulation) -> str:
+    return (f"{sim.citizens.height:,} citizen rows, {sim.households.height:,} households, "
+            f"{sim.residence_changes.height:,} residence changes")
