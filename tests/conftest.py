@@ -10,16 +10,15 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from ndc.warehouse.connections import with_database
 from ndc.warehouse.database import drop_database, ensure_database
+from tests.helpers.database import mysql_connect
 
 SERVER = os.environ.get("NDC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _server_up() -> str | None:
@@ -42,19 +41,6 @@ def pg_server() -> str:
 
 
 MYSQL_SERVER = os.environ.get("NDC_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/")
-
-
-def mysql_connect(url: str):
-    """A mysql-connector connection to ``url`` (the database part may be empty)."""
-    from urllib.parse import unquote, urlsplit
-
-    import mysql.connector
-
-    parts = urlsplit(url)
-    return mysql.connector.connect(
-        host=parts.hostname, port=parts.port or 3306, user=unquote(parts.username or "root"),
-        password=unquote(parts.password or ""), database=parts.path.lstrip("/") or None, use_pure=True,
-        autocommit=True, connection_timeout=5)
 
 
 @pytest.fixture(scope="session")
@@ -97,13 +83,3 @@ def dbs(pg_server: str) -> Iterator[Databases]:
                 os.environ[key] = value
         drop_database(found.warehouse)
         drop_database(found.source)
-
-
-def query(url: str, statement: str, params: tuple = ()) -> list[tuple]:
-    with psycopg.connect(url) as conn:
-        conn.execute("set timezone = 'UTC'")
-        return conn.execute(statement, params).fetchall()
-
-
-def scalar(url: str, statement: str, params: tuple = ()):
-    return query(url, statement, params)[0][0]

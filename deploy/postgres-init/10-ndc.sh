@@ -65,7 +65,7 @@ run_psql --dbname ndc <<'SQL'
 create extension if not exists pg_stat_statements;
 SQL
 
-# The anchor table as ndc.audit.anchor.ANCHOR_DDL creates it, owned by ndc_anchor_owner (tests/test_compose.py checks
+# The anchor table as ndc.audit.anchor.ANCHOR_DDL creates it, owned by ndc_anchor_owner (tests/deploy/test_compose.py checks
 # that every statement of ANCHOR_DDL is here word for word).
 run_psql --dbname ndc_ledger_anchor <<'SQL'
 set role ndc_anchor_owner;

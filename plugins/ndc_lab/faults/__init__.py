@@ -5,7 +5,7 @@ simulator's manifest sends to quarantine), no duplicate keys, every quarantined 
 is consistent and verifies.
 
 ``ndc faults`` runs every scenario (or ``--only``) on fresh databases and prints one line per scenario: survived
-or not, rows expected vs found. ``tests/test_faults.py`` runs the same functions. Scenarios register themselves
+or not, rows expected vs found. ``tests/lab/test_faults.py`` runs the same functions. Scenarios register themselves
 with :func:`scenario` in the modules listed in :data:`MODULES`.
 """
 

@@ -20,7 +20,7 @@ from ndc_lab.faults.groundtruth import KEYS, copy_source, expected_minus_landing
 
 # What a reader of the shared views sees, in one statement: province_statistics' population in its last month,
 # the living citizens at the end of that month, and all citizens. The first two agree only if the reader never
-# sees one view from one build and the other from another (tests/test_publish_gate.py, fault scenarios 4 and 8).
+# sees one view from one build and the other from another (tests/conform/test_build_audit.py, fault scenarios 4 and 8).
 SHARED_CONSISTENT = """
 with last as (select max(month) as month from shared.province_statistics)
 select (select sum(population) from shared.province_statistics s, last where s.month = last.month),

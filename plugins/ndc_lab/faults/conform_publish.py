@@ -413,7 +413,7 @@ def _redis_up() -> None:
 
 
 def _airflow_env(warehouse: str, source: str, metadata: str, home: Path, port: int, queue: str) -> dict[str, str]:
-    """The Celery test's settings (tests/test_celery.py), with this scenario's databases, queue and a short task
+    """The Celery test's settings (tests/airflow/test_celery.py), with this scenario's databases, queue and a short task
     heartbeat timeout (Airflow's default, 300 s, is how long a lost task waits before it is retried)."""
     from ndc_lab.bench.conform import TUNED
     from ndc_lab.demo import airflow_env
