@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import polars as pl
 from psycopg import sql
 
-from ndc.audit import alerts, contract_results
+from ndc.audit.handoff import Handoff, new_run_id, recorded
 from ndc.config.sources import SourceConfig, find_source, load_sources
 from ndc.contracts import get_contract
 from ndc.contracts.validation import GateResult, validate
@@ -35,7 +35,6 @@ from ndc.landing.load import (
     previous_load,
     stage_batch,
     update_watermark,
-    write_ledger,
 )
 from ndc.landing.rowhash import row_hashes
 from ndc.settings import Settings, get_settings
@@ -213,8 +212,10 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
     table = source.table(table_name)
     start, end = _as_utc(FULL_REFRESH_START if full_refresh else start), _as_utc(end)
     window = (max(FULL_REFRESH_START, start - source.lookback), end)
-    run_id = run_id or f"manual__{datetime.now(UTC).isoformat(timespec='seconds')}"
-    stats, began = RunStats(), time.monotonic()
+    stats = RunStats()
+    run = Handoff(kind="extract", source=source.name, target=f"{target.schema}.{target.table}",
+                  run_id=run_id or new_run_id(), interval=(start, end), contract=target.contract, gate="landing",
+                  dataset=target.dataset, interrupted_note="; nothing of it was merged")
     with database.connect(settings.warehouse_url) as wh:
         database.ensure_meta(wh)
         ensure_landing(wh, target)
@@ -223,55 +224,29 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
         request = ExtractRequest(table=table, columns=target.columns, contract_schema=target.contract.columns,
                                  window=window, batch_bytes=settings.batch_bytes, full_refresh=full_refresh,
                                  skip_files=loaded_files(wh, target.dataset))
-        error = blocked = None
         source_url = ""
-        try:
-            source_url = connections.source_url(source.connection.conn_id, source.connection.engine)
-            connector = open_connector(source, source_url)
-            with closing(connector):
-                drift = check_drift(source.name, table.name, target.contract, connector.column_sets(table, request))
-                stats.new_columns = drift.new_columns
-                # Reading and validating the next batch (a thread) overlaps staging this one.
-                gated = _grouped(_gated(connector.chunks(request), target.contract), request.batch_rows)
-                with closing(prefetch(gated)) as gated:
-                    stats.batches = _stage_chunks(wh, target, gated, run_id, window, stats, began)
-            staged_at = time.monotonic()
-            if not accept_row_drop:
-                check_row_count(wh, target, table, stats, (start, end), full_refresh, source.path,
-                                source.connection.engine)
-            stats.merge = merge_staged(wh, target, run_id)
-            stats.failed_by_check[DUPLICATE_KEY] += (stats.merge.rows_duplicates
-                                                     + stats.merge.rows_superseded_in_landing)
-            timing = (staged_at - began, time.monotonic() - staged_at)
-        except Exception as exc:
-            lost = lost_connection(exc, wh, f"{source.name}.{table.name}", source.name, source_url,
-                                   settings.warehouse_url)
-            error = f"{type(lost or exc).__name__}: {lost or exc}"
-            blocked = _discard_if_blocked(wh, target, run_id, exc)
-            if lost is not None:
-                raise lost from exc
-            raise
-        except BaseException as exc:  # interrupted (Ctrl-C, a task timeout): a failed run, never a success
-            error = f"{type(exc).__name__}: the run was interrupted; nothing of it was merged"
-            raise
-        finally:
+        with recorded(wh, run):
             try:
-                _record_run(wh, source.name, target, run_id, (start, end), window, stats, began, error, blocked,
-                            full_refresh)
-            except Exception:
-                if error is None:
-                    raise
-                # the run's own error is what propagates; the ledger could not take its failed row
-                log.exception("%s: could not record the failed run %s in the ledger", target.dataset, run_id)
-        update_watermark(wh, target.dataset, stats.loaded_through, run_id)
-        alerts.close_alerts(wh, target.dataset, run_id)
+                source_url = connections.source_url(source.connection.conn_id, source.connection.engine)
+                timing = _extract_and_load(wh, source, source_url, target, request, run.run_id, stats, run.began,
+                                           (start, end), full_refresh, accept_row_drop)
+            except Exception as exc:
+                lost = lost_connection(exc, wh, f"{source.name}.{table.name}", source.name, source_url,
+                                       settings.warehouse_url)
+                run.blocked = _discard_if_blocked(wh, target, run.run_id, exc)
+                if lost is not None:
+                    raise lost from exc
+                raise
+            finally:
+                _count(run, stats, window, full_refresh)
+        update_watermark(wh, target.dataset, stats.loaded_through, run.run_id)
         if stats.merge.rows_new_versions >= ANALYZE_AFTER_ROWS:
             # Fresh planner statistics before the conform build reads it (autovacuum would come later).
             with database.connect(settings.warehouse_url, autocommit=True) as maintenance:
                 maintenance.execute(sql.SQL("analyze {}, {}").format(
                     ident(target.schema, target.table), ident(target.schema, target.history)))
     result = ExtractResult(
-        dataset=target.dataset, target=f"{target.schema}.{target.table}", run_id=run_id,
+        dataset=target.dataset, target=f"{target.schema}.{target.table}", run_id=run.run_id,
         window_start=window[0].isoformat(), window_end=window[1].isoformat(), batches=stats.batches,
         rows_in=stats.rows_in, rows_loaded=stats.loaded, rows_quarantined=stats.quarantined,
         rows_repaired=stats.rows_repaired, rows_new_versions=stats.merge.rows_new_versions,
@@ -279,6 +254,40 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
         seconds_merging=round(timing[1], 3), merge_steps=stats.merge.seconds)
     log.info("%s done: %s", target.dataset, asdict(result))
     return result
+
+
+def _extract_and_load(wh, source: SourceConfig, source_url: str, target: LandingTarget, request: ExtractRequest,
+                      run_id: str, stats: RunStats, began: float, interval: tuple[datetime, datetime],
+                      full_refresh: bool, accept_row_drop: bool) -> tuple[float, float]:
+    """Stream, gate and stage every batch, check the whole-batch rules, merge. Returns (staging, merging) seconds."""
+    table = request.table
+    connector = open_connector(source, source_url)
+    with closing(connector):
+        drift = check_drift(source.name, table.name, target.contract, connector.column_sets(table, request))
+        stats.new_columns = drift.new_columns
+        # Reading and validating the next batch (a thread) overlaps staging this one.
+        gated = _grouped(_gated(connector.chunks(request), target.contract), request.batch_rows)
+        with closing(prefetch(gated)) as gated:
+            stats.batches = _stage_chunks(wh, target, gated, run_id, request.window, stats, began)
+    staged_at = time.monotonic()
+    if not accept_row_drop:
+        check_row_count(wh, target, table, stats, interval, full_refresh, source.path, source.connection.engine)
+    stats.merge = merge_staged(wh, target, run_id)
+    stats.failed_by_check[DUPLICATE_KEY] += stats.merge.rows_duplicates + stats.merge.rows_superseded_in_landing
+    return staged_at - began, time.monotonic() - staged_at
+
+
+def _count(run: Handoff, stats: RunStats, window: tuple[datetime, datetime], full_refresh: bool) -> None:
+    """The run's figures as its ledger row and gate 1's result report them."""
+    run.rows_in, run.rows_loaded, run.rows_quarantined = stats.rows_in, stats.loaded, stats.quarantined
+    run.failed_by_check = stats.failed_by_check
+    run.rows_failed = stats.rows_rejected if run.blocked else stats.quarantined
+    run.details = {"batches": stats.batches, "rows_repaired": stats.rows_repaired, "files": stats.files,
+                   "full_refresh": full_refresh, "failed_by_check": dict(stats.failed_by_check),
+                   "rows_new_versions": stats.merge.rows_new_versions,
+                   "rows_superseded_in_landing": stats.merge.rows_superseded_in_landing,
+                   "batches_merged": stats.merge.batches, "new_columns": stats.new_columns,
+                   "window_start": window[0], "window_end": window[1]}
 
 
 def _discard_if_blocked(wh, target: LandingTarget, run_id: str, exc: Exception) -> str | None:
@@ -290,32 +299,6 @@ def _discard_if_blocked(wh, target: LandingTarget, run_id: str, exc: Exception) 
         wh.rollback()
     discard_staged(wh, target, run_id)
     return str(exc)
-
-
-def _record_run(wh, source_name: str, target: LandingTarget, run_id: str, interval: tuple[datetime, datetime],
-                window: tuple[datetime, datetime], stats: RunStats, began: float, error: str | None,
-                blocked: str | None, full_refresh: bool) -> None:
-    """The run's ledger row and, unless it failed for another reason, gate 1's result; none if the warehouse
-    itself went away (the error that propagates says so)."""
-    if wh.broken:
-        log.error("%s: no ledger row written, the warehouse connection is gone: %s", target.dataset, error)
-        return
-    if wh.info.transaction_status.name != "IDLE":
-        wh.rollback()
-    write_ledger(wh, source=source_name, target=target, run_id=run_id, interval=interval, stats=stats,
-                 started=began, error=error, window=window, full_refresh=full_refresh)
-    if error is None or blocked:
-        _record_gate1(wh, target, run_id, stats, began, blocked)
-
-
-def _record_gate1(wh, target: LandingTarget, run_id: str, stats: RunStats, began: float, blocked: str | None) -> None:
-    """The run's contract result: rows checked by the contract, rows failed per check, or what blocked it."""
-    failed = +stats.failed_by_check  # drop zero counts
-    contract_results.record(wh, contract_results.ContractResult(
-        gate="landing", dataset=target.dataset, contract_name=target.contract.name,
-        contract_version=target.contract.version, run_id=run_id, rows_checked=stats.rows_in,
-        rows_failed=stats.quarantined if not blocked else stats.rows_rejected, failed_by_check=failed,
-        duration_ms=int((time.monotonic() - began) * 1000), blocked=blocked))
 
 
 def prepare_conform(*, accept_stale: bool = False, settings: Settings | None = None) -> dict:

@@ -32,7 +32,6 @@ landing holds; several replayed versions of one key all reach history and the ne
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -41,12 +40,12 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from ndc.audit import contract_results, ledger
+from ndc.audit.handoff import Handoff, new_run_id, recorded
+from ndc.contracts.validation import PK_NOT_NULL
 from ndc.errors import NdcError
 from ndc.identifiers import ident
 from ndc.landing.load import (
     DUPLICATE_KEY,
-    PK_NOT_NULL,
     LandingTarget,
     lock_dataset,
     merge_staged,
@@ -248,12 +247,12 @@ def replay(dataset: str, *, check: str | None = None, ids: list[int] | None = No
     given ids) with its current contract and load those that now pass. See the module's docstring."""
     settings = settings or get_settings()
     target = target_of(dataset, settings)
-    run_id = run_id or f"replay__{datetime.now(UTC).isoformat(timespec='seconds')}"
-    result = ReplayResult(dataset=dataset, run_id=run_id, contract_name=target.contract.name,
+    run = Handoff(kind="replay", source="quarantine.rows", target=f"{target.schema}.{target.table}",
+                  run_id=run_id or new_run_id("replay"), contract=target.contract, gate="replay", dataset=dataset,
+                  closes_alerts=False, write=not dry_run)
+    result = ReplayResult(dataset=dataset, run_id=run.run_id, contract_name=target.contract.name,
                           contract_version=target.contract.version, dry_run=dry_run)
-    checked = contract_results.ContractResult(gate="replay", dataset=dataset, contract_name=target.contract.name,
-                                     contract_version=target.contract.version, run_id=run_id)
-    began, started_at = time.monotonic(), datetime.now(UTC)
+    started_at = datetime.now(UTC)
     with database.connect(settings.warehouse_url) as conn:
         database.ensure_meta(conn)
         latest = ident(target.schema, target.table).as_string(conn)
@@ -273,22 +272,21 @@ def replay(dataset: str, *, check: str | None = None, ids: list[int] | None = No
             return result
         result.rows_in, result.first_id, result.last_id = len(rows), rows[0][0], rows[-1][0]
         result.checks_before = dict(Counter(c for r in rows for c in r[1]))
-        error = None
-        try:
-            outcome = _replay(conn, target, rows, result, run_id, started_at, dry_run)
-            checked.count(result.rows_in, outcome.failing_checks)
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            if isinstance(exc, NdcError):
-                checked.rows_checked, checked.blocked = result.rows_in, str(exc)
-            raise
-        finally:
-            if conn.info.transaction_status.name != "IDLE":
-                conn.rollback()
-            if not dry_run:
-                if error is None or checked.blocked:
-                    contract_results.record(conn, checked)
-                _write_ledger(conn, target, result, began, error)
+        # A failed replay's figures: everything it revalidated stays in quarantine.
+        run.rows_in = run.rows_checked = run.rows_quarantined = result.rows_in
+        run.rows_failed = 0
+        run.details = {"quarantine_ids": [result.first_id, result.last_id], "checks_before": result.checks_before,
+                       "rows_skipped_duplicate_key": result.rows_skipped_duplicate_key}
+        with recorded(conn, run):
+            try:
+                outcome = _replay(conn, target, rows, result, run.run_id, started_at, dry_run)
+            except NdcError as exc:
+                run.blocked = str(exc)
+                raise
+            run.rows_failed = len(outcome.failing_checks)
+            run.failed_by_check.update(c for checks in outcome.failing_checks for c in checks)
+            run.rows_loaded, run.rows_quarantined = result.rows_loaded, result.rows_still_failing
+            run.details.update(checks_now=result.checks_now, rows_new_versions=result.rows_new_versions)
     log.info("%s replay: %s", dataset, result)
     return result
 
@@ -315,19 +313,3 @@ def _replay(conn: psycopg.Connection, target: LandingTarget, rows: list[tuple], 
         _mark(conn, outcome.passed_ids, run_id, LOADED)
         _mark(conn, outcome.failing_ids, run_id, STILL_FAILING)
     return outcome
-
-
-def _write_ledger(conn: psycopg.Connection, target: LandingTarget, result: ReplayResult, began: float,
-                  error: str | None) -> None:
-    details = {"quarantine_ids": [result.first_id, result.last_id], "checks_before": result.checks_before,
-               "checks_now": result.checks_now, "rows_new_versions": result.rows_new_versions,
-               "rows_skipped_duplicate_key": result.rows_skipped_duplicate_key}
-    if error:
-        details["error"] = error
-    ledger.append(conn, ledger.LedgerEntry(
-        kind="replay", source="quarantine.rows", target=f"{target.schema}.{target.table}", run_id=result.run_id,
-        rows_in=result.rows_in, rows_loaded=0 if error else result.rows_loaded,
-        rows_quarantined=result.rows_in if error else result.rows_still_failing,
-        contract_name=target.contract.name, contract_version=target.contract.version,
-        duration_ms=int((time.monotonic() - began) * 1000), outcome="failed" if error else "success",
-        details=details))

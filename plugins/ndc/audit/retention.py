@@ -18,7 +18,6 @@ A dry run counts what would go and changes nothing (and writes no ledger row).
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg import sql
 
-from ndc.audit import ledger
+from ndc.audit.handoff import Handoff, new_run_id, recorded
 from ndc.identifiers import ident
 from ndc.settings import Settings, get_settings
 from ndc.warehouse import database
@@ -123,38 +122,25 @@ def purge(*, retention_days: int | None = None, dry_run: bool = False, run_id: s
     days = settings.retention_days if retention_days is None else retention_days
     if days < 1:
         raise ValueError(f"retention_days must be at least 1, got {days}")
-    run_id = run_id or f"manual__{datetime.now(UTC).isoformat(timespec='seconds')}"
+    run_id = run_id or new_run_id()
     result = PurgeResult(cutoff=datetime.now(UTC) - timedelta(days=days), retention_days=days, run_id=run_id,
                          dry_run=dry_run)
-    began, error = time.monotonic(), None
+    # What was purged before a failure stays purged, and its ledger row counts it.
+    run = Handoff(kind="purge", source="quarantine.rows, landing history", target="(deleted)", run_id=run_id,
+                  interval=(None, result.cutoff), write=not dry_run)
     with database.connect(settings.warehouse_url) as conn:
         database.ensure_meta(conn)
-        try:
-            _purge_quarantine(conn, result.cutoff, dry_run, result.quarantine)
-            for target in _targets(conn, settings):
-                purged = _purge_history(conn, target, result.cutoff, dry_run)
-                if purged:
-                    result.history[target.dataset] = purged
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            if conn.info.transaction_status.name != "IDLE":
-                conn.rollback()
-            if not dry_run:
-                _write_ledger(conn, result, began, error)
+        with recorded(conn, run):
+            try:
+                _purge_quarantine(conn, result.cutoff, dry_run, result.quarantine)
+                for target in _targets(conn, settings):
+                    purged = _purge_history(conn, target, result.cutoff, dry_run)
+                    if purged:
+                        result.history[target.dataset] = purged
+            finally:
+                run.rows_in = result.total
+                run.details = {"cutoff": result.cutoff, "retention_days": result.retention_days,
+                               "quarantine_rows": dict(result.quarantine), "history_versions": result.history}
     log.info("purge%s: cutoff %s, %d rows (quarantine %s, history %s)", " (dry run)" if dry_run else "",
              result.cutoff.isoformat(), result.total, result.quarantine, result.history)
     return result
-
-
-def _write_ledger(conn: psycopg.Connection, result: PurgeResult, began: float, error: str | None) -> None:
-    details = {"cutoff": result.cutoff, "retention_days": result.retention_days,
-               "quarantine_rows": dict(result.quarantine), "history_versions": result.history}
-    if error:
-        details["error"] = error  # what was purged before the failure stays purged, and is counted above
-    ledger.append(conn, ledger.LedgerEntry(
-        kind="purge", source="quarantine.rows, landing history", target="(deleted)", run_id=result.run_id,
-        interval_end=result.cutoff, rows_in=result.total, rows_loaded=0, rows_quarantined=0,
-        duration_ms=int((time.monotonic() - began) * 1000), outcome="failed" if error else "success",
-        details=details))

@@ -14,14 +14,14 @@ one; while the old one has a deprecation date, its view's comment says so and th
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import psycopg
 from psycopg import sql
 
-from ndc.audit import alerts, ledger
+from ndc.audit import alerts
+from ndc.audit.handoff import Handoff, record_event, recorded
 from ndc.conform import build_audit
 from ndc.conform.dbt import BUILD_SCHEMAS
 from ndc.errors import ContractViolation, NdcError
@@ -70,23 +70,40 @@ def publish(conn: psycopg.Connection, build_schema: str, models: dict[str, list[
     """
     if build_schema not in BUILD_SCHEMAS:
         raise NdcError(f"build schema must be one of {BUILD_SCHEMAS}, got {build_schema!r}")
-    started = time.monotonic()
-    try:
-        with conn.transaction():  # committed blocks: the gate's results and the ledger survive a blocked publish
-            check_columns(conn, build_schema, models)
-        checked = build_audit.audit(conn, build_schema, active_schema(conn), models, run_id=run_id,
-                              as_of=as_of or datetime.now(UTC), accept_row_change=accept_row_change)
-    except Exception as exc:
-        if conn.info.transaction_status.name != "IDLE":
-            conn.rollback()
-        # Counts and check names only: the exception's sample rows (personal data) stay in the task log.
-        details = ({"blocked_by": exc.check, "relation": exc.dataset, "failures": exc.failures}
-                   if isinstance(exc, ContractViolation) else {"error": f"{type(exc).__name__}: {exc}"[:2000]})
-        ledger.append(conn, ledger.LedgerEntry(
-            kind="publish", source=build_schema, target="shared", run_id=run_id, rows_in=0, rows_loaded=0,
-            rows_quarantined=0, duration_ms=int((time.monotonic() - started) * 1000), outcome="failed",
-            details=details))
-        raise
+    run = Handoff(kind="publish", source=build_schema, target="shared", run_id=run_id, dataset="shared")
+    with recorded(conn, run):
+        try:
+            with conn.transaction():  # committed blocks: the gate's results and the ledger survive a blocked publish
+                check_columns(conn, build_schema, models)
+            checked = build_audit.audit(conn, build_schema, active_schema(conn), models, run_id=run_id,
+                                        as_of=as_of or datetime.now(UTC), accept_row_change=accept_row_change)
+        except ContractViolation as exc:
+            # Counts and check names only: the exception's sample rows (personal data) stay in the task log.
+            run.details = {"blocked_by": exc.check, "relation": exc.dataset, "failures": exc.failures}
+            run.error = f"{type(exc).__name__}: {exc.summary}"[:2000]
+            raise
+        except Exception as exc:
+            run.error = f"{type(exc).__name__}: {exc}"[:2000]
+            raise
+        rows, publication_id = _switch(conn, build_schema, models, deprecations, run_id)
+        total = sum(rows.values())
+        run.rows_in = run.rows_loaded = total
+        run.details = {"models": rows, "gate2_rows_checked": checked, "publication_id": publication_id}
+    _announce_deprecations(conn, deprecations or {}, models, run_id)
+    for model in models:
+        alerts.close_alerts(conn, f"shared.{model}", run_id)
+    from ndc.sharing.agreements import deliver
+
+    deliver(conn, publication_id, run_id)
+    _refresh_catalog(conn)
+    log.info("published %s from %s (%s)", ", ".join(sorted(models)), build_schema, rows)
+    return Publication(build_schema, sorted(models), rows)
+
+
+def _switch(conn: psycopg.Connection, build_schema: str, models: dict[str, list[str]],
+            deprecations: dict[str, str] | None, run_id: str | None) -> tuple[dict[str, int], int]:
+    """Every ``shared.<relation>`` view to ``build_schema`` in one transaction; returns rows per model and the
+    publication's id."""
     rows = {}
     with conn.transaction():
         conn.execute("lock table ndc_meta.publications in exclusive mode")
@@ -100,20 +117,7 @@ def publish(conn: psycopg.Connection, build_schema: str, models: dict[str, list[
         publication_id = conn.execute(
             "insert into ndc_meta.publications (build_schema, models, run_id) values (%s, %s, %s)"
             " returning publication_id", (build_schema, sorted(models), run_id)).fetchone()[0]
-    total = sum(rows.values())
-    ledger.append(conn, ledger.LedgerEntry(
-        kind="publish", source=build_schema, target="shared", run_id=run_id, rows_in=total, rows_loaded=total,
-        rows_quarantined=0, duration_ms=int((time.monotonic() - started) * 1000), outcome="success",
-        details={"models": rows, "gate2_rows_checked": checked}))
-    _announce_deprecations(conn, deprecations or {}, models, run_id)
-    for dataset in ["shared", *(f"shared.{model}" for model in models)]:  # "shared": the publish task itself
-        alerts.close_alerts(conn, dataset, run_id)
-    from ndc.sharing.agreements import deliver
-
-    deliver(conn, publication_id, run_id)
-    _refresh_catalog(conn)
-    log.info("published %s from %s (%s)", ", ".join(sorted(models)), build_schema, rows)
-    return Publication(build_schema, sorted(models), rows)
+    return rows, publication_id
 
 
 def _successor(model: str, models: dict[str, list[str]]) -> str | None:
@@ -144,10 +148,8 @@ def _announce_deprecations(conn: psycopg.Connection, deprecations: dict[str, str
                                 (f"shared.{model}", deprecated_on)).fetchone()
         if told:
             continue
-        ledger.append(conn, ledger.LedgerEntry(
-            kind="deprecation_notice", source="shared", target=f"shared.{model}", run_id=run_id, rows_in=0,
-            rows_loaded=0, rows_quarantined=0, duration_ms=0, outcome="success",
-            details={"deprecated_on": deprecated_on, "successor": _successor(model, models)}))
+        record_event(conn, "deprecation_notice", "shared", f"shared.{model}", run_id,
+                     {"deprecated_on": deprecated_on, "successor": _successor(model, models)})
 
 
 def _refresh_catalog(conn: psycopg.Connection) -> None:

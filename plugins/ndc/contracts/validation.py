@@ -28,6 +28,22 @@ class GateResult:
     repaired: int
 
 
+PK_NOT_NULL = "primary_key_not_null"
+
+
+def reject_null_keys(gated: GateResult, key: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Rows that passed the contract but lack a key value cannot be loaded or delivered: they join the rejected
+    rows with the check ``primary_key_not_null``. Returns (passed, rejected)."""
+    null_key = pl.any_horizontal(pl.col(c).is_null() for c in key)
+    bad = gated.passed.filter(null_key)
+    if bad.is_empty():
+        return gated.passed, gated.rejected
+    bad = bad.with_columns(pl.lit([PK_NOT_NULL], pl.List(pl.String)).alias("_checks"),
+                           pl.lit(f'{{"{PK_NOT_NULL}": {{"column": null}}}}').alias("_reasons"))
+    rejected = pl.concat([gated.rejected, bad.select(gated.rejected.columns)], how="vertical_relaxed")
+    return gated.passed.filter(~null_key), rejected
+
+
 def normalise_text(frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     """NFC-normalise every text column; returns the frame and how many rows changed (a repair, not a reject)."""
     text = [name for name, dtype in frame.schema.items() if dtype == pl.String]

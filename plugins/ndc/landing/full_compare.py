@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import io
 import logging
-import time
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from psycopg import sql
 
-from ndc.audit import ledger
+from ndc.audit.handoff import Handoff, new_run_id, recorded
 from ndc.config.sources import SourceConfig, find_source
 from ndc.errors import NdcError
 from ndc.extract.connectors import open_connector
@@ -76,28 +74,16 @@ def compare_table(source: SourceConfig | str, table_name: str, *, run_id: str | 
     if isinstance(source, str):
         source = find_source(settings.sources_dir, source)
     target, table = landing_target(source, table_name), source.table(table_name)
-    run_id = run_id or f"manual__{datetime.now(UTC).isoformat(timespec='seconds')}"
-    began, error, result = time.monotonic(), None, None
+    run = Handoff(kind="full_compare", source=source.name, target=f"{target.schema}.{target.table}",
+                  run_id=run_id or new_run_id(), contract=target.contract)
     with database.connect(settings.warehouse_url) as wh:
         database.ensure_meta(wh)
         ensure_landing(wh, target)
-        try:
-            result = _compare(wh, source, target, table, run_id, allow_mass_delete)
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            if wh.info.transaction_status.name != "IDLE":
-                wh.rollback()
-            details = {"error": error} if error else {
-                "landing_rows": result.landing_rows, "restored": result.restored,
-                "sample_deleted": result.sample_deleted}
-            ledger.append(wh, ledger.LedgerEntry(
-                kind="full_compare", source=source.name, target=f"{target.schema}.{target.table}", run_id=run_id,
-                rows_in=result.source_keys if result else 0, rows_loaded=result.newly_deleted if result else 0,
-                rows_quarantined=0, contract_name=target.contract.name, contract_version=target.contract.version,
-                duration_ms=int((time.monotonic() - began) * 1000), outcome="failed" if error else "success",
-                details=details))
+        with recorded(wh, run):
+            result = _compare(wh, source, target, table, run.run_id, allow_mass_delete)
+            run.rows_in, run.rows_loaded = result.source_keys, result.newly_deleted
+            run.details = {"landing_rows": result.landing_rows, "restored": result.restored,
+                           "sample_deleted": result.sample_deleted}
     log.info("%s full compare: %s", target.dataset, result)
     return result
 

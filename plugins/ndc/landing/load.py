@@ -39,9 +39,8 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from ndc.audit import ledger
 from ndc.contracts import Contract
-from ndc.contracts.validation import GateResult
+from ndc.contracts.validation import GateResult, reject_null_keys
 from ndc.extract.connectors.base import FileRef
 from ndc.extract.drift import LANDING_TYPES, family_of
 from ndc.identifiers import column_list, ident
@@ -51,7 +50,6 @@ log = logging.getLogger(__name__)
 
 _META_COLUMNS = ("_ndc_row_hash", "_ndc_batch_id", "_ndc_run_id", "_ndc_loaded_at")
 _DELETE_COLUMNS = ("_ndc_deleted_at", "_ndc_deleted_by")
-PK_NOT_NULL = "primary_key_not_null"
 MERGE_WORK_MEM = "256MB"
 BULK_ROWS = 10_000  # from this many rows into an empty table, build the primary key after inserting
 DUPLICATE_KEY = "duplicate_key"
@@ -232,7 +230,7 @@ def stage_batch(conn: psycopg.Connection, target: LandingTarget, gated: GateResu
                 completes: list[FileRef] = ()) -> BatchStats:
     """Stage one gated batch in one transaction; returns its accounting. ``completes``: the dropped files whose
     last rows this batch holds; they are recorded as loaded in the same transaction."""
-    passed, rejected = _reject_null_keys(gated, target)
+    passed, rejected = reject_null_keys(gated, list(target.primary_key))
     stats = BatchStats(rows_in=passed.height + rejected.height, rows_staged=passed.height,
                        rows_rejected=rejected.height, rows_repaired=gated.repaired)
     if rejected.height:
@@ -523,17 +521,6 @@ def loaded_files(conn: psycopg.Connection, dataset: str) -> set[str]:
     return {row[0] for row in rows}
 
 
-def _reject_null_keys(gated: GateResult, target: LandingTarget) -> tuple[pl.DataFrame, pl.DataFrame]:
-    null_key = pl.any_horizontal(pl.col(c).is_null() for c in target.primary_key)
-    bad = gated.passed.filter(null_key)
-    if bad.is_empty():
-        return gated.passed, gated.rejected
-    bad = bad.with_columns(pl.lit([PK_NOT_NULL], pl.List(pl.String)).alias("_checks"),
-                           pl.lit(f'{{"{PK_NOT_NULL}": {{"column": null}}}}').alias("_reasons"))
-    rejected = pl.concat([gated.rejected, bad.select(gated.rejected.columns)], how="vertical_relaxed")
-    return gated.passed.filter(~null_key), rejected
-
-
 def _without_nul(rejected: pl.DataFrame) -> pl.DataFrame:
     """PostgreSQL text and jsonb cannot hold a NUL character: a rejected row keeps it as the six characters
     ``\\u0000`` in its payload (such a row always fails ``text_without_control_characters``; passed rows hold none)."""
@@ -545,25 +532,6 @@ def _array_literal(rejected: pl.DataFrame) -> pl.DataFrame:
     """Check names as a PostgreSQL array literal, for COPY."""
     quoted = pl.col("_checks").list.eval(pl.format('"{}"', pl.element())).list.join(",")
     return rejected.with_columns(pl.concat_str(pl.lit("{"), quoted, pl.lit("}")).alias("_checks"))
-
-
-def write_ledger(conn: psycopg.Connection, *, source: str, target: LandingTarget, run_id: str,
-                 interval: tuple[datetime, datetime], stats: RunStats, started: float, error: str | None,
-                 window: tuple[datetime, datetime], full_refresh: bool = False) -> None:
-    details = {"batches": stats.batches, "rows_repaired": stats.rows_repaired, "files": stats.files,
-               "full_refresh": full_refresh, "failed_by_check": dict(stats.failed_by_check),
-               "rows_new_versions": stats.merge.rows_new_versions,
-               "rows_superseded_in_landing": stats.merge.rows_superseded_in_landing,
-               "batches_merged": stats.merge.batches,
-               "new_columns": stats.new_columns, "window_start": window[0], "window_end": window[1]}
-    if error:
-        details["error"] = error
-    ledger.append(conn, ledger.LedgerEntry(
-        kind="extract", source=source, target=f"{target.schema}.{target.table}", run_id=run_id,
-        interval_start=interval[0], interval_end=interval[1], rows_in=stats.rows_in, rows_loaded=stats.loaded,
-        rows_quarantined=stats.quarantined, contract_name=target.contract.name,
-        contract_version=target.contract.version, duration_ms=int((time.monotonic() - started) * 1000),
-        outcome="failed" if error else "success", details=details))
 
 
 def update_watermark(conn: psycopg.Connection, dataset: str, through: datetime | None, run_id: str) -> None:

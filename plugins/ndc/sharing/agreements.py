@@ -33,7 +33,7 @@ import psycopg
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ndc.audit import ledger
+from ndc.audit.handoff import record_event
 from ndc.config.sources import check_identifier, load_config
 from ndc.errors import ConfigError, NdcError
 from ndc.identifiers import ident
@@ -380,11 +380,9 @@ def apply(conn: psycopg.Connection, warehouse_url: str, *, agencies: dict[str, A
     conn.commit()
     for agreement_id in changed:  # the ledger records a grant when it changes, not every idempotent apply
         agreement = agreements[agreement_id]
-        ledger.append(conn, ledger.LedgerEntry(
-            kind="agreement_applied", source="shared", target=agencies[agreement.consumer].schema, run_id=run_id,
-            rows_in=0, rows_loaded=0, rows_quarantined=0, duration_ms=0, outcome="success",
-            details={"agreement": agreement.id, "consumer": agreement.consumer, "sha256": agreement.content_sha256,
-                     "views": [v.shared for v in agreement.views], "expires": agreement.expires.isoformat()}))
+        record_event(conn, "agreement_applied", "shared", agencies[agreement.consumer].schema, run_id,
+                     {"agreement": agreement.id, "consumer": agreement.consumer, "sha256": agreement.content_sha256,
+                      "views": [v.shared for v in agreement.views], "expires": agreement.expires.isoformat()})
     from ndc.sharing import catalog
 
     catalog.refresh(conn)
@@ -403,11 +401,9 @@ def deliver(conn: psycopg.Connection, publication_id: int, run_id: str | None = 
         " 'Asia/Ho_Chi_Minh')::date between starts_on and expires_on order by 1").fetchall()
     conn.commit()
     for agreement_id, consumer, views in applied:
-        ledger_id, digest = ledger.append(conn, ledger.LedgerEntry(
-            kind="delivery", source="shared", target=f"agency_{consumer}", run_id=run_id, rows_in=0, rows_loaded=0,
-            rows_quarantined=0, duration_ms=0, outcome="success",
-            details={"agreement": agreement_id, "consumer": consumer, "views": views,
-                     "publication_id": publication_id}))
+        ledger_id, digest = record_event(conn, "delivery", "shared", f"agency_{consumer}", run_id,
+                                         {"agreement": agreement_id, "consumer": consumer, "views": views,
+                                          "publication_id": publication_id})
         with conn.transaction():
             conn.execute("insert into ndc_meta.delivery_receipts (agreement_id, consumer, publication_id, views,"
                          " ledger_id, ledger_hash) values (%s, %s, %s, %s, %s, %s)",
@@ -556,9 +552,7 @@ def _revoke_unbacked(conn: psycopg.Connection, wanted: set[tuple[str, str]], app
     for agreement_id in gone:
         with conn.transaction():
             conn.execute("delete from ndc_meta.applied_agreements where agreement_id = %s", (agreement_id,))
-        ledger.append(conn, ledger.LedgerEntry(
-            kind="agreement_revoked", source="shared", target=agreement_id, run_id=run_id, rows_in=0,
-            rows_loaded=0, rows_quarantined=0, duration_ms=0, outcome="success",
-            details={"agreement": agreement_id, "views_dropped": revoked}))
+        record_event(conn, "agreement_revoked", "shared", agreement_id, run_id,
+                     {"agreement": agreement_id, "views_dropped": revoked})
     conn.commit()
     return revoked

@@ -24,7 +24,6 @@ import hashlib
 import hmac
 import logging
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ndc.audit.handoff import Handoff, new_run_id, recorded
 from ndc.config.sources import CRON, check_identifier, load_all, load_config
 from ndc.errors import ConfigError, ContractViolation, NdcError, SchemaDriftError
 from ndc.settings import REPO_ROOT
@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 
 HASH_KEY_ENV = "NDC_EXCHANGE_HASH_KEY"
 MIN_HASH_KEY_CHARS = 16
-PK_NOT_NULL = "primary_key_not_null"
 DUPLICATE_KEY = "duplicate_key"
 _META = ("_ndc_row_hash", "_ndc_run_id", "_ndc_delivered_at")
 
@@ -361,19 +360,6 @@ class _Delivery:
         return delivered, written, losers
 
 
-def _reject_null_keys(result, key: list[str]):
-    import polars as pl
-
-    null_key = pl.any_horizontal(pl.col(c).is_null() for c in key)
-    bad = result.passed.filter(null_key)
-    if bad.is_empty():
-        return result.passed, result.rejected
-    bad = bad.with_columns(pl.lit([PK_NOT_NULL], pl.List(pl.String)).alias("_checks"),
-                           pl.lit(None, pl.String).alias("_reasons"))
-    return result.passed.filter(~null_key), pl.concat([result.rejected, bad.select(result.rejected.columns)],
-                                                      how="vertical_relaxed")
-
-
 def _record_rejections(hub: psycopg.Connection, config: ExchangeConfig, contract: Contract, run_id: str,
                        rows: list[tuple[str, list[str], str]]) -> None:
     """Key, checks and keyed hash of rows that were not delivered; a rejection known from an earlier run of the
@@ -403,12 +389,12 @@ class _Run:
         key, checks and HMAC."""
         import polars as pl
 
-        from ndc.contracts.validation import validate
+        from ndc.contracts.validation import reject_null_keys, validate
         from ndc.landing.rowhash import row_hashes
 
         columns = list(self.contract.columns)
         result = validate(frame, self.contract)
-        passed, rejected = _reject_null_keys(result, self.config.provider.primary_key)
+        passed, rejected = reject_null_keys(result, self.config.provider.primary_key)
         self.result.rows_in += passed.height + rejected.height
         self.result.rows_repaired += result.repaired
         if rejected.height:
@@ -439,7 +425,7 @@ def run_exchange(exchange: ExchangeConfig | str, start: datetime, end: datetime,
     contract = check_contract(config)
     start, end = _as_utc(start), _as_utc(end)
     window = (start - config.lookback, end)
-    run_id = run_id or f"manual__{datetime.now(UTC).isoformat(timespec='seconds')}"
+    run_id = run_id or new_run_id()
     provider_url = connections.source_url(config.provider.conn_id, config.provider.engine)
     consumer_url = _consumer_url(config, settings.warehouse_url)
     p, c = config.provider, config.consumer
@@ -450,34 +436,30 @@ def run_exchange(exchange: ExchangeConfig | str, start: datetime, end: datetime,
                             contract=f"{contract.name} v{contract.version}", window_start=window[0].isoformat(),
                             window_end=window[1].isoformat())
     run = _Run(config, contract, key, result)
-    began = time.monotonic()
+    handoff = Handoff(kind="exchange", source=result.source, target=result.target, run_id=run_id,
+                      interval=(start, end), contract=contract, gate="exchange", dataset=config.dataset)
     with database.connect(settings.warehouse_url) as hub:
         database.ensure_meta(hub)
-        error, blocked = None, False
         try:
-            _deliver(run, provider_url, consumer_url, window, settings.batch_bytes)
-            with hub.transaction():
-                _record_rejections(hub, config, contract, run_id, run.rejections)
-                _update_watermark(hub, config.name, end, run_id)
-        except Exception as exc:
-            error, blocked = _safe_error(exc, config, contract), isinstance(exc, ContractViolation)
-            log.error("exchange %s run %s failed: %s", config.name, run_id, error)
-        except BaseException as exc:  # killed or timed out (Airflow's timeout is a BaseException): not a success
-            error = f"interrupted ({type(exc).__name__})"
-            raise
-        finally:
-            if hub.info.transaction_status.name != "IDLE":
-                hub.rollback()
-            result.failed_by_check = dict(run.failed)
-            result.seconds = round(time.monotonic() - began, 3)
-            _write_ledger(hub, run, window, (start, end), error)
-            if error is None or blocked:
-                _record_result(hub, run, error)
-        if error:
-            raise ExchangeError(f"exchange {config.name} run {run_id}: {error}")
-        from ndc.audit import alerts
-
-        alerts.close_alerts(hub, config.dataset, run_id)
+            with recorded(hub, handoff):
+                try:
+                    _deliver(run, provider_url, consumer_url, window, settings.batch_bytes)
+                    with hub.transaction():
+                        _record_rejections(hub, config, contract, run_id, run.rejections)
+                        _update_watermark(hub, config.name, end, run_id)
+                except Exception as exc:
+                    handoff.error = _safe_error(exc, config, contract)
+                    handoff.blocked = handoff.error if isinstance(exc, ContractViolation) else None
+                    log.error("exchange %s run %s failed: %s", config.name, run_id, handoff.error)
+                    raise
+                finally:
+                    result.failed_by_check = dict(run.failed)
+                    result.seconds = round(handoff.seconds, 3)
+                    _count(handoff, run, window)
+        except Exception:
+            if handoff.error is None:
+                raise
+            raise ExchangeError(f"exchange {config.name} run {run_id}: {handoff.error}") from None
     log.info("exchange %s done: %s", config.name, asdict(result))
     return result
 
@@ -522,34 +504,17 @@ def _update_watermark(hub: psycopg.Connection, name: str, through: datetime, run
                 " last_run_id = excluded.last_run_id, updated_at = now()", (name, through, run_id))
 
 
-def _write_ledger(hub: psycopg.Connection, run: _Run, window: tuple[datetime, datetime],
-                  interval: tuple[datetime, datetime], error: str | None) -> None:
-    from ndc.audit import ledger
-
+def _count(handoff: Handoff, run: _Run, window: tuple[datetime, datetime]) -> None:
+    """The run's figures as its ledger row and contract result report them (no payload: the hub keeps none)."""
     result, config = run.result, run.config
-    delivered = 0 if error else result.rows_delivered
-    details = {"exchange": config.name, "provider_agency": config.provider_agency,
-               "consumer_agency": config.consumer_agency, "purpose": config.purpose,
-               "legal_basis": config.legal_basis, "batches": result.batches, "rows_written": 0 if error else
-               result.rows_written, "rows_repaired": result.rows_repaired, "failed_by_check": result.failed_by_check,
-               "window_start": window[0], "window_end": window[1], "payload_in_hub": False}
-    if error:
-        details["error"] = error
-    ledger.append(hub, ledger.LedgerEntry(
-        kind="exchange", source=result.source, target=result.target, run_id=result.run_id,
-        interval_start=interval[0], interval_end=interval[1], rows_in=result.rows_in, rows_loaded=delivered,
-        rows_quarantined=result.rows_rejected, contract_name=run.contract.name,
-        contract_version=run.contract.version, duration_ms=int(result.seconds * 1000),
-        outcome="failed" if error else "success", details=details))
+    handoff.rows_in, handoff.rows_quarantined = result.rows_in, result.rows_rejected
+    handoff.rows_loaded = 0 if handoff.error else result.rows_delivered
+    handoff.failed_by_check = run.failed
+    handoff.details = {
+        "exchange": config.name, "provider_agency": config.provider_agency, "consumer_agency": config.consumer_agency,
+        "purpose": config.purpose, "legal_basis": config.legal_basis, "batches": result.batches,
+        "rows_written": 0 if handoff.error else result.rows_written, "rows_repaired": result.rows_repaired,
+        "failed_by_check": result.failed_by_check, "window_start": window[0], "window_end": window[1],
+        "payload_in_hub": False}
 
 
-def _record_result(hub: psycopg.Connection, run: _Run, error: str | None) -> None:
-    from collections import Counter
-
-    from ndc.audit import contract_results
-
-    contract_results.record(hub, contract_results.ContractResult(
-        gate="exchange", dataset=run.config.dataset, contract_name=run.contract.name,
-        contract_version=run.contract.version, run_id=run.result.run_id, rows_checked=run.result.rows_in,
-        rows_failed=run.result.rows_rejected, failed_by_check=Counter(run.result.failed_by_check),
-        duration_ms=max(1, int(run.result.seconds * 1000)), blocked=error))

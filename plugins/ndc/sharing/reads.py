@@ -11,13 +11,12 @@ restart): without it the collection says so and records nothing.
 from __future__ import annotations
 
 import re
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 import psycopg
 
-from ndc.audit import ledger
+from ndc.audit.handoff import Handoff, recorded
 from ndc.errors import NdcError
 
 READS_DDL = """
@@ -51,8 +50,17 @@ def collect(conn: psycopg.Connection, run_id: str | None = None) -> Collected:
     from ndc.sharing.agreements import ensure_tables
 
     ensure_tables(conn)  # consumer_reads and the sharing_transactions view belong to the agreements' tables
-    started = time.monotonic()
     result = Collected()
+    run = Handoff(kind="reads", source="consumers", target="agency views", run_id=run_id)
+    with recorded(conn, run):
+        _count_new_reads(conn, result)
+        run.rows_in = run.rows_loaded = result.reads
+        run.details = {"per_view": {f"{r}:{v}": n for (r, v), n in sorted(result.per_view.items())}}
+    return result
+
+
+def _count_new_reads(conn: psycopg.Connection, result: Collected) -> None:
+    """Statements agency roles ran since the last collection, per role and view, into ``consumer_reads``."""
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(727006)")
         conn.execute("create extension if not exists pg_stat_statements")
@@ -84,8 +92,3 @@ def collect(conn: psycopg.Connection, run_id: str | None = None) -> Collected:
                              " values (current_date, %s, %s, %s, %s) on conflict (day, role, view)"
                              " do update set reads = ndc_meta.consumer_reads.reads + excluded.reads",
                              (role, agency, view, new))
-    ledger.append(conn, ledger.LedgerEntry(
-        kind="reads", source="consumers", target="agency views", run_id=run_id, rows_in=result.reads,
-        rows_loaded=result.reads, rows_quarantined=0, duration_ms=int((time.monotonic() - started) * 1000),
-        outcome="success", details={"per_view": {f"{r}:{v}": n for (r, v), n in sorted(result.per_view.items())}}))
-    return result

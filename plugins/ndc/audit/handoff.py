@@ -1,0 +1,153 @@
+"""One hand-off run, recorded the same way whoever runs it: extract, direct exchange, replay, full compare, purge,
+publish and the collection of consumer reads.
+
+A hand-off opens a :class:`Handoff` with :func:`recorded`; the body counts rows and fills ``details``; when the block
+ends, however it ends, the hand-off writes its one ledger row and, where a contract gated it, its contract result;
+on success it closes the dataset's open alerts. The rules every hand-off shares live here and nowhere else:
+
+- the outcome is ``failed`` when the block raised, and an interruption (Ctrl-C, a task timeout: a
+  ``BaseException``) is a failure, never a success;
+- the contract result is written for a run that checked rows: a success, or a run a contract rule blocked
+  (``run.blocked``); a run that failed for another reason checked nothing;
+- a warehouse session that went away gets no ledger write (the error that propagates says so), and a ledger write
+  that fails never hides the run's own error;
+- the error text is the body's own description when it set one (an exchange keeps row values out of it), else
+  ``<Exception>: <message>``.
+
+Events that are not runs (an agreement applied or revoked, a delivery, a deprecation notice) are one ledger row
+each: :func:`record_event`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import psycopg
+
+from ndc.audit import alerts, contract_results, ledger
+
+if TYPE_CHECKING:
+    from ndc.contracts import Contract
+
+log = logging.getLogger(__name__)
+
+
+def new_run_id(prefix: str = "manual") -> str:
+    """The run id of a hand-off started by hand (Airflow passes its own)."""
+    return f"{prefix}__{datetime.now(UTC).isoformat(timespec='seconds')}"
+
+
+@dataclass
+class Handoff:
+    """What one hand-off moved, as its ledger row and contract result will say."""
+
+    kind: str
+    source: str
+    target: str
+    run_id: str
+    interval: tuple[datetime | None, datetime | None] = (None, None)
+    contract: Contract | None = None
+    gate: str | None = None        # the contract result's gate ('landing', 'exchange', 'replay'); None: no result
+    dataset: str | None = None     # the contract result's dataset, and whose open alerts a success closes
+    closes_alerts: bool = True
+    write: bool = True             # False for a dry run: nothing is recorded
+    rows_in: int = 0
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    rows_checked: int | None = None  # the contract result's figures when they differ from rows in / quarantined
+    rows_failed: int | None = None
+    failed_by_check: Counter = field(default_factory=Counter)
+    details: dict = field(default_factory=dict)
+    error: str | None = None
+    blocked: str | None = None     # the contract rule that stopped the run (its result is still recorded)
+    interrupted_note: str = ""     # what an interruption left behind, for the ledger row's error
+    began: float = field(default_factory=time.monotonic)
+    ledger_id: int | None = None
+    ledger_hash: str | None = None
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.began
+
+    @property
+    def outcome(self) -> str:
+        return "failed" if self.error else "success"
+
+    def entry(self) -> ledger.LedgerEntry:
+        details = dict(self.details)
+        if self.error:
+            details["error"] = self.error
+        return ledger.LedgerEntry(
+            kind=self.kind, source=self.source, target=self.target, run_id=self.run_id,
+            interval_start=self.interval[0], interval_end=self.interval[1], rows_in=self.rows_in,
+            rows_loaded=self.rows_loaded, rows_quarantined=self.rows_quarantined,
+            contract_name=self.contract.name if self.contract else None,
+            contract_version=self.contract.version if self.contract else None,
+            duration_ms=int(self.seconds * 1000), outcome=self.outcome, details=details)
+
+    def contract_result(self) -> contract_results.ContractResult:
+        assert self.contract is not None and self.gate is not None
+        return contract_results.ContractResult(
+            gate=self.gate, dataset=self.dataset or self.contract.name, contract_name=self.contract.name,
+            contract_version=self.contract.version, run_id=self.run_id,
+            rows_checked=self.rows_in if self.rows_checked is None else self.rows_checked,
+            rows_failed=self.rows_quarantined if self.rows_failed is None else self.rows_failed,
+            failed_by_check=+self.failed_by_check, duration_ms=max(1, int(self.seconds * 1000)),
+            blocked=self.blocked)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+@contextmanager
+def recorded(conn: psycopg.Connection, run: Handoff) -> Iterator[Handoff]:
+    """Run the block as hand-off ``run``; record it when the block ends (see the module's docstring)."""
+    try:
+        yield run
+    except Exception as exc:
+        run.error = run.error or _describe(exc)
+        raise
+    except BaseException as exc:  # interrupted: a failed run, never a success
+        run.error = f"{type(exc).__name__}: the run was interrupted{run.interrupted_note}"
+        raise
+    finally:
+        _record(conn, run)
+    if run.dataset and run.write and run.closes_alerts:
+        alerts.close_alerts(conn, run.dataset, run.run_id)
+
+
+def _record(conn: psycopg.Connection, run: Handoff) -> None:
+    if not run.write:
+        return
+    if conn.broken:
+        log.error("%s %s: no ledger row written, the warehouse connection is gone: %s", run.kind, run.run_id,
+                  run.error)
+        return
+    try:
+        if conn.info.transaction_status.name != "IDLE":
+            conn.rollback()
+        run.ledger_id, run.ledger_hash = ledger.append(conn, run.entry())
+        if run.gate and run.contract and (run.error is None or run.blocked):
+            contract_results.record(conn, run.contract_result())
+    except Exception:
+        if run.error is None:
+            raise
+        # the run's own error is what propagates; the ledger could not take its failed row
+        log.exception("%s %s: could not record the failed run in the ledger", run.kind, run.run_id)
+
+
+def record_event(conn: psycopg.Connection, kind: str, source: str, target: str, run_id: str | None,
+                 details: dict, rows: int = 0) -> tuple[int, str]:
+    """One ledger row for an event that moves no rows of its own (an agreement applied or revoked, a delivery,
+    a deprecation notice); returns its id and hash."""
+    return ledger.append(conn, ledger.LedgerEntry(
+        kind=kind, source=source, target=target, run_id=run_id, rows_in=rows, rows_loaded=rows, rows_quarantined=0,
+        duration_ms=0, outcome="success", details=details))
