@@ -1,8 +1,8 @@
 """The NDC platform's Airflow plugin (kept small: Airflow's loader imports every .py under plugins/).
 
-It mounts the operator's page (``ndc.operator.app``, a FastAPI app behind Airflow's login) at ``/ndc`` on the API
-server, and adds it to the UI's Browse menu: Airflow shows ``href`` (resolved from the server's root; it must end
-in ``/``) in an iframe at ``/plugin/ndc_operations``. See docs/operator-page.md.
+It mounts the operator's page (``ndc.airflow.operator_page``, a FastAPI app behind Airflow's login) at ``/ndc`` on
+the API server, and adds it to the UI's Browse menu: Airflow shows ``href`` (resolved from the server's root; it
+must end in ``/``) in an iframe at ``/plugin/ndc_operations``. See docs/operator-page.md.
 
 Every task process loads the plugins too (for their macros), so the page's app is built on its first request, not
 at import: importing it (FastAPI and Airflow's API security) costs about 0.6 s a task.
@@ -25,7 +25,7 @@ class OperatorApp:
         if self._app is None:
             with self._lock:
                 if self._app is None:
-                    from ndc.operator.app import create_app
+                    from ndc.airflow.operator_page import create_app
 
                     self._app = create_app()
         return self._app

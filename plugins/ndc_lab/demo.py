@@ -72,8 +72,7 @@ def import_pools(env: dict[str, str]) -> None:
     """Create or update the sources' Airflow pools (``ndc sources pools``) in the metadata database."""
     import tempfile
 
-    from ndc.airflow.factory import pools
-    from ndc.config.sources import load_sources
+    from ndc.config.sources import load_sources, pools
 
     _airflow(env, "db", "migrate")
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:

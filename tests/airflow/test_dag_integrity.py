@@ -78,7 +78,8 @@ def test_factory_builds_one_task_per_table_with_assets():
 
 
 def test_every_task_runs_in_its_sources_pool_and_sql_sources_get_a_compare_dag():
-    from ndc.airflow.factory import extract_dags, pools
+    from ndc.airflow.factory import extract_dags
+    from ndc.config.sources import pools
 
     sources = load_sources(REPO / "dags" / "sources")
     dags = extract_dags(REPO / "dags" / "sources")

@@ -290,7 +290,7 @@ def _routes(routes, prefix: str = ""):
 def test_every_route_refuses_an_unauthenticated_request():
     from fastapi.testclient import TestClient
 
-    from ndc.operator.app import create_app
+    from ndc.airflow.operator_page import create_app
 
     app = create_app()
     client = TestClient(app)
@@ -629,7 +629,8 @@ def test_loading_the_plugin_does_not_build_the_page():
     """Task processes load every plugin: the page's app (FastAPI, Airflow's API security) waits for a request."""
     probe = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('ndc_plugin', sys.argv[1]);"
              " module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module);"
-             " print(sorted(m for m in ('ndc.operator.app', 'fastapi') if m in sys.modules))")
+             " print(sorted(m for m in ('ndc.operator.app', 'ndc.airflow.operator_page', 'fastapi')"
+             " if m in sys.modules))")
     run = subprocess.run([sys.executable, "-c", probe, str(REPO / "plugins" / "ndc_plugin.py")],
                          capture_output=True, text=True, timeout=120, check=True)
     assert run.stdout.strip() == "[]", run.stdout + run.stderr[-2000:]

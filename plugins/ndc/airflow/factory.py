@@ -19,7 +19,7 @@ import pendulum
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
 
 from ndc.airflow.callbacks import contract_alert, dag_callbacks
-from ndc.config.sources import SourceConfig, load_sources
+from ndc.config.sources import SourceConfig, load_sources, pool_name
 from ndc.errors import ConfigError
 from ndc.settings import get_settings
 from ndc.warehouse.connections import env_name
@@ -76,17 +76,6 @@ Rerun one table by hand: `ndc extract {source.name} <table> --start <interval st
 Trigger with `{{"full_refresh": true}}` to reload everything up to the interval end (idempotent).
 Config: `{source.path}`.
 """
-
-
-def pool_name(source: SourceConfig) -> str:
-    """The Airflow pool that caps concurrent connections to a source (``max_connections`` slots)."""
-    return f"ndc_source_{source.name}"
-
-
-def pools(sources: list[SourceConfig]) -> dict[str, dict]:
-    """Pool definitions in the format of ``airflow pools import``."""
-    return {pool_name(s): {"slots": s.max_connections, "description": f"connections to {s.name} "
-                           f"({s.owner_agency})", "include_deferred": False} for s in sources}
 
 
 def _table_task(source: SourceConfig, table_name: str):

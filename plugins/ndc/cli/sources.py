@@ -51,8 +51,7 @@ def sources_new(name: str, engine: str, owner: str) -> None:
 def sources_pools(output: str | None) -> None:
     """Print the Airflow pools (one per source, max_connections slots) for `airflow pools import`."""
 
-    from ndc.airflow.factory import pools
-    from ndc.config.sources import load_sources
+    from ndc.config.sources import load_sources, pools
     from ndc.settings import get_settings
 
     text = json.dumps(pools(load_sources(get_settings().sources_dir)), indent=2, ensure_ascii=False)

@@ -240,3 +240,14 @@ def find_source(directory: Path, name: str) -> SourceConfig:
         known = ", ".join(p.stem for p in sorted(directory.glob("*.yml"))) or "none"
         raise ConfigError(f"no source file {path} (sources in {directory}: {known})")
     return load_source(path)
+
+
+def pool_name(source: SourceConfig) -> str:
+    """The Airflow pool that caps concurrent connections to a source (``max_connections`` slots)."""
+    return f"ndc_source_{source.name}"
+
+
+def pools(sources: list[SourceConfig]) -> dict[str, dict]:
+    """Pool definitions in the format of ``airflow pools import``."""
+    return {pool_name(s): {"slots": s.max_connections, "description": f"connections to {s.name} "
+                           f"({s.owner_agency})", "include_deferred": False} for s in sources}

@@ -5,7 +5,8 @@ rates, open quarantine, sharing transactions and open alerts — aggregates only
   ``ndc_meta.ops_*`` views (made by ``ndc.warehouse.database.META_DDL``, version 7);
 * :mod:`ndc.operator.summary`: the figures per dataset (freshness thresholds from the dbt manifest);
 * :mod:`ndc.operator.charts`: small server-side SVG charts; :mod:`ndc.operator.page`: the HTML;
-* :mod:`ndc.operator.app`: the FastAPI app the Airflow plugin (``plugins/ndc_plugin.py``) mounts at ``/ndc``.
+* :mod:`ndc.operator.app`: the page's FastAPI app; :mod:`ndc.airflow.operator_page` puts it behind Airflow's login
+  and the Airflow plugin (``plugins/ndc_plugin.py``) mounts it at ``/ndc``.
 
-Only :mod:`ndc.operator.app` imports Airflow.
+None of it imports Airflow.
 """

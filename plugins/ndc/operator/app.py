@@ -1,7 +1,8 @@
 """The FastAPI app of the operator's page, mounted by the Airflow plugin at ``/ndc`` on Airflow's API server.
 
-Airflow gives a mounted app no authentication of its own: every route here depends on Airflow's ``get_user``
-(the ``Authorization: Bearer`` header or the ``_token`` cookie the UI's login sets), so a request without a valid
+Airflow gives a mounted app no authentication of its own: every route here depends on the login the host passes
+(Airflow's ``get_user``, through :mod:`ndc.airflow.operator_page`: the ``Authorization: Bearer`` header or the
+``_token`` cookie the UI's login sets), so a request without a valid
 login gets 401 — the automatic docs are off (``/docs``, ``/redoc``, ``/openapi.json`` do not exist).
 
 Routes (under ``/ndc``): ``/`` the page; ``/api/summary`` every panel as JSON; ``/api/<panel>`` one of them
@@ -12,7 +13,8 @@ Routes (under ``/ndc``): ``/`` the page; ``/api/summary`` every panel as JSON; `
 
 from __future__ import annotations
 
-from airflow.api_fastapi.core_api.security import get_user
+from collections.abc import Callable
+
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
@@ -36,9 +38,11 @@ def _summary(request: Request, days: int) -> dict:
     return summarise(snapshot, days, airflow_root)
 
 
-def create_app() -> FastAPI:
+def create_app(login: Callable) -> FastAPI:
+    """The page's app; every route depends on ``login`` (the host's authentication, which raises 401 without a
+    valid login): :func:`ndc.airflow.operator_page.create_app` passes Airflow's."""
     app = FastAPI(title="NDC operator's page", docs_url=None, redoc_url=None, openapi_url=None,
-                  dependencies=[Depends(get_user)])
+                  dependencies=[Depends(login)])
 
     @app.get("/", response_class=HTMLResponse)
     def operator_page(request: Request, days: int = Days) -> HTMLResponse:
