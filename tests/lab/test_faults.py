@@ -1,4 +1,4 @@
-"""Issue 9's fault scenarios (``ndc_lab.faults``; ``ndc faults`` prints the same as a summary), each on fresh databases:
+"""The fault scenarios (``ndc_lab.faults``; ``ndc faults`` prints the same as a summary), each on fresh databases:
 the fault lands where partial state exists (asserted before recovery), an operator's rerun or Airflow's retry
 recovers, and every promise holds afterwards: landing equals the source, no duplicates, every quarantined row has
 its reason, the ledger verifies. Scenario 7 also needs Redis (it runs a Celery worker)."""

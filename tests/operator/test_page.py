@@ -1,4 +1,4 @@
-"""The operator's page (issue 8) on a real PostgreSQL, mounted in Airflow's own API server app.
+"""The operator's page on a real PostgreSQL, mounted in Airflow's own API server app.
 
 A warehouse is seeded by the platform's own writers where that is cheap (real extracts of a simulated population:
 ledger, batches, contract results and quarantine; deliveries under applied agreements; ledger appends) and by

@@ -43,7 +43,7 @@ DEFAULT_ARGS = {
 
 
 def warehouse_uri(schema: str, table: str) -> str:
-    """A warehouse table's Asset URI, in the form dbt/Cosmos use (no connection is made)."""
+    """A warehouse table's Asset URI, in the form dbt's Airflow integrations use (no connection is made)."""
     parts = urlsplit(get_settings().warehouse_url)
     return f"postgres://{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}/{schema}/{table}"
 

@@ -1,5 +1,5 @@
 """Running the dbt project: its connection comes from NDC_WAREHOUSE_URL (as NDC_DBT_* variables for the
-profile), tracking is off, and the manifest that Cosmos renders the conform DAG from is made by ``dbt parse``.
+profile), tracking is off, and the manifest the conform DAG is rendered from is made by ``dbt parse``.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def run(args: list[str], *, build_schema: str | None = None, echo: bool = False)
 
 
 def parse() -> Path:
-    """Write target/manifest.json (what Cosmos renders the conform DAG from; never done at DAG parse time)."""
+    """Write target/manifest.json (what the conform DAG is rendered from; never done at DAG parse time)."""
     result = run(["parse"])
     if result.returncode != 0:
         raise NdcError(f"dbt parse failed:\n{result.output[-4000:]}")
