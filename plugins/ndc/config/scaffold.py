@@ -48,11 +48,9 @@ CONTRACT = '''\
 from __future__ import annotations
 
 import pandera.polars as pa
-import polars as pl
-from pandera.polars import PolarsData
 from pandera.typing.polars import Series
 
-from ndc.contracts.base import NdcContract, not_blank
+from ndc.contracts.base import UTC_TIMESTAMP, NdcContract, format_matches, not_blank
 
 
 class Records(NdcContract):
@@ -60,19 +58,16 @@ class Records(NdcContract):
 
     record_id: str = pa.Field(nullable=True, description="the source's key")
     name: str = pa.Field(nullable=True)
-    updated_at: Series[pl.Datetime("us", "UTC")] = pa.Field(nullable=False)  # type: ignore[valid-type]
+    updated_at: Series[UTC_TIMESTAMP] = pa.Field(nullable=False)  # type: ignore[valid-type]
 
     class Config:
         name = "{name}.records"
         metadata = {{"version": "1.0.0"}}
 
-    @pa.check("record_id", name="record_id_format")
-    def _record_id(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(pl.col(data.key).str.contains(r"^R\\d{{8}}$").fill_null(False))
-
-    @pa.check("name", name="name_not_blank")
-    def _name(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(not_blank(pl.col(data.key)))
+    # Checks shared by several contracts come from ndc.contracts.base; a check of this source only is a
+    # @pa.check (one column) or @pa.dataframe_check (whole rows) method returning a boolean column.
+    _record_id = format_matches("record_id", r"^R\\d{{8}}$")
+    _name = not_blank("name")
 
 
 CONTRACTS = (Records,)

@@ -1,13 +1,24 @@
-"""Conventions shared by every contract, and the expressions that several contracts reuse.
+"""Conventions shared by every contract, and the checks and expressions that several contracts reuse.
 
 A contract is a pandera (polars backend) ``DataFrameModel``. Every check carries a stable ``name``: that name is
 what quarantine records as the reason a row was rejected, and what tests compare with the simulators'
 manifests. Text columns are declared nullable and their own checks decide about nulls, so one defect fails
 exactly one named check.
+
+A check that several contracts make is defined once here, as a function that returns the ``@pa.check`` (one
+column) or ``@pa.dataframe_check`` (whole rows) class method; a contract assigns it in its class body::
+
+    _full_name = not_blank("full_name")               # check full_name_not_blank
+    _sex = allowed("sex", SEXES)                      # check sex_allowed
+    _province = province_code_valid(on="updated_at")  # check province_code_valid
+
+A check of one contract only is written as a ``@pa.check`` method, or with :func:`column_check` /
+:func:`row_check` when it is one expression.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from datetime import date
 
 import pandera.polars as pa
@@ -17,7 +28,9 @@ from pandera.polars import PolarsData
 from ndc.reference import REORGANISATION_DATE, TAX_CODE_WEIGHTS, new_codes, old_codes
 
 VIETNAM_TZ = "Asia/Ho_Chi_Minh"
+UTC_TIMESTAMP = pl.Datetime("us", "UTC")
 PIN_PATTERN = r"^\d{12}$"
+SEXES = ("M", "F")
 # C0 and C1 control characters (tab, line ends and NUL included) and DEL: never part of a name, code or address;
 # they come from broken exports, mojibake or terminal escapes, and break consumers' CSVs and screens.
 CONTROL_CHARACTERS = r"[\x00-\x1f\x7f-\x9f]"
@@ -91,9 +104,99 @@ def tax_code_is_valid(code: pl.Expr) -> pl.Expr:
     return (code.str.contains(r"^\d{10}$") & (expected != 10) & (digits[9] == expected)).fill_null(False)
 
 
-def not_blank(column: pl.Expr) -> pl.Expr:
+def is_not_blank(column: pl.Expr) -> pl.Expr:
+    """Text other than whitespace (a null is blank)."""
     return (column.str.strip_chars().str.len_chars() > 0).fill_null(False)
+
+
+def is_one_of(column: pl.Expr, values: Iterable[str]) -> pl.Expr:
+    """One of ``values`` (a null is not)."""
+    return column.is_in(list(values)).fill_null(False)
+
+
+def matches(column: pl.Expr, pattern: str) -> pl.Expr:
+    """``pattern`` is found in the text (a null does not match)."""
+    return column.str.contains(pattern).fill_null(False)
 
 
 def date_between(column: pl.Expr, earliest: date, latest: pl.Expr) -> pl.Expr:
     return ((column >= pl.lit(earliest)) & (column <= latest)).fill_null(False)
+
+
+# --- checks shared by several contracts ---------------------------------------------------------------------------
+# Each call makes a new class method, so every model owns its checks. The method's __name__ is the check's name
+# too: pandera falls back to that name when a model inherits the check (see NdcContract).
+
+def column_check(column: str, name: str, valid: Callable[[pl.Expr], pl.Expr], *,
+                 nulls_pass: bool = False) -> classmethod:
+    """Check ``name`` of ``column``: a row passes where ``valid(<the column>)`` is True, or (with ``nulls_pass``,
+    for a column that may be left empty) where the column is null."""
+
+    def check(cls, data: PolarsData) -> pl.LazyFrame:
+        value = pl.col(data.key)
+        return data.lazyframe.select((value.is_null() | valid(value)) if nulls_pass else valid(value))
+
+    check.__name__ = check.__qualname__ = name
+    return pa.check(column, name=name)(check)
+
+
+def row_check(name: str, valid: Callable[[], pl.Expr]) -> classmethod:
+    """Check ``name`` of whole rows: a row passes where ``valid()`` is True (built when the check runs)."""
+
+    def check(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(valid())
+
+    check.__name__ = check.__qualname__ = name
+    return pa.dataframe_check(name=name)(check)
+
+
+def not_blank(column: str) -> classmethod:
+    """Check ``<column>_not_blank``: text other than whitespace; a null fails."""
+    return column_check(column, f"{column}_not_blank", is_not_blank)
+
+
+def allowed(column: str, values: Iterable[str], *, nulls_pass: bool = False) -> classmethod:
+    """Check ``<column>_allowed``: one of ``values``; a null fails unless ``nulls_pass``."""
+    values = tuple(values)
+    return column_check(column, f"{column}_allowed", lambda c: is_one_of(c, values), nulls_pass=nulls_pass)
+
+
+def format_matches(column: str, pattern: str, *, nulls_pass: bool = False) -> classmethod:
+    """Check ``<column>_format``: the value matches ``pattern`` (anchored: ``^...$``); a null fails unless
+    ``nulls_pass``."""
+    return column_check(column, f"{column}_format", lambda c: matches(c, pattern), nulls_pass=nulls_pass)
+
+
+def pin_format(column: str = "pin", *, nulls_pass: bool = False, name: str = "pin_format") -> classmethod:
+    """Check ``pin_format`` (or ``name``): a well-formed PIN (:func:`pin_is_well_formed`); a null fails unless
+    ``nulls_pass``."""
+    return column_check(column, name, pin_is_well_formed, nulls_pass=nulls_pass)
+
+
+def positive(column: str) -> classmethod:
+    """Check ``<column>_positive``: greater than zero; a null fails."""
+    return column_check(column, f"{column}_positive", lambda c: (c > 0).fill_null(False))
+
+
+def date_in_range(column: str, earliest: date, *, until: str, nulls_pass: bool = False) -> classmethod:
+    """Check ``<column>_range``: a date from ``earliest`` to the Việt Nam date of timestamp column ``until``; a
+    null fails unless ``nulls_pass``."""
+
+    def in_range() -> pl.Expr:
+        value = pl.col(column)
+        valid = date_between(value, earliest, vietnam_date(until))
+        return (value.is_null() | valid) if nulls_pass else valid
+
+    return row_check(f"{column}_range", in_range)
+
+
+def province_code_valid(on: str) -> classmethod:
+    """Check ``province_code_valid``: ``province_code`` is a code in force on the Việt Nam date of timestamp
+    column ``on``."""
+    return row_check("province_code_valid", lambda: province_valid_on(pl.col("province_code"), vietnam_date(on)))
+
+
+def pin_birth_consistency(pin: str = "pin") -> classmethod:
+    """Check ``pin_birth_consistency``: the PIN agrees with ``birth_date`` and ``sex`` (:func:`pin_matches_birth`)."""
+    return row_check("pin_birth_consistency",
+                     lambda: pin_matches_birth(pl.col(pin), pl.col("birth_date"), pl.col("sex")))

@@ -18,18 +18,24 @@ import polars as pl
 from pandera.polars import PolarsData
 from pandera.typing.polars import Series
 
-from ndc.contracts.base import NdcContract, date_between, not_blank, pin_is_well_formed, province_valid_on, vietnam_date
+from ndc.contracts.base import (
+    SEXES,
+    UTC_TIMESTAMP,
+    NdcContract,
+    allowed,
+    date_in_range,
+    format_matches,
+    matches,
+    not_blank,
+    pin_format,
+    province_code_valid,
+)
 
 EARLIEST_BIRTH = date(1990, 1, 1)
-UTC_TIMESTAMP = pl.Datetime("us", "UTC")
 STUDENT_ID_PATTERN = r"^HS\d{10}$"
 SCHOOL_ID_PATTERN = r"^(MN|TH|THCS|THPT)-\d{2}-\d{4}$"
 LEVEL_PREFIXES = {"mam_non": "MN", "tieu_hoc": "TH", "thcs": "THCS", "thpt": "THPT"}
 GRADES_OF_PREFIX = {"MN": (0, 0), "TH": (1, 5), "THCS": (6, 9), "THPT": (10, 12)}
-
-
-def _matches(column: pl.Expr, pattern: str) -> pl.Expr:
-    return column.str.contains(pattern).fill_null(False)
 
 
 def _school_prefix(school_id: pl.Expr) -> pl.Expr:
@@ -51,31 +57,12 @@ class Students(NdcContract):
         name = "education.students"
         metadata = {"version": "1.1.0"}
 
-    @pa.check("student_id", name="student_id_format")
-    def _student_id(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(_matches(pl.col(data.key), STUDENT_ID_PATTERN))
-
-    @pa.check("pin", name="pin_format")
-    def _pin(cls, data: PolarsData) -> pl.LazyFrame:
-        column = pl.col(data.key)
-        return data.lazyframe.select(column.is_null() | pin_is_well_formed(column))
-
-    @pa.check("full_name", name="full_name_not_blank")
-    def _full_name(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(not_blank(pl.col(data.key)))
-
-    @pa.check("sex", name="sex_allowed")
-    def _sex(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(pl.col(data.key).is_in(["M", "F"]).fill_null(False))
-
-    @pa.dataframe_check(name="birth_date_range")
-    def _birth_date(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(
-            date_between(pl.col("birth_date"), EARLIEST_BIRTH, vietnam_date("exported_at")))
-
-    @pa.dataframe_check(name="province_code_valid")
-    def _province(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(province_valid_on(pl.col("province_code"), vietnam_date("exported_at")))
+    _student_id = format_matches("student_id", STUDENT_ID_PATTERN)
+    _pin = pin_format("pin", nulls_pass=True)
+    _full_name = not_blank("full_name")
+    _sex = allowed("sex", SEXES)
+    _birth_date = date_in_range("birth_date", EARLIEST_BIRTH, until="exported_at")
+    _province = province_code_valid(on="exported_at")
 
 
 class Schools(NdcContract):
@@ -92,29 +79,18 @@ class Schools(NdcContract):
         name = "education.schools"
         metadata = {"version": "1.1.0"}
 
-    @pa.check("school_id", name="school_id_format")
-    def _school_id(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(_matches(pl.col(data.key), SCHOOL_ID_PATTERN))
-
-    @pa.check("name", name="name_not_blank")
-    def _name(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(not_blank(pl.col(data.key)))
-
-    @pa.check("level", name="level_allowed")
-    def _level(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(pl.col(data.key).is_in(list(LEVEL_PREFIXES)).fill_null(False))
+    _school_id = format_matches("school_id", SCHOOL_ID_PATTERN)
+    _name = not_blank("name")
+    _level = allowed("level", LEVEL_PREFIXES)
+    _province = province_code_valid(on="exported_at")
 
     @pa.dataframe_check(name="level_matches_school_id")
     def _level_prefix(cls, data: PolarsData) -> pl.LazyFrame:
         """The id's prefix names the level; rows whose id or level is itself invalid fail their own check."""
         prefix = pl.col("level").replace_strict(LEVEL_PREFIXES, default=None)
-        applicable = _matches(pl.col("school_id"), SCHOOL_ID_PATTERN) & prefix.is_not_null()
+        applicable = matches(pl.col("school_id"), SCHOOL_ID_PATTERN) & prefix.is_not_null()
         agrees = _school_prefix(pl.col("school_id")) == prefix
         return data.lazyframe.select((~applicable | agrees).fill_null(False))
-
-    @pa.dataframe_check(name="province_code_valid")
-    def _province(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(province_valid_on(pl.col("province_code"), vietnam_date("exported_at")))
 
 
 class Enrolments(NdcContract):
@@ -131,20 +107,15 @@ class Enrolments(NdcContract):
         name = "education.enrolments"
         metadata = {"version": "1.1.0"}
 
-    @pa.check("student_id", name="student_id_format")
-    def _student_id(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(_matches(pl.col(data.key), STUDENT_ID_PATTERN))
-
-    @pa.check("school_id", name="school_id_format")
-    def _school_id(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(_matches(pl.col(data.key), SCHOOL_ID_PATTERN))
+    _student_id = format_matches("student_id", STUDENT_ID_PATTERN)
+    _school_id = format_matches("school_id", SCHOOL_ID_PATTERN)
 
     @pa.check("school_year", name="school_year_format")
     def _school_year(cls, data: PolarsData) -> pl.LazyFrame:
         column = pl.col(data.key)
         first = column.str.slice(0, 4).cast(pl.Int32, strict=False)
         second = column.str.slice(5, 4).cast(pl.Int32, strict=False)
-        valid = _matches(column, r"^\d{4}-\d{4}$") & (second == first + 1) & first.is_between(2000, 2099)
+        valid = matches(column, r"^\d{4}-\d{4}$") & (second == first + 1) & first.is_between(2000, 2099)
         return data.lazyframe.select(valid.fill_null(False))
 
     @pa.check("grade", name="grade_range")
@@ -158,7 +129,7 @@ class Enrolments(NdcContract):
         low = prefix.replace_strict({p: g[0] for p, g in GRADES_OF_PREFIX.items()}, default=None)
         high = prefix.replace_strict({p: g[1] for p, g in GRADES_OF_PREFIX.items()}, default=None)
         grade = pl.col("grade")
-        applicable = _matches(pl.col("school_id"), SCHOOL_ID_PATTERN) & grade.is_between(0, 12).fill_null(False)
+        applicable = matches(pl.col("school_id"), SCHOOL_ID_PATTERN) & grade.is_between(0, 12).fill_null(False)
         return data.lazyframe.select((~applicable | grade.is_between(low, high)).fill_null(False))
 
 

@@ -11,21 +11,21 @@ from datetime import date
 
 import pandera.polars as pa
 import polars as pl
-from pandera.polars import PolarsData
 from pandera.typing.polars import Series
 
 from ndc.contracts.base import (
+    UTC_TIMESTAMP,
     NdcContract,
-    date_between,
+    allowed,
+    column_check,
+    date_in_range,
     not_blank,
-    pin_is_well_formed,
-    province_valid_on,
+    pin_format,
+    province_code_valid,
     tax_code_is_valid,
-    vietnam_date,
 )
 
 EARLIEST_REGISTRATION = date(1990, 1, 1)
-UTC_TIMESTAMP = pl.Datetime("us", "UTC")
 LEGAL_FORMS = ("tnhh", "co_phan", "tu_nhan", "hop_danh")
 STATUSES = ("active", "suspended", "dissolved")
 ROLES = ("giam_doc", "tong_giam_doc", "chu_tich")
@@ -38,8 +38,9 @@ def branch_code_is_valid(code: pl.Expr) -> pl.Expr:
     return (code.str.contains(r"^\d{10}-\d{3}$") & enterprise_code_is_valid(code.str.slice(0, 10))).fill_null(False)
 
 
-def _allowed(column: pl.Expr, values: tuple[str, ...]) -> pl.Expr:
-    return column.is_in(list(values)).fill_null(False)
+def enterprise_code_format(column: str = "enterprise_code") -> classmethod:
+    """Check ``enterprise_code_format``: a valid enterprise code; a null fails."""
+    return column_check(column, "enterprise_code_format", enterprise_code_is_valid)
 
 
 class Enterprises(NdcContract):
@@ -58,30 +59,12 @@ class Enterprises(NdcContract):
         name = "enterprise.enterprises"
         metadata = {"version": "1.1.0"}
 
-    @pa.check("enterprise_code", name="enterprise_code_format")
-    def _code(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(enterprise_code_is_valid(pl.col(data.key)))
-
-    @pa.check("name", name="name_not_blank")
-    def _name(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(not_blank(pl.col(data.key)))
-
-    @pa.check("legal_form", name="legal_form_allowed")
-    def _legal_form(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(_allowed(pl.col(data.key), LEGAL_FORMS))
-
-    @pa.check("status", name="status_allowed")
-    def _status(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(_allowed(pl.col(data.key), STATUSES))
-
-    @pa.dataframe_check(name="registered_on_range")
-    def _registered_on(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(
-            date_between(pl.col("registered_on"), EARLIEST_REGISTRATION, vietnam_date("updated_at")))
-
-    @pa.dataframe_check(name="province_code_valid")
-    def _province(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(province_valid_on(pl.col("province_code"), vietnam_date("updated_at")))
+    _code = enterprise_code_format()
+    _name = not_blank("name")
+    _legal_form = allowed("legal_form", LEGAL_FORMS)
+    _status = allowed("status", STATUSES)
+    _registered_on = date_in_range("registered_on", EARLIEST_REGISTRATION, until="updated_at")
+    _province = province_code_valid(on="updated_at")
 
 
 class Branches(NdcContract):
@@ -100,26 +83,11 @@ class Branches(NdcContract):
         name = "enterprise.branches"
         metadata = {"version": "1.1.0"}
 
-    @pa.check("branch_code", name="branch_code_format")
-    def _branch_code(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(branch_code_is_valid(pl.col(data.key)))
-
-    @pa.check("enterprise_code", name="enterprise_code_format")
-    def _code(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(enterprise_code_is_valid(pl.col(data.key)))
-
-    @pa.check("name", name="name_not_blank")
-    def _name(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(not_blank(pl.col(data.key)))
-
-    @pa.dataframe_check(name="opened_on_range")
-    def _opened_on(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(
-            date_between(pl.col("opened_on"), EARLIEST_REGISTRATION, vietnam_date("updated_at")))
-
-    @pa.dataframe_check(name="province_code_valid")
-    def _province(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(province_valid_on(pl.col("province_code"), vietnam_date("updated_at")))
+    _branch_code = column_check("branch_code", "branch_code_format", branch_code_is_valid)
+    _code = enterprise_code_format()
+    _name = not_blank("name")
+    _opened_on = date_in_range("opened_on", EARLIEST_REGISTRATION, until="updated_at")
+    _province = province_code_valid(on="updated_at")
 
 
 class LegalRepresentatives(NdcContract):
@@ -137,26 +105,11 @@ class LegalRepresentatives(NdcContract):
         name = "enterprise.legal_representatives"
         metadata = {"version": "1.1.0"}
 
-    @pa.check("enterprise_code", name="enterprise_code_format")
-    def _code(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(enterprise_code_is_valid(pl.col(data.key)))
-
-    @pa.check("pin", name="pin_format")
-    def _pin(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(pin_is_well_formed(pl.col(data.key)))
-
-    @pa.check("full_name", name="full_name_not_blank")
-    def _full_name(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(not_blank(pl.col(data.key)))
-
-    @pa.check("role", name="role_allowed")
-    def _role(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(_allowed(pl.col(data.key), ROLES))
-
-    @pa.dataframe_check(name="appointed_on_range")
-    def _appointed_on(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(
-            date_between(pl.col("appointed_on"), EARLIEST_REGISTRATION, vietnam_date("updated_at")))
+    _code = enterprise_code_format()
+    _pin = pin_format("pin")
+    _full_name = not_blank("full_name")
+    _role = allowed("role", ROLES)
+    _appointed_on = date_in_range("appointed_on", EARLIEST_REGISTRATION, until="updated_at")
 
 
 class StatusHistory(NdcContract):
@@ -172,18 +125,9 @@ class StatusHistory(NdcContract):
         name = "enterprise.status_history"
         metadata = {"version": "1.1.0"}
 
-    @pa.check("enterprise_code", name="enterprise_code_format")
-    def _code(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(enterprise_code_is_valid(pl.col(data.key)))
-
-    @pa.check("status", name="status_allowed")
-    def _status(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(_allowed(pl.col(data.key), STATUSES))
-
-    @pa.dataframe_check(name="effective_on_range")
-    def _effective_on(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(
-            date_between(pl.col("effective_on"), EARLIEST_REGISTRATION, vietnam_date("updated_at")))
+    _code = enterprise_code_format()
+    _status = allowed("status", STATUSES)
+    _effective_on = date_in_range("effective_on", EARLIEST_REGISTRATION, until="updated_at")
 
 
 __all__ = ["Branches", "Enterprises", "LegalRepresentatives", "StatusHistory"]

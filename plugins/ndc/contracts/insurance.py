@@ -16,12 +16,19 @@ from pandera.polars import PolarsData
 from pandera.typing.polars import Series
 
 from ndc.contracts.base import (
+    SEXES,
+    UTC_TIMESTAMP,
     NdcContract,
+    allowed,
+    column_check,
     date_between,
+    date_in_range,
+    format_matches,
     not_blank,
-    pin_is_well_formed,
+    pin_format,
     pin_matches_birth,
-    province_valid_on,
+    positive,
+    province_code_valid,
     vietnam_date,
 )
 from ndc.reference import old_codes
@@ -29,7 +36,8 @@ from ndc.reference import old_codes
 EARLIEST_BIRTH = date(1900, 1, 1)
 EARLIEST_MONTH = date(1995, 1, 1)  # Vietnam Social Security was founded in 1995
 PIN_REQUIRED_FROM = date(2025, 8, 1)
-UTC_TIMESTAMP = pl.Datetime("us", "UTC")
+# An employer's enterprise code: 10 digits (its check digit is not checked here).
+EMPLOYER_CODE_PATTERN = r"^\d{10}$"
 
 
 def insurance_code_is_well_formed(code: pl.Expr) -> pl.Expr:
@@ -37,8 +45,9 @@ def insurance_code_is_well_formed(code: pl.Expr) -> pl.Expr:
     return (code.str.contains(r"^\d{10}$") & code.str.slice(0, 2).is_in(list(old_codes()))).fill_null(False)
 
 
-def enterprise_code_or_null(code: pl.Expr) -> pl.Expr:
-    return code.is_null() | code.str.contains(r"^\d{10}$").fill_null(False)
+def insurance_code_format() -> classmethod:
+    """Check ``insurance_code_format`` (:func:`insurance_code_is_well_formed`); a null fails."""
+    return column_check("insurance_code", "insurance_code_format", insurance_code_is_well_formed)
 
 
 class InsuredPeople(NdcContract):
@@ -57,36 +66,18 @@ class InsuredPeople(NdcContract):
         name = "insurance.insured_people"
         metadata = {"version": "1.1.0"}
 
-    @pa.check("insurance_code", name="insurance_code_format")
-    def _insurance_code(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(insurance_code_is_well_formed(pl.col(data.key)))
-
-    @pa.check("pin", name="pin_format")
-    def _pin_format(cls, data: PolarsData) -> pl.LazyFrame:
-        column = pl.col(data.key)
-        return data.lazyframe.select(column.is_null() | pin_is_well_formed(column))
-
-    @pa.check("full_name", name="full_name_not_blank")
-    def _full_name(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(not_blank(pl.col(data.key)))
-
-    @pa.check("sex", name="sex_allowed")
-    def _sex(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(pl.col(data.key).is_in(["M", "F"]).fill_null(False))
-
-    @pa.check("employer_code", name="employer_code_format")
-    def _employer_code(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(enterprise_code_or_null(pl.col(data.key)))
+    _insurance_code = insurance_code_format()
+    _pin_format = pin_format("pin", nulls_pass=True)
+    _full_name = not_blank("full_name")
+    _sex = allowed("sex", SEXES)
+    _employer_code = format_matches("employer_code", EMPLOYER_CODE_PATTERN, nulls_pass=True)
+    _birth_date = date_in_range("birth_date", EARLIEST_BIRTH, until="updated_at")
+    _province = province_code_valid(on="updated_at")
 
     @pa.dataframe_check(name="pin_required_from_2025_08")
     def _pin_required(cls, data: PolarsData) -> pl.LazyFrame:
         return data.lazyframe.select(
             (pl.col("pin").is_not_null() | (vietnam_date("updated_at") < pl.lit(PIN_REQUIRED_FROM))).alias("ok"))
-
-    @pa.dataframe_check(name="birth_date_range")
-    def _birth_date(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(
-            date_between(pl.col("birth_date"), EARLIEST_BIRTH, vietnam_date("updated_at")))
 
     @pa.dataframe_check(name="pin_birth_consistency")
     def _pin_birth(cls, data: PolarsData) -> pl.LazyFrame:
@@ -94,10 +85,6 @@ class InsuredPeople(NdcContract):
         in_range = date_between(pl.col("birth_date"), EARLIEST_BIRTH, vietnam_date("updated_at"))
         agrees = pin_matches_birth(pl.col("pin"), pl.col("birth_date"), pl.col("sex"))
         return data.lazyframe.select((~in_range | agrees).alias("ok"))
-
-    @pa.dataframe_check(name="province_code_valid")
-    def _province(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(province_valid_on(pl.col("province_code"), vietnam_date("updated_at")))
 
 
 class Employers(NdcContract):
@@ -112,17 +99,9 @@ class Employers(NdcContract):
         name = "insurance.employers"
         metadata = {"version": "1.1.0"}
 
-    @pa.check("employer_code", name="employer_code_format")
-    def _employer_code(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(pl.col(data.key).str.contains(r"^\d{10}$").fill_null(False))
-
-    @pa.check("name", name="name_not_blank")
-    def _name(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(not_blank(pl.col(data.key)))
-
-    @pa.dataframe_check(name="province_code_valid")
-    def _province(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(province_valid_on(pl.col("province_code"), vietnam_date("updated_at")))
+    _employer_code = format_matches("employer_code", EMPLOYER_CODE_PATTERN)
+    _name = not_blank("name")
+    _province = province_code_valid(on="updated_at")
 
 
 class Contributions(NdcContract):
@@ -140,17 +119,9 @@ class Contributions(NdcContract):
         name = "insurance.contributions"
         metadata = {"version": "1.1.0"}
 
-    @pa.check("insurance_code", name="insurance_code_format")
-    def _insurance_code(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(insurance_code_is_well_formed(pl.col(data.key)))
-
-    @pa.check("employer_code", name="employer_code_format")
-    def _employer_code(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(enterprise_code_or_null(pl.col(data.key)))
-
-    @pa.check("amount", name="amount_positive")
-    def _amount(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select((pl.col(data.key) > 0).fill_null(False))
+    _insurance_code = insurance_code_format()
+    _employer_code = format_matches("employer_code", EMPLOYER_CODE_PATTERN, nulls_pass=True)
+    _amount = positive("amount")
 
     @pa.dataframe_check(name="contribution_month_range")
     def _month(cls, data: PolarsData) -> pl.LazyFrame:

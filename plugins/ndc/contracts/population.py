@@ -14,18 +14,22 @@ from pandera.polars import PolarsData
 from pandera.typing.polars import Series
 
 from ndc.contracts.base import (
+    SEXES,
+    UTC_TIMESTAMP,
     NdcContract,
-    date_between,
+    allowed,
+    date_in_range,
+    format_matches,
     not_blank,
-    pin_is_well_formed,
-    pin_matches_birth,
+    pin_birth_consistency,
+    pin_format,
+    province_code_valid,
     province_valid_on,
     vietnam_date,
 )
 
 EARLIEST_BIRTH = date(1900, 1, 1)
 EARLIEST_MOVE = date(1990, 1, 1)
-UTC_TIMESTAMP = pl.Datetime("us", "UTC")
 
 
 class Citizens(NdcContract):
@@ -48,41 +52,19 @@ class Citizens(NdcContract):
         name = "population.citizens"
         metadata = {"version": "1.1.0"}
 
-    @pa.check("pin", name="pin_format")
-    def _pin_format(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(pin_is_well_formed(pl.col(data.key)))
-
-    @pa.check("cmnd", name="cmnd_format")
-    def _cmnd_format(cls, data: PolarsData) -> pl.LazyFrame:
-        column = pl.col(data.key)
-        return data.lazyframe.select(column.is_null() | column.str.contains(r"^\d{9}$").fill_null(False))
-
-    @pa.check("full_name", name="full_name_not_blank")
-    def _full_name(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(not_blank(pl.col(data.key)))
-
-    @pa.check("sex", name="sex_allowed")
-    def _sex(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(pl.col(data.key).is_in(["M", "F"]).fill_null(False))
-
-    @pa.dataframe_check(name="birth_date_range")
-    def _birth_date(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(
-            date_between(pl.col("birth_date"), EARLIEST_BIRTH, vietnam_date("updated_at")))
+    _pin_format = pin_format("pin")
+    _cmnd_format = format_matches("cmnd", r"^\d{9}$", nulls_pass=True)
+    _full_name = not_blank("full_name")
+    _sex = allowed("sex", SEXES)
+    _birth_date = date_in_range("birth_date", EARLIEST_BIRTH, until="updated_at")
+    _pin_birth = pin_birth_consistency("pin")
+    _province = province_code_valid(on="updated_at")
 
     @pa.dataframe_check(name="death_after_birth")
     def _death_date(cls, data: PolarsData) -> pl.LazyFrame:
         death = pl.col("death_date")
         valid = (death >= pl.col("birth_date")) & (death <= vietnam_date("updated_at"))
         return data.lazyframe.select((death.is_null() | valid.fill_null(True)).alias("ok"))
-
-    @pa.dataframe_check(name="pin_birth_consistency")
-    def _pin_birth(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(pin_matches_birth(pl.col("pin"), pl.col("birth_date"), pl.col("sex")))
-
-    @pa.dataframe_check(name="province_code_valid")
-    def _province(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(province_valid_on(pl.col("province_code"), vietnam_date("updated_at")))
 
 
 class Households(NdcContract):
@@ -99,17 +81,9 @@ class Households(NdcContract):
         name = "population.households"
         metadata = {"version": "1.1.0"}
 
-    @pa.check("household_id", name="household_id_format")
-    def _household_id(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(pl.col(data.key).str.contains(r"^HK\d{10}$").fill_null(False))
-
-    @pa.check("head_pin", name="pin_format")
-    def _head_pin(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(pin_is_well_formed(pl.col(data.key)))
-
-    @pa.dataframe_check(name="province_code_valid")
-    def _province(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(province_valid_on(pl.col("province_code"), vietnam_date("updated_at")))
+    _household_id = format_matches("household_id", r"^HK\d{10}$")
+    _head_pin = pin_format("head_pin")
+    _province = province_code_valid(on="updated_at")
 
 
 class ResidenceChanges(NdcContract):
@@ -126,14 +100,8 @@ class ResidenceChanges(NdcContract):
         name = "population.residence_changes"
         metadata = {"version": "1.1.0"}
 
-    @pa.check("pin", name="pin_format")
-    def _pin(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(pin_is_well_formed(pl.col(data.key)))
-
-    @pa.dataframe_check(name="moved_on_range")
-    def _moved_on(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(
-            date_between(pl.col("moved_on"), EARLIEST_MOVE, vietnam_date("updated_at")))
+    _pin = pin_format("pin")
+    _moved_on = date_in_range("moved_on", EARLIEST_MOVE, until="updated_at")
 
     @pa.dataframe_check(name="province_code_valid")
     def _provinces(cls, data: PolarsData) -> pl.LazyFrame:

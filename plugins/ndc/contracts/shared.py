@@ -22,11 +22,20 @@ import polars as pl
 from pandera.polars import PolarsData
 from pandera.typing.polars import Series
 
-from ndc.contracts.base import not_blank, pin_is_well_formed, pin_matches_birth, tax_code_is_valid
-from ndc.contracts.enterprise import LEGAL_FORMS, STATUSES
+from ndc.contracts.base import (
+    SEXES,
+    UTC_TIMESTAMP,
+    allowed,
+    column_check,
+    is_one_of,
+    not_blank,
+    pin_birth_consistency,
+    pin_format,
+    row_check,
+)
+from ndc.contracts.enterprise import LEGAL_FORMS, STATUSES, enterprise_code_format
 from ndc.reference import current_code_of, new_codes, old_codes
 
-UTC_TIMESTAMP = pl.Datetime("us", "UTC")
 AMOUNT_VND = pl.Decimal(38, 0)
 FIRST_STATISTICS_MONTH = date(2024, 7, 1)
 IDENTITY_REASONS = ("pin_not_found", "pin_birth_date_mismatch", "no_name_or_birth_date",
@@ -44,27 +53,48 @@ class SharedContract(pa.DataFrameModel):
         metadata = {"version": "1.0.0"}
 
 
-def _in(column: pl.Expr, values: tuple[str, ...] | list[str]) -> pl.Expr:
-    """True where ``column`` is one of ``values``; a null passes (nullability is the column's own rule)."""
-    return column.is_null() | column.is_in(list(values)).fill_null(False)
+# A null passes the shared views' value checks: nullability is the column's own rule (``nullable``).
+
+def historic_province_code_valid() -> classmethod:
+    """Check ``historic_province_code_valid``: one of the 63 codes in force until 2025-06-30."""
+    return column_check("historic_province_code", "historic_province_code_valid",
+                        lambda code: is_one_of(code, old_codes()), nulls_pass=True)
 
 
-def _not_negative(*columns: str) -> pl.Expr:
-    return pl.all_horizontal((pl.col(c).is_null() | (pl.col(c) >= 0)) for c in columns).alias("ok")
+def current_province_code_valid() -> classmethod:
+    """Check ``current_province_code_valid``: one of the 34 codes in force from 2025-07-01."""
+    return column_check("current_province_code", "current_province_code_valid",
+                        lambda code: is_one_of(code, new_codes()), nulls_pass=True)
 
 
-def _province_codes_agree(historic: str, current: str) -> pl.Expr:
-    """The current (2025) province is the one the historic code merged into (Resolution 202/2025/QH15)."""
-    mapped = pl.col(historic).replace_strict(current_code_of(), default=None, return_dtype=pl.String)
-    return (mapped == pl.col(current)).fill_null(False).alias("ok")
+def current_province_matches_historic() -> classmethod:
+    """Check ``current_province_matches_historic``: the current (2025) province is the one the historic code
+    merged into (Resolution 202/2025/QH15)."""
+
+    def agree() -> pl.Expr:
+        mapped = pl.col("historic_province_code").replace_strict(current_code_of(), default=None,
+                                                                 return_dtype=pl.String)
+        return (mapped == pl.col("current_province_code")).fill_null(False)
+
+    return row_check("current_province_matches_historic", agree)
 
 
-def _is_landing_table(source: str, dataset: str) -> pl.Expr:
-    """``<source>.<dataset>`` names a landing table's contract."""
-    from ndc.contracts import all_contracts
+def counts_not_negative(*columns: str) -> classmethod:
+    """Check ``counts_not_negative``: none of ``columns`` is below zero."""
+    return row_check("counts_not_negative",
+                     lambda: pl.all_horizontal((pl.col(c).is_null() | (pl.col(c) >= 0)) for c in columns))
 
-    landing = sorted({c.name for c in all_contracts() if c.kind == "landing"})
-    return pl.concat_str(pl.col(source), pl.lit("."), pl.col(dataset)).is_in(landing).fill_null(False).alias("ok")
+
+def dataset_is_landing_table() -> classmethod:
+    """Check ``dataset_is_landing_table``: ``<source_name>.<dataset>`` names a landing table's contract."""
+
+    def landing_table() -> pl.Expr:
+        from ndc.contracts import all_contracts
+
+        landing = sorted({c.name for c in all_contracts() if c.kind == "landing"})
+        return pl.concat_str(pl.col("source_name"), pl.lit("."), pl.col("dataset")).is_in(landing).fill_null(False)
+
+    return row_check("dataset_is_landing_table", landing_table)
 
 
 class Citizens(SharedContract):
@@ -96,26 +126,15 @@ class Citizens(SharedContract):
         name = "shared.citizens"
         metadata = {"version": "1.0.0", "primary_key": ["citizen_id"], "dbt_model": "citizens"}
 
-    @pa.check("citizen_id", name="citizen_id_format")
-    def _citizen_id(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(pin_is_well_formed(pl.col(data.key)))
-
-    @pa.check("sex", name="sex_allowed")
-    def _sex(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(_in(pl.col(data.key), ("M", "F")))
-
-    @pa.check("historic_province_code", name="historic_province_code_valid")
-    def _historic(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(_in(pl.col(data.key), old_codes()))
-
-    @pa.check("current_province_code", name="current_province_code_valid")
-    def _current(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(_in(pl.col(data.key), new_codes()))
-
-    @pa.check("highest_enrolled_grade", name="grade_range")
-    def _grade(cls, data: PolarsData) -> pl.LazyFrame:
-        grade = pl.col(data.key)
-        return data.lazyframe.select(grade.is_null() | grade.is_between(0, 12))
+    _citizen_id = pin_format("citizen_id", name="citizen_id_format")
+    _sex = allowed("sex", SEXES, nulls_pass=True)
+    _historic = historic_province_code_valid()
+    _current = current_province_code_valid()
+    _grade = column_check("highest_enrolled_grade", "grade_range", lambda grade: grade.is_between(0, 12),
+                          nulls_pass=True)
+    _pin_birth = pin_birth_consistency("citizen_id")
+    _provinces_agree = current_province_matches_historic()
+    _counts = counts_not_negative("tax_filings", "contributing_months")
 
     @pa.check("highest_enrolled_school_year", name="school_year_format")
     def _school_year(cls, data: PolarsData) -> pl.LazyFrame:
@@ -125,23 +144,11 @@ class Citizens(SharedContract):
         return data.lazyframe.select(year.is_null() | (year.str.contains(r"^\d{4}-\d{4}$") & (end == start + 1))
                                      .fill_null(False))
 
-    @pa.dataframe_check(name="pin_birth_consistency")
-    def _pin_birth(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(pin_matches_birth(pl.col("citizen_id"), pl.col("birth_date"), pl.col("sex")))
-
     @pa.dataframe_check(name="death_after_birth")
     def _death(cls, data: PolarsData) -> pl.LazyFrame:
         death = pl.col("death_date")
         return data.lazyframe.select((death.is_null() | (death >= pl.col("birth_date")).fill_null(False))
                                      .alias("ok"))
-
-    @pa.dataframe_check(name="current_province_matches_historic")
-    def _provinces_agree(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(_province_codes_agree("historic_province_code", "current_province_code"))
-
-    @pa.dataframe_check(name="counts_not_negative")
-    def _counts(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(_not_negative("tax_filings", "contributing_months"))
 
 
 class Enterprises(SharedContract):
@@ -172,39 +179,15 @@ class Enterprises(SharedContract):
         name = "shared.enterprises"
         metadata = {"version": "1.0.0", "primary_key": ["enterprise_code"], "dbt_model": "enterprises"}
 
-    @pa.check("enterprise_code", name="enterprise_code_format")
-    def _code(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(tax_code_is_valid(pl.col(data.key)))
-
-    @pa.check("enterprise_name", name="enterprise_name_not_blank")
-    def _name(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(not_blank(pl.col(data.key)))
-
-    @pa.check("legal_form", name="legal_form_allowed")
-    def _legal_form(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(_in(pl.col(data.key), LEGAL_FORMS))
-
-    @pa.check("status", name="status_allowed")
-    def _status(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(_in(pl.col(data.key), STATUSES))
-
-    @pa.check("historic_province_code", name="historic_province_code_valid")
-    def _historic(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(_in(pl.col(data.key), old_codes()))
-
-    @pa.check("current_province_code", name="current_province_code_valid")
-    def _current(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(_in(pl.col(data.key), new_codes()))
-
-    @pa.dataframe_check(name="current_province_matches_historic")
-    def _provinces_agree(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(_province_codes_agree("historic_province_code", "current_province_code"))
-
-    @pa.dataframe_check(name="counts_not_negative")
-    def _counts(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(_not_negative(
-            "status_events", "open_branches", "tax_filings", "insured_employees", "tax_declared_vnd",
-            "tax_paid_vnd"))
+    _code = enterprise_code_format()
+    _name = not_blank("enterprise_name")
+    _legal_form = allowed("legal_form", LEGAL_FORMS, nulls_pass=True)
+    _status = allowed("status", STATUSES, nulls_pass=True)
+    _historic = historic_province_code_valid()
+    _current = current_province_code_valid()
+    _provinces_agree = current_province_matches_historic()
+    _counts = counts_not_negative("status_events", "open_branches", "tax_filings", "insured_employees",
+                                  "tax_declared_vnd", "tax_paid_vnd")
 
     @pa.dataframe_check(name="tax_arrears_consistent")
     def _arrears(cls, data: PolarsData) -> pl.LazyFrame:
@@ -235,21 +218,15 @@ class ProvinceStatistics(SharedContract):
         metadata = {"version": "1.0.0", "primary_key": ["current_province_code", "month"],
                     "dbt_model": "province_statistics"}
 
-    @pa.check("current_province_code", name="current_province_code_valid")
-    def _current(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(_in(pl.col(data.key), new_codes()))
+    _current = current_province_code_valid()
+    _counts = counts_not_negative("population", "births", "deaths", "moves_in", "moves_out", "enterprises_opened",
+                                  "enterprises_closed", "taxpayers_registered", "insured_workers", "students")
 
     @pa.check("month", name="month_first_day")
     def _month(cls, data: PolarsData) -> pl.LazyFrame:
         month = pl.col(data.key)
         return data.lazyframe.select(((month.dt.day() == 1) & (month >= pl.lit(FIRST_STATISTICS_MONTH)))
                                      .fill_null(False))
-
-    @pa.dataframe_check(name="counts_not_negative")
-    def _counts(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(_not_negative(
-            "population", "births", "deaths", "moves_in", "moves_out", "enterprises_opened", "enterprises_closed",
-            "taxpayers_registered", "insured_workers", "students"))
 
 
 class IdentityExceptions(SharedContract):
@@ -270,17 +247,9 @@ class IdentityExceptions(SharedContract):
                     "primary_key": ["source_name", "dataset", "record_key", "exception_reason"],
                     "dbt_model": "identity_exceptions"}
 
-    @pa.check("record_key", name="record_key_not_blank")
-    def _record_key(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(not_blank(pl.col(data.key)))
-
-    @pa.check("exception_kind", name="exception_kind_allowed")
-    def _kind(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(_in(pl.col(data.key), EXCEPTION_KINDS))
-
-    @pa.dataframe_check(name="dataset_is_landing_table")
-    def _dataset(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(_is_landing_table("source_name", "dataset"))
+    _record_key = not_blank("record_key")
+    _kind = allowed("exception_kind", EXCEPTION_KINDS, nulls_pass=True)
+    _dataset = dataset_is_landing_table()
 
     @pa.dataframe_check(name="exception_reason_allowed")
     def _reason(cls, data: PolarsData) -> pl.LazyFrame:
@@ -317,15 +286,9 @@ class DataQualitySummary(SharedContract):
         metadata = {"version": "1.0.0", "primary_key": ["source_name", "dataset"],
                     "dbt_model": "data_quality_summary"}
 
-    @pa.dataframe_check(name="dataset_is_landing_table")
-    def _dataset(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(_is_landing_table("source_name", "dataset"))
-
-    @pa.dataframe_check(name="counts_not_negative")
-    def _counts(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(_not_negative(
-            "current_rows", "deleted_rows", "quarantined_rows", "identity_exceptions", "reference_exceptions",
-            "linked_records"))
+    _dataset = dataset_is_landing_table()
+    _counts = counts_not_negative("current_rows", "deleted_rows", "quarantined_rows", "identity_exceptions",
+                                  "reference_exceptions", "linked_records")
 
 
 __all__ = ["Citizens", "DataQualitySummary", "Enterprises", "IdentityExceptions", "ProvinceStatistics",

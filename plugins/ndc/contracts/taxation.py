@@ -15,11 +15,17 @@ from pandera.polars import PolarsData
 from pandera.typing.polars import Series
 
 from ndc.contracts.base import (
+    UTC_TIMESTAMP,
     NdcContract,
-    date_between,
+    allowed,
+    column_check,
+    date_in_range,
+    format_matches,
     not_blank,
+    pin_format,
     pin_is_well_formed,
-    province_valid_on,
+    positive,
+    province_code_valid,
     tax_code_is_valid,
     vietnam_date,
 )
@@ -31,13 +37,17 @@ TAX_PERIOD_PATTERN = r"^\d{4}-(0[1-9]|1[0-2]|Q[1-4])$"
 EARLIEST_BIRTH = date(1900, 1, 1)
 EARLIEST_REGISTRATION = date(1990, 1, 1)
 EARLIEST_ACTIVITY = date(1990, 1, 1)
-UTC_TIMESTAMP = pl.Datetime("us", "UTC")
 
 
 def taxpayer_id_is_valid(taxpayer_id: pl.Expr, kind: pl.Expr | None = None) -> pl.Expr:
     """A valid tax code, or (for anyone but an enterprise) a well-formed 12-digit PIN."""
     not_enterprise = pl.lit(True) if kind is None else kind.fill_null("") != "enterprise"
     return (tax_code_is_valid(taxpayer_id) | (pin_is_well_formed(taxpayer_id) & not_enterprise)).fill_null(False)
+
+
+def taxpayer_id_format() -> classmethod:
+    """Check ``taxpayer_id_format`` of a table without the taxpayer's kind: a tax code or a PIN."""
+    return column_check("taxpayer_id", "taxpayer_id_format", taxpayer_id_is_valid)
 
 
 class Taxpayers(NdcContract):
@@ -57,9 +67,13 @@ class Taxpayers(NdcContract):
         name = "taxation.taxpayers"
         metadata = {"version": "1.1.0"}
 
-    @pa.check("taxpayer_kind", name="taxpayer_kind_allowed")
-    def _kind(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(pl.col(data.key).is_in(TAXPAYER_KINDS).fill_null(False))
+    _kind = allowed("taxpayer_kind", TAXPAYER_KINDS)
+    _pin = pin_format("pin", nulls_pass=True)
+    _legacy = column_check("legacy_tax_code", "legacy_tax_code_format", tax_code_is_valid, nulls_pass=True)
+    _full_name = not_blank("full_name")
+    _birth_date = date_in_range("birth_date", EARLIEST_BIRTH, until="updated_at", nulls_pass=True)
+    _registered_on = date_in_range("registered_on", EARLIEST_REGISTRATION, until="updated_at")
+    _province = province_code_valid(on="updated_at")
 
     @pa.dataframe_check(name="taxpayer_id_format")
     def _taxpayer_id(cls, data: PolarsData) -> pl.LazyFrame:
@@ -73,35 +87,6 @@ class Taxpayers(NdcContract):
         pin_form = taxpayer_id.str.len_chars() == 12
         after = vietnam_date("updated_at") >= pl.lit(REORGANISATION_DATE)
         return data.lazyframe.select((~applicable | (pin_form == after)).fill_null(True).alias("ok"))
-
-    @pa.check("pin", name="pin_format")
-    def _pin(cls, data: PolarsData) -> pl.LazyFrame:
-        column = pl.col(data.key)
-        return data.lazyframe.select(column.is_null() | pin_is_well_formed(column))
-
-    @pa.check("legacy_tax_code", name="legacy_tax_code_format")
-    def _legacy(cls, data: PolarsData) -> pl.LazyFrame:
-        column = pl.col(data.key)
-        return data.lazyframe.select(column.is_null() | tax_code_is_valid(column))
-
-    @pa.check("full_name", name="full_name_not_blank")
-    def _full_name(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(not_blank(pl.col(data.key)))
-
-    @pa.dataframe_check(name="birth_date_range")
-    def _birth_date(cls, data: PolarsData) -> pl.LazyFrame:
-        birth = pl.col("birth_date")
-        return data.lazyframe.select(
-            (birth.is_null() | date_between(birth, EARLIEST_BIRTH, vietnam_date("updated_at"))).alias("ok"))
-
-    @pa.dataframe_check(name="registered_on_range")
-    def _registered_on(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(
-            date_between(pl.col("registered_on"), EARLIEST_REGISTRATION, vietnam_date("updated_at")))
-
-    @pa.dataframe_check(name="province_code_valid")
-    def _province(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(province_valid_on(pl.col("province_code"), vietnam_date("updated_at")))
 
 
 class Filings(NdcContract):
@@ -119,26 +104,12 @@ class Filings(NdcContract):
         name = "taxation.filings"
         metadata = {"version": "1.1.0"}
 
-    @pa.check("taxpayer_id", name="taxpayer_id_format")
-    def _taxpayer_id(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(taxpayer_id_is_valid(pl.col(data.key)))
-
-    @pa.check("tax_period", name="tax_period_format")
-    def _tax_period(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(pl.col(data.key).str.contains(TAX_PERIOD_PATTERN).fill_null(False))
-
-    @pa.check("form_code", name="form_code_allowed")
-    def _form_code(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(pl.col(data.key).is_in(FORM_CODES).fill_null(False))
-
-    @pa.dataframe_check(name="filed_on_range")
-    def _filed_on(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(
-            date_between(pl.col("filed_on"), EARLIEST_ACTIVITY, vietnam_date("updated_at")))
-
-    @pa.check("declared_amount", name="declared_amount_non_negative")
-    def _declared_amount(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select((pl.col(data.key) >= 0).fill_null(False))
+    _taxpayer_id = taxpayer_id_format()
+    _tax_period = format_matches("tax_period", TAX_PERIOD_PATTERN)
+    _form_code = allowed("form_code", FORM_CODES)
+    _filed_on = date_in_range("filed_on", EARLIEST_ACTIVITY, until="updated_at")
+    _declared_amount = column_check("declared_amount", "declared_amount_non_negative",
+                                    lambda c: (c >= 0).fill_null(False))
 
 
 class Payments(NdcContract):
@@ -154,18 +125,9 @@ class Payments(NdcContract):
         name = "taxation.payments"
         metadata = {"version": "1.1.0"}
 
-    @pa.check("taxpayer_id", name="taxpayer_id_format")
-    def _taxpayer_id(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(taxpayer_id_is_valid(pl.col(data.key)))
-
-    @pa.dataframe_check(name="paid_on_range")
-    def _paid_on(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(
-            date_between(pl.col("paid_on"), EARLIEST_ACTIVITY, vietnam_date("updated_at")))
-
-    @pa.check("amount", name="amount_positive")
-    def _amount(cls, data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select((pl.col(data.key) > 0).fill_null(False))
+    _taxpayer_id = taxpayer_id_format()
+    _paid_on = date_in_range("paid_on", EARLIEST_ACTIVITY, until="updated_at")
+    _amount = positive("amount")
 
 
 __all__ = ["Filings", "Payments", "Taxpayers", "tax_code_is_valid", "taxpayer_id_is_valid"]
