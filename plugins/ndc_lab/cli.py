@@ -225,7 +225,7 @@ def _parts(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -
 @click.option("--skip", multiple=True, callback=_parts, metavar="PART[,PART]",
               help="Leave out parts: parse, el, dlt, conform, change, demo (comma-separated or repeated).")
 @click.option("--json-out", type=click.Path(dir_okay=False),
-              help="Write the figures as JSON here [default: docs/bench-<UTC date>.json in the repository].")
+              help="Write the figures as JSON here [default: results/bench/bench-<UTC date>.json in the repository].")
 @click.option("--server", help="PostgreSQL server for the el, dlt and conform databases [default: the warehouse's].")
 @click.option("--port", type=int, default=8080, show_default=True, help="Port of the Airflow API server (conform).")
 @click.option("--airflow-db", default="ndc_bench_airflow", show_default=True,

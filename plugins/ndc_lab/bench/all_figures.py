@@ -414,7 +414,7 @@ def run_all(options: Options, echo: Callable[[str], None] = print) -> dict:
 
 
 def default_json_path() -> Path:
-    return REPO_ROOT / "docs" / f"bench-{datetime.now(UTC):%Y-%m-%d}.json"
+    return REPO_ROOT / "results" / "bench" / f"bench-{datetime.now(UTC):%Y-%m-%d}.json"
 
 
 def write_json(document: dict, path: Path) -> None:
