@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import polars as pl
 from psycopg import sql
 
-from ndc.audit.handoff import Handoff, new_run_id, recorded
+from ndc.audit.handoff import Handoff, advance_watermark, new_run_id, recorded
 from ndc.config.sources import SourceConfig, find_source, load_sources
 from ndc.contracts import get_contract
 from ndc.contracts.validation import GateResult, validate
@@ -34,7 +34,6 @@ from ndc.landing.load import (
     prepare_session,
     previous_load,
     stage_batch,
-    update_watermark,
 )
 from ndc.landing.rowhash import row_hashes
 from ndc.settings import Settings, get_settings
@@ -239,7 +238,7 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
                 raise
             finally:
                 _count(run, stats, window, full_refresh)
-        update_watermark(wh, target.dataset, stats.loaded_through, run.run_id)
+        advance_watermark(wh, "extract", target.dataset, stats.loaded_through, run.run_id)
         if stats.merge.rows_new_versions >= ANALYZE_AFTER_ROWS:
             # Fresh planner statistics before the conform build reads it (autovacuum would come later).
             with database.connect(settings.warehouse_url, autocommit=True) as maintenance:

@@ -151,3 +151,23 @@ def record_event(conn: psycopg.Connection, kind: str, source: str, target: str, 
     return ledger.append(conn, ledger.LedgerEntry(
         kind=kind, source=source, target=target, run_id=run_id, rows_in=rows, rows_loaded=rows, rows_quarantined=0,
         duration_ms=0, outcome="success", details=details))
+
+
+# How far each kind of hand-off has moved its data (the latest interval end): a monitoring figure, not the key the
+# next run extracts by. Table, key column, "through" column; fixed names, never from config.
+_WATERMARKS = {
+    "extract": ("watermarks", "dataset", "loaded_through"),
+    "exchange": ("exchange_watermarks", "exchange", "delivered_through"),
+}
+
+
+def advance_watermark(conn: psycopg.Connection, kind: str, name: str, through: datetime | None,
+                      run_id: str) -> None:
+    """Move ``name``'s watermark forward to ``through`` (never back: a rerun of an old interval keeps it)."""
+    table, key, column = _WATERMARKS[kind]
+    with conn.transaction():
+        conn.execute(
+            f"insert into ndc_meta.{table} ({key}, {column}, last_run_id) values (%s, %s, %s)"
+            f" on conflict ({key}) do update set {column} = greatest(ndc_meta.{table}.{column},"
+            f" excluded.{column}), last_run_id = excluded.last_run_id, updated_at = now()",
+            (name, through, run_id))

@@ -532,12 +532,3 @@ def _array_literal(rejected: pl.DataFrame) -> pl.DataFrame:
     """Check names as a PostgreSQL array literal, for COPY."""
     quoted = pl.col("_checks").list.eval(pl.format('"{}"', pl.element())).list.join(",")
     return rejected.with_columns(pl.concat_str(pl.lit("{"), quoted, pl.lit("}")).alias("_checks"))
-
-
-def update_watermark(conn: psycopg.Connection, dataset: str, through: datetime | None, run_id: str) -> None:
-    with conn.transaction():
-        conn.execute(
-            "insert into ndc_meta.watermarks (dataset, loaded_through, last_run_id) values (%s, %s, %s)"
-            " on conflict (dataset) do update set loaded_through = greatest(ndc_meta.watermarks.loaded_through,"
-            " excluded.loaded_through), last_run_id = excluded.last_run_id, updated_at = now()",
-            (dataset, through, run_id))

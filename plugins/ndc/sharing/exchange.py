@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ndc.audit.handoff import Handoff, new_run_id, recorded
+from ndc.audit.handoff import Handoff, advance_watermark, new_run_id, recorded
 from ndc.config.sources import CRON, check_identifier, load_all, load_config
 from ndc.errors import ConfigError, ContractViolation, NdcError, SchemaDriftError
 from ndc.settings import REPO_ROOT
@@ -446,7 +446,7 @@ def run_exchange(exchange: ExchangeConfig | str, start: datetime, end: datetime,
                     _deliver(run, provider_url, consumer_url, window, settings.batch_bytes)
                     with hub.transaction():
                         _record_rejections(hub, config, contract, run_id, run.rejections)
-                        _update_watermark(hub, config.name, end, run_id)
+                        advance_watermark(hub, "exchange", config.name, end, run_id)
                 except Exception as exc:
                     handoff.error = _safe_error(exc, config, contract)
                     handoff.blocked = handoff.error if isinstance(exc, ContractViolation) else None
@@ -494,14 +494,6 @@ def _deliver(run: _Run, provider_url: str, consumer_url: str, window: tuple[date
         result.rows_rejected += len(losers)
     log.info("exchange %s delivered %d rows (%d new versions), %d not delivered", config.name, delivered, written,
              result.rows_rejected)
-
-
-def _update_watermark(hub: psycopg.Connection, name: str, through: datetime, run_id: str) -> None:
-    """How far the exchange has delivered (the latest interval end): a monitoring figure, not the exchange key."""
-    hub.execute("insert into ndc_meta.exchange_watermarks (exchange, delivered_through, last_run_id)"
-                " values (%s, %s, %s) on conflict (exchange) do update set delivered_through ="
-                " greatest(ndc_meta.exchange_watermarks.delivered_through, excluded.delivered_through),"
-                " last_run_id = excluded.last_run_id, updated_at = now()", (name, through, run_id))
 
 
 def _count(handoff: Handoff, run: _Run, window: tuple[datetime, datetime]) -> None:
