@@ -38,7 +38,7 @@ NAME = "shared.citizens"
 
 @pytest.fixture(scope="module")
 def manifest_path():
-    return dbt.MANIFEST if dbt.MANIFEST.exists() else dbt.parse()
+    return dbt.manifest_file() if dbt.manifest_file().exists() else dbt.parse()
 
 
 @pytest.fixture(scope="module")

@@ -90,9 +90,9 @@ def contract_modules() -> list[str]:
 def extra_modules() -> list[str]:
     """Contract modules from elsewhere (e.g. a DAG bundle's own package): ``NDC_CONTRACT_MODULES``, comma-separated
     importable module names, each listing its models in ``CONTRACTS`` like the built-in ones."""
-    import os
+    from ndc.settings import get_settings
 
-    return [m.strip() for m in os.environ.get("NDC_CONTRACT_MODULES", "").split(",") if m.strip()]
+    return list(get_settings().contract_modules)
 
 
 def _models() -> list[type]:
