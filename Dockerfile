@@ -12,9 +12,10 @@ RUN apt-get update \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/*
 
-# The project lives in /opt/ndc and is installed editable: ndc.settings finds dags/, dbt_project/ and the
-# agency/agreement/exchange folders relative to plugins/ndc (REPO_ROOT). Named volumes are mounted on folders that
-# exist in the image, so they start owned by airflow (uid 50000, gid 0) instead of root.
+# The project lives in /opt/ndc and is installed editable: the package runs from this checkout, so the defaults of
+# NDC_DAGS_DIR (sources, exchanges, agencies, agreements, contracts) and NDC_DBT_PROJECT_DIR are its dags/ and
+# dbt_project/ (ndc.settings). Named volumes are mounted on folders that exist in the image, so they start owned by
+# airflow (uid 50000, gid 0) instead of root.
 RUN mkdir -p /opt/ndc /opt/airflow/drops/education /opt/airflow/ndc /opt/airflow/auth \
  && chown -R airflow:0 /opt/ndc /opt/airflow/drops /opt/airflow/ndc /opt/airflow/auth \
  && chmod -R g+rwX /opt/ndc /opt/airflow/drops /opt/airflow/ndc /opt/airflow/auth

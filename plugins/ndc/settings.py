@@ -1,22 +1,31 @@
 """Settings read from the environment, in one place.
 
-| variable | meaning | default |
-|---|---|---|
-| ``NDC_WAREHOUSE_URL`` | the hub's warehouse (PostgreSQL URL) | the embedded server (``ndc.warehouse.embedded``) |
-| ``NDC_SOURCES_DIR`` | folder of source YAML files | ``dags/sources`` of this repository |
-| ``NDC_DATA_DIR`` | where the platform keeps files (embedded server, manifests) | ``/var/tmp/ndc-<user>`` |
-| ``NDC_BATCH_BYTES`` | size of one streamed extract batch | 16 MiB |
-| ``NDC_RETENTION_DAYS`` | days quarantine rows and superseded landing history are kept (``ndc purge``) | 730 |
-| ``NDC_HTTP_ATTEMPTS`` | times an API page is requested before the extract fails (HTTP connector) | 8 |
-| ``AIRFLOW_CONN_<ID>`` | a source connection, Airflow's URI or JSON format | see :mod:`ndc.warehouse.connections` |
+Every ``NDC_*`` variable of the platform is declared here once, as an attribute of :class:`Settings`: its name,
+meaning, default and parser. :func:`get_settings` takes the environment as it is at the call; each setting is
+parsed when it is first asked for, so nothing is read at import time and a bad value fails only the work that
+needs it. An unset or blank variable means its default. A bad value raises :class:`~ndc.errors.ConfigError`
+naming the variable and the value (a URL without its credentials, path or query; a secret by its length only).
+
+Read elsewhere on purpose: ``AIRFLOW_CONN_<CONN_ID>`` (a source connection, looked up by computed name in
+:mod:`ndc.warehouse.connections`) and the tooling's own variables (``ndc_lab``). Processes the platform starts
+get their environment here too: :func:`dbt_environment` adds the ``NDC_DBT_*`` variables that
+``dbt_project/profiles.yml`` reads.
+
+The table below is generated from the declarations (``python -m ndc.settings`` prints it); the README's settings
+table is the same table (``tests/test_settings.py`` compares them).
 """
 
 from __future__ import annotations
 
 import getpass
+import math
 import os
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Mapping
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from ndc.errors import ConfigError
 
@@ -25,46 +34,344 @@ DEFAULT_EMBEDDED_PORT = 54329
 DEFAULT_BATCH_BYTES = 16 * 1024 * 1024
 DEFAULT_RETENTION_DAYS = 730  # personal data in quarantine and landing history (see ndc.audit.retention)
 DEFAULT_HTTP_ATTEMPTS = 8
+EXCHANGE_HASH_KEY_MIN_CHARS = 16
+
+Parser = Callable[[str, str], Any]  # (variable, its value) -> the setting
 
 
-def _int_setting(name: str, default: int, minimum: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"environment variable {name}={raw!r}: expected a whole number") from None
-    if value < minimum:
-        raise ConfigError(f"environment variable {name}={value}: expected at least {minimum}")
-    return value
+def checkout_root() -> Path | None:
+    """The repository checkout this package runs from (it lives in ``<checkout>/plugins/ndc``), or None when it is
+    installed (site-packages)."""
+    package = Path(__file__).resolve().parent
+    if package.parent.name == "plugins" and (REPO_ROOT / "dags").is_dir():
+        return REPO_ROOT
+    return None
 
 
-@dataclass(frozen=True)
+# --- one parser per kind ------------------------------------------------------------------------------------------
+
+def _invalid(name: str, shown: str, expected: str) -> ConfigError:
+    return ConfigError(f"environment variable {name}={shown!r}: expected {expected}")
+
+
+def whole_number(minimum: int, maximum: int | None = None) -> Parser:
+    expected = (f"a whole number from {minimum} to {maximum}" if maximum is not None
+                else f"a whole number of at least {minimum}")
+
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise _invalid(name, raw, expected) from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise _invalid(name, raw, expected)
+        return value
+
+    return parse
+
+
+def real_number(*, above: float | None = None, at_most: float | None = None) -> Parser:
+    limits = ([f"above {above:g}"] if above is not None else []) + ([f"at most {at_most:g}"] if at_most is not None
+                                                                     else [])
+    expected = f"a number {' and '.join(limits)}".strip()
+
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise _invalid(name, raw, expected) from None
+        if not math.isfinite(value) or (above is not None and value <= above) or \
+                (at_most is not None and value > at_most):
+            raise _invalid(name, raw, expected)
+        return value
+
+    return parse
+
+
+def duration(*, minimum_seconds: float = 0.0, allow_minimum: bool = True) -> Parser:
+    """A number of seconds (a variable named ``*_SECONDS``), as a timedelta."""
+    relation = "at least" if allow_minimum else "more than"
+    expected = f"a number of seconds, {relation} {minimum_seconds:g}"
+
+    def parse(name: str, raw: str) -> timedelta:
+        try:
+            seconds = float(raw)
+        except ValueError:
+            raise _invalid(name, raw, expected) from None
+        too_small = seconds < minimum_seconds if allow_minimum else seconds <= minimum_seconds
+        if not math.isfinite(seconds) or too_small:
+            raise _invalid(name, raw, expected)
+        return timedelta(seconds=seconds)
+
+    return parse
+
+
+_TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off"})
+
+
+def flag(name: str, raw: str) -> bool:
+    word = raw.strip().lower()
+    if word not in _TRUE | _FALSE:
+        raise _invalid(name, raw, "1, true, yes or on; 0, false, no or off")
+    return word in _TRUE
+
+
+def path(name: str, raw: str) -> Path:
+    return Path(raw)  # as given: relative to the working directory, no ~ expansion (the shell's job)
+
+
+def _url_shown(raw: str) -> str:
+    """What an error may show of a URL: scheme and server; credentials, paths and queries can hold secrets."""
+    if "://" not in raw:
+        return "…" if re.search(r"[@=]", raw) else raw
+    parts = urlsplit(raw)
+    return f"{parts.scheme}://{parts.hostname or ''}/…"
+
+
+def url(*schemes: str) -> Parser:
+    expected = "a URL starting " + " or ".join(f"{s}://" for s in schemes)
+
+    def parse(name: str, raw: str) -> str:
+        if "://" not in raw or urlsplit(raw).scheme.lower() not in schemes:
+            raise _invalid(name, _url_shown(raw), expected)
+        return raw
+
+    return parse
+
+
+def choice(*options: str) -> Parser:
+    def parse(name: str, raw: str) -> str:
+        if raw not in options:
+            raise _invalid(name, raw, " or ".join(options))
+        return raw
+
+    return parse
+
+
+_MODULE_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
+def module_names(name: str, raw: str) -> tuple[str, ...]:
+    """Importable module names, comma-separated."""
+    found = tuple(part.strip() for part in raw.split(",") if part.strip())
+    bad = [part for part in found if not _MODULE_NAME.match(part)]
+    if bad:
+        raise _invalid(name, raw, f"importable module names, comma-separated ({', '.join(map(repr, bad))} is not one)")
+    return found
+
+
+def secret(min_chars: int) -> Parser:
+    def parse(name: str, raw: str) -> str:
+        if len(raw) < min_chars:  # the value itself is never shown
+            raise ConfigError(f"environment variable {name}: expected a secret of at least {min_chars} characters, "
+                              f"got {len(raw)}")
+        return raw
+
+    return parse
+
+
+POSTGRESQL_URL = url("postgresql", "postgres")
+
+
+# --- declarations ---------------------------------------------------------------------------------------------------
+
+class Setting:
+    """One environment variable: its name, its meaning and default as documented, and how it is parsed. The
+    default is a value, or ``derived`` from the other settings."""
+
+    def __init__(self, name: str, parse: Parser, *, meaning: str, shown: str, default: Any = None,
+                 derived: Callable[[Settings], Any] | None = None) -> None:
+        self.name, self.parse, self.meaning, self.shown = name, parse, meaning, shown
+        self.default, self.derived = default, derived
+        self.attribute = ""
+
+    def __set_name__(self, owner: type, attribute: str) -> None:
+        self.attribute = attribute
+
+    def __get__(self, settings: Settings | None, owner: type | None = None) -> Any:
+        if settings is None:
+            return self
+        raw = settings.raw(self.name)
+        if raw is not None:
+            value = self.parse(self.name, raw)
+        else:
+            value = self.derived(settings) if self.derived else self.default
+        settings.__dict__[self.attribute] = value  # asked once per Settings object
+        return value
+
+
+def _bundle_folder(name: str) -> Callable[[Settings], Path]:
+    return lambda settings: settings.dags_dir / name
+
+
+def _checkout_folder(name: str) -> Path:
+    return (checkout_root() or Path.cwd()) / name
+
+
 class Settings:
-    warehouse_url: str
-    sources_dir: Path
-    data_dir: Path
-    batch_bytes: int
-    retention_days: int = DEFAULT_RETENTION_DAYS
-    http_attempts: int = DEFAULT_HTTP_ATTEMPTS
+    """The platform's settings as the environment said when this object was made (see :func:`get_settings`)."""
 
-    @classmethod
-    def from_env(cls) -> Settings:
-        # Outside any 0700 home folder, so the embedded server's system user can reach it (see docs).
-        data_dir = os.environ.get("NDC_DATA_DIR") or f"/var/tmp/ndc-{getpass.getuser()}"  # noqa: S108
-        return cls(
-            # Unset means the embedded server (started by `ndc` commands through ndc.warehouse.embedded).
-            warehouse_url=os.environ.get("NDC_WAREHOUSE_URL") or (
-                f"postgresql://postgres@127.0.0.1:{os.environ.get('NDC_EMBEDDED_PORT') or DEFAULT_EMBEDDED_PORT}/ndc"),
-            sources_dir=Path(os.environ.get("NDC_SOURCES_DIR") or REPO_ROOT / "dags" / "sources"),
-            data_dir=Path(data_dir),
-            batch_bytes=_int_setting("NDC_BATCH_BYTES", DEFAULT_BATCH_BYTES, minimum=1024),
-            retention_days=_int_setting("NDC_RETENTION_DAYS", DEFAULT_RETENTION_DAYS, minimum=1),
-            http_attempts=_int_setting("NDC_HTTP_ATTEMPTS", DEFAULT_HTTP_ATTEMPTS, minimum=1),
-        )
+    # --- where things are ---
+    dags_dir = Setting(
+        "NDC_DAGS_DIR", path, derived=lambda _: _checkout_folder("dags"),
+        meaning="the DAG bundle: source, exchange, agency and agreement files, and contract modules "
+                "(`contracts/*.py`, e.g. written by `ndc sources new`)",
+        shown="`dags/` of the checkout the package runs from, else `./dags`")
+    sources_dir = Setting("NDC_SOURCES_DIR", path, derived=_bundle_folder("sources"), meaning="source files",
+                          shown="`$NDC_DAGS_DIR/sources`")
+    exchanges_dir = Setting("NDC_EXCHANGES_DIR", path, derived=_bundle_folder("exchanges"),
+                            meaning="direct-exchange files", shown="`$NDC_DAGS_DIR/exchanges`")
+    agencies_dir = Setting("NDC_AGENCIES_DIR", path, derived=_bundle_folder("agencies"), meaning="agency files",
+                           shown="`$NDC_DAGS_DIR/agencies`")
+    agreements_dir = Setting("NDC_AGREEMENTS_DIR", path, derived=_bundle_folder("agreements"),
+                             meaning="agreement files", shown="`$NDC_DAGS_DIR/agreements`")
+    dbt_project_dir = Setting(
+        "NDC_DBT_PROJECT_DIR", path, derived=lambda _: _checkout_folder("dbt_project"),
+        meaning="the dbt project (its `target/manifest.json` is what the conform DAG is drawn from)",
+        shown="`dbt_project/` of the checkout the package runs from, else `./dbt_project`")
+    contract_modules = Setting(
+        "NDC_CONTRACT_MODULES", module_names, default=(),
+        meaning="extra contract modules (importable names, comma-separated), beside the built-in ones and the DAG "
+                "bundle's `contracts/*.py`", shown="none")
+    data_dir = Setting(
+        "NDC_DATA_DIR", path, derived=lambda _: Path(f"/var/tmp/ndc-{getpass.getuser()}"),  # noqa: S108
+        meaning="embedded server, Airflow home of the demo", shown="`/var/tmp/ndc-<user>` (outside any 0700 folder)")
+
+    # --- the warehouse and who reads it ---
+    warehouse_url = Setting(
+        "NDC_WAREHOUSE_URL", POSTGRESQL_URL,
+        derived=lambda settings: f"postgresql://postgres@127.0.0.1:{settings.embedded_port}/ndc",
+        meaning="the warehouse (how tests, CI and deployments run)", shown="unset: the embedded server")
+    embedded_port = Setting("NDC_EMBEDDED_PORT", whole_number(1, 65535), default=DEFAULT_EMBEDDED_PORT,
+                            meaning="the embedded server's port (127.0.0.1 only)", shown=str(DEFAULT_EMBEDDED_PORT))
+    embedded_no_sync = Setting(
+        "NDC_EMBEDDED_NO_SYNC", flag, default=False,
+        meaning="create the embedded server's data directory without syncing to disk (`initdb --no-sync`: "
+                "throwaway servers of tests and fault scenarios)", shown="false")
+    operator_url = Setting(
+        "NDC_OPERATOR_URL", POSTGRESQL_URL, derived=lambda settings: settings.warehouse_url,
+        meaning="the operator's page reads the warehouse with this login (a member of `ndc_operator`); it always "
+                "switches to `ndc_operator`, read-only", shown="the warehouse URL")
+    ledger_anchor_url = Setting(
+        "NDC_LEDGER_ANCHOR_URL", POSTGRESQL_URL,
+        meaning="where each ledger row's id and hash are also written (a database the ledger's writer cannot "
+                "rewrite: in a deployment another administrator's, reached with an INSERT-only role)",
+        shown="`<warehouse database>_ledger_anchor` on the warehouse's server")
+    approver_url = Setting(
+        "NDC_APPROVER_URL", POSTGRESQL_URL,
+        meaning="`ndc agreements approve`: the approver's own connection (a member of `ndc_approver`)", shown="none")
+
+    # --- extract and load ---
+    batch_bytes = Setting("NDC_BATCH_BYTES", whole_number(1024), default=DEFAULT_BATCH_BYTES,
+                          meaning="size of one streamed extract batch", shown="16 MiB")
+    http_attempts = Setting(
+        "NDC_HTTP_ATTEMPTS", whole_number(1), default=DEFAULT_HTTP_ATTEMPTS,
+        meaning="times an API page is requested (HTTP 429, 500, 502, 503, 504, a dropped connection or a truncated "
+                "JSON body are retried with backoff) before the extract fails, naming the page's URL",
+        shown=str(DEFAULT_HTTP_ATTEMPTS))
+    task_retries = Setting(
+        "NDC_TASK_RETRIES", whole_number(0), default=2,
+        meaning="extract, compare and purge tasks: retries (alerts fire after the last)", shown="2")
+    retry_delay = Setting(
+        "NDC_RETRY_DELAY_SECONDS", duration(), default=timedelta(seconds=60),
+        meaning="extract, compare and purge tasks: the first retry delay (exponential backoff up to 20 min)",
+        shown="60")
+
+    # --- conform and publish ---
+    conform_nodes = Setting(
+        "NDC_CONFORM_NODES", choice("auto", "concurrent", "after"), default="auto",
+        meaning="when the conform DAG's model tasks start: `concurrent` (with `dbt.build`, through the scheduler) or "
+                "`after` (needed by `airflow dags test`)",
+        shown="`auto`: `after` under `airflow dags test`, else `concurrent`")
+    conform_poll = Setting(
+        "NDC_CONFORM_POLL_SECONDS", duration(allow_minimum=False), default=timedelta(seconds=1),
+        meaning="how often the triggerer reads dbt's results for the model tasks", shown="1")
+    publish_max_row_change = Setting(
+        "NDC_PUBLISH_MAX_ROW_CHANGE", real_number(above=0), default=0.5,
+        meaning="gate 2: the largest change of a shared relation's row count against the published version "
+                "(share; relations under 1,000 rows are exempt)", shown="0.5")
+    gate2_batch_rows = Setting("NDC_GATE2_BATCH_ROWS", whole_number(1), default=50_000,
+                               meaning="gate 2: rows per validated batch", shown="50,000")
+
+    # --- sharing, retention, alerts ---
+    exchange_hash_key = Setting(
+        "NDC_EXCHANGE_HASH_KEY", secret(EXCHANGE_HASH_KEY_MIN_CHARS),
+        meaning="direct exchanges: the key of the HMAC the hub keeps of each rejected row "
+                f"(≥ {EXCHANGE_HASH_KEY_MIN_CHARS} characters)", shown="none (required to run an exchange)")
+    retention_days = Setting(
+        "NDC_RETENTION_DAYS", whole_number(1), default=DEFAULT_RETENTION_DAYS,
+        meaning="quarantine rows and superseded landing-history versions older than this are purged "
+                "(`purge_personal_data`)", shown=str(DEFAULT_RETENTION_DAYS))
+    alert_webhook = Setting(
+        "NDC_ALERT_WEBHOOK", url("http", "https"),
+        meaning="alerts (contract failure, stale source, DAG failure) are also POSTed here as JSON (chat, ticketing)",
+        shown="unset: stored in `ndc_meta.alerts` and logged")
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        source = os.environ if environ is None else environ
+        self._environ = {name: value for name, value in source.items() if name.startswith("NDC_")}
+
+    def raw(self, name: str) -> str | None:
+        """The variable's value, or None when it is unset or blank."""
+        value = self._environ.get(name)
+        return value if value is not None and value.strip() else None
+
+    def is_set(self, name: str) -> bool:
+        return self.raw(name) is not None
+
+    @property
+    def contracts_dir(self) -> Path:
+        """The DAG bundle's contract modules (``<dags>/contracts/*.py``), loaded by the contract registry."""
+        return self.dags_dir / "contracts"
+
+
+def declared() -> tuple[Setting, ...]:
+    """Every setting, in the order the table lists them."""
+    return tuple(value for value in vars(Settings).values() if isinstance(value, Setting))
+
+
+def settings_table() -> str:
+    """The settings as a markdown table (the README's)."""
+    rows = [f"| `{s.name}` | {s.meaning} | {s.shown} |" for s in declared()]
+    return "\n".join(["| variable | meaning | default |", "|---|---|---|", *rows])
 
 
 def get_settings() -> Settings:
-    """Settings as the environment says now (cheap; re-read on every call so tests can change them)."""
-    return Settings.from_env()
+    """Settings as the environment says now (cheap; made afresh on every call so tests can change them)."""
+    return Settings()
+
+
+# --- environments of other processes --------------------------------------------------------------------------------
+
+def export_warehouse_url(url: str) -> None:
+    """Make ``url`` the warehouse of this process and of every process it starts (dbt, Airflow's): the embedded
+    server's URL, once it runs."""
+    os.environ["NDC_WAREHOUSE_URL"] = url
+
+
+def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a subprocess starts with: this process's, with ``extra``."""
+    return {**os.environ, **(extra or {})}
+
+
+def dbt_environment(warehouse_url: str | None = None) -> dict[str, str]:
+    """The environment of a dbt process: the profile's connection as ``NDC_DBT_*`` (``dbt_project/profiles.yml``
+    reads them), from ``warehouse_url`` (default: the warehouse), and no tracking."""
+    parts = urlsplit(warehouse_url or get_settings().warehouse_url)
+    return child_environment({
+        "NDC_DBT_HOST": parts.hostname or "127.0.0.1",
+        "NDC_DBT_PORT": str(parts.port or 5432),
+        "NDC_DBT_USER": unquote(parts.username or "postgres"),
+        "NDC_DBT_PASSWORD": unquote(parts.password or ""),
+        "NDC_DBT_DBNAME": parts.path.lstrip("/") or "ndc",
+        # Aggregations over millions of rows (province_statistics, identity) sort in memory, not on disk.
+        "PGOPTIONS": "-c work_mem=128MB",
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
+        "DO_NOT_TRACK": "1",
+    })
+
+
+__doc__ = f"{__doc__}\n{settings_table()}\n"
+
+if __name__ == "__main__":
+    print(settings_table())

@@ -323,7 +323,7 @@ def prepare_conform(*, accept_stale: bool = False, settings: Settings | None = N
                 if never_loaded:
                     ensure_landing(conn, target)
         conn.commit()
-        report = freshness.gate(freshness.check(conn, dbt.MANIFEST), accept_stale=accept_stale)
+        report = freshness.gate(freshness.check(conn, dbt.manifest_file()), accept_stale=accept_stale)
         return {"build_schema": inactive_schema(conn), "started_at": started.isoformat(),
                 "freshness": {f"{r.source}.{r.table}": r.status for r in report}}
 

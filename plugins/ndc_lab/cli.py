@@ -63,10 +63,10 @@ def _scaffolded_simulators() -> None:
 
     import ndc_lab.simulate
 
-    taken = {"common", "manifest", "insurance_api", *simulate.commands}
+    taken = {"common", "manifest", "insurance_api", "scaffold", *simulate.commands}
     for module in pkgutil.iter_modules(ndc_lab.simulate.__path__):
         if module.name not in taken:
-            _simulate_command(module.name, f"The {module.name} source (see plugins/ndc/simulate/{module.name}.py).")
+            _simulate_command(module.name, f"The {module.name} source (see plugins/ndc_lab/simulate/{module.name}.py).")
 
 
 _scaffolded_simulators()

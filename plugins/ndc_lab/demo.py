@@ -172,7 +172,7 @@ def run_demo(citizens: int, seed: int, echo: Callable[[str], None]) -> DemoSumma
     def step_conform() -> None:
         from ndc.conform import dbt
 
-        if not dbt.MANIFEST.exists():
+        if not dbt.manifest_file().exists():
             dbt.parse()
         _airflow(state["airflow"], "dags", "test", "conform", LOGICAL_DATE)
 

@@ -10,7 +10,7 @@ from ndc.conform import dbt
 
 
 def test_every_model_seed_and_snapshot_is_a_task_and_every_test_is_covered_once():
-    manifest = json.loads(dbt.MANIFEST.read_text())
+    manifest = json.loads(dbt.manifest_file().read_text())
     nodes = plan()
     built = {u for u, n in manifest["nodes"].items() if n["resource_type"] in ("model", "seed", "snapshot")}
     assert set(nodes) == built and len(built) >= 30

@@ -20,13 +20,16 @@ DAG_FILES = sorted((REPO / "dags").glob("*.py"))
 CLOSED = "postgresql://nobody@127.0.0.1:9/nowhere"  # port 9 (discard): nothing listens
 
 PARSE = """
-import json, sys
+import json, os, sys
 from airflow.dag_processing.dagbag import DagBag
+before = dict(os.environ)
 bag = DagBag(dag_folder=sys.argv[1])
+after = dict(os.environ)
 heavy = sorted(m for m in ("polars", "pandera", "faker", "numpy") if m in sys.modules)
 print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()},
                   "dags": sorted(bag.dag_ids), "seconds": sum(s.duration.total_seconds() for s in bag.dagbag_stats),
-                  "heavy": heavy}))
+                  "heavy": heavy,
+                  "environ_changed": sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))}))
 """
 
 
@@ -59,6 +62,15 @@ def test_parse_time_of_all_dag_files_stays_small(tmp_path):
     assert result["errors"] == {}
     print(f"sum of per-file DAG parse times: {result['seconds']:.3f} s")
     assert result["seconds"] < 3.0
+
+
+def test_parsing_the_dag_files_changes_no_environment_variable(tmp_path):
+    """The dag-processor imports every DAG file over and over, in a process other files share: a DAG file that set
+    a variable would change the settings of everything parsed after it (values are passed explicitly instead)."""
+    result = parse(REPO / "dags", tmp_path)
+    assert result["errors"] == {}
+    assert len(result["dags"]) >= len(DAG_FILES)
+    assert result["environ_changed"] == []
 
 
 def test_factory_builds_one_task_per_table_with_assets():

@@ -109,3 +109,15 @@ def test_extract_and_publish_tasks_alert_on_final_failure_only(tmp_path):
     for dag in bag.dags.values():  # every DAG run's failure alerts once, through the DAG's notifier
         assert [type(c) for c in dag.on_failure_callback] == [DagAlertNotifier], dag.dag_id
         assert [c.success for c in dag.on_success_callback] == [True], dag.dag_id
+
+
+def test_a_webhook_that_is_not_an_http_url_is_logged_not_sent(monkeypatch, caplog):
+    from ndc.audit.alerts import Alert, deliver
+
+    monkeypatch.setenv("NDC_ALERT_WEBHOOK", "ftp://hooks.example/T0KEN")
+    alert = Alert(alert_id=7, dataset="population.citizens", check="schema_drift", first=True, failures=1,
+                  first_failed_at=datetime.now(UTC), owner_agency="Ministry", owner_contact=None, dag_id=None,
+                  task_id=None, run_id="run-1", message="columns differ")
+    deliver(alert)  # the alert is stored before delivery: a bad setting must not fail the failure callback
+    assert "alert 7: environment variable NDC_ALERT_WEBHOOK='ftp://hooks.example/…'" in caplog.text
+    assert "not sent" in caplog.text and "T0KEN" not in caplog.text

@@ -231,7 +231,7 @@ def test_removing_a_column_needs_a_new_version_and_v1_and_v2_are_both_published(
     assert "linked_records" not in v2.columns and v2.relation == "data_quality_summary_v2"
     assert check(list(all_contracts()), released).ok
     project = tmp_path / "dbt_project"
-    shutil.copytree(dbt.PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
+    shutil.copytree(dbt.project_dir(), project, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
     models_yml = project / "models/shared/_shared__models.yml"
     spec = yaml.safe_load(models_yml.read_text())
     model = next(m for m in spec["models"] if m["name"] == "data_quality_summary")
@@ -245,7 +245,7 @@ def test_removing_a_column_needs_a_new_version_and_v1_and_v2_are_both_published(
     columns = [c for c in get_contract("shared.data_quality_summary", 1).columns if c != "linked_records"]
     (project / "models/shared/data_quality_summary_v2.sql").write_text(
         f"select {', '.join(columns)} from {{{{ ref('data_quality_summary', v=1) }}}}\n")
-    monkeypatch.setattr(dbt, "PROJECT_DIR", project)
+    monkeypatch.setenv("NDC_DBT_PROJECT_DIR", str(project))
     manifest = project / "target/manifest.json"
     assert dbt.run(["parse"]).returncode == 0
     assert dbt_agreement(manifest, list(all_contracts())) == []

@@ -430,7 +430,7 @@ def test_citizens_carry_what_the_other_databases_know(dbs, published):
 
 
 def test_every_shared_model_is_published_with_an_enforced_contract(dbs, published):
-    manifest = json.loads(dbt.MANIFEST.read_text())
+    manifest = json.loads(dbt.manifest_file().read_text())
     shared = {n["name"]: n for n in manifest["nodes"].values()
               if n["resource_type"] == "model" and n["config"].get("schema") == "shared"}
     assert set(shared) == SHARED
@@ -446,6 +446,6 @@ def test_docs_generate_works(dbs, published):
     result = subprocess.run(["ndc", "dbt", "docs"], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "index.html" in result.stdout
-    catalog = json.loads((dbt.PROJECT_DIR / "target" / "catalog.json").read_text())
+    catalog = json.loads((dbt.project_dir() / "target" / "catalog.json").read_text())
     names = {node["metadata"]["name"] for node in catalog["nodes"].values()}
     assert {"int_identity__resolved", "stg_taxation__taxpayers", "citizen_residence_history"} <= names

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 import typing
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -18,7 +19,7 @@ from click.testing import CliRunner
 from ndc.cli import main
 from ndc.config.sources import load_sources
 from ndc.conform import dbt
-from ndc.contracts import all_contracts, contract_of, contracts, get_contract, registry_of
+from ndc.contracts import BUNDLE_MODULE_PREFIX, all_contracts, contract_of, contracts, get_contract, registry_of
 from ndc.contracts import shared as shared_contracts
 from ndc.contracts.compat import (
     BreakingChange,
@@ -38,7 +39,7 @@ NAME = "shared.citizens"
 
 @pytest.fixture(scope="module")
 def manifest_path():
-    return dbt.MANIFEST if dbt.MANIFEST.exists() else dbt.parse()
+    return dbt.manifest_file() if dbt.manifest_file().exists() else dbt.parse()
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +116,57 @@ def test_two_models_for_one_major_are_refused():
 def test_a_version_must_be_semantic():
     with pytest.raises(ConfigError, match=r"X\.Y\.Z"):
         contract_of(variant(shared_contracts.Citizens, "1.0"))
+
+
+BUNDLE_CONTRACT = '''
+import pandera.polars as pa
+
+from ndc.contracts.base import NdcContract
+
+
+class Parcels(NdcContract):
+    parcel_id: str = pa.Field(nullable=False)
+
+    class Config:
+        name = "zz_bundle.parcels"
+        metadata = {"version": "1.2.0"}
+
+
+CONTRACTS = (Parcels,)
+'''
+
+
+@pytest.fixture
+def bundle(tmp_path, monkeypatch):
+    """A DAG bundle of its own (NDC_DAGS_DIR) with a contracts folder; the registry re-scans around the test."""
+    monkeypatch.setenv("NDC_DAGS_DIR", str(tmp_path))
+    (tmp_path / "contracts").mkdir()
+    all_contracts.cache_clear()
+    yield tmp_path / "contracts"
+    monkeypatch.delenv("NDC_DAGS_DIR")
+    all_contracts.cache_clear()
+    for name in [m for m in sys.modules if m.startswith(BUNDLE_MODULE_PREFIX)]:
+        del sys.modules[name]
+
+
+def test_the_dag_bundles_contract_modules_are_registered(bundle):
+    (bundle / "zz_bundle.py").write_text(BUNDLE_CONTRACT)
+    (bundle / "_helpers.py").write_text("raise RuntimeError('not a contract module: never loaded')\n")
+    found = get_contract("zz_bundle.parcels")
+    assert found.version == "1.2.0" and list(found.columns) == ["parcel_id"]
+    assert found.model.__module__ == "ndc_bundle_contracts_zz_bundle"
+    assert get_contract(NAME).name == NAME, "beside the built-in contracts"
+    all_contracts.cache_clear()
+    assert get_contract("zz_bundle.parcels").model is found.model, "a second scan reuses the loaded module"
+
+
+def test_a_broken_bundle_contract_module_is_named(bundle):
+    (bundle / "zz_broken.py").write_text("import pandera.polars as pa\n\nCONTRACTS = (pa.DataFrameModel,\n")
+    with pytest.raises(ConfigError, match=r"zz_broken\.py: cannot load contract module: SyntaxError"):
+        all_contracts()
+    (bundle / "zz_broken.py").write_text("NOTHING = ()\n")
+    with pytest.raises(ConfigError, match=r"zz_broken\.py: a contract module must list its models in CONTRACTS"):
+        all_contracts()
 
 
 # -- the breaking-change check --------------------------------------------------------------------------------------

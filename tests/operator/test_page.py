@@ -371,7 +371,7 @@ def test_freshness_against_the_dbt_sources_thresholds(world, fetched):
     # The thresholds are the dbt sources' (the conform gate's reading of the manifest), and where landing holds
     # what the ledger says was loaded, the page's status is the gate's (never loaded: the gate sees no table yet).
     with psycopg.connect(world) as conn:
-        gate = {f"{r.source}.{r.table}": r for r in freshness.check(conn, dbt.MANIFEST)}
+        gate = {f"{r.source}.{r.table}": r for r in freshness.check(conn, dbt.manifest_file())}
     for dataset, page_status in status.items():
         if page_status != "never_loaded":
             assert gate[dataset].status == page_status, dataset

@@ -35,7 +35,6 @@ import functools
 import json
 import logging
 import operator
-import os
 import subprocess
 import sys
 import time
@@ -47,7 +46,7 @@ import pendulum
 from airflow.sdk import DAG, Asset, BaseOperator, Param, TaskGroup, task
 
 from ndc.airflow.callbacks import contract_alert, dag_callbacks
-from ndc.airflow.factory import DEFAULT_ARGS, landing_asset, warehouse_uri
+from ndc.airflow.factory import default_args, landing_asset, warehouse_uri
 from ndc.config.sources import load_sources
 from ndc.conform import dbt
 
@@ -57,7 +56,6 @@ STATUS_TABLE = "ndc_meta.conform_nodes"
 PRODUCER = "__producer__"
 OK = {"success", "pass", "warn", "no-op"}  # no-op: exposures
 FAILED = {"error", "fail", "runtime error"}
-POLL_SECONDS = float(os.environ.get("NDC_CONFORM_POLL_SECONDS", "1"))
 
 
 def shared_asset(model: str) -> Asset:
@@ -65,11 +63,11 @@ def shared_asset(model: str) -> Asset:
 
 
 def nodes_mode() -> str:
-    mode = os.environ.get("NDC_CONFORM_NODES", "auto")
+    from ndc.settings import get_settings
+
+    mode = get_settings().conform_nodes
     if mode == "auto":
         return "after" if sys.argv[1:3] == ["dags", "test"] else "concurrent"
-    if mode not in ("concurrent", "after"):
-        raise ValueError(f"NDC_CONFORM_NODES must be auto, concurrent or after, got {mode!r}")
     return mode
 
 
@@ -94,7 +92,7 @@ def plan(manifest_path: Path | None = None) -> dict[str, dict]:
 
     Each data test goes to its last-built model/seed parent (dbt's "buildable" rule), unit tests to their model;
     tests on sources only are covered by ``dbt.build`` itself."""
-    manifest = json.loads((manifest_path or dbt.MANIFEST).read_text())
+    manifest = json.loads((manifest_path or dbt.manifest_file()).read_text())
     nodes = manifest["nodes"]
     built = {uid: n for uid, n in nodes.items() if n["resource_type"] in ("model", "seed", "snapshot")}
     depth: dict[str, int] = {}
@@ -161,10 +159,13 @@ class DbtNodeTrigger(BaseTrigger):
 
     def __init__(self, key: str, covers: list[str], upstream_tasks: list[str] | None = None,
                  producer_task: str = "dbt.build", run_id: str | None = None, dag_id: str | None = None,
-                 poll: float = POLL_SECONDS):
+                 poll: float | None = None):
+        from ndc.settings import get_settings
+
         super().__init__()
         self.key, self.covers, self.upstream_tasks = key, list(covers), list(upstream_tasks or [])
-        self.producer_task, self.run_id, self.dag_id, self.poll = producer_task, run_id, dag_id, poll
+        self.producer_task, self.run_id, self.dag_id = producer_task, run_id, dag_id
+        self.poll = poll if poll is not None else get_settings().conform_poll.total_seconds()
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (f"{__name__}.DbtNodeTrigger",
@@ -320,7 +321,7 @@ def run_dbt_build(build_schema: str, run_id: str, covered: set[str], full_refres
     """``dbt build`` of the whole project (``--full-refresh``: incremental models rebuilt from scratch), recording
     each node's result as dbt reports it."""
     from ndc.errors import NdcError
-    from ndc.settings import get_settings
+    from ndc.settings import dbt_environment, get_settings
     from ndc.warehouse import database
 
     command = dbt.command(["build", "--log-format", "json", *(["--full-refresh"] if full_refresh else [])],
@@ -332,7 +333,7 @@ def run_dbt_build(build_schema: str, run_id: str, covered: set[str], full_refres
         ensure_status_table(conn)
         conn.execute(f"delete from {STATUS_TABLE} where run_id = %s", (run_id,))
         record(conn, run_id, PRODUCER, "running")
-        process = subprocess.Popen(command, env={**os.environ, **dbt.dbt_env()}, stdout=subprocess.PIPE,
+        process = subprocess.Popen(command, env=dbt_environment(), stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, bufsize=1)
         assert process.stdout is not None
         for line in process.stdout:
@@ -350,7 +351,7 @@ def run_dbt_build(build_schema: str, run_id: str, covered: set[str], full_refres
                     record(conn, run_id, uid, str(status).lower(), None if status in OK else str(data.get("status")))
         returncode = process.wait()
         failures = []
-        results_file = dbt.PROJECT_DIR / "target" / "run_results.json"
+        results_file = dbt.project_dir() / "target" / "run_results.json"
         if results_file.exists():
             for r in json.loads(results_file.read_text()).get("results", []):
                 status = str(r["status"]).lower()
@@ -393,8 +394,6 @@ def _dbt_group(chosen, mode: str) -> tuple[TaskGroup, list]:
 
 
 def build_conform_dag(sources_dir: Path) -> DAG:
-    # The dbt profile reads NDC_DBT_* (derived from NDC_WAREHOUSE_URL; no connection is made here).
-    os.environ.update(dbt.dbt_env())
     # A run when any source has loaded all its tables: (a1 & a2 & ...) | (b1 & ...) | ...
     per_source = [functools.reduce(operator.and_, [landing_asset(s.landing_schema, t.name) for t in s.tables])
                   for s in load_sources(sources_dir)]
@@ -406,7 +405,7 @@ def build_conform_dag(sources_dir: Path) -> DAG:
         start_date=pendulum.datetime(2024, 7, 1, tz="UTC"),
         catchup=False,
         max_active_runs=1,
-        default_args={**DEFAULT_ARGS, "retries": 1},
+        default_args={**default_args(), "retries": 1},
         params={"accept_stale": Param(False, type="boolean",
                                       description="Build even if a source is past its freshness error threshold"),
                 "full_refresh": Param(False, type="boolean",

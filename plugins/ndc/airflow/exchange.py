@@ -16,7 +16,7 @@ import pendulum
 from airflow.sdk import DAG, CronDataIntervalTimetable, task
 
 from ndc.airflow.callbacks import contract_alert, dag_callbacks
-from ndc.airflow.factory import DEFAULT_ARGS
+from ndc.airflow.factory import default_args
 from ndc.sharing.exchange import ExchangeConfig, load_exchanges
 from ndc.warehouse.connections import env_name
 
@@ -74,7 +74,7 @@ def build_exchange_dag(config: ExchangeConfig) -> DAG:
                                      tz="UTC"),
         catchup=True,
         max_active_runs=1,
-        default_args=DEFAULT_ARGS,
+        default_args=default_args(),
         tags=["exchange", config.name, "direct"],
         **dag_callbacks(config.provider_agency, config.owner_contact),
         doc_md=_doc(config),

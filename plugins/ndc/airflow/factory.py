@@ -10,7 +10,6 @@ Parsing touches no database and imports neither pandera nor polars: those load i
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,26 +19,21 @@ from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
 
 from ndc.airflow.callbacks import contract_alert, dag_callbacks
 from ndc.config.sources import SourceConfig, load_sources, pool_name
-from ndc.errors import ConfigError
 from ndc.settings import get_settings
 from ndc.warehouse.connections import env_name
 
 
-def _retry_setting(name: str, default: int) -> int:
-    """Retries and their first delay are operators' settings (read when the DAG file is parsed)."""
-    raw = os.environ.get(name, "")
-    if raw and not raw.isdigit():
-        raise ConfigError(f"environment variable {name}={raw!r}: expected a whole number")
-    return int(raw) if raw else default
-
-
-DEFAULT_ARGS = {
-    "owner": "ndc-data-team",
-    "retries": _retry_setting("NDC_TASK_RETRIES", 2),
-    "retry_delay": timedelta(seconds=_retry_setting("NDC_RETRY_DELAY_SECONDS", 60)),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=20),
-}
+def default_args() -> dict:
+    """The platform's task defaults; retries and their first delay are operators' settings (read when a DAG is
+    built, i.e. when its file is parsed)."""
+    settings = get_settings()
+    return {
+        "owner": "ndc-data-team",
+        "retries": settings.task_retries,
+        "retry_delay": settings.retry_delay,
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=20),
+    }
 
 
 def warehouse_uri(schema: str, table: str) -> str:
@@ -129,7 +123,7 @@ def build_compare_dag(source: SourceConfig) -> DAG:
                                      tz="UTC"),
         catchup=False,  # only the source's current keys matter: one compare per tick is enough
         max_active_runs=1,
-        default_args=DEFAULT_ARGS,
+        default_args=default_args(),
         tags=["compare", source.name],
         **dag_callbacks(source.owner_agency, source.owner_contact),
         params={"allow_mass_delete": Param(False, type="boolean",
@@ -158,7 +152,7 @@ def build_extract_dag(source: SourceConfig) -> DAG:
                                      tz="UTC"),
         catchup=True,
         max_active_runs=1,
-        default_args=DEFAULT_ARGS,
+        default_args=default_args(),
         tags=["extract", source.name, source.connection_model],
         **dag_callbacks(source.owner_agency, source.owner_contact),
         params={"full_refresh": Param(False, type="boolean",

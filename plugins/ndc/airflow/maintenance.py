@@ -9,7 +9,7 @@ import pendulum
 from airflow.sdk import DAG, Param, task
 
 from ndc.airflow.callbacks import dag_callbacks
-from ndc.airflow.factory import DEFAULT_ARGS
+from ndc.airflow.factory import default_args
 from ndc.settings import DEFAULT_RETENTION_DAYS
 
 PURGE_DAG_ID = "purge_personal_data"
@@ -43,7 +43,7 @@ def build_purge_dag() -> DAG:
         start_date=pendulum.datetime(2024, 7, 1, tz="UTC"),
         catchup=False,  # each run purges everything past the cutoff: missed days need no run of their own
         max_active_runs=1,
-        default_args=DEFAULT_ARGS,
+        default_args=default_args(),
         tags=["maintenance", "personal-data"],
         **dag_callbacks(),
         params={"dry_run": Param(False, type="boolean", description="Count what would be purged; delete nothing"),
@@ -75,7 +75,7 @@ def build_reads_dag() -> DAG:
         start_date=pendulum.datetime(2024, 7, 1, tz="UTC"),
         catchup=False,  # each run takes the growth since the last one
         max_active_runs=1,
-        default_args=DEFAULT_ARGS,
+        default_args=default_args(),
         tags=["maintenance", "sharing"],
         **dag_callbacks(),
         doc_md="""### Collect consumer reads

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass
@@ -28,7 +27,8 @@ from datetime import datetime
 
 import psycopg
 
-from ndc.errors import ContractViolation
+from ndc.errors import ConfigError, ContractViolation
+from ndc.settings import get_settings
 
 log = logging.getLogger(__name__)
 RUNBOOK = "README.md#runbook-contract-failures"
@@ -138,11 +138,12 @@ def close_alerts(conn: psycopg.Connection, dataset: str, run_id: str | None) -> 
 
 def deliver(alert: Alert) -> None:
     log.error("%s", alert.text)
-    url = os.environ.get("NDC_ALERT_WEBHOOK")
-    if not url:
+    try:
+        url = get_settings().alert_webhook
+    except ConfigError as exc:  # the alert is stored and logged either way
+        log.error("alert %s: %s; not sent", alert.alert_id, exc)
         return
-    if not url.startswith(("http://", "https://")):
-        log.error("alert %s: NDC_ALERT_WEBHOOK must be an http(s) URL; not sent", alert.alert_id)
+    if not url:
         return
     body = json.dumps({**asdict(alert), "text": alert.text, "runbook": RUNBOOK}, default=str).encode()
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})  # noqa: S310

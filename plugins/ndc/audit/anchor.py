@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 
 import psycopg
 from psycopg import sql
 
 from ndc.identifiers import ident
+from ndc.settings import get_settings
 from ndc.warehouse.connections import database_of, redact, with_database
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,7 @@ _ready: set[str] = set()
 
 def anchor_url(warehouse_url: str) -> str:
     """Where the anchors of the ledger in ``warehouse_url`` go."""
-    return os.environ.get("NDC_LEDGER_ANCHOR_URL") or with_database(warehouse_url,
-                                                                    database_of(warehouse_url) + SUFFIX)
+    return get_settings().ledger_anchor_url or with_database(warehouse_url, database_of(warehouse_url) + SUFFIX)
 
 
 def ensure(url: str) -> None:

@@ -34,7 +34,7 @@ def dbt_docs() -> None:
     result = dbt.run(["docs", "generate"], build_schema=schema)
     if result.returncode != 0:
         raise NdcError(f"dbt docs generate failed:\n{result.output[-3000:]}")
-    site = dbt.PROJECT_DIR / "target"
+    site = dbt.project_dir() / "target"
     click.echo(f"docs written to {site}/index.html (serve them with: python -m http.server -d {site})")
 
 

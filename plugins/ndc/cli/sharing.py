@@ -92,12 +92,11 @@ def agreements_validate() -> None:
 def agreements_approve(agreement_id: str, note: str | None) -> None:
     """Approve AGREEMENT_ID as it is now (its file's SHA-256), connecting as NDC_APPROVER_URL: a member of
     ndc_approver, never the role that deploys the platform."""
-    import os
-
     from ndc.conform import dbt
+    from ndc.settings import get_settings
     from ndc.sharing.agreements import approve, load_agencies, load_agreements
 
-    url = os.environ.get("NDC_APPROVER_URL")
+    url = get_settings().approver_url
     if not url:
         raise NdcError("set NDC_APPROVER_URL: the approver's own connection (a member of ndc_approver)")
     found = load_agreements(agencies=load_agencies(), shared=dbt.shared_models())

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 from pathlib import Path
 
 import click
+
+# The tooling half of the scaffold (simulator and its test), in a checkout only: see _tooling_files.
+LAB_SCAFFOLD = "ndc_lab.simulate.scaffold"
 
 
 @click.group()
@@ -35,14 +40,27 @@ def sources_validate(directory: str | None) -> None:
               show_default=True, help="Where the national database lives.")
 @click.option("--owner", default="Owner agency (Bộ ...)", show_default=True, help="The owner agency.")
 def sources_new(name: str, engine: str, owner: str) -> None:
-    """Scaffold a new source: YAML, contract, simulator with its defect manifest, and a test."""
-    from ndc.config.scaffold import new_source
+    """Scaffold a new source in the DAG bundle (NDC_DAGS_DIR): its YAML and contract; in a checkout with the
+    tooling (plugins/ndc_lab), also a simulator with its defect manifest and a test."""
+    from ndc.config.scaffold import source_files, write_files
+    from ndc.settings import get_settings
 
-    made = new_source(name, engine, owner)
-    for path in made.files:
+    dags_dir = get_settings().dags_dir
+    platform = source_files(name, engine, owner, dags_dir)
+    tooling = _tooling_files(name, engine, dags_dir.parent)
+    for path in write_files({**platform, **tooling}):
         click.echo(f"created {path}")
-    click.echo(f"next: edit them, then `ndc sources validate`, `ndc simulate {name}` and "
+    simulate = f"`ndc simulate {name}`, " if tooling else ""
+    click.echo(f"next: edit them, then `ndc sources validate`, {simulate}"
                f"`ndc extract {name} records --start 2024-07-01 --end 2026-01-01`")
+
+
+def _tooling_files(name: str, engine: str, checkout: Path) -> dict[Path, str]:
+    """The simulator and its test, when the DAG bundle sits in a checkout that has the tooling and the tooling is
+    importable; an installed platform has neither, and writes only its own files."""
+    if not (checkout / "plugins" / "ndc_lab").is_dir() or importlib.util.find_spec("ndc_lab") is None:
+        return {}
+    return importlib.import_module(LAB_SCAFFOLD).simulator_files(name, engine, checkout)
 
 
 @sources.command("pools")

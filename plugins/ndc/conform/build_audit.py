@@ -19,7 +19,6 @@ nothing is published, consumers stay on the last good version.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,13 +30,12 @@ from psycopg import sql
 
 from ndc.audit import contract_results
 from ndc.contracts import Contract, get_contract
-from ndc.errors import ConfigError, PublishBlockedError
+from ndc.errors import PublishBlockedError
 from ndc.identifiers import column_list, ident
+from ndc.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_ROWS = 50_000
-DEFAULT_MAX_ROW_CHANGE = 0.5
 MIN_ROWS_FOR_CHANGE_RULE = 1_000  # a published relation smaller than this may grow or shrink freely
 SAMPLE_ROWS = 5
 WORK_MEM = "256MB"  # the joins and aggregates of the whole-table rules stay in memory
@@ -120,27 +118,6 @@ class Failure:
         return f"  - {self.relation}: check {self.check} failed ({self.rows:,} rows; {self.detail}){shown}"
 
 
-def settings_share() -> float:
-    raw = os.environ.get("NDC_PUBLISH_MAX_ROW_CHANGE", "")
-    try:
-        value = float(raw) if raw else DEFAULT_MAX_ROW_CHANGE
-    except ValueError:
-        raise ConfigError(f"environment variable NDC_PUBLISH_MAX_ROW_CHANGE={raw!r}: expected a share, e.g. 0.5"
-                          ) from None
-    if value <= 0:
-        raise ConfigError(f"environment variable NDC_PUBLISH_MAX_ROW_CHANGE={raw!r}: expected a share above 0")
-    return value
-
-
-def batch_rows() -> int:
-    raw = os.environ.get("NDC_GATE2_BATCH_ROWS", "")
-    if not raw:
-        return DEFAULT_BATCH_ROWS
-    if not raw.isdigit() or int(raw) < 1:
-        raise ConfigError(f"environment variable NDC_GATE2_BATCH_ROWS={raw!r}: expected a whole number ≥ 1")
-    return int(raw)
-
-
 def contract_for(relation: str) -> Contract:
     """The contract of a shared relation: ``citizens`` → shared.citizens v1, ``citizens_v2`` → v2."""
     versioned = _VERSIONED.match(relation)
@@ -209,7 +186,7 @@ def validate_rows(conn: psycopg.Connection, build_schema: str, published: str | 
     columns = list(contract.columns)
     key = _primary_key(contract)
     failures: dict[str, Failure] = {}
-    size = batch_rows()
+    size = get_settings().gate2_batch_rows
     with conn.transaction(), conn.cursor(name=f"ndc_gate2_{relation}") as cursor:
         conn.execute("select set_config('work_mem', %s, true)", (WORK_MEM,))
         # every row is read: plan for all of them, not for a fast first row (a named cursor's default, which chose
@@ -296,7 +273,7 @@ def table_rules(conn: psycopg.Connection, build_schema: str, published: str | No
         rows = conn.execute(sql.SQL("select count(*) from {}").format(built)).fetchone()[0]
         if published and _exists(conn, published, relation) and not accept_row_change:
             before = conn.execute(sql.SQL("select count(*) from {}").format(ident(published, relation))).fetchone()[0]
-            share = settings_share()
+            share = get_settings().publish_max_row_change
             if before >= MIN_ROWS_FOR_CHANGE_RULE and abs(rows - before) / before > share:
                 failures.append(Failure(
                     relation, "row_count_change", abs(rows - before),

@@ -4,9 +4,10 @@ A contract's name (``<source>.<table>`` for a landing table, ``shared.<model>`` 
 semantic version (``metadata = {"version": "X.Y.Z"}``) live in its ``Config``; the registry is the only place
 that maps names to models, so source files, the loader, quarantine, gate 2 and the ledger all agree. Several
 majors of one name may be registered at once: v1 stays for a deprecation window beside v2 (``shared.<model>_v2``);
-a name without a major means its latest version. ``ndc contracts check`` compares the registry with the released
-schemas (``released.json``) and fails on a breaking change that does not come as a new major (see
-:mod:`ndc.contracts.compat` and docs/contracts.md).
+a name without a major means its latest version. Models come from this package's modules, the DAG bundle's
+``contracts/*.py`` (loaded by path) and ``NDC_CONTRACT_MODULES``. ``ndc contracts check`` compares the registry
+with the released schemas (``released.json``) and fails on a breaking change that does not come as a new major
+(see :mod:`ndc.contracts.compat` and docs/contracts.md).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import polars as pl
@@ -24,6 +27,7 @@ SHARED_PREFIX = "shared."
 _VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 # Modules of this package that hold no contracts.
 _NOT_CONTRACT_MODULES = frozenset({"base", "compat", "validation"})
+BUNDLE_MODULE_PREFIX = "ndc_bundle_contracts_"
 
 
 @dataclass(frozen=True)
@@ -77,8 +81,8 @@ class Contract:
 
 
 def contract_modules() -> list[str]:
-    """One module per national database (``ndc sources new`` adds one), and ``shared`` for the shared views;
-    each lists its models in ``CONTRACTS``."""
+    """One module per national database shipped with the platform, and ``shared`` for the shared views; each
+    lists its models in ``CONTRACTS``."""
     import pkgutil
 
     import ndc.contracts
@@ -90,20 +94,55 @@ def contract_modules() -> list[str]:
 def extra_modules() -> list[str]:
     """Contract modules from elsewhere (e.g. a DAG bundle's own package): ``NDC_CONTRACT_MODULES``, comma-separated
     importable module names, each listing its models in ``CONTRACTS`` like the built-in ones."""
-    import os
+    from ndc.settings import get_settings
 
-    return [m.strip() for m in os.environ.get("NDC_CONTRACT_MODULES", "").split(",") if m.strip()]
+    return list(get_settings().contract_modules)
+
+
+def bundle_module_files() -> list[Path]:
+    """The DAG bundle's contract modules, ``<NDC_DAGS_DIR>/contracts/*.py`` (``ndc sources new`` writes one per
+    source there): a data team adds a source without changing the installed package."""
+    from ndc.settings import get_settings
+
+    folder = get_settings().contracts_dir
+    return sorted(p for p in folder.glob("*.py") if not p.name.startswith("_")) if folder.is_dir() else []
+
+
+def _load_bundle_module(path: Path) -> ModuleType:
+    """Import a bundle contract module by path, as ``ndc_bundle_contracts_<file stem>``: the same name in every
+    process, so model names in messages and a second scan in one process agree."""
+    import importlib.util
+    import sys
+
+    name = f"{BUNDLE_MODULE_PREFIX}{path.stem}"
+    loaded = sys.modules.get(name)
+    if loaded is not None and Path(loaded.__file__ or "") == path:
+        return loaded
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"{path}: not a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # pandera and dataclasses look their module up while the class is made
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # any error of the team's file is a configuration error naming it
+        del sys.modules[name]
+        raise ConfigError(f"{path}: cannot load contract module: {type(exc).__name__}: {exc}") from None
+    return module
 
 
 def _models() -> list[type]:
     import importlib
 
-    models: list[type] = []
-    for name in [*(f"ndc.contracts.{m}" for m in contract_modules()), *extra_modules()]:
+    modules: list[ModuleType] = [importlib.import_module(f"ndc.contracts.{m}") for m in contract_modules()]
+    modules += [_load_bundle_module(path) for path in bundle_module_files()]
+    for name in extra_modules():
         try:
-            module = importlib.import_module(name)
+            modules.append(importlib.import_module(name))
         except ImportError as exc:
             raise ConfigError(f"NDC_CONTRACT_MODULES: cannot import contract module {name!r}: {exc}") from None
+    models: list[type] = []
+    for module in modules:
         if not hasattr(module, "CONTRACTS"):
             raise ConfigError(f"{module.__file__}: a contract module must list its models in CONTRACTS")
         models.extend(module.CONTRACTS)

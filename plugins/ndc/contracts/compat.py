@@ -321,7 +321,7 @@ def dbt_agreement(manifest_path: Path | None = None, contracts: list[Contract] |
     from ndc.conform import dbt
     from ndc.contracts import all_contracts
 
-    path = manifest_path or dbt.MANIFEST
+    path = manifest_path or dbt.manifest_file()
     if not path.exists():
         raise NdcError(f"{path} is missing: run `ndc dbt parse` first (the dbt agreement is checked on it)")
     nodes = dbt_shared_models(json.loads(path.read_text(encoding="utf-8")))

@@ -228,7 +228,7 @@ def summarise(snapshot: Snapshot, days: int, airflow_root: str = "") -> dict:
     """Every panel, with the notices of what could not be read (the dbt manifest, the source registry)."""
     notices = []
     try:
-        manifest = read_manifest(dbt.MANIFEST)
+        manifest = read_manifest(dbt.manifest_file())
     except (NdcError, OSError, KeyError, ValueError) as exc:
         manifest = None
         notices.append(f"no freshness thresholds: {exc}")

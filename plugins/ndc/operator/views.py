@@ -10,7 +10,6 @@ set ``NDC_OPERATOR_URL``; the fallback serves the embedded demo.) Each request r
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ class WarehouseUnavailable(NdcError):
 
 
 def reader_url() -> str:
-    return os.environ.get(OPERATOR_URL_ENV) or get_settings().warehouse_url
+    return get_settings().operator_url
 
 
 @contextmanager

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -37,13 +36,11 @@ from ndc.audit.handoff import record_event
 from ndc.config.sources import check_identifier, load_config
 from ndc.errors import ConfigError, NdcError
 from ndc.identifiers import ident
-from ndc.settings import REPO_ROOT
+from ndc.settings import get_settings
 from ndc.warehouse.connections import database_of
 
 log = logging.getLogger(__name__)
 APPROVER_ROLE = "ndc_approver"
-AGENCIES_DIR = REPO_ROOT / "dags" / "agencies"
-AGREEMENTS_DIR = REPO_ROOT / "dags" / "agreements"
 AGREEMENTS_DDL = """
 create table if not exists ndc_meta.agreement_approvals (
     approval_id bigint generated always as identity primary key,
@@ -278,11 +275,11 @@ def check_agreement(agreement: Agreement, stem: str, agencies: dict[str, Agency]
 
 
 def agencies_dir() -> Path:
-    return Path(os.environ.get("NDC_AGENCIES_DIR") or AGENCIES_DIR)
+    return get_settings().agencies_dir
 
 
 def agreements_dir() -> Path:
-    return Path(os.environ.get("NDC_AGREEMENTS_DIR") or AGREEMENTS_DIR)
+    return get_settings().agreements_dir
 
 
 def ensure_tables(conn: psycopg.Connection) -> None:

@@ -67,7 +67,8 @@ def _upstream_sources(manifest: dict, unique_id: str) -> set[str]:
     return found
 
 
-def entries(conn: psycopg.Connection | None = None, manifest_path: Path = dbt.MANIFEST) -> list[Entry]:
+def entries(conn: psycopg.Connection | None = None, manifest_path: Path | None = None) -> list[Entry]:
+    manifest_path = manifest_path or dbt.manifest_file()
     if not manifest_path.exists():
         raise ConfigError(f"{manifest_path} is missing: run `ndc dbt parse` first")
     manifest = json.loads(manifest_path.read_text())

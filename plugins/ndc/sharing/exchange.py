@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -34,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ndc.audit.handoff import Handoff, advance_watermark, new_run_id, recorded
 from ndc.config.sources import CRON, check_identifier, load_all, load_config
 from ndc.errors import ConfigError, ContractViolation, NdcError, SchemaDriftError
-from ndc.settings import REPO_ROOT
+from ndc.settings import EXCHANGE_HASH_KEY_MIN_CHARS, get_settings
 
 if TYPE_CHECKING:
     import polars as pl
@@ -46,14 +45,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HASH_KEY_ENV = "NDC_EXCHANGE_HASH_KEY"
-MIN_HASH_KEY_CHARS = 16
 DUPLICATE_KEY = "duplicate_key"
 _META = ("_ndc_row_hash", "_ndc_run_id", "_ndc_delivered_at")
 
 
 def exchanges_dir() -> Path:
-    """``NDC_EXCHANGES_DIR``, or ``dags/exchanges`` of this repository."""
-    return Path(os.environ.get("NDC_EXCHANGES_DIR") or REPO_ROOT / "dags" / "exchanges")
+    """``NDC_EXCHANGES_DIR``, or ``exchanges/`` of the DAG bundle."""
+    return get_settings().exchanges_dir
 
 
 # --- configuration ----------------------------------------------------------------------------------------------
@@ -196,12 +194,12 @@ class ExchangeResult:
 
 
 def hash_key() -> bytes:
-    raw = os.environ.get(HASH_KEY_ENV, "")
-    if len(raw) < MIN_HASH_KEY_CHARS:
+    key = get_settings().exchange_hash_key  # a set key shorter than the minimum fails there, naming its length
+    if key is None:
         raise ConfigError(f"environment variable {HASH_KEY_ENV} must be set to a secret of at least "
-                          f"{MIN_HASH_KEY_CHARS} characters: the hub keeps rejected rows of an exchange only as a "
-                          "keyed hash (HMAC-SHA256) made with it")
-    return raw.encode("utf-8")
+                          f"{EXCHANGE_HASH_KEY_MIN_CHARS} characters: the hub keeps rejected rows of an exchange only "
+                          "as a keyed hash (HMAC-SHA256) made with it")
+    return key.encode("utf-8")
 
 
 def row_hmacs(frame: pl.DataFrame, columns: list[str], key: bytes) -> list[str]:

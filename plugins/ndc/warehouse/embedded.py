@@ -19,7 +19,7 @@ import subprocess
 from pathlib import Path
 
 from ndc.errors import NdcError
-from ndc.settings import DEFAULT_EMBEDDED_PORT, get_settings
+from ndc.settings import export_warehouse_url, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ SYSTEM_USER = "ndc-postgres"
 
 
 def port() -> int:
-    return int(os.environ.get("NDC_EMBEDDED_PORT") or DEFAULT_EMBEDDED_PORT)
+    return get_settings().embedded_port
 
 
 def data_dir() -> Path:
@@ -90,7 +90,7 @@ def start() -> str:
     if not (pgdata / "PG_VERSION").exists():
         _prepare_directory(pgdata, user)
         log.info("initialising embedded PostgreSQL in %s", pgdata)
-        sync = ["--no-sync"] if os.environ.get("NDC_EMBEDDED_NO_SYNC") else []
+        sync = ["--no-sync"] if get_settings().embedded_no_sync else []
         _pg([_tool("initdb"), "-D", str(pgdata), "-U", "postgres", "-A", "trust", "-E", "UTF8",
              "--locale-provider=libc", "--locale=C.UTF-8", *sync], user)
     options = f"-c listen_addresses=127.0.0.1 -c port={port()} -c unix_socket_directories={pgdata}"
@@ -111,9 +111,9 @@ def stop() -> bool:
 def ensure_warehouse() -> str:
     """The warehouse URL: ``NDC_WAREHOUSE_URL`` if set, else the embedded server (started if needed). The URL is
     exported so that everything this process starts (dbt, Airflow tasks) uses the same server."""
-    configured = os.environ.get("NDC_WAREHOUSE_URL")
-    if configured:
-        return configured
+    settings = get_settings()
+    if settings.is_set("NDC_WAREHOUSE_URL"):
+        return settings.warehouse_url
     warehouse = start()
-    os.environ["NDC_WAREHOUSE_URL"] = warehouse
+    export_warehouse_url(warehouse)
     return warehouse

@@ -67,7 +67,7 @@ def bench_env(warehouse_url: str, *, airflow_db: str = "ndc_bench_airflow", port
            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(port + 713),
            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(port + 714),
-           "NDC_DBT_PROJECT_DIR": str(dbt.PROJECT_DIR)}
+           "NDC_DBT_PROJECT_DIR": str(dbt.project_dir())}
     env.update(settings or {})
     return env
 
@@ -75,7 +75,7 @@ def bench_env(warehouse_url: str, *, airflow_db: str = "ndc_bench_airflow", port
 def forget_partial_parse() -> None:
     """Start dbt from a full parse, as every conform run does: the build schema (a dbt var) alternates between
     runs, and dbt reparses the whole project when a var changes. Both sides of the ratio pay the same."""
-    (dbt.PROJECT_DIR / "target" / "partial_parse.msgpack").unlink(missing_ok=True)
+    (dbt.project_dir() / "target" / "partial_parse.msgpack").unlink(missing_ok=True)
 
 
 def plain_dbt_build(warehouse_url: str) -> tuple[float, str]:
@@ -98,7 +98,7 @@ def plain_dbt_build(warehouse_url: str) -> tuple[float, str]:
 def _prepared(warehouse_url: str, airflow_db: str, port: int, settings: dict[str, str] | None) -> dict[str, str]:
     os.environ["NDC_WAREHOUSE_URL"] = warehouse_url
     env = bench_env(warehouse_url, airflow_db=airflow_db, port=port, settings=settings)
-    if not dbt.MANIFEST.exists():
+    if not dbt.manifest_file().exists():
         _say("no manifest: dbt parse")
         dbt.parse()
     database.ensure_database(plain_url(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]))

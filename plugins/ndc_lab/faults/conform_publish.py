@@ -173,7 +173,7 @@ class _Conform:
 @contextmanager
 def _conform_scenario(server_url: str, number: str) -> Iterator[_Conform]:
     """Databases, environment and folder of scenario 4 or 8, with the population simulated in the source."""
-    if not dbt.MANIFEST.exists():
+    if not dbt.manifest_file().exists():
         dbt.parse()  # what `ndc dbt parse` does (CI and the images do it before)
     folder = Path(tempfile.mkdtemp(prefix=f"ndc-fault-{number}-"))
     try:
