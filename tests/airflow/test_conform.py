@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from ndc.airflow.conform import PRODUCER, plan, verdict
 from ndc.conform import dbt
+from ndc.conform.dbt_build import PRODUCER, plan, verdict
 
 
 def test_every_model_seed_and_snapshot_is_a_task_and_every_test_is_covered_once():

@@ -32,10 +32,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import operator
-import subprocess
 import sys
 import time
 from datetime import timedelta
@@ -49,13 +47,17 @@ from ndc.airflow.callbacks import contract_alert, dag_callbacks
 from ndc.airflow.factory import default_args, landing_asset, warehouse_uri
 from ndc.config.sources import load_sources
 from ndc.conform import dbt
+from ndc.conform.dbt_build import (
+    PRODUCER,
+    STATUS_TABLE,
+    ensure_status_table,
+    plan,
+    record,
+    run_dbt_build,
+    verdict,
+)
 
 log = logging.getLogger(__name__)
-
-STATUS_TABLE = "ndc_meta.conform_nodes"
-PRODUCER = "__producer__"
-OK = {"success", "pass", "warn", "no-op"}  # no-op: exposures
-FAILED = {"error", "fail", "runtime error"}
 
 
 def shared_asset(model: str) -> Asset:
@@ -69,72 +71,6 @@ def nodes_mode() -> str:
     if mode == "auto":
         return "after" if sys.argv[1:3] == ["dags", "test"] else "concurrent"
     return mode
-
-
-# --- status table (in the warehouse, reachable from workers and the triggerer) ---------------------------------
-
-def ensure_status_table(conn) -> None:
-    conn.execute(f"create table if not exists {STATUS_TABLE} (run_id text not null, unique_id text not null,"
-                 " status text not null, message text, updated_at timestamptz not null default now(),"
-                 " primary key (run_id, unique_id))")
-
-
-def record(conn, run_id: str, unique_id: str, status: str, message: str | None = None) -> None:
-    conn.execute(f"insert into {STATUS_TABLE} (run_id, unique_id, status, message) values (%s, %s, %s, %s)"
-                 " on conflict (run_id, unique_id) do update set status = excluded.status,"
-                 " message = excluded.message, updated_at = now()", (run_id, unique_id, status, message))
-
-
-# --- the plan: which dbt nodes each Airflow task reports ---------------------------------------------------------
-
-def plan(manifest_path: Path | None = None) -> dict[str, dict]:
-    """``{unique_id: {"name", "type", "covers": [unique ids], "upstream": [unique ids]}}`` for models and seeds.
-
-    Each data test goes to its last-built model/seed parent (dbt's "buildable" rule), unit tests to their model;
-    tests on sources only are covered by ``dbt.build`` itself."""
-    manifest = json.loads((manifest_path or dbt.manifest_file()).read_text())
-    nodes = manifest["nodes"]
-    built = {uid: n for uid, n in nodes.items() if n["resource_type"] in ("model", "seed", "snapshot")}
-    depth: dict[str, int] = {}
-
-    def level(uid: str) -> int:
-        if uid not in depth:
-            parents = [p for p in built[uid]["depends_on"].get("nodes", []) if p in built]
-            depth[uid] = 1 + max((level(p) for p in parents), default=-1)
-        return depth[uid]
-
-    result = {uid: {"name": n["name"], "type": n["resource_type"], "covers": [uid],
-                    "upstream": sorted(p for p in n["depends_on"].get("nodes", []) if p in built)}
-              for uid, n in built.items()}
-    for uid, n in nodes.items():
-        if n["resource_type"] != "test":
-            continue
-        parents = [p for p in n["depends_on"].get("nodes", []) if p in built]
-        if parents:
-            result[max(parents, key=lambda p: (level(p), p))]["covers"].append(uid)
-    for uid, n in manifest.get("unit_tests", {}).items():
-        for parent in n["depends_on"].get("nodes", []):
-            if parent in result:
-                result[parent]["covers"].append(uid)
-                break
-    return result
-
-
-def verdict(statuses: dict[str, tuple[str, str | None]], covers: list[str]) -> tuple[str, str]:
-    """``("success" | "failed" | "skipped" | "wait", message)`` of a node task from the recorded results."""
-    bad = [f"{u}: {statuses[u][0]} {statuses[u][1] or ''}".strip() for u in covers
-           if u in statuses and statuses[u][0] in FAILED]
-    if bad:
-        return "failed", "; ".join(bad)
-    if all(u in statuses and statuses[u][0] in OK for u in covers):
-        return "success", "ok"
-    producer = statuses.get(PRODUCER)
-    if producer is None or producer[0] == "running":
-        return "wait", ""
-    missing = [u for u in covers if u not in statuses]
-    if missing:
-        return "failed", f"dbt build ended ({producer[0]}) without a result for {missing}"
-    return "skipped", "skipped by dbt build (an upstream node failed)"
 
 
 # --- the trigger (runs in the triggerer; ends the task itself, no worker) ----------------------------------------
@@ -315,56 +251,6 @@ class DbtNodeOperator(BaseOperator):
         if result.returncode != 0:
             raise AirflowException(f"dbt build --select {self.select} failed (exit {result.returncode})")
         return None
-
-
-def run_dbt_build(build_schema: str, run_id: str, covered: set[str], full_refresh: bool = False) -> dict:
-    """``dbt build`` of the whole project (``--full-refresh``: incremental models rebuilt from scratch), recording
-    each node's result as dbt reports it."""
-    from ndc.errors import NdcError
-    from ndc.settings import dbt_environment, get_settings
-    from ndc.warehouse import database
-
-    command = dbt.command(["build", "--log-format", "json", *(["--full-refresh"] if full_refresh else [])],
-                          build_schema)
-    counts: dict[str, int] = {}
-    started = time.monotonic()
-    with database.connect(get_settings().warehouse_url) as conn:
-        conn.autocommit = True
-        ensure_status_table(conn)
-        conn.execute(f"delete from {STATUS_TABLE} where run_id = %s", (run_id,))
-        record(conn, run_id, PRODUCER, "running")
-        process = subprocess.Popen(command, env=dbt_environment(), stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True, bufsize=1)
-        assert process.stdout is not None
-        for line in process.stdout:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                log.info("%s", line.rstrip())
-                continue
-            data, name = event.get("data", {}), event.get("info", {}).get("name", "")
-            log.info("%s", event.get("info", {}).get("msg", ""))
-            if name.startswith("Log") and name.endswith("Result") and "node_info" in data:
-                uid = data["node_info"].get("unique_id")
-                status = data["node_info"].get("node_status") or data.get("status")
-                if uid and status:
-                    record(conn, run_id, uid, str(status).lower(), None if status in OK else str(data.get("status")))
-        returncode = process.wait()
-        failures = []
-        results_file = dbt.project_dir() / "target" / "run_results.json"
-        if results_file.exists():
-            for r in json.loads(results_file.read_text()).get("results", []):
-                status = str(r["status"]).lower()
-                counts[status] = counts.get(status, 0) + 1
-                record(conn, run_id, r["unique_id"], status, r.get("message"))
-                if status not in OK and r["unique_id"] not in covered:
-                    failures.append(f"{r['unique_id']}: {status} {r.get('message') or ''}")
-        record(conn, run_id, PRODUCER, f"exit {returncode}")
-    seconds = round(time.monotonic() - started, 2)
-    log.info("dbt build exit %s in %s s, results %s", returncode, seconds, counts)
-    if returncode not in (0, 1) or failures:
-        raise NdcError(f"dbt build failed (exit {returncode}) outside the node tasks: {failures or 'see log'}")
-    return {"exit": returncode, "seconds": seconds, "results": counts}
 
 
 def _dbt_group(chosen, mode: str) -> tuple[TaskGroup, list]:

@@ -21,6 +21,29 @@ def dbt_parse() -> None:
     click.echo(f"manifest written: {dbt.parse()}")
 
 
+@dbt_group.command("build")
+@click.option("--build-schema", type=click.Choice(["shared_a", "shared_b"]),
+              help="Build schema [default: the one consumers are not reading].")
+@click.option("--run-id", help="Run id under which each node's result is recorded (ndc_meta.conform_nodes).")
+@click.option("--full-refresh", is_flag=True, help="Rebuild incremental models from scratch.")
+def dbt_build(build_schema: str | None, run_id: str | None, full_refresh: bool) -> None:
+    """The conform DAG's dbt.build task by hand: one dbt build of the project into a build schema, each node's
+    result recorded; publishes nothing (``ndc conform`` does the whole write-audit-publish)."""
+    import json
+
+    from ndc.audit.handoff import new_run_id
+    from ndc.conform.dbt_build import run_dbt_build
+    from ndc.conform.publish import inactive_schema
+    from ndc.warehouse import database
+
+    if build_schema is None:
+        with database.connect(warehouse_url()) as conn:
+            database.ensure_meta(conn)
+            build_schema = inactive_schema(conn)
+    result = run_dbt_build(build_schema, run_id or new_run_id("dbt_build"), covered=set(), full_refresh=full_refresh)
+    click.echo(json.dumps({"build_schema": build_schema, **result}))
+
+
 @dbt_group.command("docs")
 def dbt_docs() -> None:
     """Generate the dbt docs site (every model, column, test, source and exposure) from the warehouse."""
