@@ -75,12 +75,6 @@ def nodes_mode() -> str:
 
 # --- status table (in the warehouse, reachable from workers and the triggerer) ---------------------------------
 
-def ensure_status_table(conn) -> None:
-    conn.execute(f"create table if not exists {STATUS_TABLE} (run_id text not null, unique_id text not null,"
-                 " status text not null, message text, updated_at timestamptz not null default now(),"
-                 " primary key (run_id, unique_id))")
-
-
 def record(conn, run_id: str, unique_id: str, status: str, message: str | None = None) -> None:
     conn.execute(f"insert into {STATUS_TABLE} (run_id, unique_id, status, message) values (%s, %s, %s, %s)"
                  " on conflict (run_id, unique_id) do update set status = excluded.status,"
@@ -329,7 +323,7 @@ def run_dbt_build(build_schema: str, run_id: str, covered: set[str], full_refres
     started = time.monotonic()
     with database.connect(get_settings().warehouse_url) as conn:
         conn.autocommit = True
-        ensure_status_table(conn)
+        database.ensure_meta(conn)
         conn.execute(f"delete from {STATUS_TABLE} where run_id = %s", (run_id,))
         record(conn, run_id, PRODUCER, "running")
         process = subprocess.Popen(command, env={**os.environ, **dbt.dbt_env()}, stdout=subprocess.PIPE,
@@ -432,7 +426,7 @@ def build_conform_dag(sources_dir: Path) -> DAG:
             with database.connect(get_settings().warehouse_url) as conn:
                 alerts.close_alerts(conn, alerts.STALE_DATASET, run_id)  # fresh again (or accepted)
             with database.connect(get_settings().warehouse_url) as conn, conn.transaction():
-                ensure_status_table(conn)
+                database.ensure_meta(conn)
                 conn.execute(f"delete from {STATUS_TABLE} where updated_at < now() - interval '30 days'")
             ti.xcom_push(key="started_at", value=prepared["started_at"])  # gate 2 reconciles as of then
             return prepared["build_schema"]
