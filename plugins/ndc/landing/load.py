@@ -55,7 +55,7 @@ PK_NOT_NULL = "primary_key_not_null"
 MERGE_WORK_MEM = "256MB"
 BULK_ROWS = 10_000  # from this many rows into an empty table, build the primary key after inserting
 DUPLICATE_KEY = "duplicate_key"
-PERSONAL_DATA_ROLE = "ndc_personal_data"  # see ndc.warehouse.database.META_DDL
+PERSONAL_DATA_ROLE = "ndc_personal_data"  # made by the platform's schema (ndc.warehouse.schema)
 
 
 @dataclass(frozen=True)
