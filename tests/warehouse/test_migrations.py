@@ -5,11 +5,10 @@ and upgraded without losing a row and ends with exactly a fresh install's schema
 
 from __future__ import annotations
 
-import threading
+import multiprocessing
 import tomllib
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -233,18 +232,26 @@ def test_ensure_meta_at_head_is_one_read_and_waits_for_no_upgrade(new_database):
     assert _RecordingCursor.sent == ["select version_num from ndc_meta.alembic_version"]
 
 
+def _first_run(url: str, start, results) -> None:
+    with database.connect(url) as conn:
+        start.wait(timeout=60)
+        database.ensure_meta(conn)
+        results.put(schema.current(conn))
+
+
 def test_concurrent_first_runs_upgrade_once(new_database):
+    """Processes, as Airflow's tasks are: each opens the empty warehouse at the same moment."""
     url = new_database()
-    start = threading.Barrier(4)
-
-    def first_run(_) -> str | None:
-        with database.connect(url) as conn:
-            start.wait()
-            database.ensure_meta(conn)
-            return schema.current(conn)
-
-    with ThreadPoolExecutor(4) as pool:
-        assert list(pool.map(first_run, range(4))) == [schema.head()] * 4
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Barrier(4), context.Queue()
+    runs = [context.Process(target=_first_run, args=(url, start, results)) for _ in range(4)]
+    for run in runs:
+        run.start()
+    revisions = [results.get(timeout=60) for _ in runs]
+    for run in runs:
+        run.join(30)
+    assert [run.exitcode for run in runs] == [0] * 4
+    assert revisions == [schema.head()] * 4
     assert scalar(url, "select count(*) from ndc_meta.alembic_version") == 1
     assert scalar(url, "select count(*) from ndc_meta.ledger_identity") == 1
 
