@@ -35,7 +35,7 @@ select format('create role ndc_anchor_writer login password %L', :'anchor_pw')
  where not exists (select from pg_roles where rolname = 'ndc_anchor_writer') \gexec
 grant pg_read_all_stats, pg_read_all_settings to ndc;
 -- The operator's page reads as this login, a member of the read-only role ndc_operator (its grants come with the
--- warehouse's meta schemas, ndc.warehouse.database META_DDL version 7), so the API server never holds the platform's role.
+-- platform's schema, ndc.warehouse.schema), so the API server never holds the platform's role.
 select 'create role ndc_operator nologin'
  where not exists (select from pg_roles where rolname = 'ndc_operator') \gexec
 select format('create role ndc_operator_page login password %L in role ndc_operator', :'operator_pw')

@@ -210,7 +210,7 @@ def share(url: str) -> int:
     from ndc.sharing import agreements
 
     with database.connect(url) as conn:
-        agreements.ensure_tables(conn)
+        database.ensure_meta(conn)
         if not conn.execute("select 1 from pg_roles where rolname = %s", (DEMO_APPROVER,)).fetchone():
             conn.execute(sql.SQL("create role {} login in role ndc_approver").format(ident(DEMO_APPROVER)))
         conn.execute(sql.SQL("grant connect on database {} to {}").format(

@@ -297,7 +297,7 @@ def _apply_agreements(c: Cluster, folder: Path) -> list[str]:
     """The repository's agencies (logins suffixed for this run) and agreements (dated around today), approved by
     an approver role and applied: the next publish delivers under each. Returns the roles to drop afterwards."""
     from ndc.conform import dbt
-    from ndc.sharing.agreements import apply, approve, ensure_tables, load_agencies, load_agreements
+    from ndc.sharing.agreements import apply, approve, load_agencies, load_agreements
 
     suffix = c.metadata.rsplit("_", 1)[1]
     agencies_dir, agreements_dir = folder / "agencies", folder / "agreements"
@@ -315,7 +315,7 @@ def _apply_agreements(c: Cluster, folder: Path) -> list[str]:
             roles.append(user["login"])
         (agencies_dir / path.name).write_text(yaml.safe_dump(data, allow_unicode=True))
     with database.connect(c.warehouse) as conn:
-        ensure_tables(conn)
+        database.ensure_meta(conn)
         conn.execute(f'create role "{roles[0]}" login in role ndc_approver')
         conn.execute(f'grant connect on database "{c.warehouse.rsplit("/", 1)[1]}" to "{roles[0]}"')
         conn.execute(f'grant insert, select on ndc_meta.agreement_approvals to "{roles[0]}"')

@@ -134,9 +134,9 @@ def _seed_alerts(conn: psycopg.Connection) -> None:
 
 
 def _seed_sharing(conn: psycopg.Connection, publication: int) -> None:
-    from ndc.sharing.agreements import deliver, ensure_tables
+    from ndc.sharing.agreements import deliver
 
-    ensure_tables(conn)
+    database.ensure_meta(conn)
     applied = [("qn", "quang_ngai", ["citizens"]), ("vss", "vss", ["citizens", "enterprises"])]
     for agreement, consumer, shared in applied:
         conn.execute("insert into ndc_meta.applied_agreements (agreement_id, consumer, views, content_sha256,"
@@ -597,7 +597,7 @@ def test_views_exist_on_a_fresh_warehouse_before_any_agreement(pg_server):
     try:
         with database.connect(url) as conn:
             database.ensure_meta(conn)
-            assert conn.execute("select to_regclass('ndc_meta.sharing_transactions')").fetchone()[0] is None
+            assert conn.execute("select count(*) from ndc_meta.applied_agreements").fetchone()[0] == 0
         with views.reader(url) as conn:
             summary = summarise(views.read(conn, DAYS), DAYS)
         assert summary["sharing"] == {"total": 0, "by_agency": [], "by_day": []}

@@ -61,9 +61,7 @@ def setup(request, dbs, tmp_path_factory):
         assert dbt.run(["build"], build_schema=prepared["build_schema"]).returncode == 0
         publish_build(prepared["build_schema"], run_id="agreements", as_of=prepared["started_at"])
         with database.connect(dbs.warehouse) as conn:
-            from ndc.sharing.agreements import ensure_tables
-
-            ensure_tables(conn)
+            database.ensure_meta(conn)
             conn.execute(f'create role "{approver}" login in role ndc_approver')
             conn.execute(f'grant connect on database "{dbs.warehouse.rsplit("/", 1)[1]}" to "{approver}"')
             conn.execute(f'grant usage on schema ndc_meta to "{approver}"')

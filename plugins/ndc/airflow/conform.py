@@ -50,7 +50,6 @@ from ndc.conform import dbt
 from ndc.conform.dbt_build import (
     PRODUCER,
     STATUS_TABLE,
-    ensure_status_table,
     plan,
     record,
     run_dbt_build,
@@ -317,7 +316,7 @@ def build_conform_dag(sources_dir: Path) -> DAG:
             with database.connect(get_settings().warehouse_url) as conn:
                 alerts.close_alerts(conn, alerts.STALE_DATASET, run_id)  # fresh again (or accepted)
             with database.connect(get_settings().warehouse_url) as conn, conn.transaction():
-                ensure_status_table(conn)
+                database.ensure_meta(conn)
                 conn.execute(f"delete from {STATUS_TABLE} where updated_at < now() - interval '30 days'")
             ti.xcom_push(key="started_at", value=prepared["started_at"])  # gate 2 reconciles as of then
             return prepared["build_schema"]

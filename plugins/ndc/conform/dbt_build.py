@@ -24,12 +24,6 @@ OK = {"success", "pass", "warn", "no-op"}  # no-op: exposures
 FAILED = {"error", "fail", "runtime error"}
 
 
-def ensure_status_table(conn) -> None:
-    conn.execute(f"create table if not exists {STATUS_TABLE} (run_id text not null, unique_id text not null,"
-                 " status text not null, message text, updated_at timestamptz not null default now(),"
-                 " primary key (run_id, unique_id))")
-
-
 def record(conn, run_id: str, unique_id: str, status: str, message: str | None = None) -> None:
     conn.execute(f"insert into {STATUS_TABLE} (run_id, unique_id, status, message) values (%s, %s, %s, %s)"
                  " on conflict (run_id, unique_id) do update set status = excluded.status,"
@@ -99,7 +93,7 @@ def run_dbt_build(build_schema: str, run_id: str, covered: set[str], full_refres
     started = time.monotonic()
     with database.connect(get_settings().warehouse_url) as conn:
         conn.autocommit = True
-        ensure_status_table(conn)
+        database.ensure_meta(conn)  # ndc_meta.conform_nodes is part of the platform's schema
         conn.execute(f"delete from {STATUS_TABLE} where run_id = %s", (run_id,))
         record(conn, run_id, PRODUCER, "running")
         process = subprocess.Popen(command, env=dbt_environment(), stdout=subprocess.PIPE,

@@ -53,7 +53,7 @@ _DELETE_COLUMNS = ("_ndc_deleted_at", "_ndc_deleted_by")
 MERGE_WORK_MEM = "256MB"
 BULK_ROWS = 10_000  # from this many rows into an empty table, build the primary key after inserting
 DUPLICATE_KEY = "duplicate_key"
-PERSONAL_DATA_ROLE = "ndc_personal_data"  # see ndc.warehouse.database.META_DDL
+PERSONAL_DATA_ROLE = "ndc_personal_data"  # made by the platform's schema (ndc.warehouse.schema)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from ndc.warehouse.connections import redact
 
 OPERATOR_ROLE = "ndc_operator"
 OPERATOR_URL_ENV = "NDC_OPERATOR_URL"
-# What ndc_operator may read (granted in ndc.warehouse.database.META_DDL, version 7); nothing else.
+# What ndc_operator may read (granted by the platform's schema, ndc.warehouse.schema); nothing else.
 READABLE = ("ndc_meta.ops_last_loads", "ndc_meta.ops_freshness_inputs", "ndc_meta.ops_open_quarantine",
             "ndc_meta.ops_open_alerts", "ndc_meta.ops_sharing_transactions", "ndc_meta.contract_pass_rates")
 CONNECT_TIMEOUT_S = 5

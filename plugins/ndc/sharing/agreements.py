@@ -37,88 +37,11 @@ from ndc.config.sources import check_identifier, load_config
 from ndc.errors import ConfigError, NdcError
 from ndc.identifiers import ident
 from ndc.settings import get_settings
+from ndc.warehouse import database
 from ndc.warehouse.connections import database_of
 
 log = logging.getLogger(__name__)
 APPROVER_ROLE = "ndc_approver"
-AGREEMENTS_DDL = """
-create table if not exists ndc_meta.agreement_approvals (
-    approval_id bigint generated always as identity primary key,
-    agreement_id text not null,
-    content_sha256 text not null,
-    approved_by text not null default session_user,
-    approved_at timestamptz not null default now(),
-    note text,
-    unique (agreement_id, content_sha256)
-);
-create table if not exists ndc_meta.agreement_keys (
-    agreement_id text primary key,
-    hmac_key bytea not null,
-    created_at timestamptz not null default now()
-);
-create table if not exists ndc_meta.applied_agreements (
-    agreement_id text primary key,
-    consumer text not null,
-    views text[] not null,
-    content_sha256 text not null,
-    starts_on date not null,
-    expires_on date not null,
-    applied_at timestamptz not null default now()
-);
-create or replace function ndc_meta.approval_by_approver() returns trigger language plpgsql as $$
-begin
-    if session_user = (select pg_get_userbyid(nspowner) from pg_namespace where nspname = 'ndc_meta') then
-        raise exception 'an agreement is approved by an approver role, not by the platform''s own role (%)',
-            session_user;
-    end if;
-    if not pg_has_role(session_user, 'ndc_approver', 'member') then
-        raise exception 'role % is not a member of ndc_approver', session_user;
-    end if;
-    new.approved_by := session_user;
-    return new;
-end $$;
-drop trigger if exists approvals_by_approver on ndc_meta.agreement_approvals;
-create trigger approvals_by_approver before insert on ndc_meta.agreement_approvals
-    for each row execute function ndc_meta.approval_by_approver();
-revoke all on ndc_meta.agreement_approvals from public;
-revoke all on ndc_meta.agreement_keys from public;
-grant usage on schema ndc_meta to ndc_approver;
-grant select, insert on ndc_meta.agreement_approvals to ndc_approver;
-
--- A delivery: a published version made available to an agency under an agreement (ndc.sharing.agreements.deliver).
-create table if not exists ndc_meta.delivery_receipts (
-    delivery_id bigint generated always as identity primary key,
-    agreement_id text not null,
-    consumer text not null,
-    publication_id bigint not null,
-    views text[] not null,
-    ledger_id bigint not null,
-    ledger_hash text not null,
-    delivered_at timestamptz not null default now()
-);
--- Consumer reads per day, role and view (ndc.sharing.reads, from pg_stat_statements).
-create table if not exists ndc_meta.consumer_reads (
-    day date not null,
-    role text not null,
-    agency text not null,
-    view text not null,
-    reads bigint not null,
-    primary key (day, role, view)
-);
--- Sharing transactions per day, unit, agency and dataset: deliveries and direct-exchange batches (the ledger) and
--- consumer reads.
-drop view if exists ndc_meta.sharing_transactions;
-create view ndc_meta.sharing_transactions as
-select date_trunc('day', l.recorded_at)::date as day, l.kind as unit,
-    coalesce(l.details->>'consumer', l.details->>'consumer_agency') as agency, v.dataset,
-    count(*)::bigint as transactions, sum(l.rows_loaded)::bigint as rows
-from ndc_meta.ledger l
-cross join lateral jsonb_array_elements_text(coalesce(l.details->'views', jsonb_build_array(l.target))) v(dataset)
-where l.kind in ('delivery', 'exchange') and l.outcome = 'success'
-group by 1, 2, 3, 4
-union all
-select day, 'read', agency, view, sum(reads)::bigint, null::bigint from ndc_meta.consumer_reads group by 1, 2, 3, 4;
-"""
 
 
 class _Strict(BaseModel):
@@ -282,21 +205,6 @@ def agreements_dir() -> Path:
     return get_settings().agreements_dir
 
 
-def ensure_tables(conn: psycopg.Connection) -> None:
-    from ndc.warehouse.database import run_ddl
-
-    with conn.transaction():
-        conn.execute("select pg_advisory_xact_lock(727004)")
-        conn.execute("do $$ begin create role ndc_approver nologin;"
-                     " exception when duplicate_object or unique_violation then null; end $$")
-    if conn.execute("select to_regclass('ndc_meta.sharing_transactions')").fetchone()[0] is None:  # made last
-        conn.commit()
-        run_ddl(conn, AGREEMENTS_DDL)
-    conn.commit()
-    conn.execute("create extension if not exists pgcrypto with schema ndc_meta")
-    conn.commit()
-
-
 def approve(approver_url: str, agreement: Agreement, note: str | None = None) -> None:
     """Record the approval of ``agreement`` (this exact file) as the approver connected with ``approver_url``."""
     with psycopg.connect(approver_url) as conn:
@@ -325,7 +233,7 @@ def apply(conn: psycopg.Connection, warehouse_url: str, *, agencies: dict[str, A
     """Roles for every agency; views and grants for every approved, current agreement; revoke the rest."""
     from ndc.conform import dbt
 
-    ensure_tables(conn)
+    database.ensure_meta(conn)
     shared = dbt.shared_models()
     agencies = agencies if agencies is not None else load_agencies()
     agreements = agreements if agreements is not None else load_agreements(agencies=agencies, shared=shared)

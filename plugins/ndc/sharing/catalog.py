@@ -21,22 +21,6 @@ from ndc.contracts import get_contract
 from ndc.errors import ConfigError
 from ndc.settings import get_settings
 
-CATALOG_DDL = """
-create table if not exists ndc_meta.catalog (
-    relation text primary key,
-    description text,
-    contract_name text,
-    contract_version text,
-    deprecated_on date,
-    owner_agencies text[] not null,
-    sources text[] not null,
-    last_published_at timestamptz,
-    sources_loaded_through timestamptz,
-    consumers jsonb not null,
-    refreshed_at timestamptz not null default now()
-);
-"""
-
 
 @dataclass
 class Entry:
@@ -115,10 +99,9 @@ def _add_state(conn: psycopg.Connection, found: list[Entry]) -> None:
 
 
 def refresh(conn: psycopg.Connection) -> list[Entry]:
-    """Regenerate ``ndc_meta.catalog`` in one transaction."""
+    """Regenerate ``ndc_meta.catalog`` in one transaction. Needs ``ensure_meta`` first."""
     found = entries(conn)
     with conn.transaction():
-        conn.execute(CATALOG_DDL)
         conn.execute("delete from ndc_meta.catalog")
         for e in found:
             conn.execute(

@@ -19,14 +19,6 @@ import psycopg
 from ndc.audit.handoff import Handoff, recorded
 from ndc.errors import NdcError
 
-READS_DDL = """
-create table if not exists ndc_meta.read_counters (
-    userid oid not null,
-    queryid bigint not null,
-    calls bigint not null,
-    primary key (userid, queryid)
-);
-"""
 _VIEW = re.compile(r'"?(agency_[a-z0-9_]+)"?\s*\.\s*"?([a-z_][a-z0-9_]*)"?')
 
 
@@ -47,9 +39,9 @@ def collect(conn: psycopg.Connection, run_id: str | None = None) -> Collected:
     if not available(conn):
         raise NdcError("consumer reads are not collected: pg_stat_statements is not in shared_preload_libraries "
                        "(ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements', then restart PostgreSQL)")
-    from ndc.sharing.agreements import ensure_tables
+    from ndc.warehouse import database
 
-    ensure_tables(conn)  # consumer_reads and the sharing_transactions view belong to the agreements' tables
+    database.ensure_meta(conn)
     result = Collected()
     run = Handoff(kind="reads", source="consumers", target="agency views", run_id=run_id)
     with recorded(conn, run):
@@ -64,7 +56,6 @@ def _count_new_reads(conn: psycopg.Connection, result: Collected) -> None:
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(727006)")
         conn.execute("create extension if not exists pg_stat_statements")
-        conn.execute(READS_DDL)
         rows = conn.execute(
             "select s.userid, s.queryid, s.query, s.calls, r.rolname, g.rolname"
             " from pg_stat_statements s join pg_roles r on r.oid = s.userid"
