@@ -260,8 +260,8 @@ def measure_linking(dbs, loaded: FiveSources) -> dict[str, Linking]:
     whose true citizen is the only one with that full name and birth date (the ground truth says so, not the
     model)."""
     resolved = pl.DataFrame(query(dbs.warehouse, "select source_name, dataset, record_key, citizen_id,"
-                                  " recorded_citizen_id is not null from intermediate.int_identity__resolved r"
-                                  " join intermediate.int_identity__person_records p using (source_name, dataset,"
+                                  " recorded_citizen_id is not null from intermediate.int_identities_resolved r"
+                                  " join intermediate.int_person_records_unioned p using (source_name, dataset,"
                                   " record_key)"),
                             schema=["source_name", "dataset", "record_key", "citizen_id", "has_pin"], orient="row")
     citizens = pl.DataFrame(query(dbs.warehouse, "select pin, full_name, birth_date from landing_population.citizens"
@@ -305,7 +305,7 @@ def test_identity_linking_precision_and_recall_against_ground_truth(dbs, publish
 
 def test_every_unlinked_record_is_an_exception_with_its_reason(dbs, published):
     unlinked = set(query(dbs.warehouse, "select source_name, dataset, record_key, exception_reason"
-                         " from intermediate.int_identity__resolved where citizen_id is null"))
+                         " from intermediate.int_identities_resolved where citizen_id is null"))
     listed = set(query(dbs.warehouse, "select source_name, dataset, record_key, exception_reason"
                        " from shared.identity_exceptions where exception_kind = 'identity'"))
     assert unlinked and unlinked == listed
@@ -333,7 +333,8 @@ def test_every_unlinked_record_is_an_exception_with_its_reason(dbs, published):
 
 def test_crosswalk_links_legacy_identifiers_to_the_true_pin(dbs, published):
     crosswalk = dict(((k, i), p) for k, i, p in query(
-        dbs.warehouse, "select identifier_kind, identifier, citizen_id from intermediate.int_identity__crosswalk"))
+        dbs.warehouse, "select identifier_kind, identifier, citizen_id"
+                       " from intermediate.int_legacy_identifiers_linked"))
     tax = published.sims["taxation"].crosswalks["legacy_tax_code_to_pin"]
     insured = published.sims["insurance"].crosswalks["insurance_code_to_pin"]
     found = {kind: sum(1 for code, pin in frame.rows() if crosswalk.get((kind, code)) == pin)
@@ -421,7 +422,7 @@ def test_citizens_carry_what_the_other_databases_know(dbs, published):
                   " count(*) filter (where highest_enrolled_grade is not null), sum(contributing_months)"
                   " from shared.citizens")[0]
     linked = dict(query(dbs.warehouse, "select dataset, count(distinct citizen_id)"
-                        " from intermediate.int_identity__resolved where citizen_id is not null group by 1"))
+                        " from intermediate.int_identities_resolved where citizen_id is not null group by 1"))
     assert flags[0] == linked["taxpayers"] and flags[1] == linked["insured_people"]
     assert 0 < flags[2] <= linked["students"] and flags[3] > 0
     columns = {r[0] for r in query(dbs.warehouse, "select column_name from information_schema.columns"
@@ -448,4 +449,4 @@ def test_docs_generate_works(dbs, published):
     assert "index.html" in result.stdout
     catalog = json.loads((dbt.project_dir() / "target" / "catalog.json").read_text())
     names = {node["metadata"]["name"] for node in catalog["nodes"].values()}
-    assert {"int_identity__resolved", "stg_taxation__taxpayers", "citizen_residence_history"} <= names
+    assert {"int_identities_resolved", "stg_taxation__taxpayers", "citizen_residence_history"} <= names

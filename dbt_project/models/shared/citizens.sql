@@ -5,7 +5,7 @@ located as (
 ),
 
 activity as (
-    select * from {{ ref('int_citizen_activity') }}
+    select * from {{ ref('int_activities_aggregated_to_citizens') }}
 ),
 
 final as (

@@ -11,6 +11,24 @@
 
 with
 
+{% for source_name, dataset in datasets %}
+    {{ source_name }}__{{ dataset }} as (
+        select * from {{ source(source_name, dataset) }}
+    ),
+{% endfor %}
+
+quarantined_rows as (
+    select * from {{ ref('stg_platform__quarantined_rows') }}
+),
+
+exception_records as (
+    select * from {{ ref('identity_exceptions') }}
+),
+
+resolved as (
+    select * from {{ ref('int_identities_resolved') }}
+),
+
 landed as (
     {%- for source_name, dataset in datasets %}
         select
@@ -19,7 +37,7 @@ landed as (
             count(*) filter (where _ndc_deleted_at is null) as current_rows,
             count(*) filter (where _ndc_deleted_at is not null) as deleted_rows,
             max(_ndc_loaded_at) as last_loaded_at
-        from {{ source(source_name, dataset) }}
+        from {{ source_name }}__{{ dataset }}
         {% if not loop.last %}union all{% endif %}
     {%- endfor %}
 ),
@@ -29,7 +47,7 @@ quarantined as (
         source_name,
         dataset,
         count(*) as quarantined_rows
-    from {{ ref('stg_platform__quarantined_rows') }}
+    from quarantined_rows
     group by source_name, dataset
 ),
 
@@ -39,7 +57,7 @@ exceptions as (
         dataset,
         count(*) filter (where exception_kind = 'identity') as identity_exceptions,
         count(*) filter (where exception_kind = 'reference') as reference_exceptions
-    from {{ ref('identity_exceptions') }}
+    from exception_records
     group by source_name, dataset
 ),
 
@@ -48,7 +66,7 @@ linked as (
         source_name,
         dataset,
         count(*) filter (where citizen_id is not null) as linked_records
-    from {{ ref('int_identity__resolved') }}
+    from resolved
     group by source_name, dataset
 ),
 

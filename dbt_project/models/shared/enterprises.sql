@@ -1,14 +1,11 @@
 with
 
 enterprises as (
-    select
-        *,
-        {{ vietnam_date('source_updated_at') }} as recorded_on
-    from {{ ref('stg_enterprise__enterprises') }}
+    select * from {{ ref('stg_enterprise__enterprises') }}
 ),
 
 activity as (
-    select * from {{ ref('int_enterprise_activity') }}
+    select * from {{ ref('int_activities_aggregated_to_enterprises') }}
 ),
 
 provinces as (
@@ -19,18 +16,25 @@ mapping as (
     select * from {{ ref('province_mapping') }}
 ),
 
+dated as (
+    select
+        *,
+        {{ vietnam_date('source_updated_at') }} as recorded_on
+    from enterprises
+),
+
 final as (
     select
-        enterprises.enterprise_code,
-        enterprises.enterprise_name,
-        enterprises.legal_form,
-        enterprises.registered_on,
-        enterprises.status,
+        dated.enterprise_code,
+        dated.enterprise_name,
+        dated.legal_form,
+        dated.registered_on,
+        dated.status,
         activity.status_events,
         activity.last_status_change_on,
         activity.dissolved_on,
         activity.open_branches,
-        enterprises.province_code as historic_province_code,
+        dated.province_code as historic_province_code,
         provinces.province_name as historic_province_name,
         mapping.new_code as current_province_code,
         mapping.new_name as current_province_name,
@@ -40,14 +44,14 @@ final as (
         activity.tax_paid_vnd,
         activity.tax_arrears_vnd,
         activity.insured_employees,
-        enterprises.source_updated_at
-    from enterprises
-    inner join activity on enterprises.enterprise_code = activity.enterprise_code
+        dated.source_updated_at
+    from dated
+    inner join activity on dated.enterprise_code = activity.enterprise_code
     left join provinces
         on
-            enterprises.province_code = provinces.province_code
-            and enterprises.recorded_on between provinces.valid_from and provinces.valid_to
-    left join mapping on enterprises.province_code = mapping.old_code
+            dated.province_code = provinces.province_code
+            and dated.recorded_on between provinces.valid_from and provinces.valid_to
+    left join mapping on dated.province_code = mapping.old_code
 )
 
 select * from final

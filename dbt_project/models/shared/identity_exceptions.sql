@@ -2,6 +2,14 @@
     (identity) and records whose reference to another record resolves to nothing (reference). Never dropped. -#}
 with
 
+resolved as (
+    select * from {{ ref('int_identities_resolved') }}
+),
+
+unresolved_references as (
+    select * from {{ ref('int_references_unresolved') }}
+),
+
 identity as (
     select
         source_name,
@@ -12,7 +20,7 @@ identity as (
         coalesce(legacy_identifier_kind, 'pin') as identifier_kind,
         name_birth_candidates as candidate_citizens,
         loaded_at
-    from {{ ref('int_identity__resolved') }}
+    from resolved
     where exception_reason is not null
 ),
 
@@ -26,7 +34,7 @@ reference as (
         reference_column as identifier_kind,
         0 as candidate_citizens,
         loaded_at
-    from {{ ref('int_reference_exceptions') }}
+    from unresolved_references
 ),
 
 final as (

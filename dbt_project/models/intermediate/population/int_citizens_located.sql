@@ -14,24 +14,11 @@
 with
 
 citizens as (
-    select * from {{ ref('stg_population__citizens') }} as changed
-    {%- if is_incremental() %}
-        where
-            {{ loaded_since_last_run('changed.loaded_at') }}
-            or changed.household_id in (
-                select loaded.household_id from {{ ref('stg_population__households') }} as loaded
-                where {{ loaded_since_last_run('loaded.loaded_at') }}
-            )
-            or changed.citizen_id in (
-                select previous.citizen_id from {{ this }} as previous
-                where
-                    previous.has_registered_household
-                    and not exists (
-                        select from {{ ref('stg_population__households') }} as households
-                        where households.household_id = previous.household_id
-                    )
-            )
-    {%- endif %}
+    select * from {{ ref('stg_population__citizens') }}
+),
+
+households as (
+    select * from {{ ref('stg_population__households') }}
 ),
 
 provinces as (
@@ -42,18 +29,35 @@ mapping as (
     select * from {{ ref('province_mapping') }}
 ),
 
-households as (
-    select household_id from {{ ref('stg_population__households') }}
+changed_citizens as (
+    select * from citizens
+    {%- if is_incremental() %}
+        where
+            {{ loaded_since_last_run('citizens.loaded_at') }}
+            or citizens.household_id in (
+                select loaded.household_id from households as loaded
+                where {{ loaded_since_last_run('loaded.loaded_at') }}
+            )
+            or citizens.citizen_id in (
+                select previous.citizen_id from {{ this }} as previous
+                where
+                    previous.has_registered_household
+                    and not exists (
+                        select from households
+                        where households.household_id = previous.household_id
+                    )
+            )
+    {%- endif %}
 ),
 
 dated as (
     select
         *,
-        (source_updated_at at time zone 'Asia/Ho_Chi_Minh')::date as residence_recorded_on
-    from citizens
+        {{ vietnam_date('source_updated_at') }} as residence_recorded_on
+    from changed_citizens
 ),
 
-located as (
+final as (
     select
         dated.*,
         provinces.province_name as historic_province_name,
@@ -72,4 +76,4 @@ located as (
         on dated.household_id = households.household_id
 )
 
-select * from located
+select * from final

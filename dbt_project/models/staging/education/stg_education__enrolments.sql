@@ -2,6 +2,10 @@ with
 
 source as (
     select * from {{ source('education', 'enrolments') }}
+),
+
+not_deleted as (
+    select * from source
     where _ndc_deleted_at is null
 ),
 
@@ -14,7 +18,7 @@ renamed as (
         grade,
         exported_at as source_exported_at,
         _ndc_loaded_at as loaded_at
-    from source
+    from not_deleted
 )
 
 select * from renamed

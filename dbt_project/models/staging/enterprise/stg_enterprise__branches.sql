@@ -1,8 +1,12 @@
 with
 
 source as (
-    -- a closed branch is soft-deleted at the source (tombstone) and marked deleted in landing
     select * from {{ source('enterprise', 'branches') }}
+),
+
+not_deleted as (
+    -- a closed branch is soft-deleted at the source (tombstone) and marked deleted in landing
+    select * from source
     where _ndc_deleted_at is null
 ),
 
@@ -16,7 +20,7 @@ renamed as (
         opened_on,
         updated_at as source_updated_at,
         _ndc_loaded_at as loaded_at
-    from source
+    from not_deleted
 )
 
 select * from renamed

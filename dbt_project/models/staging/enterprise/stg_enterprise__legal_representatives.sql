@@ -2,6 +2,10 @@ with
 
 source as (
     select * from {{ source('enterprise', 'legal_representatives') }}
+),
+
+not_deleted as (
+    select * from source
     where _ndc_deleted_at is null
 ),
 
@@ -16,7 +20,7 @@ renamed as (
         appointed_on,
         updated_at as source_updated_at,
         _ndc_loaded_at as loaded_at
-    from source
+    from not_deleted
 )
 
 select * from renamed

@@ -2,6 +2,10 @@ with
 
 source as (
     select * from {{ source('enterprise', 'status_history') }}
+),
+
+not_deleted as (
+    select * from source
     where _ndc_deleted_at is null
 ),
 
@@ -13,7 +17,7 @@ renamed as (
         effective_on,
         updated_at as source_updated_at,
         _ndc_loaded_at as loaded_at
-    from source
+    from not_deleted
 )
 
 select * from renamed

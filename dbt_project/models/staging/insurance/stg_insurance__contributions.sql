@@ -1,8 +1,12 @@
 with
 
 source as (
-    -- a cancelled contribution arrives as a tombstone (deleted_at) and is marked deleted in landing
     select * from {{ source('insurance', 'contributions') }}
+),
+
+not_deleted as (
+    -- a cancelled contribution arrives as a tombstone (deleted_at) and is marked deleted in landing
+    select * from source
     where _ndc_deleted_at is null
 ),
 
@@ -15,7 +19,7 @@ renamed as (
         amount::numeric(18, 0) as amount_vnd,
         updated_at as source_updated_at,
         _ndc_loaded_at as loaded_at
-    from source
+    from not_deleted
 )
 
 select * from renamed

@@ -2,6 +2,10 @@ with
 
 source as (
     select * from {{ source('insurance', 'employers') }}
+),
+
+not_deleted as (
+    select * from source
     where _ndc_deleted_at is null
 ),
 
@@ -12,7 +16,7 @@ renamed as (
         province_code,
         updated_at as source_updated_at,
         _ndc_loaded_at as loaded_at
-    from source
+    from not_deleted
 )
 
 select * from renamed

@@ -1,8 +1,12 @@
 with
 
 source as (
-    -- rows deleted at the source (tombstone or full compare) stay in landing, marked; they are not current
     select * from {{ source('population', 'households') }}
+),
+
+not_deleted as (
+    -- rows deleted at the source (tombstone or full compare) stay in landing, marked; they are not current
+    select * from source
     where _ndc_deleted_at is null
 ),
 
@@ -15,7 +19,7 @@ renamed as (
         {{ clean_text('address') }} as residence_address,
         updated_at as source_updated_at,
         _ndc_loaded_at as loaded_at
-    from source
+    from not_deleted
 )
 
 select * from renamed

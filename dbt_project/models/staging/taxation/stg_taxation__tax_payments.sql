@@ -2,6 +2,10 @@ with
 
 source as (
     select * from {{ source('taxation', 'payments') }}
+),
+
+not_deleted as (
+    select * from source
     where _ndc_deleted_at is null
 ),
 
@@ -13,7 +17,7 @@ renamed as (
         amount::numeric(18, 0) as amount_vnd,
         updated_at as source_updated_at,
         _ndc_loaded_at as loaded_at
-    from source
+    from not_deleted
 )
 
 select * from renamed

@@ -3,19 +3,27 @@
     ambiguous or failed match is an exception with its reason, never a guess, and no record is dropped. -#}
 with
 
-records as (
-    select
-        *,
-        {{ name_key('full_name') }} as name_key
-    from {{ ref('int_identity__person_records') }}
+person_records as (
+    select * from {{ ref('int_person_records_unioned') }}
 ),
 
 citizens as (
+    select * from {{ ref('stg_population__citizens') }}
+),
+
+keyed_records as (
+    select
+        *,
+        {{ name_key('full_name') }} as name_key
+    from person_records
+),
+
+keyed_citizens as (
     select
         citizen_id,
         birth_date,
         {{ name_key('full_name') }} as name_key
-    from {{ ref('stg_population__citizens') }}
+    from citizens
 ),
 
 name_birth_groups as (
@@ -24,7 +32,7 @@ name_birth_groups as (
         birth_date,
         count(*) as candidates,
         min(citizen_id) as only_citizen_id
-    from citizens
+    from keyed_citizens
     where name_key is not null and birth_date is not null
     group by name_key, birth_date
 ),
@@ -44,8 +52,8 @@ matched as (
         records.name_key,
         namesakes.only_citizen_id,
         coalesce(namesakes.candidates, 0) as name_birth_candidates
-    from records
-    left join citizens as by_pin
+    from keyed_records as records
+    left join keyed_citizens as by_pin
         on records.recorded_citizen_id = by_pin.citizen_id
     left join name_birth_groups as namesakes
         on

@@ -1,7 +1,5 @@
 {#- Records whose reference to another record resolves to nothing (an orphan). They are loaded and kept; this
     lists them, with the reference that failed, for identity_exceptions. -#}
-with
-
 {%- set checks = [
     ('population', 'citizens', 'stg_population__citizens', 'citizen_id', 'household_id',
      'stg_population__households', 'household_id', 'household_not_found'),
@@ -21,7 +19,22 @@ with
      'stg_education__students', 'student_id', 'student_not_found'),
     ('education', 'enrolments', 'stg_education__enrolments', 'enrolment_id', 'school_id',
      'stg_education__schools', 'school_id', 'school_not_found'),
-] %}
+] -%}
+{#- Each staging model checked or referred to, once, as an import CTE named after it. -#}
+{%- set imported = [] -%}
+{%- for check in checks -%}
+    {%- for model in (check[2], check[5]) if model not in imported -%}
+        {%- do imported.append(model) -%}
+    {%- endfor -%}
+{%- endfor %}
+
+with
+
+{% for model in imported %}
+    {{ model }} as (
+        select * from {{ ref(model) }}
+    ),
+{% endfor %}
 
 {%- for source_name, dataset, model, key, reference, target, target_key, reason in checks %}
     {{ reason }}_{{ loop.index }} as (
@@ -32,17 +45,21 @@ with
             '{{ reason }}' as exception_reason,
             '{{ reference }}' as reference_column,
             records.loaded_at
-        from {{ ref(model) }} as records
+        from {{ model }} as records
         where
             records.{{ reference }} is not null
             and not exists (
-                select 1 from {{ ref(target) }} as targets
+                select 1 from {{ target }} as targets
                 where targets.{{ target_key }} = records.{{ reference }}
             )
-    ){% if not loop.last %},{% endif %}
+    ),
 {%- endfor %}
 
-{% for check in checks %}
-    select * from {{ check[7] }}_{{ loop.index }}
-    {% if not loop.last %}union all{% endif %}
-{%- endfor %}
+final as (
+    {%- for check in checks %}
+        select * from {{ check[7] }}_{{ loop.index }}
+        {% if not loop.last %}union all{% endif %}
+    {%- endfor %}
+)
+
+select * from final

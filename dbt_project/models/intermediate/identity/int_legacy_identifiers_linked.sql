@@ -2,6 +2,14 @@
     10-digit personal tax code, the 10-digit social insurance code and the student id (from resolved records). -#}
 with
 
+citizens as (
+    select * from {{ ref('stg_population__citizens') }}
+),
+
+resolved as (
+    select * from {{ ref('int_identities_resolved') }}
+),
+
 id_cards as (
     -- a CMND recorded for two citizens links neither (legacy numbers were reissued and mistyped)
     select
@@ -10,27 +18,27 @@ id_cards as (
         min(citizen_id) as citizen_id,
         'population' as source_name,
         'recorded' as match_method
-    from {{ ref('stg_population__citizens') }}
+    from citizens
     where legacy_id_card_number is not null
     group by legacy_id_card_number
     having count(*) = 1
 ),
 
-resolved as (
+resolved_identifiers as (
     select
         legacy_identifier_kind as identifier_kind,
         legacy_identifier as identifier,
         citizen_id,
         source_name,
         match_method
-    from {{ ref('int_identity__resolved') }}
+    from resolved
     where citizen_id is not null and legacy_identifier is not null
 ),
 
 final as (
     select * from id_cards
     union all
-    select * from resolved
+    select * from resolved_identifiers
 )
 
 select * from final

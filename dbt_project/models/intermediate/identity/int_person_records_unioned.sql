@@ -3,6 +3,22 @@
 with
 
 taxpayers as (
+    select * from {{ ref('stg_taxation__taxpayers') }}
+),
+
+insured_persons as (
+    select * from {{ ref('stg_insurance__insured_persons') }}
+),
+
+students as (
+    select * from {{ ref('stg_education__students') }}
+),
+
+legal_representatives as (
+    select * from {{ ref('stg_enterprise__legal_representatives') }}
+),
+
+taxpayer_records as (
     select
         'taxation' as source_name,
         'taxpayers' as dataset,
@@ -13,11 +29,11 @@ taxpayers as (
         taxpayer_name as full_name,
         birth_date,
         loaded_at
-    from {{ ref('stg_taxation__taxpayers') }}
+    from taxpayers
     where taxpayer_kind = 'individual'
 ),
 
-insured as (
+insured_person_records as (
     select
         'insurance' as source_name,
         'insured_people' as dataset,
@@ -28,10 +44,10 @@ insured as (
         full_name,
         birth_date,
         loaded_at
-    from {{ ref('stg_insurance__insured_persons') }}
+    from insured_persons
 ),
 
-students as (
+student_records as (
     select
         'education' as source_name,
         'students' as dataset,
@@ -42,10 +58,10 @@ students as (
         full_name,
         birth_date,
         loaded_at
-    from {{ ref('stg_education__students') }}
+    from students
 ),
 
-representatives as (
+representative_records as (
     select
         'enterprise' as source_name,
         'legal_representatives' as dataset,
@@ -56,17 +72,17 @@ representatives as (
         full_name,
         birth_date,
         loaded_at
-    from {{ ref('stg_enterprise__legal_representatives') }}
+    from legal_representatives
 ),
 
-unioned as (
-    select * from taxpayers
+final as (
+    select * from taxpayer_records
     union all
-    select * from insured
+    select * from insured_person_records
     union all
-    select * from students
+    select * from student_records
     union all
-    select * from representatives
+    select * from representative_records
 )
 
-select * from unioned
+select * from final
