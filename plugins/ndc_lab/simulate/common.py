@@ -171,6 +171,11 @@ def second_of_day(stamp: pl.Series) -> np.ndarray:
     return (stamp - stamp.dt.truncate("1d")).dt.total_seconds().to_numpy()
 
 
+def room_for_older_version(stamp: pl.Series) -> np.ndarray:
+    """Which rows ``SourceGenerator.older_versions`` can give an older version on the same UTC day."""
+    return second_of_day(stamp) >= 2
+
+
 def blank_text(white_space: str = "   ") -> pl.Expr:
     """Text that a not-blank check must reject: empty on even ``_row`` values, only ``white_space`` on odd ones."""
     return pl.when(pl.col("_row") % 2 == 0).then(pl.lit("")).otherwise(pl.lit(white_space))
@@ -253,7 +258,7 @@ class SourceGenerator:
     def older_versions(self, frame: pl.DataFrame, rows: list[int], stamp: str = "updated_at") -> pl.DataFrame:
         """The rows ``rows`` (by ``_row``, in row order) with ``stamp`` moved back by a whole number of seconds,
         staying on the same UTC day: the older version of a duplicated key, which the newer row supersedes. The
-        rows must be at least 2 s after midnight (``second_of_day``)."""
+        rows must have room for it (``room_for_older_version``)."""
         winners = frame.filter(pl.col("_row").is_in(rows)).sort("_row")
         earlier = self.rng.integers(1, np.maximum(second_of_day(winners[stamp]), 2))
         return winners.with_columns(pl.col(stamp) - pl.duration(seconds=pl.lit(pl.Series(earlier))))

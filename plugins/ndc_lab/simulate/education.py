@@ -66,7 +66,7 @@ from ndc_lab.simulate.common import (
     decomposes,
     nfd,
     population_citizens,
-    second_of_day,
+    room_for_older_version,
     set_rows,
     vietnam_day,
 )
@@ -259,7 +259,7 @@ def _student_picks(gen: _Generator, frame: pl.DataFrame) -> dict[Defect, list[in
     return {
         IMPOSSIBLE_DATE: picker.take(k, utf8_csv),
         PIN_FORMAT: picker.take(k, not_legacy & frame["pin"].is_not_null().to_numpy()),
-        DUPLICATE: picker.take(k, not_legacy & (second_of_day(frame["exported_at"]) >= 2)),
+        DUPLICATE: picker.take(k, not_legacy & room_for_older_version(frame["exported_at"])),
         NFD: picker.take(k, not_legacy & decomposes(frame["full_name"])),
         FUTURE_BIRTH: picker.take(k, not_legacy),
         PROVINCE: picker.take(k, not_legacy),

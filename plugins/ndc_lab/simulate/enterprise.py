@@ -81,7 +81,7 @@ from ndc_lab.simulate.common import (
     enterprise_base,
     nfd,
     population_citizens,
-    second_of_day,
+    room_for_older_version,
     tax_code_check_digit,
     vietnam_day,
     write_postgresql,
@@ -257,7 +257,7 @@ def _pick_enterprise_defects(gen: _Generator, frame: pl.DataFrame) -> dict[Defec
     picker = gen.picker(frame.height)
     utc_day = frame["updated_at"].dt.date()
     near_reorganisation = utc_day.is_in([date(2025, 6, 30), date(2025, 7, 1)]).to_numpy()
-    duplicable = ((second_of_day(frame["updated_at"]) >= 2) & ~near_reorganisation
+    duplicable = (room_for_older_version(frame["updated_at"]) & ~near_reorganisation
                   & (frame["registered_on"] <= utc_day).to_numpy())
     picks = {DUPLICATE: picker.take(k, duplicable), NFD: picker.take(k, decomposes(frame["name"]))}
     for defect in (ENTERPRISE_CODE, FUTURE_REGISTERED, PROVINCE, BLANK_NAME, UNKNOWN_STATUS):

@@ -57,7 +57,7 @@ from ndc_lab.simulate.common import (
     enterprise_base,
     nfd,
     population_citizens,
-    second_of_day,
+    room_for_older_version,
     set_rows,
     vietnam_day,
     write_postgresql,
@@ -234,7 +234,7 @@ def _people(gen: _Generator, insured: pl.DataFrame, employer_codes: pl.Series) -
 def _people_defects(gen: _Generator, people: pl.DataFrame) -> tuple[pl.DataFrame, dict[Defect, list[int]]]:
     n, k = people.height, gen.spec.defect_count(people.height)
     picker = gen.picker(n)
-    picks = {DUPLICATE: picker.take(k, second_of_day(people["updated_at"]) >= 2),
+    picks = {DUPLICATE: picker.take(k, room_for_older_version(people["updated_at"])),
              NFD: picker.take(k, decomposes(people["full_name"]))}
     for defect in (CODE_FORMAT, PIN_FORMAT, FUTURE_BIRTH, PROVINCE, BLANK_FULL_NAME):
         picks[defect] = picker.take(k)

@@ -31,7 +31,7 @@ from ndc_lab.simulate.common import (
     code_in_force,
     decomposes,
     nfd,
-    second_of_day,
+    room_for_older_version,
     set_rows,
     vietnam_day,
     write_postgresql,
@@ -180,8 +180,8 @@ def _pick_defects(gen: _Generator, base: pl.DataFrame) -> dict[Defect, list[int]
     k = gen.spec.defect_count(base.height)
     picker = gen.picker(base.height)
     no_death = base["death_date"].is_null().to_numpy()
-    seconds = second_of_day(base["updated_at"])
-    picks = {FUTURE_BIRTH: picker.take(k, no_death), DUPLICATE: picker.take(k, no_death & (seconds >= 2)),
+    duplicable = no_death & room_for_older_version(base["updated_at"])
+    picks = {FUTURE_BIRTH: picker.take(k, no_death), DUPLICATE: picker.take(k, duplicable),
              NFD: picker.take(k, decomposes(base["full_name"]))}
     for defect in (PIN_FORMAT, PIN_BIRTH, DEATH_BEFORE_BIRTH, PROVINCE, BLANK_FULL_NAME, CMND, ORPHAN_HOUSEHOLD):
         picks[defect] = picker.take(k)

@@ -71,7 +71,7 @@ from ndc_lab.simulate.common import (
     decomposes,
     enterprise_base,
     population_citizens,
-    second_of_day,
+    room_for_older_version,
     set_rows,
     vietnam_day,
     write_postgresql,
@@ -268,7 +268,7 @@ def _taxpayer_eligibility(frame: pl.DataFrame) -> dict[Defect, np.ndarray]:
     day = vietnam_day(frame["updated_at"])
     individual = frame["taxpayer_kind"] == "individual"
     utc_day = frame["updated_at"].dt.date()
-    duplicable = ((pl.Series(second_of_day(frame["updated_at"])) >= 2) & (utc_day != date(2025, 6, 30))
+    duplicable = (pl.Series(room_for_older_version(frame["updated_at"])) & (utc_day != date(2025, 6, 30))
                   & (frame["registered_on"] < day))
     return {
         LEGACY_AFTER: (individual & (frame["registered_on"] >= REORGANISATION_DATE)).to_numpy(),
