@@ -54,28 +54,41 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import polars as pl
-from faker import Faker
 
 from ndc.errors import NdcError
 from ndc.reference import REORGANISATION_DATE, current_code_of, new_codes, old_codes
 from ndc_lab.simulate.common import (
-    Picker,
     SimulatedSource,
+    SourceGenerator,
     SourceSpec,
+    blank_text,
+    code_in_force,
     decomposes,
     nfd,
     population_citizens,
-    second_of_day,
+    room_for_older_version,
     set_rows,
     vietnam_day,
 )
-from ndc_lab.simulate.manifest import Defect, empty_manifest, manifest_rows
+from ndc_lab.simulate.manifest import (
+    BLANK_FULL_NAME,
+    BLANK_NAME,
+    DUPLICATE,
+    FUTURE_BIRTH,
+    NFD,
+    PIN_FORMAT,
+    PROVINCE,
+    Defect,
+    empty_manifest,
+    manifest_rows,
+    picked_manifest,
+    quarantined_rows,
+)
 
 TABLES = ("schools", "students", "enrolments")
 EXPORTED_FROM = datetime(2024, 7, 1, tzinfo=UTC)
 SCHOOL_YEARS = ("2024-2025", "2025-2026")
 BIRTH_YEARS = (2006, 2021)
-UNKNOWN_CODES = ("00", "99")
 LEVELS = {"mam_non": ("MN", "Mầm non"), "tieu_hoc": ("TH", "Tiểu học"), "thcs": ("THCS", "THCS"),
           "thpt": ("THPT", "THPT")}
 PATRONS = ("Nguyễn Trãi", "Lê Lợi", "Trần Hưng Đạo", "Lý Thường Kiệt", "Chu Văn An", "Nguyễn Du", "Lê Quý Đôn",
@@ -90,14 +103,7 @@ IMPOSSIBLE_DAYS = ("02-30", "02-31", "04-31", "06-31", "09-31", "11-31")
 FORMAT_WEIGHTS = {"parquet": 0.4, "utf-8": 0.35, "utf-8-sig": 0.15, "cp1258": 0.1}
 CSV_TIMESTAMP = "%Y-%m-%dT%H:%M:%SZ"
 
-PIN_FORMAT = Defect("pin_format", "quarantined", "pin_format")
 IMPOSSIBLE_DATE = Defect("impossible_date", "quarantined", "value_type(birth_date)")
-FUTURE_BIRTH = Defect("future_birth_date", "quarantined", "birth_date_range")
-PROVINCE = Defect("unknown_or_retired_province", "quarantined", "province_code_valid")
-BLANK_NAME = Defect("blank_name", "quarantined", "full_name_not_blank")
-BLANK_SCHOOL_NAME = Defect("blank_name", "quarantined", "name_not_blank")
-DUPLICATE = Defect("duplicate_key", "superseded", "duplicate_key")
-NFD = Defect("nfd_text", "repaired", None)
 LEGACY = Defect("legacy_encoding", "repaired", None)
 GRADE = Defect("grade_out_of_range", "quarantined", "grade_range")
 ORPHAN_STUDENT = Defect("orphan_student", "exception", None)
@@ -111,10 +117,9 @@ FILE_COLUMNS = ["_file", "_encoding"]  # where a row is dropped: path under the 
 
 # --- time, places and files -------------------------------------------------------------------------------
 
-def code_in_force(old: pl.Expr, stamp: pl.Expr) -> pl.Expr:
-    """The province code in force on the Việt Nam date of ``stamp`` for a province known by its old code."""
-    return pl.when(vietnam_day(stamp) < REORGANISATION_DATE).then(old).otherwise(
-        old.replace_strict(current_code_of(), default=old))
+def _code_on_export() -> pl.Expr:
+    """The code in force on the Việt Nam date of ``exported_at`` for the province whose old code is ``_old``."""
+    return code_in_force(pl.col("_old"), vietnam_day(pl.col("exported_at")))
 
 
 def export_school_year(stamp: pl.Expr) -> pl.Expr:
@@ -122,12 +127,6 @@ def export_school_year(stamp: pl.Expr) -> pl.Expr:
     day = vietnam_day(stamp)
     first = day.dt.year() - (day.dt.month() < 7).cast(pl.Int32)
     return pl.concat_str(first.cast(pl.String), pl.lit("-"), (first + 1).cast(pl.String))
-
-
-def _timestamps(rng: np.random.Generator, start: datetime, end: datetime, n: int) -> pl.Series:
-    seconds = rng.integers(0, int((end - start).total_seconds()), n)
-    moments = np.datetime64(start.replace(tzinfo=None), "s") + seconds.astype("timedelta64[s]")
-    return pl.Series(moments.astype("datetime64[us]")).dt.replace_time_zone("UTC")
 
 
 class _FilePlan:
@@ -204,31 +203,18 @@ def _legacy_rows(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
     return legacy.filter(pl.Series(changed, dtype=pl.Boolean))
 
 
-def _manifest_for(table: str, frame: pl.DataFrame, key: str, picks: dict[Defect, list[int]]) -> list[pl.DataFrame]:
-    return [manifest_rows(table, frame.filter(pl.col("_row").is_in(rows)).sort("_row")[key], defect)
-            for defect, rows in picks.items() if defect is not DUPLICATE]
-
-
 # --- generation ---------------------------------------------------------------------------------------------
 
-class _Generator:
+class _Generator(SourceGenerator):
     def __init__(self, spec: SourceSpec) -> None:
-        self.spec = spec
-        self.rng = np.random.default_rng(spec.seed + 5_003)
-        faker = Faker("vi_VN")
-        faker.seed_instance(spec.seed + 5_003)
+        super().__init__(spec, seed_offset=5_003)
+        faker = self.faker()
         self.communes = sorted({faker.commune_name() for _ in range(400)})
-        self.wards = sorted({f"{faker.commune_prefix()} {faker.commune_name()}" for _ in range(600)})
-        self.exported_to = datetime.combine(spec.as_of, datetime.min.time(), UTC)
-        self.retired = sorted(set(old_codes()) - set(new_codes()))
-
-    def choice(self, values, n: int) -> np.ndarray:
-        return self.rng.choice(np.asarray(values), size=n)
+        self.wards = self.ward_names(faker)
 
     def bad_province(self, n: int) -> pl.Expr:
         """An unknown code before the reorganisation, a retired one after (by the row's exported_at)."""
-        return pl.when(vietnam_day(pl.col("exported_at")) < REORGANISATION_DATE).then(
-            pl.lit(pl.Series(self.choice(UNKNOWN_CODES, n)))).otherwise(pl.lit(pl.Series(self.choice(self.retired, n))))
+        return self.misplaced_province(vietnam_day(pl.col("exported_at")), n, unknown_first=True)
 
     def student_ids(self, n: int, taken: pl.Series | None = None) -> pl.Series:
         """``n`` distinct ``HS`` + 10-digit ids, none of them in ``taken``."""
@@ -252,10 +238,10 @@ def _base_students(gen: _Generator, citizens: pl.DataFrame) -> pl.DataFrame:
         pl.when(pl.lit(pl.Series(older))).then(pl.lit(None, pl.String)).otherwise(pl.col("pin")).alias("pin"),
         "full_name", pl.col("birth_date").dt.to_string("%Y-%m-%d").alias("birth_date"), "sex",
         pl.col("province_code").alias("_old"),
-        pl.lit(_timestamps(rng, EXPORTED_FROM, gen.exported_to, n)).alias("exported_at"),
+        pl.lit(gen.uniform_moments(EXPORTED_FROM, gen.until, n)).alias("exported_at"),
         pl.col("birth_date").dt.year().alias("_birth_year"),
     )
-    return frame.with_columns(code_in_force(pl.col("_old"), pl.col("exported_at")).alias("province_code"),
+    return frame.with_columns(_code_on_export().alias("province_code"),
                               export_school_year(pl.col("exported_at")).alias("_year")
                               ).with_columns(pl.col("province_code").alias("_file_code")).with_row_index("_row")
 
@@ -266,18 +252,18 @@ def _present(frame: pl.DataFrame) -> list[tuple[str, str]]:
 
 def _student_picks(gen: _Generator, frame: pl.DataFrame) -> dict[Defect, list[int]]:
     k = gen.spec.defect_count(frame.height)
-    picker = Picker(gen.rng, frame.height)
+    picker = gen.picker(frame.height)
     encoding = frame["_encoding"]
     not_legacy = (encoding.ne_missing("cp1258")).to_numpy()
     utf8_csv = encoding.is_in(["utf-8", "utf-8-sig"]).fill_null(False).to_numpy()
     return {
         IMPOSSIBLE_DATE: picker.take(k, utf8_csv),
         PIN_FORMAT: picker.take(k, not_legacy & frame["pin"].is_not_null().to_numpy()),
-        DUPLICATE: picker.take(k, not_legacy & (second_of_day(frame["exported_at"]) >= 2)),
+        DUPLICATE: picker.take(k, not_legacy & room_for_older_version(frame["exported_at"])),
         NFD: picker.take(k, not_legacy & decomposes(frame["full_name"])),
         FUTURE_BIRTH: picker.take(k, not_legacy),
         PROVINCE: picker.take(k, not_legacy),
-        BLANK_NAME: picker.take(k, not_legacy),
+        BLANK_FULL_NAME: picker.take(k, not_legacy),
     }
 
 
@@ -293,21 +279,18 @@ def _inject_students(gen: _Generator, frame: pl.DataFrame, picks: dict[Defect, l
                  .when(pl.lit(kind) == 1).then(pl.col("pin") + pl.lit("0"))
                  .otherwise(pl.col("pin").str.slice(0, 7) + pl.lit("O") + pl.col("pin").str.slice(8)))
     frame = set_rows(frame, picks[PROVINCE], "province_code", gen.bad_province(n))
-    frame = set_rows(frame, picks[BLANK_NAME], "full_name",
-                 pl.when(pl.col("_row") % 2 == 0).then(pl.lit("")).otherwise(pl.lit("   ")))
+    frame = set_rows(frame, picks[BLANK_FULL_NAME], "full_name", blank_text())
     return set_rows(frame, picks[NFD], "full_name", nfd(pl.col("full_name")))
 
 
 def _duplicate_losers(gen: _Generator, frame: pl.DataFrame, rows: list[int], plan: _FilePlan) -> pl.DataFrame:
     """The older version of each duplicated student: exported earlier the same UTC day from another province's
     file (never a Windows-1258 one, so the older version carries no repair)."""
-    winners = frame.filter(pl.col("_row").is_in(rows)).sort("_row")
-    earlier = gen.rng.integers(1, np.maximum(second_of_day(winners["exported_at"]), 2))
-    losers = winners.with_columns(pl.col("exported_at") - pl.duration(seconds=pl.lit(pl.Series(earlier))))
+    losers = gen.older_versions(frame, rows, "exported_at")
     stamps = losers.select(vietnam_day(pl.col("exported_at")).alias("day"),
                            export_school_year(pl.col("exported_at")).alias("year"))
     provinces, current = [], current_code_of()
-    for (day, year), winner_file in zip(stamps.iter_rows(), winners["_file"].to_list(), strict=True):
+    for (day, year), winner_file in zip(stamps.iter_rows(), losers["_file"].to_list(), strict=True):
         while True:
             old = str(gen.choice(old_codes(), 1)[0])
             code = old if day < REORGANISATION_DATE else current[old]
@@ -315,7 +298,7 @@ def _duplicate_losers(gen: _Generator, frame: pl.DataFrame, rows: list[int], pla
                 provinces.append(old)
                 break
     losers = losers.with_columns(pl.Series("_old", provinces, dtype=pl.String)).with_columns(
-        code_in_force(pl.col("_old"), pl.col("exported_at")).alias("province_code"),
+        _code_on_export().alias("province_code"),
         export_school_year(pl.col("exported_at")).alias("_year"))
     return plan.annotate(losers.with_columns(pl.col("province_code").alias("_file_code")).drop(FILE_COLUMNS))
 
@@ -329,11 +312,10 @@ def _students(gen: _Generator, citizens: pl.DataFrame) -> tuple[pl.DataFrame, pl
     picks = _student_picks(gen, base)
     frame = _inject_students(gen, base, picks)
     losers = _duplicate_losers(gen, frame, picks[DUPLICATE], plan)
-    manifest = _manifest_for("students", frame, "student_id", picks)
+    manifest = picked_manifest("students", frame, "student_id", picks, [d for d in picks if d != DUPLICATE])
     manifest.append(manifest_rows("students", losers["student_id"], DUPLICATE, losers["exported_at"]))
     manifest.append(manifest_rows("students", _legacy_rows(frame, ["full_name"])["student_id"], LEGACY))
-    rejected = [r for d, rows in picks.items() if d.outcome == "quarantined" for r in rows]
-    landing = frame.filter(~pl.col("_row").is_in(rejected))
+    landing = frame.filter(~pl.col("_row").is_in(quarantined_rows(picks)))
     return pl.concat([frame, losers.select(frame.columns)]), landing, manifest
 
 
@@ -359,8 +341,8 @@ def _base_schools(gen: _Generator, students: pl.DataFrame) -> pl.DataFrame:
         "school_id": pl.select(pl.concat_str(pl.lit(prefix), pl.lit("-"), pl.lit(pl.Series(old)), pl.lit("-"),
                                              pl.lit(pl.Series(serial)).cast(pl.String).str.zfill(4))).to_series(),
         "name": _school_names(gen, level), "level": level, "_old": old, "_serial": serial,
-        "ward": gen.choice(gen.wards, n), "exported_at": _timestamps(gen.rng, EXPORTED_FROM, gen.exported_to, n)})
-    return frame.with_columns(code_in_force(pl.col("_old"), pl.col("exported_at")).alias("province_code"),
+        "ward": gen.choice(gen.wards, n), "exported_at": gen.uniform_moments(EXPORTED_FROM, gen.until, n)})
+    return frame.with_columns(_code_on_export().alias("province_code"),
                               export_school_year(pl.col("exported_at")).alias("_year")
                               ).with_columns(pl.col("province_code").alias("_file_code")).with_row_index("_row")
 
@@ -373,18 +355,17 @@ def _schools(gen: _Generator, students: pl.DataFrame) -> tuple[pl.DataFrame, pl.
     plan.ensure(gen.rng, _present(base), ("cp1258", "utf-8-sig"))
     base = plan.annotate(base)
     k = gen.spec.defect_count(base.height)
-    picker = Picker(gen.rng, base.height)
+    picker = gen.picker(base.height)
     not_legacy = base["_encoding"].ne_missing("cp1258").to_numpy()
     spare = not_legacy & (base["_serial"] >= 2).to_numpy()
-    picks = {PROVINCE: picker.take(k, spare), BLANK_SCHOOL_NAME: picker.take(k, spare),
+    picks = {PROVINCE: picker.take(k, spare), BLANK_NAME: picker.take(k, spare),
              NFD: picker.take(k, not_legacy & decomposes(base["name"]))}
     frame = set_rows(base, picks[PROVINCE], "province_code", gen.bad_province(base.height))
-    frame = set_rows(frame, picks[BLANK_SCHOOL_NAME], "name",
-                 pl.when(pl.col("_row") % 2 == 0).then(pl.lit("")).otherwise(pl.lit("  ")))
+    frame = set_rows(frame, picks[BLANK_NAME], "name", blank_text("  "))
     frame = set_rows(frame, picks[NFD], "name", nfd(pl.col("name")))
-    manifest = _manifest_for("schools", frame, "school_id", picks)
+    manifest = picked_manifest("schools", frame, "school_id", picks)
     manifest.append(manifest_rows("schools", _legacy_rows(frame, ["name", "ward"])["school_id"], LEGACY))
-    landing = frame.filter(~pl.col("_row").is_in(picks[PROVINCE] + picks[BLANK_SCHOOL_NAME]))
+    landing = frame.filter(~pl.col("_row").is_in(quarantined_rows(picks)))
     return frame, landing, manifest
 
 
@@ -415,8 +396,8 @@ def _assign_schools(gen: _Generator, frame: pl.DataFrame, schools: pl.DataFrame)
 
 def _enrolment_times(gen: _Generator, frame: pl.DataFrame) -> pl.Series:
     windows = {SCHOOL_YEARS[0]: (datetime(2024, 9, 1, tzinfo=UTC), datetime(2025, 6, 30, tzinfo=UTC)),
-               SCHOOL_YEARS[1]: (datetime(2025, 9, 1, tzinfo=UTC), gen.exported_to)}
-    stamps = {year: _timestamps(gen.rng, start, end, frame.height) for year, (start, end) in windows.items()}
+               SCHOOL_YEARS[1]: (datetime(2025, 9, 1, tzinfo=UTC), gen.until)}
+    stamps = {year: gen.uniform_moments(start, end, frame.height) for year, (start, end) in windows.items()}
     return frame.select(pl.when(pl.col("school_year") == SCHOOL_YEARS[0]).then(pl.lit(stamps[SCHOOL_YEARS[0]]))
                         .otherwise(pl.lit(stamps[SCHOOL_YEARS[1]]))).to_series()
 
@@ -425,14 +406,14 @@ def _enrolments(gen: _Generator, students: pl.DataFrame, schools: pl.DataFrame,
                 all_student_ids: pl.Series) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
     frame = _assign_schools(gen, _enrolment_candidates(gen, students), schools)
     frame = frame.with_columns(pl.lit(_enrolment_times(gen, frame)).alias("exported_at")).with_columns(
-        code_in_force(pl.col("_old"), pl.col("exported_at")).alias("_file_code"),
+        _code_on_export().alias("_file_code"),
         pl.col("school_year").alias("_year"),
         pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("enrolment_id")).with_row_index("_row")
     plan = _FilePlan(gen.rng, "enrolments", {k: v for k, v in FORMAT_WEIGHTS.items() if k != "cp1258"})
     plan.ensure(gen.rng, _present(frame), ("utf-8-sig",))
     frame = plan.annotate(frame)
     k = gen.spec.defect_count(frame.height)
-    picker = Picker(gen.rng, frame.height)
+    picker = gen.picker(frame.height)
     picks = {GRADE: picker.take(k), ORPHAN_STUDENT: picker.take(k), ORPHAN_SCHOOL: picker.take(k)}
     n = frame.height
     frame = set_rows(frame, picks[GRADE], "grade", pl.lit(pl.Series(gen.choice([-1, 13, 14, 15], n))).cast(pl.Int64))
@@ -440,7 +421,7 @@ def _enrolments(gen: _Generator, students: pl.DataFrame, schools: pl.DataFrame,
     frame = set_rows(frame, picks[ORPHAN_STUDENT], "student_id", pl.lit(absent))
     ghost = pl.Series(gen.rng.integers(9000, 10_000, n)).cast(pl.String)
     frame = set_rows(frame, picks[ORPHAN_SCHOOL], "school_id", pl.col("school_id").str.head(-4) + pl.lit(ghost))
-    return frame, _manifest_for("enrolments", frame, "enrolment_id", picks)
+    return frame, picked_manifest("enrolments", frame, "enrolment_id", picks)
 
 
 def _finish(frame: pl.DataFrame, columns: list[str], key: str) -> pl.DataFrame:

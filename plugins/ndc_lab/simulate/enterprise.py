@@ -61,35 +61,44 @@ in the MySQL database (no schemas there), ``simulator.*`` in PostgreSQL.
 
 from __future__ import annotations
 
-import json
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import polars as pl
-from faker import Faker
 from faker.providers.person.vi_VN import Provider as PersonNames
 
-from ndc.reference import REORGANISATION_DATE, current_code_of, new_codes, old_codes, province_mappings
+from ndc.reference import REORGANISATION_DATE, old_codes, province_mappings
 from ndc_lab.simulate.common import (
-    Picker,
     SimulatedSource,
+    SourceGenerator,
     SourceSpec,
-    copy_frame_pg,
+    code_in_force,
     decomposes,
     enterprise_base,
     nfd,
     population_citizens,
-    second_of_day,
+    room_for_older_version,
     tax_code_check_digit,
+    vietnam_day,
+    write_postgresql,
 )
-from ndc_lab.simulate.manifest import MANIFEST_DDL, Defect, empty_manifest, manifest_rows
+from ndc_lab.simulate.manifest import (
+    BLANK_NAME,
+    DUPLICATE,
+    NFD,
+    PIN_FORMAT,
+    PROVINCE,
+    Defect,
+    empty_manifest,
+    picked_manifest,
+    quarantined_rows,
+)
 
 UPDATED_FROM = datetime(2024, 7, 1, tzinfo=UTC)
-UNKNOWN_CODES = ("00", "99")
 LEGAL_FORMS = {"tnhh": 60, "co_phan": 25, "tu_nhan": 12, "hop_danh": 3}
 FORM_PREFIX = {"tnhh": "Công ty TNHH", "co_phan": "Công ty Cổ phần", "tu_nhan": "Doanh nghiệp tư nhân",
                "hop_danh": "Công ty Hợp danh"}
@@ -104,14 +113,9 @@ BATCH_ROWS = 5_000
 
 ENTERPRISE_CODE = Defect("enterprise_code_format", "quarantined", "enterprise_code_format")
 FUTURE_REGISTERED = Defect("future_registered_on", "quarantined", "registered_on_range")
-PROVINCE = Defect("unknown_or_retired_province", "quarantined", "province_code_valid")
-BLANK_NAME = Defect("blank_name", "quarantined", "name_not_blank")
 UNKNOWN_STATUS = Defect("unknown_status", "quarantined", "status_allowed")
-DUPLICATE = Defect("duplicate_key", "superseded", "duplicate_key")
-NFD = Defect("nfd_text", "repaired", None)
 BRANCH_CODE = Defect("branch_code_format", "quarantined", "branch_code_format")
 ORPHAN_ENTERPRISE = Defect("orphan_enterprise", "exception", None)
-PIN_FORMAT = Defect("pin_format", "quarantined", "pin_format")
 ORPHAN_PIN = Defect("orphan_pin", "exception", None)
 FUTURE_EFFECTIVE = Defect("future_effective_on", "quarantined", "effective_on_range")
 
@@ -168,25 +172,16 @@ MYSQL_MANIFEST_DDL = (
 )
 
 
-class _Generator:
+class _Generator(SourceGenerator):
     def __init__(self, spec: SourceSpec) -> None:
-        self.spec = spec
-        self.rng = np.random.default_rng(spec.seed + 11_003)
-        faker = Faker("vi_VN")
-        faker.seed_instance(spec.seed + 11_003)
-        self.wards = sorted({f"{faker.commune_prefix()} {faker.commune_name()}" for _ in range(600)})
-        self.streets = sorted({faker.street_address() for _ in range(3000)})
+        super().__init__(spec, seed_offset=11_003)
+        faker = self.faker()
+        self.wards, self.streets = self.wards_and_streets(faker)
         self.brand_first = sorted({*PersonNames.last_names, *PersonNames.middle_names} - {"Thị", "Văn"})
         self.brand_second = sorted({*PersonNames.first_names_male, *PersonNames.first_names_female})
         self.old = np.array(old_codes())
-        self.current = current_code_of()
         self.old_names = {m.old_code: m.old_name for m in province_mappings()}
         self.new_names = {m.new_code: m.new_name for m in province_mappings()}
-        self.until = datetime.combine(spec.as_of, datetime.min.time(), UTC)
-
-    def choice(self, values, n: int, weights=None) -> np.ndarray:
-        p = None if weights is None else np.asarray(weights, dtype=float) / np.sum(weights)
-        return self.rng.choice(np.asarray(values), size=n, p=p)
 
     def text(self, *parts: np.ndarray | str) -> pl.Series:
         joined = parts[0]
@@ -210,11 +205,10 @@ class _Generator:
         offsets = np.floor(self.rng.random(first.len()) * (np.maximum(span, 0) + 1)).astype(np.int64)
         return _plus_days(first, offsets)
 
-    def in_force(self, old: pl.Series, updated_at: pl.Series) -> pl.Series:
-        """The code of each old province in force on the row's Việt Nam date."""
-        local = updated_at.dt.convert_time_zone("Asia/Ho_Chi_Minh").dt.date()
-        return pl.select(pl.when(local < REORGANISATION_DATE).then(old)
-                         .otherwise(old.replace_strict(self.current))).to_series()
+
+def _in_force(old: pl.Series, updated_at: pl.Series) -> pl.Series:
+    """The code of each old province in force on the row's Việt Nam date."""
+    return pl.select(code_in_force(pl.lit(old), pl.lit(vietnam_day(updated_at)))).to_series()
 
 
 def _vn_midnight(day: pl.Series) -> pl.Series:
@@ -225,10 +219,6 @@ def _vn_midnight(day: pl.Series) -> pl.Series:
 
 def _plus_days(day: pl.Series, days: np.ndarray) -> pl.Series:
     return pl.select(pl.lit(day) + pl.duration(days=pl.lit(pl.Series(days)))).to_series().alias(day.name)
-
-
-def _local_date(stamp: pl.Series) -> pl.Series:
-    return stamp.dt.convert_time_zone("Asia/Ho_Chi_Minh").dt.date()
 
 
 def _assign(frame: pl.DataFrame, column: str, rows: list[int], values: list | pl.Series) -> pl.DataFrame:
@@ -256,7 +246,7 @@ def _enterprises(gen: _Generator, base: pl.DataFrame) -> pl.DataFrame:
                     gen.choice(gen.brand_second, n))
     return pl.DataFrame({
         "enterprise_code": base["enterprise_code"], "name": name, "legal_form": form,
-        "province_code": gen.in_force(base["province_code"], updated_at), "address": gen.addresses(n),
+        "province_code": _in_force(base["province_code"], updated_at), "address": gen.addresses(n),
         "registered_on": base["registered_on"],
         "status": gen.choice(list(STATUSES), n, list(STATUSES.values())), "updated_at": updated_at,
     }).with_row_index("_row")
@@ -264,10 +254,10 @@ def _enterprises(gen: _Generator, base: pl.DataFrame) -> pl.DataFrame:
 
 def _pick_enterprise_defects(gen: _Generator, frame: pl.DataFrame) -> dict[Defect, list[int]]:
     k = gen.spec.defect_count(frame.height)
-    picker = Picker(gen.rng, frame.height)
+    picker = gen.picker(frame.height)
     utc_day = frame["updated_at"].dt.date()
     near_reorganisation = utc_day.is_in([date(2025, 6, 30), date(2025, 7, 1)]).to_numpy()
-    duplicable = ((second_of_day(frame["updated_at"]) >= 2) & ~near_reorganisation
+    duplicable = (room_for_older_version(frame["updated_at"]) & ~near_reorganisation
                   & (frame["registered_on"] <= utc_day).to_numpy())
     picks = {DUPLICATE: picker.take(k, duplicable), NFD: picker.take(k, decomposes(frame["name"]))}
     for defect in (ENTERPRISE_CODE, FUTURE_REGISTERED, PROVINCE, BLANK_NAME, UNKNOWN_STATUS):
@@ -293,15 +283,12 @@ def _bad_enterprise_codes(gen: _Generator, codes: list[str]) -> list[str]:
 
 def _province_defects(gen: _Generator, frame: pl.DataFrame, rows: list[int]) -> list[str]:
     """Unknown codes on rows dated before the reorganisation, retired ones after."""
-    retired = sorted(set(old_codes()) - set(new_codes()))
-    local = _local_date(pl.Series(_values(frame, rows, "updated_at"), dtype=frame["updated_at"].dtype))
-    after = gen.choice(retired, len(rows))
-    before = gen.choice(UNKNOWN_CODES, len(rows))
-    return [str(a if day >= REORGANISATION_DATE else b) for day, a, b in zip(local, after, before, strict=True)]
+    local = vietnam_day(pl.Series(_values(frame, rows, "updated_at"), dtype=frame["updated_at"].dtype))
+    return pl.select(gen.misplaced_province(pl.lit(local), len(rows))).to_series().to_list()
 
 
 def _future_dates(gen: _Generator, frame: pl.DataFrame, rows: list[int]) -> pl.Series:
-    local = _local_date(pl.Series(_values(frame, rows, "updated_at"), dtype=frame["updated_at"].dtype))
+    local = vietnam_day(pl.Series(_values(frame, rows, "updated_at"), dtype=frame["updated_at"].dtype))
     return _plus_days(local, gen.rng.integers(1, 3000, len(rows)))
 
 
@@ -325,17 +312,14 @@ def _inject_enterprise_defects(gen: _Generator, frame: pl.DataFrame,
 
 def _duplicate_losers(gen: _Generator, frame: pl.DataFrame, rows: list[int]) -> pl.DataFrame:
     """Older versions of the chosen rows: earlier on the same UTC day, at another address."""
-    winners = frame.filter(pl.col("_row").is_in(rows)).sort("_row")
-    earlier = gen.rng.integers(1, np.maximum(second_of_day(winners["updated_at"]), 2))
-    return winners.with_columns(
-        (pl.col("updated_at") - pl.duration(seconds=pl.lit(pl.Series(earlier)))).alias("updated_at"),
-        gen.addresses(winners.height).alias("address"))
+    losers = gen.older_versions(frame, rows)
+    return losers.with_columns(gen.addresses(losers.height).alias("address"))
 
 
 def _status_history(gen: _Generator, parents: pl.DataFrame) -> pl.DataFrame:
     """An ``active`` event at registration, then events that end in each enterprise's current status."""
     n = parents.height
-    last = _local_date(parents["updated_at"])
+    last = vietnam_day(parents["updated_at"])
     first_day = gen.day_between(parents["registered_on"], last)
     second_day = gen.day_between(first_day, last)
     frame = parents.select("_row", "enterprise_code", "registered_on", "status", "updated_at").with_columns(
@@ -364,8 +348,8 @@ def _branches(gen: _Generator, parents: pl.DataFrame) -> pl.DataFrame:
     owners = parents[np.repeat(np.arange(parents.height), counts)]
     m = owners.height
     updated_at = gen.between(_vn_midnight(owners["registered_on"]), gen.until)
-    province = gen.in_force(pl.Series(gen.choice(gen.old, m)), updated_at)
-    local = _local_date(updated_at)
+    province = _in_force(pl.Series(gen.choice(gen.old, m)), updated_at)
+    local = vietnam_day(updated_at)
     names = [gen.old_names[c] if day < REORGANISATION_DATE else gen.new_names[c]
              for c, day in zip(province.to_list(), local.to_list(), strict=True)]
     frame = owners.select("enterprise_code", "registered_on", pl.col("name").alias("parent")).with_columns(
@@ -398,7 +382,7 @@ def _bad_branch_codes(codes: list[str]) -> list[str]:
 def _inject_branch_defects(gen: _Generator, frame: pl.DataFrame, taken: set[str]
                            ) -> tuple[pl.DataFrame, dict[Defect, list[int]]]:
     k = gen.spec.defect_count(frame.height) if frame.height else 0
-    picker = Picker(gen.rng, frame.height)
+    picker = gen.picker(frame.height)
     picks = {defect: picker.take(k) for defect in (BRANCH_CODE, PROVINCE, NFD, ORPHAN_ENTERPRISE)}
     tombstones = picker.take(round(TOMBSTONE_SHARE * frame.height))
     frame = _assign(frame, "deleted_at", tombstones, _values(frame, tombstones, "updated_at"))
@@ -428,7 +412,7 @@ def _representatives(gen: _Generator, parents: pl.DataFrame, citizens: pl.DataFr
                                                       pl.lit("chu_tich").alias("role")),
     ])
     chosen = pool[people["_person"].to_numpy()]
-    appointed = gen.day_between(people["registered_on"], _local_date(people["updated_at"]))
+    appointed = gen.day_between(people["registered_on"], vietnam_day(people["updated_at"]))
     updated_at = gen.between(_vn_midnight(appointed), gen.until)
     return pl.DataFrame({
         "enterprise_code": people["enterprise_code"], "pin": chosen["pin"], "full_name": chosen["full_name"],
@@ -451,7 +435,7 @@ def _absent_pins(gen: _Generator, pins: list[str], taken: set[str]) -> list[str]
 def _inject_representative_defects(gen: _Generator, frame: pl.DataFrame, taken: set[str]
                                    ) -> tuple[pl.DataFrame, dict[Defect, list[int]]]:
     k = gen.spec.defect_count(frame.height)
-    picker = Picker(gen.rng, frame.height)
+    picker = gen.picker(frame.height)
     alone = (frame["enterprise_code"].is_unique()).to_numpy()  # a mistyped PIN never meets a co-director's key
     picks = {PIN_FORMAT: picker.take(k, alone), ORPHAN_PIN: picker.take(k),
              NFD: picker.take(k, decomposes(frame["full_name"]))}
@@ -465,7 +449,7 @@ def _inject_representative_defects(gen: _Generator, frame: pl.DataFrame, taken: 
 
 def _inject_history_defects(gen: _Generator, frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[Defect, list[int]]]:
     k = gen.spec.defect_count(frame.height)
-    picker = Picker(gen.rng, frame.height)
+    picker = gen.picker(frame.height)
     picks = {FUTURE_EFFECTIVE: picker.take(k), UNKNOWN_STATUS: picker.take(k)}
     frame = _assign(frame, "effective_on", picks[FUTURE_EFFECTIVE],
                     _future_dates(gen, frame, picks[FUTURE_EFFECTIVE]))
@@ -474,21 +458,11 @@ def _inject_history_defects(gen: _Generator, frame: pl.DataFrame) -> tuple[pl.Da
     return frame, picks
 
 
-def _manifest(table: str, frame: pl.DataFrame, picks: dict[Defect, list[int]], key, losers=None) -> list[pl.DataFrame]:
-    parts = []
-    for defect, rows in picks.items():
-        chosen = frame.filter(pl.col("_row").is_in(rows)).sort("_row")
-        versions = losers.sort("_row")["updated_at"] if defect is DUPLICATE else None
-        parts.append(manifest_rows(table, chosen.select(key).to_series(), defect, versions))
-    return parts
-
-
 def simulate(spec: SourceSpec) -> SimulatedSource:
     gen = _Generator(spec)
     clean = _enterprises(gen, enterprise_base(spec))
     picks = _pick_enterprise_defects(gen, clean)
-    rejected = [row for defect, rows in picks.items() if defect.outcome == "quarantined" for row in rows]
-    parents = clean.filter(~pl.col("_row").is_in(rejected))
+    parents = clean.filter(~pl.col("_row").is_in(quarantined_rows(picks)))
     history, history_picks = _inject_history_defects(gen, _status_history(gen, parents))
     taken = {code[:9] for code in clean["enterprise_code"].to_list()}
     branches, branch_picks = _inject_branch_defects(gen, _branches(gen, parents), taken)
@@ -499,10 +473,11 @@ def simulate(spec: SourceSpec) -> SimulatedSource:
     losers = _duplicate_losers(gen, enterprises, picks[DUPLICATE])
     rep_key = pl.concat_str("enterprise_code", "pin", separator="|")
     manifest = [
-        *_manifest("enterprises", enterprises, picks, "enterprise_code", losers),
-        *_manifest("branches", branches, branch_picks, "branch_code"),
-        *_manifest("legal_representatives", representatives, rep_picks, rep_key),
-        *_manifest("status_history", history, history_picks, "event_id"),
+        *picked_manifest("enterprises", enterprises, "enterprise_code", picks,
+                         duplicate_versions=losers["updated_at"]),
+        *picked_manifest("branches", branches, "branch_code", branch_picks),
+        *picked_manifest("legal_representatives", representatives, rep_key, rep_picks),
+        *picked_manifest("status_history", history, "event_id", history_picks),
     ]
     tables = {
         "enterprises": pl.concat([enterprises, losers]).sort("_row", "updated_at").select(COLUMNS["enterprises"]),
@@ -605,8 +580,7 @@ def _write_mysql(url: str, sim: SimulatedSource, spec: SourceSpec) -> None:
             for table, (_, frame) in zip(crosswalks, sim.crosswalks.items(), strict=True):
                 loader.load(table.name, frame)
             loader.load("simulator_defect_manifest", sim.manifest)
-        cursor.execute("insert into simulator_runs (source, spec) values ('enterprise', %s)",
-                       (json.dumps(asdict(spec), default=str),))
+        cursor.execute("insert into simulator_runs (source, spec) values ('enterprise', %s)", (spec.to_json(),))
         conn.commit()
         cursor.execute(f"analyze table {', '.join(t.name for t in TABLES)}")
         cursor.fetchall()
@@ -615,28 +589,13 @@ def _write_mysql(url: str, sim: SimulatedSource, spec: SourceSpec) -> None:
 
 
 def _write_postgresql(url: str, sim: SimulatedSource, spec: SourceSpec) -> None:
-    import psycopg
-
-    from ndc.warehouse.database import ensure_database
-
-    ensure_database(url)
-    with psycopg.connect(url) as conn:
-        conn.execute("set timezone = 'UTC'")
-        conn.execute(f"drop table if exists {', '.join(t.name for t in TABLES)}")
-        for table in TABLES:
-            conn.execute(table.ddl(POSTGRESQL))
-            copy_frame_pg(conn, table.name, sim.tables[table.name])
-            conn.execute(f"create index on {table.name} (updated_at)")
-        conn.execute(MANIFEST_DDL)
-        copy_frame_pg(conn, "simulator.defect_manifest", sim.manifest)
-        for name, frame in sim.crosswalks.items():
-            conn.execute(f"drop table if exists simulator.{name}")
-            conn.execute(Table(f"simulator.{name}", tuple(_crosswalk_columns(frame))).ddl(POSTGRESQL))
-            copy_frame_pg(conn, f"simulator.{name}", frame)
-        conn.execute("insert into simulator.runs (source, spec) values ('enterprise', %s)",
-                     (json.dumps(asdict(spec), default=str),))
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("vacuum analyze")
+    ddl = [f"drop table if exists {', '.join(t.name for t in TABLES)}", *(t.ddl(POSTGRESQL) for t in TABLES)]
+    crosswalk_ddl = [statement for name, frame in sim.crosswalks.items() for statement in (
+        f"drop table if exists simulator.{name}",
+        Table(f"simulator.{name}", tuple(_crosswalk_columns(frame))).ddl(POSTGRESQL))]
+    write_postgresql(url, "enterprise", sim, spec, ddl=";\n".join(ddl),
+                     indexes=";\n".join(f"create index on {t.name} (updated_at)" for t in TABLES),
+                     crosswalk_ddl=";\n".join(crosswalk_ddl))
 
 
 def write(target: str, sim: SimulatedSource, spec: SourceSpec) -> None:

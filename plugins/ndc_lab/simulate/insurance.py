@@ -39,32 +39,42 @@ insured person, including those whose record has no PIN; written to ``simulator.
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict
 from datetime import UTC, date, datetime
 
 import numpy as np
 import polars as pl
-import psycopg
-from faker import Faker
 from faker.providers.person.vi_VN import Provider as PersonNames
 
-from ndc.reference import REORGANISATION_DATE, current_code_of, new_codes, old_codes
+from ndc.reference import old_codes
 from ndc_lab.simulate.common import (
-    Picker,
     SimulatedSource,
+    SourceGenerator,
     SourceSpec,
-    copy_frame_pg,
+    blank_text,
+    code_in_force,
     decomposes,
     enterprise_base,
     nfd,
     population_citizens,
-    second_of_day,
+    room_for_older_version,
     set_rows,
     vietnam_day,
+    write_postgresql,
 )
-from ndc_lab.simulate.manifest import MANIFEST_DDL, Defect, empty_manifest, manifest_rows
+from ndc_lab.simulate.manifest import (
+    BLANK_FULL_NAME,
+    BLANK_NAME,
+    DUPLICATE,
+    FUTURE_BIRTH,
+    NFD,
+    PIN_FORMAT,
+    PROVINCE,
+    Defect,
+    empty_manifest,
+    picked_manifest,
+    quarantined_rows,
+)
 
 UPDATED_FROM = datetime(2024, 7, 1, tzinfo=UTC)
 PIN_FROM = date(2025, 8, 1)
@@ -75,23 +85,15 @@ EMPLOYER_SHARE = 0.7
 VOLUNTARY_SHARE = 0.15
 OLD_RECORD_WITHOUT_PIN = 0.5
 TOMBSTONE_SHARE = 0.01
-UNKNOWN_CODES = ("00", "99")
 BACKEND_DATABASE = "ndc_src_insurance_backend"
 
 CODE_FORMAT = Defect("insurance_code_format", "quarantined", "insurance_code_format")
-PIN_FORMAT = Defect("pin_format", "quarantined", "pin_format")
-FUTURE_BIRTH = Defect("future_birth_date", "quarantined", "birth_date_range")
-PROVINCE = Defect("unknown_or_retired_province", "quarantined", "province_code_valid")
-BLANK_NAME = Defect("blank_name", "quarantined", "full_name_not_blank")
-DUPLICATE = Defect("duplicate_key", "superseded", "duplicate_key")
-NFD = Defect("nfd_text", "repaired", None)
-EMPLOYER_BLANK_NAME = Defect("blank_name", "quarantined", "name_not_blank")
 FUTURE_MONTH = Defect("future_contribution_month", "quarantined", "contribution_month_range")
 AMOUNT = Defect("non_positive_amount", "quarantined", "amount_positive")
 ORPHAN_PERSON = Defect("orphan_insurance_code", "exception", None)
 
-PEOPLE_DEFECTS = (CODE_FORMAT, PIN_FORMAT, FUTURE_BIRTH, PROVINCE, BLANK_NAME, DUPLICATE, NFD)
-EMPLOYER_DEFECTS = (PROVINCE, EMPLOYER_BLANK_NAME, NFD)
+PEOPLE_DEFECTS = (CODE_FORMAT, PIN_FORMAT, FUTURE_BIRTH, PROVINCE, BLANK_FULL_NAME, DUPLICATE, NFD)
+EMPLOYER_DEFECTS = (PROVINCE, BLANK_NAME, NFD)
 CONTRIBUTION_DEFECTS = (FUTURE_MONTH, AMOUNT, ORPHAN_PERSON)
 
 PEOPLE_COLUMNS = ["insurance_code", "pin", "full_name", "birth_date", "sex", "province_code", "employer_code",
@@ -133,51 +135,24 @@ create table simulator.insurance_code_to_pin (insurance_code text not null, pin 
 """
 
 
-class _Generator:
+class _Generator(SourceGenerator):
     def __init__(self, spec: SourceSpec) -> None:
-        self.spec = spec
-        self.rng = np.random.default_rng(spec.seed + 4_001)
-        faker = Faker("vi_VN")
-        faker.seed_instance(spec.seed + 4_001)
+        super().__init__(spec, seed_offset=4_001)
+        faker = self.faker()
         given = sorted({*PersonNames.first_names_male, *PersonNames.first_names_female})
         self.brands = sorted({f"{faker.random_element(given)} {faker.random_element(given)}" for _ in range(800)})
-        self.current = current_code_of()
-        self.updated_to = datetime.combine(spec.as_of, datetime.min.time(), UTC)
-
-    def choice(self, values, n: int) -> np.ndarray:
-        return self.rng.choice(np.asarray(values), size=n)
 
     def timestamps(self, n: int) -> pl.Series:
         """Uniform UTC timestamps (microseconds) in [2024-07-01, as_of)."""
-        span = int((self.updated_to - UPDATED_FROM).total_seconds()) * 1_000_000
+        span = int((self.until - UPDATED_FROM).total_seconds()) * 1_000_000
         micros = self.rng.integers(0, span, n)
         moments = np.datetime64(UPDATED_FROM.replace(tzinfo=None), "us") + micros.astype("timedelta64[us]")
         return pl.Series(moments).dt.replace_time_zone("UTC")
-
-    def in_force(self, code: pl.Expr) -> pl.Expr:
-        """``code`` (an old code) as the code in force on the row's ``updated_at`` (Việt Nam date)."""
-        return pl.when(vietnam_day(pl.col("updated_at")) < REORGANISATION_DATE).then(code).otherwise(
-            code.replace_strict(self.current, default=code))
-
-    def bad_province(self, n: int) -> pl.Expr:
-        """Retired codes for rows dated from the reorganisation, unknown codes before it."""
-        retired = sorted(set(old_codes()) - set(new_codes()))
-        return pl.when(vietnam_day(pl.col("updated_at")) >= REORGANISATION_DATE).then(
-            pl.lit(pl.Series(self.choice(retired, n)))).otherwise(pl.lit(pl.Series(self.choice(UNKNOWN_CODES, n))))
 
     def digits(self, n: int, width: int) -> np.ndarray:
         if n == 0:
             return np.array([], dtype=f"<U{width}")
         return np.char.zfill(self.rng.integers(0, 10**width, n).astype(str), width)
-
-
-def _decomposable(text: pl.Series) -> np.ndarray:
-    """Rows whose text changes under NFD (a boolean array, also for an empty series)."""
-    return np.asarray(decomposes(text), dtype=bool)
-
-
-def _blank() -> pl.Expr:
-    return pl.when(pl.col("_row") % 2 == 0).then(pl.lit("")).otherwise(pl.lit("   "))
 
 
 def _malformed(column: str, at: int) -> pl.Expr:
@@ -198,17 +173,18 @@ def _employers(gen: _Generator, enterprises: pl.DataFrame) -> pl.DataFrame:
                                                 gen.choice(SECTORS, n)), " "), gen.choice(gen.brands, n))
     frame = pl.DataFrame({"employer_code": chosen["enterprise_code"], "name": pl.Series(names),
                           "old_code": chosen["province_code"], "updated_at": gen.timestamps(n)})
-    return frame.with_columns(gen.in_force(pl.col("old_code")).alias("province_code")).select(
-        EMPLOYER_COLUMNS).with_row_index("_row")
+    province = code_in_force(pl.col("old_code"), vietnam_day(pl.col("updated_at")))
+    return frame.with_columns(province.alias("province_code")).select(EMPLOYER_COLUMNS).with_row_index("_row")
 
 
 def _employer_defects(gen: _Generator, employers: pl.DataFrame) -> tuple[pl.DataFrame, dict[Defect, list[int]]]:
     k = gen.spec.defect_count(employers.height)
-    picker = Picker(gen.rng, employers.height)
-    picks = {NFD: picker.take(k, _decomposable(employers["name"])), PROVINCE: picker.take(k),
-             EMPLOYER_BLANK_NAME: picker.take(k)}
-    frame = set_rows(employers, picks[PROVINCE], "province_code", gen.bad_province(employers.height))
-    frame = set_rows(frame, picks[EMPLOYER_BLANK_NAME], "name", _blank())
+    picker = gen.picker(employers.height)
+    picks = {NFD: picker.take(k, decomposes(employers["name"])), PROVINCE: picker.take(k),
+             BLANK_NAME: picker.take(k)}
+    local = vietnam_day(pl.col("updated_at"))
+    frame = set_rows(employers, picks[PROVINCE], "province_code", gen.misplaced_province(local, employers.height))
+    frame = set_rows(frame, picks[BLANK_NAME], "name", blank_text())
     return set_rows(frame, picks[NFD], "name", nfd(pl.col("name"))), picks
 
 
@@ -251,16 +227,16 @@ def _people(gen: _Generator, insured: pl.DataFrame, employer_codes: pl.Series) -
     return frame.with_columns(
         pl.col("pin").alias("_true_pin"),
         pl.when(pin_dropped).then(None).otherwise(pl.col("pin")).alias("pin"),
-        gen.in_force(pl.col("old_code")).alias("province_code"),
+        code_in_force(pl.col("old_code"), vietnam_day(pl.col("updated_at"))).alias("province_code"),
     ).select(*PEOPLE_COLUMNS, "_true_pin").with_row_index("_row")
 
 
 def _people_defects(gen: _Generator, people: pl.DataFrame) -> tuple[pl.DataFrame, dict[Defect, list[int]]]:
     n, k = people.height, gen.spec.defect_count(people.height)
-    picker = Picker(gen.rng, n)
-    picks = {DUPLICATE: picker.take(k, second_of_day(people["updated_at"]) >= 2),
-             NFD: picker.take(k, _decomposable(people["full_name"]))}
-    for defect in (CODE_FORMAT, PIN_FORMAT, FUTURE_BIRTH, PROVINCE, BLANK_NAME):
+    picker = gen.picker(n)
+    picks = {DUPLICATE: picker.take(k, room_for_older_version(people["updated_at"])),
+             NFD: picker.take(k, decomposes(people["full_name"]))}
+    for defect in (CODE_FORMAT, PIN_FORMAT, FUTURE_BIRTH, PROVINCE, BLANK_FULL_NAME):
         picks[defect] = picker.take(k)
     local = vietnam_day(pl.col("updated_at"))
     frame = set_rows(people, picks[CODE_FORMAT], "insurance_code", _malformed("insurance_code", 5))
@@ -269,18 +245,14 @@ def _people_defects(gen: _Generator, people: pl.DataFrame) -> tuple[pl.DataFrame
         pl.col("_true_pin").str.slice(0, 11)))
     frame = set_rows(frame, picks[FUTURE_BIRTH], "birth_date",
                  local + pl.duration(days=pl.lit(pl.Series(gen.rng.integers(1, 3000, n)))))
-    frame = set_rows(frame, picks[PROVINCE], "province_code", gen.bad_province(n))
-    frame = set_rows(frame, picks[BLANK_NAME], "full_name", _blank())
+    frame = set_rows(frame, picks[PROVINCE], "province_code", gen.misplaced_province(local, n))
+    frame = set_rows(frame, picks[BLANK_FULL_NAME], "full_name", blank_text())
     return set_rows(frame, picks[NFD], "full_name", nfd(pl.col("full_name"))), picks
 
 
 def _duplicate_losers(gen: _Generator, people: pl.DataFrame, rows: list[int]) -> pl.DataFrame:
     """Older versions of ``rows``: same UTC day, strictly earlier, another employer (or none)."""
-    winners = people.filter(pl.col("_row").is_in(rows)).sort("_row")
-    earlier = gen.rng.integers(1, np.maximum(np.floor(second_of_day(winners["updated_at"])), 2))
-    return winners.with_columns(
-        (pl.col("updated_at") - pl.duration(seconds=pl.lit(pl.Series(earlier)))).alias("updated_at"),
-        pl.lit(None, pl.String).alias("employer_code"))
+    return gen.older_versions(people, rows).with_columns(pl.lit(None, pl.String).alias("employer_code"))
 
 
 # --- contributions -----------------------------------------------------------------------------------------
@@ -313,7 +285,7 @@ def _contributions(gen: _Generator, payers: pl.DataFrame) -> pl.DataFrame:
         "amount": amount[owner],
     }).with_columns(_month_start(pl.col("month")).alias("contribution_month"))
     start = frame["contribution_month"].cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
-    end = pl.Series([gen.updated_to] * frame.height, dtype=pl.Datetime("us", "UTC"))
+    end = pl.Series([gen.until] * frame.height, dtype=pl.Datetime("us", "UTC"))
     left = (end - start).dt.total_microseconds().to_numpy()
     offset = (rng.random(frame.height) * np.minimum(left, 40 * 86_400 * 10**6)).astype(np.int64)
     updated_at = start + pl.Series(offset).cast(pl.Duration("us"))
@@ -326,7 +298,7 @@ def _contributions(gen: _Generator, payers: pl.DataFrame) -> pl.DataFrame:
 def _contribution_defects(gen: _Generator, contributions: pl.DataFrame, known: set[str]
                           ) -> tuple[pl.DataFrame, dict[Defect, list[int]]]:
     n, k = contributions.height, gen.spec.defect_count(contributions.height)
-    picker = Picker(gen.rng, n)
+    picker = gen.picker(n)
     picks = {defect: picker.take(k) for defect in CONTRIBUTION_DEFECTS}
     tombstones = picker.take(max(1, round(TOMBSTONE_SHARE * n)))
     local = vietnam_day(pl.col("updated_at"))
@@ -342,35 +314,22 @@ def _contribution_defects(gen: _Generator, contributions: pl.DataFrame, known: s
 
 # --- the source --------------------------------------------------------------------------------------------
 
-def _manifest(table: str, frame: pl.DataFrame, picks: dict[Defect, list[int]], defects: tuple[Defect, ...],
-              losers: pl.DataFrame | None = None) -> list[pl.DataFrame]:
-    key = PRIMARY_KEYS[table]
-    found = []
-    for defect in defects:
-        chosen = frame.filter(pl.col("_row").is_in(picks[defect])).sort("_row")
-        versions = losers.sort("_row")["updated_at"] if defect is DUPLICATE and losers is not None else None
-        found.append(manifest_rows(table, chosen[key], defect, versions))
-    return found
-
-
-def _rejected(picks: dict[Defect, list[int]]) -> list[int]:
-    return [row for defect, rows in picks.items() if defect.outcome == "quarantined" for row in rows]
-
-
 def simulate(spec: SourceSpec) -> SimulatedSource:
     gen = _Generator(spec)
     employers, employer_picks = _employer_defects(gen, _employers(gen, enterprise_base(spec)))
-    usable = employers.filter(~pl.col("_row").is_in(_rejected(employer_picks)))["employer_code"]
+    usable = employers.filter(~pl.col("_row").is_in(quarantined_rows(employer_picks)))["employer_code"]
     people, people_picks = _people_defects(gen, _people(gen, _insured_citizens(gen, population_citizens(spec)),
                                                         usable))
     losers = _duplicate_losers(gen, people, people_picks[DUPLICATE])
-    payers = people.filter(~pl.col("_row").is_in(_rejected(people_picks)))
+    payers = people.filter(~pl.col("_row").is_in(quarantined_rows(people_picks)))
     known = set(people["insurance_code"].to_list()) | set(losers["insurance_code"].to_list())
     contributions, contribution_picks = _contribution_defects(gen, _contributions(gen, payers), known)
     manifest = [
-        *_manifest("insured_people", people, people_picks, PEOPLE_DEFECTS, losers),
-        *_manifest("employers", employers, employer_picks, EMPLOYER_DEFECTS),
-        *_manifest("contributions", contributions, contribution_picks, CONTRIBUTION_DEFECTS),
+        *picked_manifest("insured_people", people, PRIMARY_KEYS["insured_people"], people_picks, PEOPLE_DEFECTS,
+                         losers["updated_at"]),
+        *picked_manifest("employers", employers, PRIMARY_KEYS["employers"], employer_picks, EMPLOYER_DEFECTS),
+        *picked_manifest("contributions", contributions, PRIMARY_KEYS["contributions"], contribution_picks,
+                         CONTRIBUTION_DEFECTS),
     ]
     crosswalk = people.select("insurance_code", pl.col("_true_pin").alias("pin"))
     all_people = pl.concat([people, losers]).sort("_row", "updated_at")
@@ -384,23 +343,8 @@ def simulate(spec: SourceSpec) -> SimulatedSource:
 
 def write(target: str, sim: SimulatedSource, spec: SourceSpec) -> None:
     """(Re)create the backend database at ``target`` (created if missing): tables, manifest, crosswalks."""
-    from ndc.warehouse.database import ensure_database
-
-    ensure_database(target)
-    with psycopg.connect(target) as conn:
-        conn.execute("set timezone = 'UTC'")
-        conn.execute(SOURCE_DDL)
-        for name, frame in sim.tables.items():
-            copy_frame_pg(conn, name, frame)
-        conn.execute(SOURCE_INDEXES)
-        conn.execute(MANIFEST_DDL)
-        copy_frame_pg(conn, "simulator.defect_manifest", sim.manifest)
-        conn.execute(CROSSWALK_DDL)
-        copy_frame_pg(conn, "simulator.insurance_code_to_pin", sim.crosswalks["insurance_code_to_pin"])
-        conn.execute("insert into simulator.runs (source, spec) values ('insurance', %s)",
-                     (json.dumps(asdict(spec), default=str),))
-    with psycopg.connect(target, autocommit=True) as conn:
-        conn.execute("vacuum analyze")
+    write_postgresql(target, "insurance", sim, spec, ddl=SOURCE_DDL, indexes=SOURCE_INDEXES,
+                     crosswalk_ddl=CROSSWALK_DDL)
 
 
 def default_target() -> str:

@@ -14,44 +14,58 @@ supplies name parts, wards and street addresses, seeded, so a seed always gives 
 
 from __future__ import annotations
 
-import io
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import numpy as np
 import polars as pl
-import psycopg
-from faker import Faker
 from faker.providers.person.vi_VN import Provider as PersonNames
 
-from ndc.reference import REORGANISATION_DATE, current_code_of, new_codes, old_codes
-from ndc_lab.simulate.common import Picker, SourceSpec, decomposes, nfd, second_of_day, set_rows, vietnam_day
-from ndc_lab.simulate.manifest import MANIFEST_DDL, Defect, empty_manifest, manifest_rows
+from ndc.reference import new_codes, old_codes
+from ndc_lab.simulate.common import (
+    UNKNOWN_PROVINCE_CODES,
+    SimulatedSource,
+    SourceGenerator,
+    SourceSpec,
+    blank_text,
+    code_in_force,
+    decomposes,
+    nfd,
+    room_for_older_version,
+    set_rows,
+    vietnam_day,
+    write_postgresql,
+)
+from ndc_lab.simulate.manifest import (
+    BLANK_FULL_NAME,
+    DUPLICATE,
+    FUTURE_BIRTH,
+    NFD,
+    PIN_FORMAT,
+    PROVINCE,
+    Defect,
+    empty_manifest,
+    manifest_rows,
+    picked_manifest,
+    quarantined_rows,
+)
 
 UPDATED_FROM = datetime(2024, 7, 1, tzinfo=UTC)
 BIRTH_FROM, BIRTH_TO = date(1930, 1, 1), date(2024, 6, 30)
-UNKNOWN_CODES = ("00", "99")
 ETHNICITIES = {"Kinh": 853, "Tày": 19, "Thái": 19, "Mường": 15, "Khmer": 14, "H'Mông": 15, "Nùng": 11,
                "Hoa": 8, "Dao": 9, "Gia Rai": 5, "Ê Đê": 4, "Ba Na": 3, "Sán Dìu": 2, "Chăm": 2}
 SURNAME_WEIGHTS = {"Nguyễn": 38, "Trần": 11, "Lê": 9.5, "Phạm": 7.1, "Vũ": 3.9, "Đặng": 2.1, "Bùi": 2,
                    "Dương": 1, "Hoàng": 5.1, "Phan": 4.5}
 
-PIN_FORMAT = Defect("pin_format", "quarantined", "pin_format")
 PIN_BIRTH = Defect("pin_birth_consistency", "quarantined", "pin_birth_consistency")
-FUTURE_BIRTH = Defect("future_birth_date", "quarantined", "birth_date_range")
 DEATH_BEFORE_BIRTH = Defect("death_before_birth", "quarantined", "death_after_birth")
-PROVINCE = Defect("unknown_or_retired_province", "quarantined", "province_code_valid")
-BLANK_NAME = Defect("blank_name", "quarantined", "full_name_not_blank")
 CMND = Defect("cmnd_format", "quarantined", "cmnd_format")
-DUPLICATE = Defect("duplicate_key", "superseded", "duplicate_key")
-NFD = Defect("nfd_text", "repaired", None)
 ORPHAN_HOUSEHOLD = Defect("orphan_household", "exception", None)
 FUTURE_MOVE = Defect("future_move", "quarantined", "moved_on_range")
 ORPHAN_CITIZEN = Defect("orphan_citizen", "exception", None)
 ORPHAN_HEAD = Defect("orphan_head", "exception", None)
 
-CITIZEN_DEFECTS = (PIN_FORMAT, PIN_BIRTH, FUTURE_BIRTH, DEATH_BEFORE_BIRTH, PROVINCE, BLANK_NAME, CMND,
+CITIZEN_DEFECTS = (PIN_FORMAT, PIN_BIRTH, FUTURE_BIRTH, DEATH_BEFORE_BIRTH, PROVINCE, BLANK_FULL_NAME, CMND,
                    DUPLICATE, NFD, ORPHAN_HOUSEHOLD)
 
 SOURCE_DDL = """
@@ -88,34 +102,20 @@ class SimulatedPopulation:
     manifest: pl.DataFrame
 
 
-class _Generator:
+class _Generator(SourceGenerator):
     def __init__(self, spec: PopulationSpec) -> None:
-        self.spec = spec
-        self.rng = np.random.default_rng(spec.seed)
-        faker = Faker("vi_VN")
-        faker.seed_instance(spec.seed)
-        self.wards = sorted({f"{faker.commune_prefix()} {faker.commune_name()}" for _ in range(600)})
-        self.addresses = sorted({faker.street_address() for _ in range(3000)})
+        super().__init__(spec, seed_offset=0)
+        faker = self.faker()
+        self.wards, self.addresses = self.wards_and_streets(faker)
         self.old = np.array(old_codes())
-        self.current = current_code_of()
-        self.updated_to = datetime.combine(spec.as_of, datetime.min.time(), UTC)
-
-    def choice(self, values, n: int, weights=None) -> np.ndarray:
-        p = None if weights is None else np.asarray(weights, dtype=float) / np.sum(weights)
-        return self.rng.choice(np.asarray(values), size=n, p=p)
 
     def timestamps(self, n: int) -> pl.Series:
-        span = int((self.updated_to - UPDATED_FROM).total_seconds())
-        seconds = self.rng.integers(0, span, n)
-        moments = np.datetime64(UPDATED_FROM.replace(tzinfo=None), "s") + seconds.astype("timedelta64[s]")
-        return pl.Series(moments.astype("datetime64[us]")).dt.replace_time_zone("UTC")
+        return self.uniform_moments(UPDATED_FROM, self.until, n)
 
     def residence(self, updated_at: pl.Series) -> pl.Series:
         """A province code in force on each record's Việt Nam date."""
         old = pl.Series(self.choice(self.old, updated_at.len()))
-        local = updated_at.dt.convert_time_zone("Asia/Ho_Chi_Minh").dt.date()
-        new = old.replace_strict(self.current)
-        return pl.select(pl.when(local < REORGANISATION_DATE).then(old).otherwise(new)).to_series()
+        return pl.select(code_in_force(pl.lit(old), pl.lit(vietnam_day(updated_at)))).to_series()
 
     def unique_pins(self, prefix: pl.Series, digit: pl.Series, year: pl.Series) -> pl.Series:
         n = prefix.len()
@@ -178,12 +178,12 @@ def _pin(prefix: pl.Series, digit: pl.Series, year: pl.Series, random6: pl.Serie
         random6.cast(pl.String).str.zfill(6))).to_series()
 def _pick_defects(gen: _Generator, base: pl.DataFrame) -> dict[Defect, list[int]]:
     k = gen.spec.defect_count(base.height)
-    picker = Picker(gen.rng, base.height)
+    picker = gen.picker(base.height)
     no_death = base["death_date"].is_null().to_numpy()
-    seconds = second_of_day(base["updated_at"])
-    picks = {FUTURE_BIRTH: picker.take(k, no_death), DUPLICATE: picker.take(k, no_death & (seconds >= 2)),
+    duplicable = no_death & room_for_older_version(base["updated_at"])
+    picks = {FUTURE_BIRTH: picker.take(k, no_death), DUPLICATE: picker.take(k, duplicable),
              NFD: picker.take(k, decomposes(base["full_name"]))}
-    for defect in (PIN_FORMAT, PIN_BIRTH, DEATH_BEFORE_BIRTH, PROVINCE, BLANK_NAME, CMND, ORPHAN_HOUSEHOLD):
+    for defect in (PIN_FORMAT, PIN_BIRTH, DEATH_BEFORE_BIRTH, PROVINCE, BLANK_FULL_NAME, CMND, ORPHAN_HOUSEHOLD):
         picks[defect] = picker.take(k)
     return picks
 
@@ -201,13 +201,8 @@ def _inject_citizen_defects(gen: _Generator, base: pl.DataFrame, picks: dict[Def
                      pl.when(pl.col("sex") == "M").then(pl.lit("F")).otherwise(pl.lit("M")))
     frame = set_rows(frame, picks[DEATH_BEFORE_BIRTH], "death_date",
                  pl.col("birth_date") - pl.duration(days=pl.lit(pl.Series(rng.integers(1, 1000, base.height)))))
-    retired = sorted(set(old_codes()) - set(new_codes()))
-    frame = set_rows(frame, picks[PROVINCE], "province_code",
-                 pl.when(local >= REORGANISATION_DATE)
-                 .then(pl.lit(pl.Series(gen.choice(retired, base.height))))
-                 .otherwise(pl.lit(pl.Series(gen.choice(UNKNOWN_CODES, base.height)))))
-    frame = set_rows(frame, picks[BLANK_NAME], "full_name",
-                 pl.when(pl.col("_row") % 2 == 0).then(pl.lit("")).otherwise(pl.lit("   ")))
+    frame = set_rows(frame, picks[PROVINCE], "province_code", gen.misplaced_province(local, base.height))
+    frame = set_rows(frame, picks[BLANK_FULL_NAME], "full_name", blank_text())
     eight = pl.Series(np.char.zfill(rng.integers(0, 10**8, base.height).astype(str), 8))
     return set_rows(frame, picks[CMND], "cmnd", pl.lit(eight))
 
@@ -236,11 +231,8 @@ def _residence_changes(gen: _Generator, citizens: pl.DataFrame) -> pl.DataFrame:
     frame = pl.DataFrame({"change_id": np.arange(1, m + 1, dtype=np.int64),
                           "pin": gen.choice(citizens["pin"].to_numpy(), m), "updated_at": updated_at})
     frame = frame.with_columns((vietnam_day(pl.col("updated_at")) - pl.duration(days=pl.lit(back))).alias("moved_on"))
-    codes = {}
-    for column in ("from_province_code", "to_province_code"):
-        old = pl.Series(gen.choice(gen.old, m))
-        codes[column] = pl.when(pl.col("moved_on") < REORGANISATION_DATE).then(pl.lit(old)).otherwise(
-            pl.lit(old.replace_strict(gen.current)))
+    codes = {column: code_in_force(pl.lit(pl.Series(gen.choice(gen.old, m))), pl.col("moved_on"))
+             for column in ("from_province_code", "to_province_code")}
     return frame.with_columns(**codes).select("change_id", "pin", "from_province_code", "to_province_code",
                                                "moved_on", "updated_at").with_row_index("_row")
 
@@ -249,21 +241,21 @@ def _inject_related_defects(gen: _Generator, households: pl.DataFrame, changes: 
                             pins: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame, list[pl.DataFrame]]:
     rng, manifest = gen.rng, []
     households = households.with_row_index("_row")
-    picker = Picker(rng, households.height)
+    picker = gen.picker(households.height)
     kh = gen.spec.defect_count(households.height)
     bad_province, orphan_head = picker.take(kh), picker.take(kh)
-    households = set_rows(households, bad_province, "province_code", pl.lit(UNKNOWN_CODES[1]))
+    households = set_rows(households, bad_province, "province_code", pl.lit(UNKNOWN_PROVINCE_CODES[1]))
     households = set_rows(households, orphan_head, "head_pin", pl.lit(_absent_pins(gen, pins, households.height)))
     for rows, defect in ((bad_province, PROVINCE), (orphan_head, ORPHAN_HEAD)):
         manifest.append(manifest_rows("households", households["household_id"].gather(rows), defect))
-    picker = Picker(rng, changes.height)
+    picker = gen.picker(changes.height)
     kc = gen.spec.defect_count(changes.height)
     future, bad_code, orphan = picker.take(kc), picker.take(kc), picker.take(kc)
     new = pl.lit(pl.Series(gen.choice(list(new_codes()), changes.height)))
     changes = set_rows(changes, future, "moved_on", vietnam_day(pl.col("updated_at")) + pl.duration(
         days=pl.lit(pl.Series(rng.integers(1, 365, changes.height)))))
     changes = set_rows(set_rows(changes, future, "from_province_code", new), future, "to_province_code", new)
-    changes = set_rows(changes, bad_code, "to_province_code", pl.lit(UNKNOWN_CODES[0]))
+    changes = set_rows(changes, bad_code, "to_province_code", pl.lit(UNKNOWN_PROVINCE_CODES[0]))
     changes = set_rows(changes, orphan, "pin", pl.lit(_absent_pins(gen, pins, changes.height)))
     for rows, defect in ((future, FUTURE_MOVE), (bad_code, PROVINCE), (orphan, ORPHAN_CITIZEN)):
         manifest.append(manifest_rows("residence_changes", changes["change_id"].gather(rows), defect))
@@ -271,12 +263,9 @@ def _inject_related_defects(gen: _Generator, households: pl.DataFrame, changes: 
 
 
 def _duplicate_losers(gen: _Generator, citizens: pl.DataFrame, rows: list[int]) -> pl.DataFrame:
-    winners = citizens.filter(pl.col("_row").is_in(rows)).sort("_row")
-    seconds = second_of_day(winners["updated_at"])
-    earlier = gen.rng.integers(1, np.maximum(seconds, 2))
-    return winners.with_columns(
-        (pl.col("updated_at") - pl.duration(seconds=pl.lit(pl.Series(earlier)))).alias("updated_at"),
-        pl.lit(pl.Series(gen.choice(gen.addresses, winners.height))).alias("address"))
+    """Older versions of ``rows``: earlier on the same UTC day, at another address."""
+    losers = gen.older_versions(citizens, rows)
+    return losers.with_columns(pl.lit(pl.Series(gen.choice(gen.addresses, losers.height))).alias("address"))
 
 
 CITIZEN_COLUMNS = ["pin", "cmnd", "full_name", "birth_date", "death_date", "sex", "ethnicity", "household_id",
@@ -288,7 +277,7 @@ def simulate(spec: PopulationSpec) -> SimulatedPopulation:
     base = gen.base_citizens()
     picks = _pick_defects(gen, base)
     citizens = _inject_citizen_defects(gen, base, picks)
-    rejected = [r for d, rows in picks.items() if d.outcome == "quarantined" or d is ORPHAN_HOUSEHOLD for r in rows]
+    rejected = quarantined_rows(picks) + picks[ORPHAN_HOUSEHOLD]
     landing = citizens.filter(~pl.col("_row").is_in(rejected))
     households, changes, manifest = _inject_related_defects(
         gen, _households(landing), _residence_changes(gen, landing), citizens["pin"])
@@ -297,42 +286,18 @@ def simulate(spec: PopulationSpec) -> SimulatedPopulation:
     orphan_ids = pl.Series([f"HK9{i:09d}" for i in gen.rng.integers(0, 10**9, citizens.height)])
     citizens = set_rows(citizens, picks[ORPHAN_HOUSEHOLD], "household_id", pl.lit(orphan_ids))
     losers = _duplicate_losers(gen, citizens, picks[DUPLICATE])
-    for defect in CITIZEN_DEFECTS:
-        chosen = citizens.filter(pl.col("_row").is_in(picks[defect])).sort("_row")
-        versions = losers.sort("_row")["updated_at"] if defect is DUPLICATE else None
-        manifest.append(manifest_rows("citizens", chosen["pin"], defect, versions))
+    manifest += picked_manifest("citizens", citizens, "pin", picks, CITIZEN_DEFECTS, losers["updated_at"])
     all_citizens = pl.concat([citizens, losers]).sort("_row", "updated_at").select(CITIZEN_COLUMNS)
     return SimulatedPopulation(all_citizens, households, changes.select(
         "change_id", "pin", "from_province_code", "to_province_code", "moved_on", "updated_at"),
         pl.concat([empty_manifest(), *manifest]))
 
 
-def _copy(conn: psycopg.Connection, table: str, frame: pl.DataFrame) -> None:
-    buffer = io.BytesIO()
-    frame.write_csv(buffer, include_header=False)
-    columns = ", ".join(frame.columns)
-    with conn.cursor().copy(f"copy {table} ({columns}) from stdin (format csv)") as copy:
-        copy.write(buffer.getbuffer())
-
-
 def write(url: str, sim: SimulatedPopulation, spec: PopulationSpec) -> None:
     """(Re)create the source system in the database at ``url`` (created if missing)."""
-    from ndc.warehouse.database import ensure_database
-
-    ensure_database(url)
-    with psycopg.connect(url) as conn:
-        conn.execute("set timezone = 'UTC'")
-        conn.execute(SOURCE_DDL)
-        _copy(conn, "citizens", sim.citizens)
-        _copy(conn, "households", sim.households)
-        _copy(conn, "residence_changes", sim.residence_changes)
-        conn.execute(SOURCE_INDEXES)
-        conn.execute(MANIFEST_DDL)
-        _copy(conn, "simulator.defect_manifest", sim.manifest)
-        conn.execute("insert into simulator.runs (source, spec) values ('population', %s)",
-                     (json.dumps(asdict(spec), default=str),))
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("vacuum analyze")
+    tables = {"citizens": sim.citizens, "households": sim.households, "residence_changes": sim.residence_changes}
+    write_postgresql(url, "population", SimulatedSource(tables, sim.manifest), spec, ddl=SOURCE_DDL,
+                     indexes=SOURCE_INDEXES)
 
 
 def default_target() -> str:

@@ -54,28 +54,39 @@ sources refer to the same citizens and enterprises.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
-from datetime import date, datetime
+from datetime import date
 
 import numpy as np
 import polars as pl
-import psycopg
 from faker.providers.person.vi_VN import Provider as PersonNames
 
-from ndc.reference import REORGANISATION_DATE, current_code_of, new_codes, old_codes
+from ndc.reference import REORGANISATION_DATE, old_codes
 from ndc_lab.simulate.common import (
-    Picker,
     SimulatedSource,
+    SourceGenerator,
     SourceSpec,
+    blank_text,
     check_digits,
-    copy_frame_pg,
+    code_in_force,
+    decomposes,
     enterprise_base,
     population_citizens,
-    second_of_day,
+    room_for_older_version,
     set_rows,
+    vietnam_day,
+    write_postgresql,
 )
-from ndc_lab.simulate.manifest import MANIFEST_DDL, Defect, empty_manifest, manifest_rows
+from ndc_lab.simulate.manifest import (
+    BLANK_FULL_NAME,
+    DUPLICATE,
+    NFD,
+    PROVINCE,
+    Defect,
+    empty_manifest,
+    manifest_rows,
+    picked_manifest,
+    quarantined_rows,
+)
 
 UPDATED_FROM = np.datetime64("2024-07-01T00:00:00", "s")
 CUTOVER_UTC = np.datetime64("2025-06-30T17:00:00", "s")  # 2025-07-01 00:00 in Việt Nam
@@ -83,7 +94,6 @@ VIETNAM_OFFSET = np.timedelta64(7 * 3600, "s")
 ADULT_BORN_BY = date(2006, 7, 1)  # 18 on the first day of updates
 EARLIEST_REGISTRATION = date(2000, 1, 1)
 INDIVIDUAL_SHARE = 0.30
-UNKNOWN_CODES = ("00", "99")
 FILINGS_PER = {"enterprise": 8.0, "individual": 2.0}
 
 ID_LENGTH = Defect("taxpayer_id_length", "quarantined", "taxpayer_id_format")
@@ -91,10 +101,6 @@ ID_NON_DIGIT = Defect("taxpayer_id_non_digit", "quarantined", "taxpayer_id_forma
 ID_CHECK_DIGIT = Defect("taxpayer_id_check_digit", "quarantined", "taxpayer_id_format")
 PIN_BEFORE = Defect("pin_id_before_cutover", "quarantined", "taxpayer_id_in_force")
 LEGACY_AFTER = Defect("legacy_id_after_cutover", "quarantined", "taxpayer_id_in_force")
-PROVINCE = Defect("unknown_or_retired_province", "quarantined", "province_code_valid")
-BLANK_NAME = Defect("blank_name", "quarantined", "full_name_not_blank")
-DUPLICATE = Defect("duplicate_key", "superseded", "duplicate_key")
-NFD = Defect("nfd_text", "repaired", None)
 FUTURE_FILED = Defect("future_filed_on", "quarantined", "filed_on_range")
 NEGATIVE_DECLARED = Defect("negative_amount", "quarantined", "declared_amount_non_negative")
 FUTURE_PAID = Defect("future_paid_on", "quarantined", "paid_on_range")
@@ -102,7 +108,7 @@ NEGATIVE_PAID = Defect("negative_amount", "quarantined", "amount_positive")
 ORPHAN = Defect("orphan_taxpayer", "exception", None)
 
 TAXPAYER_DEFECTS = (LEGACY_AFTER, PIN_BEFORE, DUPLICATE, NFD, ID_CHECK_DIGIT, ID_LENGTH, ID_NON_DIGIT, PROVINCE,
-                    BLANK_NAME)
+                    BLANK_FULL_NAME)
 
 TAXPAYER_COLUMNS = ["taxpayer_id", "taxpayer_kind", "pin", "legacy_tax_code", "full_name", "birth_date",
                     "province_code", "registered_on", "updated_at"]
@@ -144,17 +150,11 @@ create table simulator.ambiguous_name_birth (
 """
 
 
-class _Generator:
+class _Generator(SourceGenerator):
     def __init__(self, spec: SourceSpec) -> None:
-        self.spec = spec
-        self.rng = np.random.default_rng(spec.seed + 3_001)
-        self.end = np.datetime64(datetime.combine(spec.as_of, datetime.min.time()), "s")
-        self.current = current_code_of()
+        super().__init__(spec, seed_offset=3_001)
+        self.end = np.datetime64(self.until.replace(tzinfo=None), "s")
         self.taken: np.ndarray = np.empty(0, np.int64)  # first nine digits of every tax code handed out, sorted
-
-    def choice(self, values, n: int) -> np.ndarray:
-        values = np.asarray(values)
-        return values[self.rng.integers(0, len(values), n)]
 
     def moments(self, start: np.ndarray, end: np.ndarray | None = None) -> pl.Series:
         """UTC timestamps uniform in [start, end) per row (naive UTC datetime64[s] bounds)."""
@@ -180,20 +180,11 @@ class _Generator:
             self.taken = np.sort(np.concatenate([self.taken, first9[ok]]))
         return _code_text(found)
 
-    def in_force(self, old: pl.Series, day: pl.Series) -> pl.Series:
-        """The tax office's province code in force on each Việt Nam date."""
-        new = old.replace_strict(self.current)
-        return pl.select(pl.when(day < REORGANISATION_DATE).then(old).otherwise(new)).to_series()
-
 
 def _code_text(first9: np.ndarray) -> pl.Series:
     if first9.size == 0:
         return pl.Series([], dtype=pl.String)
     return pl.Series(np.char.add(np.char.zfill(first9.astype(str), 9), check_digits(first9).astype(str)))
-
-
-def _vietnam_day(stamp: pl.Series) -> pl.Series:
-    return stamp.dt.convert_time_zone("Asia/Ho_Chi_Minh").dt.date()
 
 
 def _vietnam_midnight_utc(day: pl.Series) -> np.ndarray:
@@ -233,7 +224,7 @@ def _individuals(gen: _Generator, citizens: pl.DataFrame) -> pl.DataFrame:
     people = people.filter(pl.col("_forced") | pl.Series(gen.rng.random(people.height) < INDIVIDUAL_SHARE))
     n, forced = people.height, people["_forced"].to_numpy()
     updated_at = gen.moments(np.full(n, UPDATED_FROM), np.where(forced, CUTOVER_UTC, gen.end))
-    day = _vietnam_day(updated_at)
+    day = vietnam_day(updated_at)
     eighteen = people["birth_date"].dt.offset_by("18y")
     low = pl.select(pl.max_horizontal(eighteen, pl.lit(EARLIEST_REGISTRATION))).to_series()
     recent = pl.Series(gen.rng.random(n) < 0.10)
@@ -247,7 +238,7 @@ def _individuals(gen: _Generator, citizens: pl.DataFrame) -> pl.DataFrame:
     frame = people.with_columns(
         pl.Series("legacy_tax_code", legacy, dtype=pl.String), registered_on.alias("registered_on"),
         updated_at.alias("updated_at"), pl.lit("individual").alias("taxpayer_kind"),
-        gen.in_force(people["province_code"], day).alias("province_code"))
+        code_in_force(pl.col("province_code"), pl.lit(day)).alias("province_code"))
     return frame.with_columns(
         pl.when(migrated).then(pl.col("pin")).otherwise(pl.col("legacy_tax_code")).alias("taxpayer_id"),
         pl.when(migrated).then(pl.col("pin")).alias("pin"))
@@ -268,28 +259,28 @@ def _enterprises(gen: _Generator, base: pl.DataFrame) -> pl.DataFrame:
         pl.col("enterprise_code").alias("taxpayer_id"), pl.lit("enterprise").alias("taxpayer_kind"),
         pl.lit(None, pl.String).alias("pin"), pl.lit(None, pl.String).alias("legacy_tax_code"),
         pl.Series("full_name", _enterprise_names(gen, n)), pl.lit(None, pl.Date).alias("birth_date"),
-        gen.in_force(base["province_code"], _vietnam_day(updated_at)).alias("province_code"), "registered_on",
+        code_in_force(pl.col("province_code"), pl.lit(vietnam_day(updated_at))).alias("province_code"),
+        "registered_on",
         updated_at.alias("updated_at"), pl.lit(False).alias("_twin"))
 
 
 def _taxpayer_eligibility(frame: pl.DataFrame) -> dict[Defect, np.ndarray]:
-    day = _vietnam_day(frame["updated_at"])
+    day = vietnam_day(frame["updated_at"])
     individual = frame["taxpayer_kind"] == "individual"
     utc_day = frame["updated_at"].dt.date()
-    duplicable = ((pl.Series(second_of_day(frame["updated_at"])) >= 2) & (utc_day != date(2025, 6, 30))
+    duplicable = (pl.Series(room_for_older_version(frame["updated_at"])) & (utc_day != date(2025, 6, 30))
                   & (frame["registered_on"] < day))
-    decomposes = frame["full_name"].str.normalize("NFD") != frame["full_name"]
     return {
         LEGACY_AFTER: (individual & (frame["registered_on"] >= REORGANISATION_DATE)).to_numpy(),
         PIN_BEFORE: (individual & (day < REORGANISATION_DATE)).to_numpy(),
-        DUPLICATE: duplicable.to_numpy(), NFD: decomposes.to_numpy(),
+        DUPLICATE: duplicable.to_numpy(), NFD: decomposes(frame["full_name"]),
         ID_CHECK_DIGIT: (frame["taxpayer_id"].str.len_chars() == 10).to_numpy(),
     }
 
 
 def _pick_taxpayer_defects(gen: _Generator, frame: pl.DataFrame) -> dict[Defect, list[int]]:
     k = gen.spec.defect_count(frame.height)
-    picker = Picker(gen.rng, frame.height)
+    picker = gen.picker(frame.height)
     untouchable = frame["_twin"].to_numpy()
     eligible = _taxpayer_eligibility(frame)
     return {defect: sorted(picker.take(k, ~untouchable & eligible.get(defect, True))) for defect in TAXPAYER_DEFECTS}
@@ -318,20 +309,10 @@ def _inject_taxpayer_defects(gen: _Generator, frame: pl.DataFrame, picks: dict[D
                  pl.when(tid.str.len_chars() == 10).then(tid.str.slice(0, 9)).otherwise(tid + "0"))
     frame = set_rows(frame, picks[ID_NON_DIGIT], "taxpayer_id",
                  tid.str.slice(0, 4) + tid.str.slice(4, 1).replace_strict(_LETTERS, default="X") + tid.str.slice(5))
-    day = pl.lit(_vietnam_day(frame["updated_at"]))
-    retired = sorted(set(old_codes()) - set(new_codes()))
-    frame = set_rows(frame, picks[PROVINCE], "province_code",
-                 pl.when(day >= REORGANISATION_DATE).then(pl.lit(pl.Series(gen.choice(retired, n))))
-                 .otherwise(pl.lit(pl.Series(gen.choice(UNKNOWN_CODES, n)))))
-    frame = set_rows(frame, picks[BLANK_NAME], "full_name",
-                 pl.when(pl.col("_row") % 2 == 0).then(pl.lit("")).otherwise(pl.lit("   ")))
+    day = pl.lit(vietnam_day(frame["updated_at"]))
+    frame = set_rows(frame, picks[PROVINCE], "province_code", gen.misplaced_province(day, n))
+    frame = set_rows(frame, picks[BLANK_FULL_NAME], "full_name", blank_text())
     return set_rows(frame, picks[NFD], "full_name", pl.col("full_name").str.normalize("NFD"))
-
-
-def _duplicate_losers(gen: _Generator, frame: pl.DataFrame, rows: list[int]) -> pl.DataFrame:
-    winners = frame.filter(pl.col("_row").is_in(rows)).sort("_row")
-    earlier = gen.rng.integers(1, np.maximum(second_of_day(winners["updated_at"]), 2))
-    return winners.with_columns(pl.col("updated_at") - pl.duration(seconds=pl.lit(pl.Series(earlier))))
 
 
 def _periods(filed_on: pl.Series, monthly: np.ndarray) -> pl.Series:
@@ -351,7 +332,7 @@ def _filings(gen: _Generator, taxpayers: pl.DataFrame) -> pl.DataFrame:
     m = owners.size
     registered = taxpayers["registered_on"].gather(owners)
     updated_at = gen.moments(np.maximum(_vietnam_midnight_utc(registered), UPDATED_FROM))
-    day = _vietnam_day(updated_at)
+    day = vietnam_day(updated_at)
     filed_on = pl.select(pl.max_horizontal(pl.lit(day) - pl.duration(
         days=pl.lit(pl.Series(gen.rng.integers(0, 26, m)))), registered)).to_series()
     owner_is_enterprise = enterprise[owners]
@@ -373,7 +354,7 @@ def _payments(gen: _Generator, filings: pl.DataFrame) -> pl.DataFrame:
     m = due.height
     start = due["updated_at"].dt.replace_time_zone(None).to_numpy().astype("datetime64[s]")
     updated_at = gen.moments(start, np.minimum(start + np.timedelta64(30 * 86_400, "s"), gen.end))
-    paid_on = pl.select(pl.max_horizontal(pl.lit(_vietnam_day(updated_at)) - pl.duration(
+    paid_on = pl.select(pl.max_horizontal(pl.lit(vietnam_day(updated_at)) - pl.duration(
         days=pl.lit(pl.Series(gen.rng.integers(0, 4, m)))), due["filed_on"])).to_series()
     share = np.where(gen.rng.random(m) < 0.7, 1.0, gen.rng.uniform(0.3, 1.0, m))
     amount = np.maximum(np.round(due["declared_amount"].to_numpy() * share), 1.0)
@@ -386,7 +367,7 @@ def _inject_activity_defects(gen: _Generator, frame: pl.DataFrame, table: str, k
                              defects: tuple[tuple[Defect, str, pl.Expr | pl.Series], ...]) -> tuple[pl.DataFrame, list]:
     """Pick disjoint rows per defect and set one column to a bad value; returns the frame and manifest rows."""
     frame = frame.with_row_index("_row")
-    picker = Picker(gen.rng, frame.height)
+    picker = gen.picker(frame.height)
     k = gen.spec.defect_count(frame.height)
     manifest = []
     for defect, column, value in defects:
@@ -404,8 +385,7 @@ def _activity_defects(gen: _Generator, filings: pl.DataFrame, payments: pl.DataF
     orphans = gen.tax_codes(gen.choice(old_codes(), k))
 
     def later(column: str) -> pl.Expr:
-        day = pl.col("updated_at").dt.convert_time_zone("Asia/Ho_Chi_Minh").dt.date()
-        return day + pl.duration(days=(pl.col(column).cast(pl.Int64) % 365) + 1)
+        return vietnam_day(pl.col("updated_at")) + pl.duration(days=(pl.col(column).cast(pl.Int64) % 365) + 1)
 
     filings, filing_rows = _inject_activity_defects(gen, filings, "filings", "filing_id", (
         (FUTURE_FILED, "filed_on", later("filing_id")),
@@ -448,16 +428,12 @@ def simulate(spec: SourceSpec) -> SimulatedSource:
     ).with_row_index("_row")
     picks = _pick_taxpayer_defects(gen, taxpayers)
     taxpayers = _inject_taxpayer_defects(gen, taxpayers, picks)
-    rejected = [row for defect, rows in picks.items() if defect.outcome == "quarantined" for row in rows]
-    landed = taxpayers.filter(~pl.col("_row").is_in(rejected))
+    landed = taxpayers.filter(~pl.col("_row").is_in(quarantined_rows(picks)))
     filings = _filings(gen, landed)
     payments = _payments(gen, filings)
     filings, payments, manifest = _activity_defects(gen, filings, payments)
-    losers = _duplicate_losers(gen, taxpayers, picks[DUPLICATE])
-    for defect in TAXPAYER_DEFECTS:
-        chosen = taxpayers.filter(pl.col("_row").is_in(picks[defect])).sort("_row")
-        versions = losers["updated_at"] if defect is DUPLICATE else None
-        manifest.append(manifest_rows("taxpayers", chosen["taxpayer_id"], defect, versions))
+    losers = gen.older_versions(taxpayers, picks[DUPLICATE])
+    manifest += picked_manifest("taxpayers", taxpayers, "taxpayer_id", picks, TAXPAYER_DEFECTS, losers["updated_at"])
     all_taxpayers = pl.concat([taxpayers, losers]).sort("_row", "updated_at").select(TAXPAYER_COLUMNS)
     return SimulatedSource(
         tables={"taxpayers": all_taxpayers, "filings": filings, "payments": payments},
@@ -467,24 +443,8 @@ def simulate(spec: SourceSpec) -> SimulatedSource:
 
 def write(target: str, sim: SimulatedSource, spec: SourceSpec) -> None:
     """(Re)create the taxation source in the PostgreSQL database at ``target`` (created if missing)."""
-    from ndc.warehouse.database import ensure_database
-
-    ensure_database(target)
-    with psycopg.connect(target) as conn:
-        conn.execute("set timezone = 'UTC'")
-        conn.execute(SOURCE_DDL)
-        for table in ("taxpayers", "filings", "payments"):
-            copy_frame_pg(conn, table, sim.tables[table])
-        conn.execute(SOURCE_INDEXES)
-        conn.execute(MANIFEST_DDL)
-        copy_frame_pg(conn, "simulator.defect_manifest", sim.manifest)
-        conn.execute(CROSSWALK_DDL)
-        for name in ("legacy_tax_code_to_pin", "ambiguous_name_birth"):
-            copy_frame_pg(conn, f"simulator.{name}", sim.crosswalks[name])
-        conn.execute("insert into simulator.runs (source, spec) values ('taxation', %s)",
-                     (json.dumps(asdict(spec), default=str),))
-    with psycopg.connect(target, autocommit=True) as conn:
-        conn.execute("vacuum analyze")
+    write_postgresql(target, "taxation", sim, spec, ddl=SOURCE_DDL, indexes=SOURCE_INDEXES,
+                     crosswalk_ddl=CROSSWALK_DDL)
 
 
 def default_target() -> str:
