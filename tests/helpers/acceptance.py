@@ -28,6 +28,24 @@ class Outcome:
     repaired: int
 
 
+def assert_rows_equal(found: pl.DataFrame, wanted: pl.DataFrame, key: list[str], what: str) -> None:
+    """``found`` holds exactly the keys of ``wanted`` and, per key, the same value in every column of ``wanted``;
+    the message names a few of the differences."""
+    problems = []
+    missing, extra = wanted.join(found, on=key, how="anti"), found.join(wanted, on=key, how="anti")
+    if missing.height:
+        problems.append(f"{missing.height} rows missing, e.g. {missing.head(3).rows()}")
+    if extra.height:
+        problems.append(f"{extra.height} rows not expected, e.g. {extra.head(3).rows()}")
+    joined = wanted.join(found.select(wanted.columns), on=key, suffix="_found")
+    for column in (c for c in wanted.columns if c not in key):
+        differ = joined.filter(pl.col(column).ne_missing(pl.col(f"{column}_found")))
+        if differ.height:
+            sample = differ.select(*key, column, f"{column}_found").head(3).rows()
+            problems.append(f"{column}: {differ.height} rows differ (key, expected, found), e.g. {sample}")
+    assert not problems, f"{what}:\n  " + "\n  ".join(problems)
+
+
 def outcome(warehouse: str, source: SourceConfig, table: str) -> Outcome:
     cfg = source.table(table)
     keys = ", ".join(f"{c}::text" for c in cfg.primary_key)

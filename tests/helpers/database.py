@@ -26,3 +26,14 @@ def query(url: str, statement: str, params: tuple = ()) -> list[tuple]:
 
 def scalar(url: str, statement: str, params: tuple = ()):
     return query(url, statement, params)[0][0]
+
+
+def frame(url: str, statement: str, params: tuple = ()):
+    """The result as a polars frame, columns named as the query names them."""
+    import polars as pl
+
+    with psycopg.connect(url) as conn:
+        conn.execute("set timezone = 'UTC'")
+        cursor = conn.execute(statement, params)
+        return pl.DataFrame(cursor.fetchall(), schema=[c.name for c in cursor.description], orient="row",
+                            infer_schema_length=None)

@@ -9,7 +9,9 @@ choose with HYPOTHESIS_PROFILE.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import os
 import secrets
 import shutil
@@ -228,6 +230,10 @@ def _extract_students(root: Path, run_id: str, kind: corpus.DefectKind | None, p
         extract_table("education", "students", *EVERYTHING, run_id=run_id)
     message = str(caught.value)
     assert str(path) in message and kind.message.lower() in message.lower(), message
+    wh = get_settings().warehouse_url
+    assert query(wh, "select outcome from ndc_meta.ledger where run_id = %s", (run_id,)) == [("failed",)]
+    assert _landed_count(wh, "education.students") == 0 and not _quarantined(wh, "education.students"), (
+        "nothing of a refused run is merged")
     path.unlink()
     return extract_table("education", "students", *EVERYTHING, run_id=f"{run_id}-after")
 
@@ -253,13 +259,43 @@ def test_any_mix_of_student_rows_and_files_is_accounted_for(dbs, good, drops, pl
     _assert_landing(dbs.warehouse, dataset, labels, ("full_name", "pin"))
 
 
-@pytest.mark.parametrize("name", ["truncated_file", "corrupt_parquet"])
-def test_an_unreadable_file_is_refused_by_name(dbs, good, drops, name):
+def _landed_count(wh: str, dataset: str) -> int:
+    source, table = dataset.split(".")
+    return scalar(wh, f"select count(*) from landing_{source}.{table}")
+
+
+def _legacy_repairs(data: bytes) -> int:
+    """Rows of a Windows-1258 file whose text decodes to other than NFC (tone marks as combining characters)."""
+    rows = list(csv.reader(io.StringIO(data.decode("cp1258"), newline="")))[1:]
+    return sum(any(value != unicodedata.normalize("NFC", value) for value in row) for row in rows)
+
+
+@pytest.mark.parametrize("name", [k.name for k in corpus.FILE_KINDS])
+def test_every_file_kind_has_its_outcome(dbs, good, drops, name):
+    """Beside a good file, one file of each kind: a blocked file is refused by name and nothing of its run merged,
+    then the good file loads once it is gone; any other file lands the rows the kind declares (text byte for byte,
+    NFC where repaired), quarantines nothing, and every row read is accounted for."""
     kind = corpus.BY_NAME[name]
     shutil.rmtree(drops / "students", ignore_errors=True)
     _reset(dbs.warehouse, "education.students")
-    path, _ = _file_case(drops, _as_text(good["education"]["students"]), kind, set())
-    _extract_students(drops, f"gap-{name}", kind, path)
+    text = _as_text(good["education"]["students"])
+    rows, labels = corpus.inject("education.students", text, [None, None, None])
+    _write_file(drops, "students/2025-2026/01.csv", corpus.csv_bytes(rows))
+    path, file_labels = _file_case(drops, text, kind, {lab.key for lab in labels})
+    result = _extract_students(drops, f"file-{name}", kind, path)
+    if kind.outcome != "blocked":
+        labels += file_labels
+        assert len(file_labels) == (3 if kind.file_rows else 0)
+    _assert_accounting(dbs.warehouse, result, len(labels), result.run_id)
+    assert not _quarantined(dbs.warehouse, "education.students")
+    _assert_landing(dbs.warehouse, "education.students", labels, ("full_name", "pin", "sex", "province_code"))
+    data = path.read_bytes() if path.exists() else b""
+    assert result.rows_repaired == (_legacy_repairs(data) if kind.outcome == "repaired" else 0)
+    if kind.outcome == "repaired":
+        assert result.rows_repaired > 0, "the donors' names carry tone marks"
+    columns = {r[0] for r in query(dbs.warehouse, "select column_name from information_schema.columns"
+                                   " where table_schema = 'landing_education' and table_name = 'students'")}
+    assert result.new_columns == (["ghi_chu"] if name == "extra_column" else []) and "ghi_chu" not in columns
 
 
 def test_a_wrong_date_format_first_does_not_reject_the_good_dates(dbs, good, drops):
@@ -336,7 +372,7 @@ def published_corpus(request, dbs, tmp_path_factory):
         build = dbt.run(["build"], build_schema=build_schema)
         assert build.returncode == 0, build.output[-4000:]
         publish_build(build_schema, run_id="bad-input-e2e")
-        yield labels, results
+        yield labels, results, tables
     finally:
         if server is not None:
             server.shutdown()
@@ -358,21 +394,85 @@ def _keys(labels, dataset: str, outcomes: tuple[str, ...]) -> set[str]:
 
 
 def test_corpus_covers_every_row_kind(published_corpus):
-    labels, results = published_corpus
+    """Every row kind is in the corpus, and every row written to a source is read, and loaded or quarantined as
+    its label says (untouched tables: every good row loads)."""
+    labels, results, tables = published_corpus
     assert {lab.kind for lab in labels} >= {k.name for k in corpus.ROW_KINDS}
-    for dataset, result in results.items():
-        assert result.rows_in == result.rows_loaded + result.rows_quarantined, dataset
+    for source, written in tables.items():
+        for table, rows in written.items():
+            dataset = f"{source}.{table}"
+            mine = [lab for lab in labels if lab.dataset == dataset]
+            bad = sum(lab.outcome in BAD for lab in mine)
+            owed = (len(mine), len(mine) - bad, bad) if mine else (rows.height, rows.height, 0)
+            result = results[dataset]
+            assert rows.height == owed[0] and (result.rows_in, result.rows_loaded, result.rows_quarantined) == owed, (
+                dataset)
+
+
+def _text_columns(wh: str, dataset: str) -> list[str]:
+    source, table = dataset.split(".")
+    return [r[0] for r in query(wh, "select column_name from information_schema.columns where table_schema = %s"
+                                " and table_name = %s and data_type in ('text', 'character varying', 'character')"
+                                " and column_name not like '\\_ndc\\_%%' order by ordinal_position",
+                                (f"landing_{source}", table))]
+
+
+def _landed_text(wh: str, dataset: str, key: str, columns: list[str]) -> tuple | None:
+    source, table = dataset.split(".")
+    keyed = " || '|' || ".join(f"{c}::text" for c in corpus.primary_key(dataset))
+    found = query(wh, f"select {', '.join(columns)} from landing_{source}.{table} where {keyed} = %s", (key,))
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+def _as_payload(value):
+    """A text value as quarantine keeps it in its payload (a NUL character as the six characters \\u0000)."""
+    return value.replace("\x00", "\\u0000") if isinstance(value, str) else value
+
+
+@pytest.mark.parametrize("name", [k.name for k in corpus.ROW_KINDS])
+def test_every_row_kind_has_its_outcome_end_to_end(dbs, published_corpus, name):
+    """The one row of each kind, through extract, conform and publish: quarantined (or superseded) with exactly its
+    checks and its whole row as written, absent from landing (superseded: the newer version lands); otherwise
+    landed with its text byte for byte (NFC where repaired) and nothing quarantined; an exception also listed with
+    its reason."""
+    labels, *_ = published_corpus
+    kind = corpus.BY_NAME[name]
+    [lab] = [lab for lab in labels if lab.kind == name]
+    columns = _text_columns(dbs.warehouse, kind.dataset)
+    quarantined = query(dbs.warehouse, "select checks, payload from quarantine.rows where dataset = %s"
+                        " and coalesce(record_key, '') = %s", (kind.dataset, lab.key))
+    landed = _landed_text(dbs.warehouse, kind.dataset, lab.key, columns) if lab.key else None
+    if kind.outcome in BAD:
+        assert [sorted(q[0]) for q in quarantined] == [sorted(kind.checks)]
+        payload = quarantined[0][1]
+        assert {c: payload.get(c) for c in columns} == {c: _as_payload(lab.row[c]) for c in columns}
+        winner = next((w for w in labels if (w.dataset, w.key) == (lab.dataset, lab.key) and w.outcome in LANDED),
+                      None)
+        assert landed == (tuple(winner.row[c] for c in columns) if winner else None)
+        return
+    assert not quarantined
+    written = tuple(lab.row[c] for c in columns)
+    if kind.outcome == "repaired":
+        assert landed == tuple(v and unicodedata.normalize("NFC", v) for v in written) != written
+    else:
+        assert landed == written
+    if kind.outcome == "exception":
+        reasons = query(dbs.warehouse, "select exception_reason from shared.identity_exceptions"
+                        " where source_name = %s and dataset = %s and record_key = %s",
+                        (kind.source, kind.table, lab.key))
+        assert reasons == [(kind.exception_reason,)]
 
 
 def test_every_bad_row_is_quarantined_with_its_checks(dbs, published_corpus):
-    labels, _ = published_corpus
+    labels, *_ = published_corpus
     for dataset in {lab.dataset for lab in labels}:
         mine = [lab for lab in labels if lab.dataset == dataset]
         assert _quarantined(dbs.warehouse, dataset) == _expected_quarantine(mine), dataset
 
 
 def test_no_bad_key_reaches_a_shared_model(dbs, published_corpus):
-    labels, _ = published_corpus
+    labels, *_ = published_corpus
     citizens = {r[0]: r[1] for r in query(dbs.warehouse, "select citizen_id, full_name from shared.citizens")}
     assert not _keys(labels, "population.citizens", ("quarantined",)) & set(citizens)
     assert _keys(labels, "population.citizens", LANDED) <= set(citizens)
@@ -387,7 +487,7 @@ def test_no_bad_key_reaches_a_shared_model(dbs, published_corpus):
 
 
 def test_province_statistics_count_only_good_citizens(dbs, published_corpus):
-    labels, _ = published_corpus
+    labels, *_ = published_corpus
     living = sum(1 for lab in labels if lab.dataset == "population.citizens" and lab.outcome in LANDED
                  and lab.row["death_date"] is None)
     published = scalar(dbs.warehouse, "select sum(population) from shared.province_statistics"
@@ -396,7 +496,7 @@ def test_province_statistics_count_only_good_citizens(dbs, published_corpus):
 
 
 def test_orphan_references_are_listed_as_exceptions(dbs, published_corpus):
-    labels, _ = published_corpus
+    labels, *_ = published_corpus
     listed = set(query(dbs.warehouse, "select record_key, exception_reason from shared.identity_exceptions"))
     orphans = {(lab.key, corpus.BY_NAME[lab.kind].exception_reason) for lab in labels if lab.outcome == "exception"}
     assert len(orphans) == len([k for k in corpus.ROW_KINDS if k.outcome == "exception"])

@@ -43,29 +43,34 @@ def _columns(wh: psycopg.Connection, table: str) -> list[str]:
         " order by ordinal_position", (table,))]
 
 
+def _expected(table: str, shown: str = "*") -> str:
+    """The source rows that should land: less those the manifest quarantines or supersedes."""
+    return (f"select {shown} from src_copy.{table} s where not exists (select 1 from src_copy.defect_manifest m"
+            f" where m.table_name = '{table}' and m.record_key = s.{KEYS[table]}::text and (m.expected_outcome ="
+            " 'quarantined' or (m.expected_outcome = 'superseded' and m.row_version = s.updated_at)))")
+
+
 def expected_rows(warehouse_url: str, table: str) -> int:
     """Rows the source should have landed: its rows less those the manifest quarantines or supersedes."""
-    key = KEYS[table]
     with psycopg.connect(warehouse_url) as wh:
-        return wh.execute(
-            f"select count(*) from src_copy.{table} s where not exists (select 1 from src_copy.defect_manifest m"
-            f" where m.table_name = '{table}' and m.record_key = s.{key}::text and (m.expected_outcome ="
-            " 'quarantined' or (m.expected_outcome = 'superseded' and m.row_version = s.updated_at)))").fetchone()[0]
+        return wh.execute(_expected(table, "count(*)")).fetchone()[0]
+
+
+def expected_latest(warehouse_url: str, table: str):
+    """The latest ``updated_at`` among the source rows that should land: how far landing holds the source."""
+    with psycopg.connect(warehouse_url) as wh:
+        return wh.execute(_expected(table, "max(s.updated_at)")).fetchone()[0]
 
 
 def expected_minus_landing(warehouse_url: str, table: str) -> tuple[int, int]:
     """Rows in (source - quarantined - superseded, text NFC) but not in landing, and the reverse."""
-    key = KEYS[table]
     with psycopg.connect(warehouse_url) as wh:
         columns = _columns(wh, table)
         types = dict(wh.execute(
             "select column_name, data_type from information_schema.columns where table_schema = 'src_copy'"
             " and table_name = %s", (table,)).fetchall())
-        shown = ", ".join(f"normalize({c}, NFC) as {c}" if types[c] == "text" else c for c in columns)
-        expected = (
-            f"select {shown} from src_copy.{table} s where not exists (select 1 from src_copy.defect_manifest m"
-            f" where m.table_name = '{table}' and m.record_key = s.{key}::text and (m.expected_outcome ="
-            " 'quarantined' or (m.expected_outcome = 'superseded' and m.row_version = s.updated_at)))")
+        expected = _expected(table, ", ".join(f"normalize({c}, NFC) as {c}" if types[c] == "text" else c
+                                              for c in columns))
         landed = f"select {', '.join(columns)} from landing_population.{table}"
         missing = wh.execute(f"select count(*) from ({expected} except {landed}) x").fetchone()[0]
         extra = wh.execute(f"select count(*) from ({landed} except {expected}) x").fetchone()[0]
@@ -89,6 +94,13 @@ def manifest_by_check(warehouse_url: str, table: str) -> dict[str, set[str]]:
                 " and expected_outcome in ('quarantined', 'superseded')", (table,)):
             found[check].add(key)
     return dict(found)
+
+
+def manifest_count(warehouse_url: str, table: str, outcomes: tuple[str, ...]) -> int:
+    """Rows the manifest lists for ``table`` with one of ``outcomes``."""
+    with psycopg.connect(warehouse_url) as wh:
+        return wh.execute("select count(*) from src_copy.defect_manifest where table_name = %s"
+                          " and expected_outcome = any(%s)", (table, list(outcomes))).fetchone()[0]
 
 
 def manifest_keys(warehouse_url: str, table: str, outcome: str) -> set[str]:
