@@ -296,8 +296,9 @@ def test_a_stale_source_alerts_once_and_publishes_nothing(celery_cluster):
 def _apply_agreements(c: Cluster, folder: Path) -> list[str]:
     """The repository's agencies (logins suffixed for this run) and agreements (dated around today), approved by
     an approver role and applied: the next publish delivers under each. Returns the roles to drop afterwards."""
+    from ndc.config.agreements import load_agencies, load_agreements
     from ndc.conform import dbt
-    from ndc.sharing.agreements import apply, approve, load_agencies, load_agreements
+    from ndc.sharing.agreements import apply, approve
 
     suffix = c.metadata.rsplit("_", 1)[1]
     agencies_dir, agreements_dir = folder / "agencies", folder / "agreements"

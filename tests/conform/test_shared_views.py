@@ -27,12 +27,13 @@ from ndc_lab.simulate import expected
 from ndc_lab.simulate.all_sources import FiveSources, five_sources
 from ndc_lab.simulate.common import SourceSpec
 
+from ndc.config.agreements import Agency, Agreement, load_agencies, load_agreements
 from ndc.config.sources import find_source, load_sources
 from ndc.conform import dbt
 from ndc.conform.publish import active_schema, inactive_schema, publish
 from ndc.reference import REORGANISATION_DATE, province_mappings
 from ndc.settings import get_settings
-from ndc.sharing.agreements import Agency, Agreement, apply, approve, ensure_tables, load_agencies, load_agreements
+from ndc.sharing.agreements import apply, approve
 from ndc.warehouse import database
 from ndc.warehouse.connections import with_database
 from tests.helpers import REPO
@@ -368,7 +369,7 @@ def agency(dbs, published, tmp_path_factory):
     agreements = load_agreements(agreements_dir, agencies=agencies, shared=dbt.shared_models())
     approver = f"ndc_test_approver_{dbs.run}"
     with database.connect(dbs.warehouse) as conn:
-        ensure_tables(conn)
+        database.ensure_meta(conn)
         conn.execute(f'create role "{approver}" login in role ndc_approver')
         conn.execute(f'grant connect on database "{dbs.warehouse.rsplit("/", 1)[1]}" to "{approver}"')
         conn.commit()

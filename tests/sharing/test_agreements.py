@@ -15,9 +15,10 @@ import yaml
 from ndc_lab.simulate.all_sources import five_sources
 from ndc_lab.simulate.common import SourceSpec
 
+from ndc.config.agreements import load_agencies, load_agreements
 from ndc.conform import dbt
 from ndc.errors import ConfigError, NdcError
-from ndc.sharing.agreements import apply, approve, load_agencies, load_agreements
+from ndc.sharing.agreements import apply, approve
 from ndc.tasks import prepare_conform, publish_build
 from ndc.warehouse import database
 from tests.helpers import REPO

@@ -23,8 +23,9 @@ from psycopg import sql
 
 from ndc.audit import ledger
 from ndc.audit.anchor import SUFFIX
+from ndc.config.exchanges import find_exchange, load_exchange
 from ndc.errors import ConfigError
-from ndc.sharing.exchange import ExchangeError, find_exchange, load_exchange, run_exchange
+from ndc.sharing.exchange import ExchangeError, run_exchange
 from ndc.warehouse.connections import with_database
 from ndc.warehouse.database import drop_database, ensure_database
 from tests.helpers import REPO

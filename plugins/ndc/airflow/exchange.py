@@ -17,7 +17,7 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, task
 
 from ndc.airflow.callbacks import contract_alert, dag_callbacks
 from ndc.airflow.factory import default_args
-from ndc.sharing.exchange import ExchangeConfig, load_exchanges
+from ndc.config.exchanges import ExchangeConfig, load_exchanges
 from ndc.warehouse.connections import env_name
 
 
@@ -57,7 +57,8 @@ def _exchange_task(config: ExchangeConfig):
     def exchange(data_interval_start=None, data_interval_end=None, run_id=None) -> dict:
         from dataclasses import asdict
 
-        from ndc.sharing.exchange import load_exchange, run_exchange
+        from ndc.config.exchanges import load_exchange
+        from ndc.sharing.exchange import run_exchange
 
         return asdict(run_exchange(load_exchange(Path(path)), data_interval_start, data_interval_end,
                                    run_id=run_id))

@@ -21,7 +21,8 @@ def exchange() -> None:
 def exchange_validate(directory: str | None) -> None:
     """Validate every exchange file and its contract; exit 2 with the problems named by file and field."""
 
-    from ndc.sharing.exchange import check_contract, exchanges_dir, load_exchanges
+    from ndc.config.exchanges import exchanges_dir, load_exchanges
+    from ndc.sharing.exchange import check_contract
 
     for config in load_exchanges(Path(directory) if directory else exchanges_dir()):
         contract = check_contract(config)

@@ -76,8 +76,8 @@ def agreements() -> None:
 @agreements.command("validate")
 def agreements_validate() -> None:
     """Validate every agency and agreement file (against the shared views in the dbt manifest)."""
+    from ndc.config.agreements import load_agencies, load_agreements
     from ndc.conform import dbt
-    from ndc.sharing.agreements import load_agencies, load_agreements
 
     agencies = load_agencies()
     found = load_agreements(agencies=agencies, shared=dbt.shared_models())
@@ -92,9 +92,10 @@ def agreements_validate() -> None:
 def agreements_approve(agreement_id: str, note: str | None) -> None:
     """Approve AGREEMENT_ID as it is now (its file's SHA-256), connecting as NDC_APPROVER_URL: a member of
     ndc_approver, never the role that deploys the platform."""
+    from ndc.config.agreements import load_agencies, load_agreements
     from ndc.conform import dbt
     from ndc.settings import get_settings
-    from ndc.sharing.agreements import approve, load_agencies, load_agreements
+    from ndc.sharing.agreements import approve
 
     url = get_settings().approver_url
     if not url:

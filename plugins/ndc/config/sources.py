@@ -6,38 +6,24 @@ data team adding a source sees exactly what to fix (``ndc sources validate``).
 
 from __future__ import annotations
 
-import re
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from ndc.config.files import CRON, StrictConfig, check_identifier, identifiers, load_all, load_config, repeated
 from ndc.errors import ConfigError
-from ndc.identifiers import is_identifier
-
-CRON = re.compile(r"^(@(hourly|daily|weekly|monthly|yearly)|(\S+\s+){4}\S+)$")
 
 
-def check_identifier(value: str) -> str:
-    if not is_identifier(value):
-        raise ValueError("expected a lower-case SQL identifier (letters, digits, _; at most 63 characters)")
-    return value
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ConnectionConfig(_Strict):
+class ConnectionConfig(StrictConfig):
     conn_id: str = Field(description="Airflow connection id; its URL comes from AIRFLOW_CONN_<ID>")
     engine: Literal["postgresql", "mysql", "http", "files"]
 
     _id = field_validator("conn_id")(check_identifier)
 
 
-class RowCountDrop(_Strict):
+class RowCountDrop(StrictConfig):
     """Gate 1's whole-batch rule: block a load whose row count fell too far against the last comparable load."""
 
     max_share: float = Field(gt=0, lt=1, description="the largest allowed drop, e.g. 0.5 = half the last load")
@@ -45,7 +31,7 @@ class RowCountDrop(_Strict):
                                    description="only compare when the last load had at least this many rows")
 
 
-class TableConfig(_Strict):
+class TableConfig(StrictConfig):
     name: str = Field(description="landing table name")
     source_schema: str = "public"
     source_table: str
@@ -76,15 +62,10 @@ class TableConfig(_Strict):
             raise ValueError("expected a pattern relative to the drop folder, without '..'")
         return value
 
-    @field_validator("primary_key")
-    @classmethod
-    def _keys(cls, value: list[str]) -> list[str]:
-        for column in value:
-            check_identifier(column)
-        return value
+    _key = field_validator("primary_key")(identifiers)
 
 
-class SourceConfig(_Strict):
+class SourceConfig(StrictConfig):
     name: str
     description: str
     owner_agency: str
@@ -154,8 +135,7 @@ class SourceConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique_tables(self) -> SourceConfig:
-        names = [t.name for t in self.tables]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
+        duplicates = repeated([t.name for t in self.tables])
         if duplicates:
             raise ValueError(f"table names must be unique; repeated: {', '.join(duplicates)}")
         return self
@@ -172,61 +152,10 @@ class SourceConfig(_Strict):
         raise ConfigError(f"source {self.name!r} has no table {name!r} (tables: {known})")
 
 
-class _ConfigLoader(yaml.SafeLoader):
-    """Safe YAML without implicit timestamps: dates reach pydantic as text, so a bad one is named by field."""
-
-
-_ConfigLoader.yaml_implicit_resolvers = {
-    first: [(tag, regex) for tag, regex in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _format_errors(path: Path, exc: ValidationError, kind: str) -> str:
-    lines = [f"{path}: invalid {kind} file"]
-    for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "(file)"
-        given = err.get("input")
-        shown = "" if isinstance(given, dict | list) else f" (got {given!r})"
-        lines.append(f"  - field '{field}': {err['msg']}{shown}")
-    return "\n".join(lines)
-
-
-def load_config(path: Path, model: type[BaseModel], kind: str, name_field: str | None = "name") -> BaseModel:
-    """One YAML config file (a source, an exchange, an agency, an agreement) validated by ``model``; every error
-    names the file and the field. ``name_field`` must equal the file name."""
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of fields at the top level")
-    try:
-        config = model.model_validate({**data, "path": path})
-    except ValidationError as exc:
-        raise ConfigError(_format_errors(path, exc, kind)) from None
-    if name_field and getattr(config, name_field) != path.stem:
-        raise ConfigError(f"{path}: field '{name_field}': {getattr(config, name_field)!r} must match the file name "
-                          f"{path.stem!r}")
-    return config
 
 
 def load_source(path: Path) -> SourceConfig:
     return load_config(path, SourceConfig, "source")
-
-
-def load_all(directory: Path, load) -> list:
-    """``load`` of every ``*.yml`` in ``directory`` (none if it does not exist); one ConfigError lists every
-    invalid file."""
-    found, problems = [], []
-    for path in sorted(directory.glob("*.yml")):
-        try:
-            found.append(load(path))
-        except ConfigError as exc:
-            problems.append(str(exc))
-    if problems:
-        raise ConfigError("\n".join(problems))
-    return found
 
 
 def load_sources(directory: Path) -> list[SourceConfig]:

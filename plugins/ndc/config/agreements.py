@@ -1,0 +1,168 @@
+"""Consumer agencies (``dags/agencies/<name>.yml``: the agency's group role and its logins) and sharing agreements
+(``dags/agreements/<id>.yml``: the consumer, the shared views with columns, masks and row filters, the legal purpose,
+start and expiry), validated alone and against each other and the shared views' columns."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from ndc.config.files import StrictConfig, check_identifier, identifiers, load_config, repeated
+from ndc.errors import ConfigError
+from ndc.settings import get_settings
+
+
+class AgencyUser(StrictConfig):
+    login: str = Field(description="LOGIN role of a person or a service of the agency")
+    statement_timeout: str = "30s"
+    connection_limit: int = Field(default=5, ge=1, le=100)
+
+    _login = field_validator("login")(check_identifier)
+
+    @field_validator("statement_timeout")
+    @classmethod
+    def _timeout(cls, value: str) -> str:
+        number = value.rstrip("smin")
+        if not number.isdigit() or value[len(number):] not in ("ms", "s", "min"):
+            raise ValueError("expected a duration such as 500ms, 30s or 2min")
+        return value
+
+
+class Agency(StrictConfig):
+    name: str
+    full_name: str
+    kind: Literal["ministry", "sector", "province"]
+    current_province_code: str | None = None
+    users: list[AgencyUser] = Field(min_length=1)
+    path: Path | None = Field(default=None, exclude=True)
+
+    _name = field_validator("name")(check_identifier)
+
+    @property
+    def group_role(self) -> str:
+        return f"ndc_agency_{self.name}"
+
+    @property
+    def schema(self) -> str:
+        return f"agency_{self.name}"
+
+
+class ViewGrant(StrictConfig):
+    shared: str = Field(description="the shared view (shared.<name>)")
+    columns: list[str] = Field(min_length=1, description="columns granted as they are")
+    masked: dict[str, Literal["pseudonym", "partial"]] = Field(default_factory=dict)
+    row_filter: dict[str, str | list[str]] = Field(default_factory=dict,
+                                                  description="column: value, or column: [values]")
+
+    _shared = field_validator("shared")(check_identifier)
+
+    @model_validator(mode="after")
+    def _names(self) -> ViewGrant:
+        identifiers([*self.columns, *self.masked, *self.row_filter])
+        both = sorted(set(self.columns) & set(self.masked))
+        if both:
+            raise ValueError(f"columns both granted and masked: {', '.join(both)}")
+        return self
+
+
+class Agreement(StrictConfig):
+    id: str
+    consumer: str
+    purpose: str = Field(min_length=10, description="the legal purpose and basis")
+    purpose_allowscheck_identifiers: bool = Field(
+        default=False, description="the purpose allows unmasked personal identifiers (e.g. PIN)")
+    start: date
+    expires: date
+    views: list[ViewGrant] = Field(min_length=1)
+    path: Path | None = Field(default=None, exclude=True)
+
+    _ids = field_validator("id", "consumer")(check_identifier)
+
+    @model_validator(mode="after")
+    def _dates(self) -> Agreement:
+        if self.expires <= self.start:
+            raise ValueError("expires must be after start")
+        views = repeated([v.shared for v in self.views])
+        if views:
+            raise ValueError(f"a shared view may appear once per agreement; repeated: {', '.join(views)}")
+        return self
+
+    @property
+    def content_sha256(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest() if self.path else ""
+
+
+# Personal identifiers that must be masked unless the purpose allows them.
+IDENTIFIERS = {"citizen_id"}
+
+
+def _load(path: Path, model: type[BaseModel], name_field: str) -> BaseModel:
+    return load_config(path, model, model.__name__.lower(), name_field)
+
+
+def load_agencies(directory: Path | None = None) -> dict[str, Agency]:
+    found, problems = {}, []
+    for path in sorted((directory or agencies_dir()).glob("*.yml")):
+        try:
+            agency = _load(path, Agency, "name")
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        found[agency.name] = agency
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return found
+
+
+def load_agreements(directory: Path | None = None, *, agencies: dict[str, Agency] | None = None,
+                    shared: dict[str, list[str]] | None = None) -> dict[str, Agreement]:
+    """Every agreement file, validated alone and against the agencies and the shared views' columns."""
+    found, problems = {}, []
+    for path in sorted((directory or agreements_dir()).glob("*.yml")):
+        try:
+            agreement = _load(path, Agreement, "id")
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        problems += [f"{path}: {p}" for p in check_agreement(agreement, path.stem, agencies, shared)]
+        found[agreement.id] = agreement
+    for pair in repeated([f"{a.consumer}|{v.shared}" for a in found.values() for v in a.views]):
+        consumer, view = pair.split("|")
+        problems.append(f"agency {consumer} has several agreements for shared.{view}: one per view and agency")
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return found
+
+
+def check_agreement(agreement: Agreement, stem: str, agencies: dict[str, Agency] | None,
+                    shared: dict[str, list[str]] | None) -> list[str]:
+    problems = []
+    if agencies is not None and agreement.consumer not in agencies:
+        problems.append(f"field 'consumer': no agency {agreement.consumer!r} (agencies: {', '.join(agencies)})")
+    for n, view in enumerate(agreement.views):
+        where = f"views.{n}"
+        if shared is not None:
+            if view.shared not in shared:
+                problems.append(f"field '{where}.shared': no shared view {view.shared!r} "
+                                f"(shared: {', '.join(shared)})")
+                continue
+            unknown = [c for c in [*view.columns, *view.masked, *view.row_filter] if c not in shared[view.shared]]
+            if unknown:
+                problems.append(f"field '{where}': shared.{view.shared} has no column {', '.join(unknown)}")
+        exposed = sorted(IDENTIFIERS & set(view.columns))
+        if exposed and not agreement.purpose_allowscheck_identifiers:
+            problems.append(f"field '{where}.columns': {', '.join(exposed)} is a personal identifier: mask it "
+                            "(masked: {column: pseudonym}) unless purpose_allowscheck_identifiers is true")
+    return problems
+
+
+def agencies_dir() -> Path:
+    return get_settings().agencies_dir
+
+
+def agreements_dir() -> Path:
+    return get_settings().agreements_dir

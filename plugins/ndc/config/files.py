@@ -1,0 +1,92 @@
+"""Config files as data teams write them: one strict pydantic base for every kind (a source, an exchange, an
+agency, an agreement) and one YAML loader whose errors name the file and the field."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ndc.errors import ConfigError
+from ndc.identifiers import is_identifier
+
+CRON = re.compile(r"^(@(hourly|daily|weekly|monthly|yearly)|(\S+\s+){4}\S+)$")
+
+
+def check_identifier(value: str) -> str:
+    if not is_identifier(value):
+        raise ValueError("expected a lower-case SQL identifier (letters, digits, _; at most 63 characters)")
+    return value
+
+
+class StrictConfig(BaseModel):
+    """Every config file's model: unknown fields are errors, and a loaded config never changes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """Safe YAML without implicit timestamps: dates reach pydantic as text, so a bad one is named by field."""
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regex) for tag, regex in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _format_errors(path: Path, exc: ValidationError, kind: str) -> str:
+    lines = [f"{path}: invalid {kind} file"]
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(file)"
+        given = err.get("input")
+        shown = "" if isinstance(given, dict | list) else f" (got {given!r})"
+        lines.append(f"  - field '{field}': {err['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def load_config(path: Path, model: type[BaseModel], kind: str, name_field: str | None = "name") -> BaseModel:
+    """One YAML config file (a source, an exchange, an agency, an agreement) validated by ``model``; every error
+    names the file and the field. ``name_field`` must equal the file name."""
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of fields at the top level")
+    try:
+        config = model.model_validate({**data, "path": path})
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(path, exc, kind)) from None
+    if name_field and getattr(config, name_field) != path.stem:
+        raise ConfigError(f"{path}: field '{name_field}': {getattr(config, name_field)!r} must match the file name "
+                          f"{path.stem!r}")
+    return config
+
+
+def load_all(directory: Path, load) -> list:
+    """``load`` of every ``*.yml`` in ``directory`` (none if it does not exist); one ConfigError lists every
+    invalid file."""
+    found, problems = [], []
+    for path in sorted(directory.glob("*.yml")):
+        try:
+            found.append(load(path))
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return found
+
+
+def identifiers(values: list[str]) -> list[str]:
+    """A list field of identifiers (key columns, ...): each one checked."""
+    for value in values:
+        check_identifier(value)
+    return values
+
+
+def repeated(values: list[str]) -> list[str]:
+    """The values that appear more than once, sorted (a config names each table, view, ... once)."""
+    return sorted({v for v in values if values.count(v) > 1})
