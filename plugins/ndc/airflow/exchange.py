@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pendulum
-from airflow.sdk import DAG, CronDataIntervalTimetable, task
+from airflow.sdk import DAG, task
 
-from ndc.airflow.callbacks import contract_alert, dag_callbacks
-from ndc.airflow.factory import default_args
+from ndc.airflow.callbacks import contract_alert
+from ndc.airflow.factory import interval_dag_args
 from ndc.config.exchanges import ExchangeConfig, load_exchanges
 from ndc.warehouse.connections import env_name
 
@@ -70,14 +69,8 @@ def build_exchange_dag(config: ExchangeConfig) -> DAG:
     with DAG(
         dag_id=f"exchange_{config.name}",
         description=f"{config.provider_agency} -> {config.consumer_agency}: {config.contract} (direct exchange)",
-        schedule=CronDataIntervalTimetable(config.schedule, timezone="UTC"),
-        start_date=pendulum.datetime(config.start_date.year, config.start_date.month, config.start_date.day,
-                                     tz="UTC"),
-        catchup=True,
-        max_active_runs=1,
-        default_args=default_args(),
         tags=["exchange", config.name, "direct"],
-        **dag_callbacks(config.provider_agency, config.owner_contact),
+        **interval_dag_args(config.schedule, config.start_date, config.provider_agency, config.owner_contact),
         doc_md=_doc(config),
     ) as dag:
         _exchange_task(config)

@@ -10,7 +10,7 @@ Parsing touches no database and imports neither pandera nor polars: those load i
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -141,20 +141,22 @@ that) unless triggered with `{{"allow_mass_delete": true}}`. By hand: `ndc compa
     return dag
 
 
+def interval_dag_args(schedule: str, start: date, owner_agency: str, owner_contact: str | None) -> dict:
+    """What every interval-driven DAG (an extract, a direct exchange) is: a data-interval timetable, each run
+    covering [previous tick, this tick) (Airflow 3's plain cron schedule gives zero-width intervals, which would
+    move nothing), missed intervals caught up in order one at a time, and the owner's alert callbacks."""
+    return {"schedule": CronDataIntervalTimetable(schedule, timezone="UTC"),
+            "start_date": pendulum.datetime(start.year, start.month, start.day, tz="UTC"),
+            "catchup": True, "max_active_runs": 1, "default_args": default_args(),
+            **dag_callbacks(owner_agency, owner_contact)}
+
+
 def build_extract_dag(source: SourceConfig) -> DAG:
     with DAG(
         dag_id=f"extract_{source.name}",
         description=f"Extract {source.name} ({source.owner_agency}) into {source.landing_schema}",
-        # A data-interval timetable: each run covers [previous tick, this tick). (Airflow 3's plain cron
-        # schedule gives zero-width intervals, which would extract nothing.)
-        schedule=CronDataIntervalTimetable(source.schedule, timezone="UTC"),
-        start_date=pendulum.datetime(source.start_date.year, source.start_date.month, source.start_date.day,
-                                     tz="UTC"),
-        catchup=True,
-        max_active_runs=1,
-        default_args=default_args(),
         tags=["extract", source.name, source.connection_model],
-        **dag_callbacks(source.owner_agency, source.owner_contact),
+        **interval_dag_args(source.schedule, source.start_date, source.owner_agency, source.owner_contact),
         params={"full_refresh": Param(False, type="boolean",
                                       description="Extract everything up to the interval end, not just the interval"),
                 "accept_row_drop": Param(False, type="boolean",

@@ -11,17 +11,17 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from ndc.config.files import StrictConfig, check_identifier, identifiers, load_config, repeated
+from ndc.config import files
 from ndc.errors import ConfigError
 from ndc.settings import get_settings
 
 
-class AgencyUser(StrictConfig):
+class AgencyUser(files.StrictConfig):
     login: str = Field(description="LOGIN role of a person or a service of the agency")
     statement_timeout: str = "30s"
     connection_limit: int = Field(default=5, ge=1, le=100)
 
-    _login = field_validator("login")(check_identifier)
+    _login = field_validator("login")(files.check_identifier)
 
     @field_validator("statement_timeout")
     @classmethod
@@ -32,7 +32,7 @@ class AgencyUser(StrictConfig):
         return value
 
 
-class Agency(StrictConfig):
+class Agency(files.StrictConfig):
     name: str
     full_name: str
     kind: Literal["ministry", "sector", "province"]
@@ -40,7 +40,7 @@ class Agency(StrictConfig):
     users: list[AgencyUser] = Field(min_length=1)
     path: Path | None = Field(default=None, exclude=True)
 
-    _name = field_validator("name")(check_identifier)
+    _name = field_validator("name")(files.check_identifier)
 
     @property
     def group_role(self) -> str:
@@ -51,25 +51,25 @@ class Agency(StrictConfig):
         return f"agency_{self.name}"
 
 
-class ViewGrant(StrictConfig):
+class ViewGrant(files.StrictConfig):
     shared: str = Field(description="the shared view (shared.<name>)")
     columns: list[str] = Field(min_length=1, description="columns granted as they are")
     masked: dict[str, Literal["pseudonym", "partial"]] = Field(default_factory=dict)
     row_filter: dict[str, str | list[str]] = Field(default_factory=dict,
                                                   description="column: value, or column: [values]")
 
-    _shared = field_validator("shared")(check_identifier)
+    _shared = field_validator("shared")(files.check_identifier)
 
     @model_validator(mode="after")
     def _names(self) -> ViewGrant:
-        identifiers([*self.columns, *self.masked, *self.row_filter])
+        files.identifiers([*self.columns, *self.masked, *self.row_filter])
         both = sorted(set(self.columns) & set(self.masked))
         if both:
             raise ValueError(f"columns both granted and masked: {', '.join(both)}")
         return self
 
 
-class Agreement(StrictConfig):
+class Agreement(files.StrictConfig):
     id: str
     consumer: str
     purpose: str = Field(min_length=10, description="the legal purpose and basis")
@@ -80,15 +80,13 @@ class Agreement(StrictConfig):
     views: list[ViewGrant] = Field(min_length=1)
     path: Path | None = Field(default=None, exclude=True)
 
-    _ids = field_validator("id", "consumer")(check_identifier)
+    _ids = field_validator("id", "consumer")(files.check_identifier)
 
     @model_validator(mode="after")
     def _dates(self) -> Agreement:
         if self.expires <= self.start:
             raise ValueError("expires must be after start")
-        views = repeated([v.shared for v in self.views])
-        if views:
-            raise ValueError(f"a shared view may appear once per agreement; repeated: {', '.join(views)}")
+        files.refuse_repeated([v.shared for v in self.views], "a shared view may appear once per agreement")
         return self
 
     @property
@@ -101,36 +99,24 @@ IDENTIFIERS = {"citizen_id"}
 
 
 def _load(path: Path, model: type[BaseModel], name_field: str) -> BaseModel:
-    return load_config(path, model, model.__name__.lower(), name_field)
+    return files.load_config(path, model, model.__name__.lower(), name_field)
 
 
 def load_agencies(directory: Path | None = None) -> dict[str, Agency]:
-    found, problems = {}, []
-    for path in sorted((directory or agencies_dir()).glob("*.yml")):
-        try:
-            agency = _load(path, Agency, "name")
-        except ConfigError as exc:
-            problems.append(str(exc))
-            continue
-        found[agency.name] = agency
-    if problems:
-        raise ConfigError("\n".join(problems))
-    return found
+    """Every agency file; one ConfigError names every invalid one."""
+    return {a.name: a for a in files.load_all(directory or agencies_dir(), lambda path: _load(path, Agency, "name"))}
 
 
 def load_agreements(directory: Path | None = None, *, agencies: dict[str, Agency] | None = None,
                     shared: dict[str, list[str]] | None = None) -> dict[str, Agreement]:
-    """Every agreement file, validated alone and against the agencies and the shared views' columns."""
-    found, problems = {}, []
-    for path in sorted((directory or agreements_dir()).glob("*.yml")):
-        try:
-            agreement = _load(path, Agreement, "id")
-        except ConfigError as exc:
-            problems.append(str(exc))
-            continue
-        problems += [f"{path}: {p}" for p in check_agreement(agreement, path.stem, agencies, shared)]
-        found[agreement.id] = agreement
-    for pair in repeated([f"{a.consumer}|{v.shared}" for a in found.values() for v in a.views]):
+    """Every agreement file, validated alone and against the agencies and the shared views' columns; one
+    ConfigError names every problem of every file."""
+    problems: list[str] = []
+    found = {a.id: a for a in files.load_all(directory or agreements_dir(), lambda path: _load(path, Agreement, "id"),
+                                       problems)}
+    for agreement in found.values():
+        problems += [f"{agreement.path}: {p}" for p in check_agreement(agreement, agencies, shared)]
+    for pair in files.repeated([f"{a.consumer}|{v.shared}" for a in found.values() for v in a.views]):
         consumer, view = pair.split("|")
         problems.append(f"agency {consumer} has several agreements for shared.{view}: one per view and agency")
     if problems:
@@ -138,7 +124,7 @@ def load_agreements(directory: Path | None = None, *, agencies: dict[str, Agency
     return found
 
 
-def check_agreement(agreement: Agreement, stem: str, agencies: dict[str, Agency] | None,
+def check_agreement(agreement: Agreement, agencies: dict[str, Agency] | None,
                     shared: dict[str, list[str]] | None) -> list[str]:
     problems = []
     if agencies is not None and agreement.consumer not in agencies:

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ndc.config.files import CRON, StrictConfig, check_identifier, identifiers, load_all, load_config
+from ndc.config import files
 from ndc.errors import ConfigError
 from ndc.settings import get_settings
 
@@ -19,7 +19,7 @@ def exchanges_dir() -> Path:
     return get_settings().exchanges_dir
 
 
-class ProviderConfig(StrictConfig):
+class ProviderConfig(files.StrictConfig):
     conn_id: str = Field(description="Airflow connection id of the provider's database (AIRFLOW_CONN_<ID>)")
     engine: Literal["postgresql", "mysql"]
     schema_name: str = Field(default="public", alias="schema",
@@ -28,21 +28,21 @@ class ProviderConfig(StrictConfig):
     primary_key: list[str] = Field(min_length=1)
     incremental_column: str
 
-    _names = field_validator("conn_id", "schema_name", "table", "incremental_column")(check_identifier)
+    _names = field_validator("conn_id", "schema_name", "table", "incremental_column")(files.check_identifier)
 
-    _key = field_validator("primary_key")(identifiers)
+    _key = field_validator("primary_key")(files.identifiers)
 
 
-class ConsumerConfig(StrictConfig):
+class ConsumerConfig(files.StrictConfig):
     conn_id: str = Field(description="Airflow connection id of the consumer's PostgreSQL database")
     engine: Literal["postgresql"] = "postgresql"
     schema_name: str = Field(alias="schema")
     table: str
 
-    _names = field_validator("conn_id", "schema_name", "table")(check_identifier)
+    _names = field_validator("conn_id", "schema_name", "table")(files.check_identifier)
 
 
-class ExchangeConfig(StrictConfig):
+class ExchangeConfig(files.StrictConfig):
     name: str
     description: str
     provider_agency: str
@@ -58,21 +58,11 @@ class ExchangeConfig(StrictConfig):
     lookback: timedelta = timedelta(0)
     path: Path | None = Field(default=None, exclude=True)
 
-    _name = field_validator("name")(check_identifier)
+    _name = field_validator("name")(files.check_identifier)
 
-    @field_validator("schedule")
-    @classmethod
-    def _schedule(cls, value: str) -> str:
-        if not CRON.match(value.strip()):
-            raise ValueError("expected a cron expression ('0 2 * * *') or a preset such as '@daily'")
-        return value
+    _schedule = field_validator("schedule")(files.cron_schedule)
 
-    @field_validator("lookback")
-    @classmethod
-    def _lookback(cls, value: timedelta) -> timedelta:
-        if value < timedelta(0):
-            raise ValueError("expected a duration of zero or more (ISO 8601, e.g. PT2H)")
-        return value
+    _lookback = field_validator("lookback")(files.non_negative_duration)
 
     @model_validator(mode="after")
     def _incremental_not_in_key(self) -> ExchangeConfig:
@@ -90,12 +80,12 @@ class ExchangeConfig(StrictConfig):
 
 
 def load_exchange(path: Path) -> ExchangeConfig:
-    return load_config(path, ExchangeConfig, "exchange")
+    return files.load_config(path, ExchangeConfig, "exchange")
 
 
 def load_exchanges(directory: Path) -> list[ExchangeConfig]:
     """Every exchange file in ``directory`` (none if it does not exist); one ConfigError lists every bad file."""
-    return load_all(directory, load_exchange)
+    return files.load_all(directory, load_exchange)
 
 
 def find_exchange(name: str, directory: Path | None = None) -> ExchangeConfig:

@@ -4,6 +4,7 @@ agency, an agreement) and one YAML loader whose errors name the file and the fie
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import yaml
@@ -66,17 +67,17 @@ def load_config(path: Path, model: type[BaseModel], kind: str, name_field: str |
     return config
 
 
-def load_all(directory: Path, load) -> list:
-    """``load`` of every ``*.yml`` in ``directory`` (none if it does not exist); one ConfigError lists every
-    invalid file."""
-    found, problems = [], []
+def load_all(directory: Path, load, problems: list[str] | None = None) -> list:
+    """``load`` of every ``*.yml`` in ``directory`` (none if it does not exist). Every invalid file is named: in
+    one ConfigError, or appended to ``problems`` when the caller checks more before raising."""
+    found, collected = [], [] if problems is None else problems
     for path in sorted(directory.glob("*.yml")):
         try:
             found.append(load(path))
         except ConfigError as exc:
-            problems.append(str(exc))
-    if problems:
-        raise ConfigError("\n".join(problems))
+            collected.append(str(exc))
+    if problems is None and collected:
+        raise ConfigError("\n".join(collected))
     return found
 
 
@@ -90,3 +91,22 @@ def identifiers(values: list[str]) -> list[str]:
 def repeated(values: list[str]) -> list[str]:
     """The values that appear more than once, sorted (a config names each table, view, ... once)."""
     return sorted({v for v in values if values.count(v) > 1})
+
+
+def refuse_repeated(values: list[str], rule: str) -> None:
+    """Raise (a validation error naming the repeats) when a name appears more than once."""
+    duplicates = repeated(values)
+    if duplicates:
+        raise ValueError(f"{rule}; repeated: {', '.join(duplicates)}")
+
+
+def cron_schedule(value: str | None) -> str | None:
+    if value is not None and not CRON.match(value.strip()):
+        raise ValueError("expected a cron expression ('0 2 * * *') or a preset such as '@daily'")
+    return value
+
+
+def non_negative_duration(value: timedelta) -> timedelta:
+    if value < timedelta(0):
+        raise ValueError("expected a duration of zero or more (ISO 8601, e.g. PT2H)")
+    return value

@@ -50,7 +50,8 @@ from __future__ import annotations
 import pandera.polars as pa
 from pandera.typing.polars import Series
 
-from ndc.contracts.base import UTC_TIMESTAMP, NdcContract, format_matches, not_blank
+from ndc.contracts import checks
+from ndc.contracts.base import UTC_TIMESTAMP, NdcContract
 
 
 class Records(NdcContract):
@@ -64,10 +65,10 @@ class Records(NdcContract):
         name = "{name}.records"
         metadata = {{"version": "1.0.0"}}
 
-    # Checks shared by several contracts come from ndc.contracts.base; a check of this source only is a
+    # Checks shared by several contracts come from ndc.contracts.checks; a check of this source only is a
     # @pa.check (one column) or @pa.dataframe_check (whole rows) method returning a boolean column.
-    _record_id = format_matches("record_id", r"^R\\d{{8}}$")
-    _name = not_blank("name")
+    _record_id = checks.format_matches("record_id", r"^R\\d{{8}}$")
+    _name = checks.not_blank("name")
 
 
 CONTRACTS = (Records,)

@@ -12,18 +12,18 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ndc.config.files import CRON, StrictConfig, check_identifier, identifiers, load_all, load_config, repeated
+from ndc.config import files
 from ndc.errors import ConfigError
 
 
-class ConnectionConfig(StrictConfig):
+class ConnectionConfig(files.StrictConfig):
     conn_id: str = Field(description="Airflow connection id; its URL comes from AIRFLOW_CONN_<ID>")
     engine: Literal["postgresql", "mysql", "http", "files"]
 
-    _id = field_validator("conn_id")(check_identifier)
+    _id = field_validator("conn_id")(files.check_identifier)
 
 
-class RowCountDrop(StrictConfig):
+class RowCountDrop(files.StrictConfig):
     """Gate 1's whole-batch rule: block a load whose row count fell too far against the last comparable load."""
 
     max_share: float = Field(gt=0, lt=1, description="the largest allowed drop, e.g. 0.5 = half the last load")
@@ -31,7 +31,7 @@ class RowCountDrop(StrictConfig):
                                    description="only compare when the last load had at least this many rows")
 
 
-class TableConfig(StrictConfig):
+class TableConfig(files.StrictConfig):
     name: str = Field(description="landing table name")
     source_schema: str = "public"
     source_table: str
@@ -48,12 +48,12 @@ class TableConfig(StrictConfig):
         default=None, description="files engine: files of this table under the drop folder "
         "[default: <source_table>/**/*.csv and .parquet]")
 
-    _names = field_validator("name", "source_schema", "source_table", "incremental_column")(check_identifier)
+    _names = field_validator("name", "source_schema", "source_table", "incremental_column")(files.check_identifier)
 
     @field_validator("tombstone_column")
     @classmethod
     def _tombstone(cls, value: str | None) -> str | None:
-        return None if value is None else check_identifier(value)
+        return None if value is None else files.check_identifier(value)
 
     @field_validator("file_glob")
     @classmethod
@@ -62,10 +62,10 @@ class TableConfig(StrictConfig):
             raise ValueError("expected a pattern relative to the drop folder, without '..'")
         return value
 
-    _key = field_validator("primary_key")(identifiers)
+    _key = field_validator("primary_key")(files.identifiers)
 
 
-class SourceConfig(StrictConfig):
+class SourceConfig(files.StrictConfig):
     name: str
     description: str
     owner_agency: str
@@ -86,14 +86,9 @@ class SourceConfig(StrictConfig):
     tables: list[TableConfig] = Field(min_length=1)
     path: Path | None = Field(default=None, exclude=True)
 
-    _name = field_validator("name")(check_identifier)
+    _name = field_validator("name")(files.check_identifier)
 
-    @field_validator("schedule", "full_compare_schedule")
-    @classmethod
-    def _schedule(cls, value: str | None) -> str | None:
-        if value is not None and not CRON.match(value.strip()):
-            raise ValueError("expected a cron expression ('0 2 * * *') or a preset such as '@daily'")
-        return value
+    _schedules = field_validator("schedule", "full_compare_schedule")(files.cron_schedule)
 
     @field_validator("legacy_encoding")
     @classmethod
@@ -126,18 +121,11 @@ class SourceConfig(StrictConfig):
         """Whether a scheduled full compare looks for deleted rows (SQL sources can list their keys)."""
         return self.is_sql and self.full_compare_schedule is not None
 
-    @field_validator("lookback")
-    @classmethod
-    def _lookback(cls, value: timedelta) -> timedelta:
-        if value < timedelta(0):
-            raise ValueError("expected a duration of zero or more (ISO 8601, e.g. PT2H)")
-        return value
+    _lookback = field_validator("lookback")(files.non_negative_duration)
 
     @model_validator(mode="after")
     def _unique_tables(self) -> SourceConfig:
-        duplicates = repeated([t.name for t in self.tables])
-        if duplicates:
-            raise ValueError(f"table names must be unique; repeated: {', '.join(duplicates)}")
+        files.refuse_repeated([t.name for t in self.tables], "table names must be unique")
         return self
 
     @property
@@ -155,12 +143,12 @@ class SourceConfig(StrictConfig):
 
 
 def load_source(path: Path) -> SourceConfig:
-    return load_config(path, SourceConfig, "source")
+    return files.load_config(path, SourceConfig, "source")
 
 
 def load_sources(directory: Path) -> list[SourceConfig]:
     """Every source file in ``directory``; raises one ConfigError listing every invalid file."""
-    return load_all(directory, load_source)
+    return files.load_all(directory, load_source)
 
 
 def find_source(directory: Path, name: str) -> SourceConfig:

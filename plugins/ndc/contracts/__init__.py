@@ -26,7 +26,7 @@ from ndc.errors import ConfigError
 SHARED_PREFIX = "shared."
 _VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 # Modules of this package that hold no contracts.
-_NOT_CONTRACT_MODULES = frozenset({"base", "compat", "validation"})
+_NOT_CONTRACT_MODULES = frozenset({"base", "checks", "compat", "validation"})
 BUNDLE_MODULE_PREFIX = "ndc_bundle_contracts_"
 
 

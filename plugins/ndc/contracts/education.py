@@ -18,18 +18,8 @@ import polars as pl
 from pandera.polars import PolarsData
 from pandera.typing.polars import Series
 
-from ndc.contracts.base import (
-    SEXES,
-    UTC_TIMESTAMP,
-    NdcContract,
-    allowed,
-    date_in_range,
-    format_matches,
-    matches,
-    not_blank,
-    pin_format,
-    province_code_valid,
-)
+from ndc.contracts import checks
+from ndc.contracts.base import SEXES, UTC_TIMESTAMP, NdcContract
 
 EARLIEST_BIRTH = date(1990, 1, 1)
 STUDENT_ID_PATTERN = r"^HS\d{10}$"
@@ -57,12 +47,12 @@ class Students(NdcContract):
         name = "education.students"
         metadata = {"version": "1.1.0"}
 
-    _student_id = format_matches("student_id", STUDENT_ID_PATTERN)
-    _pin = pin_format("pin", nulls_pass=True)
-    _full_name = not_blank("full_name")
-    _sex = allowed("sex", SEXES)
-    _birth_date = date_in_range("birth_date", EARLIEST_BIRTH, until="exported_at")
-    _province = province_code_valid(on="exported_at")
+    _student_id = checks.format_matches("student_id", STUDENT_ID_PATTERN)
+    _pin = checks.pin_format("pin", nulls_pass=True)
+    _full_name = checks.not_blank("full_name")
+    _sex = checks.allowed("sex", SEXES)
+    _birth_date = checks.date_in_range("birth_date", EARLIEST_BIRTH, until="exported_at")
+    _province = checks.province_code_valid(on="exported_at")
 
 
 class Schools(NdcContract):
@@ -79,16 +69,16 @@ class Schools(NdcContract):
         name = "education.schools"
         metadata = {"version": "1.1.0"}
 
-    _school_id = format_matches("school_id", SCHOOL_ID_PATTERN)
-    _name = not_blank("name")
-    _level = allowed("level", LEVEL_PREFIXES)
-    _province = province_code_valid(on="exported_at")
+    _school_id = checks.format_matches("school_id", SCHOOL_ID_PATTERN)
+    _name = checks.not_blank("name")
+    _level = checks.allowed("level", LEVEL_PREFIXES)
+    _province = checks.province_code_valid(on="exported_at")
 
     @pa.dataframe_check(name="level_matches_school_id")
     def _level_prefix(cls, data: PolarsData) -> pl.LazyFrame:
         """The id's prefix names the level; rows whose id or level is itself invalid fail their own check."""
         prefix = pl.col("level").replace_strict(LEVEL_PREFIXES, default=None)
-        applicable = matches(pl.col("school_id"), SCHOOL_ID_PATTERN) & prefix.is_not_null()
+        applicable = checks.matches(pl.col("school_id"), SCHOOL_ID_PATTERN) & prefix.is_not_null()
         agrees = _school_prefix(pl.col("school_id")) == prefix
         return data.lazyframe.select((~applicable | agrees).fill_null(False))
 
@@ -107,15 +97,15 @@ class Enrolments(NdcContract):
         name = "education.enrolments"
         metadata = {"version": "1.1.0"}
 
-    _student_id = format_matches("student_id", STUDENT_ID_PATTERN)
-    _school_id = format_matches("school_id", SCHOOL_ID_PATTERN)
+    _student_id = checks.format_matches("student_id", STUDENT_ID_PATTERN)
+    _school_id = checks.format_matches("school_id", SCHOOL_ID_PATTERN)
 
     @pa.check("school_year", name="school_year_format")
     def _school_year(cls, data: PolarsData) -> pl.LazyFrame:
         column = pl.col(data.key)
         first = column.str.slice(0, 4).cast(pl.Int32, strict=False)
         second = column.str.slice(5, 4).cast(pl.Int32, strict=False)
-        valid = matches(column, r"^\d{4}-\d{4}$") & (second == first + 1) & first.is_between(2000, 2099)
+        valid = checks.matches(column, r"^\d{4}-\d{4}$") & (second == first + 1) & first.is_between(2000, 2099)
         return data.lazyframe.select(valid.fill_null(False))
 
     @pa.check("grade", name="grade_range")
@@ -129,7 +119,7 @@ class Enrolments(NdcContract):
         low = prefix.replace_strict({p: g[0] for p, g in GRADES_OF_PREFIX.items()}, default=None)
         high = prefix.replace_strict({p: g[1] for p, g in GRADES_OF_PREFIX.items()}, default=None)
         grade = pl.col("grade")
-        applicable = matches(pl.col("school_id"), SCHOOL_ID_PATTERN) & grade.is_between(0, 12).fill_null(False)
+        applicable = checks.matches(pl.col("school_id"), SCHOOL_ID_PATTERN) & grade.is_between(0, 12).fill_null(False)
         return data.lazyframe.select((~applicable | grade.is_between(low, high)).fill_null(False))
 
 

@@ -13,24 +13,15 @@ import pandera.polars as pa
 import polars as pl
 from pandera.typing.polars import Series
 
-from ndc.contracts.base import (
-    UTC_TIMESTAMP,
-    NdcContract,
-    allowed,
-    column_check,
-    date_in_range,
-    not_blank,
-    pin_format,
-    province_code_valid,
-    tax_code_is_valid,
-)
+from ndc.contracts import checks
+from ndc.contracts.base import UTC_TIMESTAMP, NdcContract
 
 EARLIEST_REGISTRATION = date(1990, 1, 1)
 LEGAL_FORMS = ("tnhh", "co_phan", "tu_nhan", "hop_danh")
 STATUSES = ("active", "suspended", "dissolved")
 ROLES = ("giam_doc", "tong_giam_doc", "chu_tich")
 # The enterprise code is the enterprise's tax code.
-enterprise_code_is_valid = tax_code_is_valid
+enterprise_code_is_valid = checks.tax_code_is_valid
 
 
 def branch_code_is_valid(code: pl.Expr) -> pl.Expr:
@@ -40,7 +31,7 @@ def branch_code_is_valid(code: pl.Expr) -> pl.Expr:
 
 def enterprise_code_format(column: str = "enterprise_code") -> classmethod:
     """Check ``enterprise_code_format``: a valid enterprise code; a null fails."""
-    return column_check(column, "enterprise_code_format", enterprise_code_is_valid)
+    return checks.column_check(column, "enterprise_code_format", enterprise_code_is_valid)
 
 
 class Enterprises(NdcContract):
@@ -60,11 +51,11 @@ class Enterprises(NdcContract):
         metadata = {"version": "1.1.0"}
 
     _code = enterprise_code_format()
-    _name = not_blank("name")
-    _legal_form = allowed("legal_form", LEGAL_FORMS)
-    _status = allowed("status", STATUSES)
-    _registered_on = date_in_range("registered_on", EARLIEST_REGISTRATION, until="updated_at")
-    _province = province_code_valid(on="updated_at")
+    _name = checks.not_blank("name")
+    _legal_form = checks.allowed("legal_form", LEGAL_FORMS)
+    _status = checks.allowed("status", STATUSES)
+    _registered_on = checks.date_in_range("registered_on", EARLIEST_REGISTRATION, until="updated_at")
+    _province = checks.province_code_valid(on="updated_at")
 
 
 class Branches(NdcContract):
@@ -83,11 +74,11 @@ class Branches(NdcContract):
         name = "enterprise.branches"
         metadata = {"version": "1.1.0"}
 
-    _branch_code = column_check("branch_code", "branch_code_format", branch_code_is_valid)
+    _branch_code = checks.column_check("branch_code", "branch_code_format", branch_code_is_valid)
     _code = enterprise_code_format()
-    _name = not_blank("name")
-    _opened_on = date_in_range("opened_on", EARLIEST_REGISTRATION, until="updated_at")
-    _province = province_code_valid(on="updated_at")
+    _name = checks.not_blank("name")
+    _opened_on = checks.date_in_range("opened_on", EARLIEST_REGISTRATION, until="updated_at")
+    _province = checks.province_code_valid(on="updated_at")
 
 
 class LegalRepresentatives(NdcContract):
@@ -106,10 +97,10 @@ class LegalRepresentatives(NdcContract):
         metadata = {"version": "1.1.0"}
 
     _code = enterprise_code_format()
-    _pin = pin_format("pin")
-    _full_name = not_blank("full_name")
-    _role = allowed("role", ROLES)
-    _appointed_on = date_in_range("appointed_on", EARLIEST_REGISTRATION, until="updated_at")
+    _pin = checks.pin_format("pin")
+    _full_name = checks.not_blank("full_name")
+    _role = checks.allowed("role", ROLES)
+    _appointed_on = checks.date_in_range("appointed_on", EARLIEST_REGISTRATION, until="updated_at")
 
 
 class StatusHistory(NdcContract):
@@ -126,8 +117,8 @@ class StatusHistory(NdcContract):
         metadata = {"version": "1.1.0"}
 
     _code = enterprise_code_format()
-    _status = allowed("status", STATUSES)
-    _effective_on = date_in_range("effective_on", EARLIEST_REGISTRATION, until="updated_at")
+    _status = checks.allowed("status", STATUSES)
+    _effective_on = checks.date_in_range("effective_on", EARLIEST_REGISTRATION, until="updated_at")
 
 
 __all__ = ["Branches", "Enterprises", "LegalRepresentatives", "StatusHistory"]

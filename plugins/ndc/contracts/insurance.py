@@ -15,22 +15,8 @@ import polars as pl
 from pandera.polars import PolarsData
 from pandera.typing.polars import Series
 
-from ndc.contracts.base import (
-    SEXES,
-    UTC_TIMESTAMP,
-    NdcContract,
-    allowed,
-    column_check,
-    date_between,
-    date_in_range,
-    format_matches,
-    not_blank,
-    pin_format,
-    pin_matches_birth,
-    positive,
-    province_code_valid,
-    vietnam_date,
-)
+from ndc.contracts import checks
+from ndc.contracts.base import SEXES, UTC_TIMESTAMP, NdcContract
 from ndc.reference import old_codes
 
 EARLIEST_BIRTH = date(1900, 1, 1)
@@ -47,7 +33,7 @@ def insurance_code_is_well_formed(code: pl.Expr) -> pl.Expr:
 
 def insurance_code_format() -> classmethod:
     """Check ``insurance_code_format`` (:func:`insurance_code_is_well_formed`); a null fails."""
-    return column_check("insurance_code", "insurance_code_format", insurance_code_is_well_formed)
+    return checks.column_check("insurance_code", "insurance_code_format", insurance_code_is_well_formed)
 
 
 class InsuredPeople(NdcContract):
@@ -67,23 +53,23 @@ class InsuredPeople(NdcContract):
         metadata = {"version": "1.1.0"}
 
     _insurance_code = insurance_code_format()
-    _pin_format = pin_format("pin", nulls_pass=True)
-    _full_name = not_blank("full_name")
-    _sex = allowed("sex", SEXES)
-    _employer_code = format_matches("employer_code", EMPLOYER_CODE_PATTERN, nulls_pass=True)
-    _birth_date = date_in_range("birth_date", EARLIEST_BIRTH, until="updated_at")
-    _province = province_code_valid(on="updated_at")
+    _pin_format = checks.pin_format("pin", nulls_pass=True)
+    _full_name = checks.not_blank("full_name")
+    _sex = checks.allowed("sex", SEXES)
+    _employer_code = checks.format_matches("employer_code", EMPLOYER_CODE_PATTERN, nulls_pass=True)
+    _birth_date = checks.date_in_range("birth_date", EARLIEST_BIRTH, until="updated_at")
+    _province = checks.province_code_valid(on="updated_at")
 
     @pa.dataframe_check(name="pin_required_from_2025_08")
     def _pin_required(cls, data: PolarsData) -> pl.LazyFrame:
         return data.lazyframe.select(
-            (pl.col("pin").is_not_null() | (vietnam_date("updated_at") < pl.lit(PIN_REQUIRED_FROM))).alias("ok"))
+            (pl.col("pin").is_not_null() | (checks.vietnam_date("updated_at") < pl.lit(PIN_REQUIRED_FROM))).alias("ok"))
 
     @pa.dataframe_check(name="pin_birth_consistency")
     def _pin_birth(cls, data: PolarsData) -> pl.LazyFrame:
         """The PIN agrees with birth date and sex; rows whose birth date is out of range are left to that check."""
-        in_range = date_between(pl.col("birth_date"), EARLIEST_BIRTH, vietnam_date("updated_at"))
-        agrees = pin_matches_birth(pl.col("pin"), pl.col("birth_date"), pl.col("sex"))
+        in_range = checks.date_between(pl.col("birth_date"), EARLIEST_BIRTH, checks.vietnam_date("updated_at"))
+        agrees = checks.pin_matches_birth(pl.col("pin"), pl.col("birth_date"), pl.col("sex"))
         return data.lazyframe.select((~in_range | agrees).alias("ok"))
 
 
@@ -99,9 +85,9 @@ class Employers(NdcContract):
         name = "insurance.employers"
         metadata = {"version": "1.1.0"}
 
-    _employer_code = format_matches("employer_code", EMPLOYER_CODE_PATTERN)
-    _name = not_blank("name")
-    _province = province_code_valid(on="updated_at")
+    _employer_code = checks.format_matches("employer_code", EMPLOYER_CODE_PATTERN)
+    _name = checks.not_blank("name")
+    _province = checks.province_code_valid(on="updated_at")
 
 
 class Contributions(NdcContract):
@@ -120,15 +106,15 @@ class Contributions(NdcContract):
         metadata = {"version": "1.1.0"}
 
     _insurance_code = insurance_code_format()
-    _employer_code = format_matches("employer_code", EMPLOYER_CODE_PATTERN, nulls_pass=True)
-    _amount = positive("amount")
+    _employer_code = checks.format_matches("employer_code", EMPLOYER_CODE_PATTERN, nulls_pass=True)
+    _amount = checks.positive("amount")
 
     @pa.dataframe_check(name="contribution_month_range")
     def _month(cls, data: PolarsData) -> pl.LazyFrame:
         month = pl.col("contribution_month")
         first_day = (month.dt.day() == 1).fill_null(False)
         return data.lazyframe.select(
-            (first_day & date_between(month, EARLIEST_MONTH, vietnam_date("updated_at"))).alias("ok"))
+            (first_day & checks.date_between(month, EARLIEST_MONTH, checks.vietnam_date("updated_at"))).alias("ok"))
 
     @pa.dataframe_check(name="deleted_at_not_after_update")
     def _deleted_at(cls, data: PolarsData) -> pl.LazyFrame:

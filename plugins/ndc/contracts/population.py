@@ -13,20 +13,8 @@ import polars as pl
 from pandera.polars import PolarsData
 from pandera.typing.polars import Series
 
-from ndc.contracts.base import (
-    SEXES,
-    UTC_TIMESTAMP,
-    NdcContract,
-    allowed,
-    date_in_range,
-    format_matches,
-    not_blank,
-    pin_birth_consistency,
-    pin_format,
-    province_code_valid,
-    province_valid_on,
-    vietnam_date,
-)
+from ndc.contracts import checks
+from ndc.contracts.base import SEXES, UTC_TIMESTAMP, NdcContract
 
 EARLIEST_BIRTH = date(1900, 1, 1)
 EARLIEST_MOVE = date(1990, 1, 1)
@@ -52,18 +40,18 @@ class Citizens(NdcContract):
         name = "population.citizens"
         metadata = {"version": "1.1.0"}
 
-    _pin_format = pin_format("pin")
-    _cmnd_format = format_matches("cmnd", r"^\d{9}$", nulls_pass=True)
-    _full_name = not_blank("full_name")
-    _sex = allowed("sex", SEXES)
-    _birth_date = date_in_range("birth_date", EARLIEST_BIRTH, until="updated_at")
-    _pin_birth = pin_birth_consistency("pin")
-    _province = province_code_valid(on="updated_at")
+    _pin_format = checks.pin_format("pin")
+    _cmnd_format = checks.format_matches("cmnd", r"^\d{9}$", nulls_pass=True)
+    _full_name = checks.not_blank("full_name")
+    _sex = checks.allowed("sex", SEXES)
+    _birth_date = checks.date_in_range("birth_date", EARLIEST_BIRTH, until="updated_at")
+    _pin_birth = checks.pin_birth_consistency("pin")
+    _province = checks.province_code_valid(on="updated_at")
 
     @pa.dataframe_check(name="death_after_birth")
     def _death_date(cls, data: PolarsData) -> pl.LazyFrame:
         death = pl.col("death_date")
-        valid = (death >= pl.col("birth_date")) & (death <= vietnam_date("updated_at"))
+        valid = (death >= pl.col("birth_date")) & (death <= checks.vietnam_date("updated_at"))
         return data.lazyframe.select((death.is_null() | valid.fill_null(True)).alias("ok"))
 
 
@@ -81,9 +69,9 @@ class Households(NdcContract):
         name = "population.households"
         metadata = {"version": "1.1.0"}
 
-    _household_id = format_matches("household_id", r"^HK\d{10}$")
-    _head_pin = pin_format("head_pin")
-    _province = province_code_valid(on="updated_at")
+    _household_id = checks.format_matches("household_id", r"^HK\d{10}$")
+    _head_pin = checks.pin_format("head_pin")
+    _province = checks.province_code_valid(on="updated_at")
 
 
 class ResidenceChanges(NdcContract):
@@ -100,13 +88,13 @@ class ResidenceChanges(NdcContract):
         name = "population.residence_changes"
         metadata = {"version": "1.1.0"}
 
-    _pin = pin_format("pin")
-    _moved_on = date_in_range("moved_on", EARLIEST_MOVE, until="updated_at")
+    _pin = checks.pin_format("pin")
+    _moved_on = checks.date_in_range("moved_on", EARLIEST_MOVE, until="updated_at")
 
     @pa.dataframe_check(name="province_code_valid")
     def _provinces(cls, data: PolarsData) -> pl.LazyFrame:
         on = pl.col("moved_on")
-        valid = province_valid_on(pl.col("from_province_code"), on) & province_valid_on(
+        valid = checks.province_valid_on(pl.col("from_province_code"), on) & checks.province_valid_on(
             pl.col("to_province_code"), on)
         return data.lazyframe.select(pl.col("moved_on").is_null() | valid)
 

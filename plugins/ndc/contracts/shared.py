@@ -22,17 +22,8 @@ import polars as pl
 from pandera.polars import PolarsData
 from pandera.typing.polars import Series
 
-from ndc.contracts.base import (
-    SEXES,
-    UTC_TIMESTAMP,
-    allowed,
-    column_check,
-    is_one_of,
-    not_blank,
-    pin_birth_consistency,
-    pin_format,
-    row_check,
-)
+from ndc.contracts import checks
+from ndc.contracts.base import SEXES, UTC_TIMESTAMP
 from ndc.contracts.enterprise import LEGAL_FORMS, STATUSES, enterprise_code_format
 from ndc.reference import current_code_of, new_codes, old_codes
 
@@ -57,14 +48,14 @@ class SharedContract(pa.DataFrameModel):
 
 def historic_province_code_valid() -> classmethod:
     """Check ``historic_province_code_valid``: one of the 63 codes in force until 2025-06-30."""
-    return column_check("historic_province_code", "historic_province_code_valid",
-                        lambda code: is_one_of(code, old_codes()), nulls_pass=True)
+    return checks.column_check("historic_province_code", "historic_province_code_valid",
+                        lambda code: checks.is_one_of(code, old_codes()), nulls_pass=True)
 
 
 def current_province_code_valid() -> classmethod:
     """Check ``current_province_code_valid``: one of the 34 codes in force from 2025-07-01."""
-    return column_check("current_province_code", "current_province_code_valid",
-                        lambda code: is_one_of(code, new_codes()), nulls_pass=True)
+    return checks.column_check("current_province_code", "current_province_code_valid",
+                        lambda code: checks.is_one_of(code, new_codes()), nulls_pass=True)
 
 
 def current_province_matches_historic() -> classmethod:
@@ -76,12 +67,12 @@ def current_province_matches_historic() -> classmethod:
                                                                  return_dtype=pl.String)
         return (mapped == pl.col("current_province_code")).fill_null(False)
 
-    return row_check("current_province_matches_historic", agree)
+    return checks.row_check("current_province_matches_historic", agree)
 
 
 def counts_not_negative(*columns: str) -> classmethod:
     """Check ``counts_not_negative``: none of ``columns`` is below zero."""
-    return row_check("counts_not_negative",
+    return checks.row_check("counts_not_negative",
                      lambda: pl.all_horizontal((pl.col(c).is_null() | (pl.col(c) >= 0)) for c in columns))
 
 
@@ -94,7 +85,7 @@ def dataset_is_landing_table() -> classmethod:
         landing = sorted({c.name for c in all_contracts() if c.kind == "landing"})
         return pl.concat_str(pl.col("source_name"), pl.lit("."), pl.col("dataset")).is_in(landing).fill_null(False)
 
-    return row_check("dataset_is_landing_table", landing_table)
+    return checks.row_check("dataset_is_landing_table", landing_table)
 
 
 class Citizens(SharedContract):
@@ -126,13 +117,13 @@ class Citizens(SharedContract):
         name = "shared.citizens"
         metadata = {"version": "1.0.0", "primary_key": ["citizen_id"], "dbt_model": "citizens"}
 
-    _citizen_id = pin_format("citizen_id", name="citizen_id_format")
-    _sex = allowed("sex", SEXES, nulls_pass=True)
+    _citizen_id = checks.pin_format("citizen_id", name="citizen_id_format")
+    _sex = checks.allowed("sex", SEXES, nulls_pass=True)
     _historic = historic_province_code_valid()
     _current = current_province_code_valid()
-    _grade = column_check("highest_enrolled_grade", "grade_range", lambda grade: grade.is_between(0, 12),
+    _grade = checks.column_check("highest_enrolled_grade", "grade_range", lambda grade: grade.is_between(0, 12),
                           nulls_pass=True)
-    _pin_birth = pin_birth_consistency("citizen_id")
+    _pin_birth = checks.pin_birth_consistency("citizen_id")
     _provinces_agree = current_province_matches_historic()
     _counts = counts_not_negative("tax_filings", "contributing_months")
 
@@ -180,9 +171,9 @@ class Enterprises(SharedContract):
         metadata = {"version": "1.0.0", "primary_key": ["enterprise_code"], "dbt_model": "enterprises"}
 
     _code = enterprise_code_format()
-    _name = not_blank("enterprise_name")
-    _legal_form = allowed("legal_form", LEGAL_FORMS, nulls_pass=True)
-    _status = allowed("status", STATUSES, nulls_pass=True)
+    _name = checks.not_blank("enterprise_name")
+    _legal_form = checks.allowed("legal_form", LEGAL_FORMS, nulls_pass=True)
+    _status = checks.allowed("status", STATUSES, nulls_pass=True)
     _historic = historic_province_code_valid()
     _current = current_province_code_valid()
     _provinces_agree = current_province_matches_historic()
@@ -247,8 +238,8 @@ class IdentityExceptions(SharedContract):
                     "primary_key": ["source_name", "dataset", "record_key", "exception_reason"],
                     "dbt_model": "identity_exceptions"}
 
-    _record_key = not_blank("record_key")
-    _kind = allowed("exception_kind", EXCEPTION_KINDS, nulls_pass=True)
+    _record_key = checks.not_blank("record_key")
+    _kind = checks.allowed("exception_kind", EXCEPTION_KINDS, nulls_pass=True)
     _dataset = dataset_is_landing_table()
 
     @pa.dataframe_check(name="exception_reason_allowed")

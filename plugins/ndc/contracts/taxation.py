@@ -14,21 +14,8 @@ import polars as pl
 from pandera.polars import PolarsData
 from pandera.typing.polars import Series
 
-from ndc.contracts.base import (
-    UTC_TIMESTAMP,
-    NdcContract,
-    allowed,
-    column_check,
-    date_in_range,
-    format_matches,
-    not_blank,
-    pin_format,
-    pin_is_well_formed,
-    positive,
-    province_code_valid,
-    tax_code_is_valid,
-    vietnam_date,
-)
+from ndc.contracts import checks
+from ndc.contracts.base import UTC_TIMESTAMP, NdcContract
 from ndc.reference import REORGANISATION_DATE
 
 TAXPAYER_KINDS = ("individual", "enterprise")
@@ -42,12 +29,13 @@ EARLIEST_ACTIVITY = date(1990, 1, 1)
 def taxpayer_id_is_valid(taxpayer_id: pl.Expr, kind: pl.Expr | None = None) -> pl.Expr:
     """A valid tax code, or (for anyone but an enterprise) a well-formed 12-digit PIN."""
     not_enterprise = pl.lit(True) if kind is None else kind.fill_null("") != "enterprise"
-    return (tax_code_is_valid(taxpayer_id) | (pin_is_well_formed(taxpayer_id) & not_enterprise)).fill_null(False)
+    valid = checks.tax_code_is_valid(taxpayer_id) | (checks.pin_is_well_formed(taxpayer_id) & not_enterprise)
+    return valid.fill_null(False)
 
 
 def taxpayer_id_format() -> classmethod:
     """Check ``taxpayer_id_format`` of a table without the taxpayer's kind: a tax code or a PIN."""
-    return column_check("taxpayer_id", "taxpayer_id_format", taxpayer_id_is_valid)
+    return checks.column_check("taxpayer_id", "taxpayer_id_format", taxpayer_id_is_valid)
 
 
 class Taxpayers(NdcContract):
@@ -67,13 +55,14 @@ class Taxpayers(NdcContract):
         name = "taxation.taxpayers"
         metadata = {"version": "1.1.0"}
 
-    _kind = allowed("taxpayer_kind", TAXPAYER_KINDS)
-    _pin = pin_format("pin", nulls_pass=True)
-    _legacy = column_check("legacy_tax_code", "legacy_tax_code_format", tax_code_is_valid, nulls_pass=True)
-    _full_name = not_blank("full_name")
-    _birth_date = date_in_range("birth_date", EARLIEST_BIRTH, until="updated_at", nulls_pass=True)
-    _registered_on = date_in_range("registered_on", EARLIEST_REGISTRATION, until="updated_at")
-    _province = province_code_valid(on="updated_at")
+    _kind = checks.allowed("taxpayer_kind", TAXPAYER_KINDS)
+    _pin = checks.pin_format("pin", nulls_pass=True)
+    _legacy = checks.column_check("legacy_tax_code", "legacy_tax_code_format", checks.tax_code_is_valid,
+                                  nulls_pass=True)
+    _full_name = checks.not_blank("full_name")
+    _birth_date = checks.date_in_range("birth_date", EARLIEST_BIRTH, until="updated_at", nulls_pass=True)
+    _registered_on = checks.date_in_range("registered_on", EARLIEST_REGISTRATION, until="updated_at")
+    _province = checks.province_code_valid(on="updated_at")
 
     @pa.dataframe_check(name="taxpayer_id_format")
     def _taxpayer_id(cls, data: PolarsData) -> pl.LazyFrame:
@@ -85,7 +74,7 @@ class Taxpayers(NdcContract):
         taxpayer_id = pl.col("taxpayer_id")
         applicable = (pl.col("taxpayer_kind") == "individual").fill_null(False) & taxpayer_id_is_valid(taxpayer_id)
         pin_form = taxpayer_id.str.len_chars() == 12
-        after = vietnam_date("updated_at") >= pl.lit(REORGANISATION_DATE)
+        after = checks.vietnam_date("updated_at") >= pl.lit(REORGANISATION_DATE)
         return data.lazyframe.select((~applicable | (pin_form == after)).fill_null(True).alias("ok"))
 
 
@@ -105,10 +94,10 @@ class Filings(NdcContract):
         metadata = {"version": "1.1.0"}
 
     _taxpayer_id = taxpayer_id_format()
-    _tax_period = format_matches("tax_period", TAX_PERIOD_PATTERN)
-    _form_code = allowed("form_code", FORM_CODES)
-    _filed_on = date_in_range("filed_on", EARLIEST_ACTIVITY, until="updated_at")
-    _declared_amount = column_check("declared_amount", "declared_amount_non_negative",
+    _tax_period = checks.format_matches("tax_period", TAX_PERIOD_PATTERN)
+    _form_code = checks.allowed("form_code", FORM_CODES)
+    _filed_on = checks.date_in_range("filed_on", EARLIEST_ACTIVITY, until="updated_at")
+    _declared_amount = checks.column_check("declared_amount", "declared_amount_non_negative",
                                     lambda c: (c >= 0).fill_null(False))
 
 
@@ -126,11 +115,11 @@ class Payments(NdcContract):
         metadata = {"version": "1.1.0"}
 
     _taxpayer_id = taxpayer_id_format()
-    _paid_on = date_in_range("paid_on", EARLIEST_ACTIVITY, until="updated_at")
-    _amount = positive("amount")
+    _paid_on = checks.date_in_range("paid_on", EARLIEST_ACTIVITY, until="updated_at")
+    _amount = checks.positive("amount")
 
 
-__all__ = ["Filings", "Payments", "Taxpayers", "tax_code_is_valid", "taxpayer_id_is_valid"]
+__all__ = ["Filings", "Payments", "Taxpayers", "taxpayer_id_is_valid"]
 
 
 CONTRACTS = (Taxpayers, Filings, Payments)

@@ -57,33 +57,8 @@ import polars as pl
 
 from ndc.errors import NdcError
 from ndc.reference import REORGANISATION_DATE, current_code_of, new_codes, old_codes
-from ndc_lab.simulate.common import (
-    SimulatedSource,
-    SourceGenerator,
-    SourceSpec,
-    blank_text,
-    code_in_force,
-    decomposes,
-    nfd,
-    population_citizens,
-    room_for_older_version,
-    set_rows,
-    vietnam_day,
-)
-from ndc_lab.simulate.manifest import (
-    BLANK_FULL_NAME,
-    BLANK_NAME,
-    DUPLICATE,
-    FUTURE_BIRTH,
-    NFD,
-    PIN_FORMAT,
-    PROVINCE,
-    Defect,
-    empty_manifest,
-    manifest_rows,
-    picked_manifest,
-    quarantined_rows,
-)
+from ndc_lab.simulate import common
+from ndc_lab.simulate import manifest as defects
 
 TABLES = ("schools", "students", "enrolments")
 EXPORTED_FROM = datetime(2024, 7, 1, tzinfo=UTC)
@@ -103,11 +78,11 @@ IMPOSSIBLE_DAYS = ("02-30", "02-31", "04-31", "06-31", "09-31", "11-31")
 FORMAT_WEIGHTS = {"parquet": 0.4, "utf-8": 0.35, "utf-8-sig": 0.15, "cp1258": 0.1}
 CSV_TIMESTAMP = "%Y-%m-%dT%H:%M:%SZ"
 
-IMPOSSIBLE_DATE = Defect("impossible_date", "quarantined", "value_type(birth_date)")
-LEGACY = Defect("legacy_encoding", "repaired", None)
-GRADE = Defect("grade_out_of_range", "quarantined", "grade_range")
-ORPHAN_STUDENT = Defect("orphan_student", "exception", None)
-ORPHAN_SCHOOL = Defect("orphan_school", "exception", None)
+IMPOSSIBLE_DATE = defects.Defect("impossible_date", "quarantined", "value_type(birth_date)")
+LEGACY = defects.Defect("legacy_encoding", "repaired", None)
+GRADE = defects.Defect("grade_out_of_range", "quarantined", "grade_range")
+ORPHAN_STUDENT = defects.Defect("orphan_student", "exception", None)
+ORPHAN_SCHOOL = defects.Defect("orphan_school", "exception", None)
 
 STUDENT_COLUMNS = ["student_id", "pin", "full_name", "birth_date", "sex", "province_code", "exported_at"]
 SCHOOL_COLUMNS = ["school_id", "name", "level", "province_code", "ward", "exported_at"]
@@ -119,12 +94,12 @@ FILE_COLUMNS = ["_file", "_encoding"]  # where a row is dropped: path under the 
 
 def _code_on_export() -> pl.Expr:
     """The code in force on the Việt Nam date of ``exported_at`` for the province whose old code is ``_old``."""
-    return code_in_force(pl.col("_old"), vietnam_day(pl.col("exported_at")))
+    return common.code_in_force(pl.col("_old"), common.vietnam_day(pl.col("exported_at")))
 
 
 def export_school_year(stamp: pl.Expr) -> pl.Expr:
     """The school year (July to June, Việt Nam time) in which a record was exported."""
-    day = vietnam_day(stamp)
+    day = common.vietnam_day(stamp)
     first = day.dt.year() - (day.dt.month() < 7).cast(pl.Int32)
     return pl.concat_str(first.cast(pl.String), pl.lit("-"), (first + 1).cast(pl.String))
 
@@ -205,8 +180,8 @@ def _legacy_rows(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
 
 # --- generation ---------------------------------------------------------------------------------------------
 
-class _Generator(SourceGenerator):
-    def __init__(self, spec: SourceSpec) -> None:
+class _Generator(common.SourceGenerator):
+    def __init__(self, spec: common.SourceSpec) -> None:
         super().__init__(spec, seed_offset=5_003)
         faker = self.faker()
         self.communes = sorted({faker.commune_name() for _ in range(400)})
@@ -214,7 +189,7 @@ class _Generator(SourceGenerator):
 
     def bad_province(self, n: int) -> pl.Expr:
         """An unknown code before the reorganisation, a retired one after (by the row's exported_at)."""
-        return self.misplaced_province(vietnam_day(pl.col("exported_at")), n, unknown_first=True)
+        return self.misplaced_province(common.vietnam_day(pl.col("exported_at")), n, unknown_first=True)
 
     def student_ids(self, n: int, taken: pl.Series | None = None) -> pl.Series:
         """``n`` distinct ``HS`` + 10-digit ids, none of them in ``taken``."""
@@ -250,7 +225,7 @@ def _present(frame: pl.DataFrame) -> list[tuple[str, str]]:
     return list(frame.select("_year", "_file_code").unique().sort("_year", "_file_code").iter_rows())
 
 
-def _student_picks(gen: _Generator, frame: pl.DataFrame) -> dict[Defect, list[int]]:
+def _student_picks(gen: _Generator, frame: pl.DataFrame) -> dict[defects.Defect, list[int]]:
     k = gen.spec.defect_count(frame.height)
     picker = gen.picker(frame.height)
     encoding = frame["_encoding"]
@@ -258,36 +233,37 @@ def _student_picks(gen: _Generator, frame: pl.DataFrame) -> dict[Defect, list[in
     utf8_csv = encoding.is_in(["utf-8", "utf-8-sig"]).fill_null(False).to_numpy()
     return {
         IMPOSSIBLE_DATE: picker.take(k, utf8_csv),
-        PIN_FORMAT: picker.take(k, not_legacy & frame["pin"].is_not_null().to_numpy()),
-        DUPLICATE: picker.take(k, not_legacy & room_for_older_version(frame["exported_at"])),
-        NFD: picker.take(k, not_legacy & decomposes(frame["full_name"])),
-        FUTURE_BIRTH: picker.take(k, not_legacy),
-        PROVINCE: picker.take(k, not_legacy),
-        BLANK_FULL_NAME: picker.take(k, not_legacy),
+        defects.PIN_FORMAT: picker.take(k, not_legacy & frame["pin"].is_not_null().to_numpy()),
+        defects.DUPLICATE: picker.take(k, not_legacy & common.room_for_older_version(frame["exported_at"])),
+        defects.NFD: picker.take(k, not_legacy & common.decomposes(frame["full_name"])),
+        defects.FUTURE_BIRTH: picker.take(k, not_legacy),
+        defects.PROVINCE: picker.take(k, not_legacy),
+        defects.BLANK_FULL_NAME: picker.take(k, not_legacy),
     }
 
 
-def _inject_students(gen: _Generator, frame: pl.DataFrame, picks: dict[Defect, list[int]]) -> pl.DataFrame:
+def _inject_students(gen: _Generator, frame: pl.DataFrame, picks: dict[defects.Defect, list[int]]) -> pl.DataFrame:
     n, rng = frame.height, gen.rng
     days = pl.Series(gen.choice(IMPOSSIBLE_DAYS, n))
-    frame = set_rows(frame, picks[IMPOSSIBLE_DATE], "birth_date",
+    frame = common.set_rows(frame, picks[IMPOSSIBLE_DATE], "birth_date",
                  pl.concat_str(pl.col("_birth_year").cast(pl.String), pl.lit("-"), pl.lit(days)))
-    later = vietnam_day(pl.col("exported_at")) + pl.duration(days=pl.lit(pl.Series(rng.integers(1, 3000, n))))
-    frame = set_rows(frame, picks[FUTURE_BIRTH], "birth_date", later.dt.to_string("%Y-%m-%d"))
+    later = common.vietnam_day(pl.col("exported_at")) + pl.duration(days=pl.lit(pl.Series(rng.integers(1, 3000, n))))
+    frame = common.set_rows(frame, picks[defects.FUTURE_BIRTH], "birth_date", later.dt.to_string("%Y-%m-%d"))
     kind = pl.Series(rng.integers(0, 3, n))
-    frame = set_rows(frame, picks[PIN_FORMAT], "pin", pl.when(pl.lit(kind) == 0).then(pl.col("pin").str.slice(0, 11))
+    frame = common.set_rows(frame, picks[defects.PIN_FORMAT], "pin",
+                            pl.when(pl.lit(kind) == 0).then(pl.col("pin").str.slice(0, 11))
                  .when(pl.lit(kind) == 1).then(pl.col("pin") + pl.lit("0"))
                  .otherwise(pl.col("pin").str.slice(0, 7) + pl.lit("O") + pl.col("pin").str.slice(8)))
-    frame = set_rows(frame, picks[PROVINCE], "province_code", gen.bad_province(n))
-    frame = set_rows(frame, picks[BLANK_FULL_NAME], "full_name", blank_text())
-    return set_rows(frame, picks[NFD], "full_name", nfd(pl.col("full_name")))
+    frame = common.set_rows(frame, picks[defects.PROVINCE], "province_code", gen.bad_province(n))
+    frame = common.set_rows(frame, picks[defects.BLANK_FULL_NAME], "full_name", common.blank_text())
+    return common.set_rows(frame, picks[defects.NFD], "full_name", common.nfd(pl.col("full_name")))
 
 
 def _duplicate_losers(gen: _Generator, frame: pl.DataFrame, rows: list[int], plan: _FilePlan) -> pl.DataFrame:
     """The older version of each duplicated student: exported earlier the same UTC day from another province's
     file (never a Windows-1258 one, so the older version carries no repair)."""
     losers = gen.older_versions(frame, rows, "exported_at")
-    stamps = losers.select(vietnam_day(pl.col("exported_at")).alias("day"),
+    stamps = losers.select(common.vietnam_day(pl.col("exported_at")).alias("day"),
                            export_school_year(pl.col("exported_at")).alias("year"))
     provinces, current = [], current_code_of()
     for (day, year), winner_file in zip(stamps.iter_rows(), losers["_file"].to_list(), strict=True):
@@ -311,11 +287,12 @@ def _students(gen: _Generator, citizens: pl.DataFrame) -> tuple[pl.DataFrame, pl
     base = plan.annotate(base)
     picks = _student_picks(gen, base)
     frame = _inject_students(gen, base, picks)
-    losers = _duplicate_losers(gen, frame, picks[DUPLICATE], plan)
-    manifest = picked_manifest("students", frame, "student_id", picks, [d for d in picks if d != DUPLICATE])
-    manifest.append(manifest_rows("students", losers["student_id"], DUPLICATE, losers["exported_at"]))
-    manifest.append(manifest_rows("students", _legacy_rows(frame, ["full_name"])["student_id"], LEGACY))
-    landing = frame.filter(~pl.col("_row").is_in(quarantined_rows(picks)))
+    losers = _duplicate_losers(gen, frame, picks[defects.DUPLICATE], plan)
+    manifest = defects.picked_manifest("students", frame, "student_id", picks,
+                                       [d for d in picks if d != defects.DUPLICATE])
+    manifest.append(defects.manifest_rows("students", losers["student_id"], defects.DUPLICATE, losers["exported_at"]))
+    manifest.append(defects.manifest_rows("students", _legacy_rows(frame, ["full_name"])["student_id"], LEGACY))
+    landing = frame.filter(~pl.col("_row").is_in(defects.quarantined_rows(picks)))
     return pl.concat([frame, losers.select(frame.columns)]), landing, manifest
 
 
@@ -358,14 +335,14 @@ def _schools(gen: _Generator, students: pl.DataFrame) -> tuple[pl.DataFrame, pl.
     picker = gen.picker(base.height)
     not_legacy = base["_encoding"].ne_missing("cp1258").to_numpy()
     spare = not_legacy & (base["_serial"] >= 2).to_numpy()
-    picks = {PROVINCE: picker.take(k, spare), BLANK_NAME: picker.take(k, spare),
-             NFD: picker.take(k, not_legacy & decomposes(base["name"]))}
-    frame = set_rows(base, picks[PROVINCE], "province_code", gen.bad_province(base.height))
-    frame = set_rows(frame, picks[BLANK_NAME], "name", blank_text("  "))
-    frame = set_rows(frame, picks[NFD], "name", nfd(pl.col("name")))
-    manifest = picked_manifest("schools", frame, "school_id", picks)
-    manifest.append(manifest_rows("schools", _legacy_rows(frame, ["name", "ward"])["school_id"], LEGACY))
-    landing = frame.filter(~pl.col("_row").is_in(quarantined_rows(picks)))
+    picks = {defects.PROVINCE: picker.take(k, spare), defects.BLANK_NAME: picker.take(k, spare),
+             defects.NFD: picker.take(k, not_legacy & common.decomposes(base["name"]))}
+    frame = common.set_rows(base, picks[defects.PROVINCE], "province_code", gen.bad_province(base.height))
+    frame = common.set_rows(frame, picks[defects.BLANK_NAME], "name", common.blank_text("  "))
+    frame = common.set_rows(frame, picks[defects.NFD], "name", common.nfd(pl.col("name")))
+    manifest = defects.picked_manifest("schools", frame, "school_id", picks)
+    manifest.append(defects.manifest_rows("schools", _legacy_rows(frame, ["name", "ward"])["school_id"], LEGACY))
+    landing = frame.filter(~pl.col("_row").is_in(defects.quarantined_rows(picks)))
     return frame, landing, manifest
 
 
@@ -416,32 +393,33 @@ def _enrolments(gen: _Generator, students: pl.DataFrame, schools: pl.DataFrame,
     picker = gen.picker(frame.height)
     picks = {GRADE: picker.take(k), ORPHAN_STUDENT: picker.take(k), ORPHAN_SCHOOL: picker.take(k)}
     n = frame.height
-    frame = set_rows(frame, picks[GRADE], "grade", pl.lit(pl.Series(gen.choice([-1, 13, 14, 15], n))).cast(pl.Int64))
+    grades = pl.Series(gen.choice([-1, 13, 14, 15], n))
+    frame = common.set_rows(frame, picks[GRADE], "grade", pl.lit(grades).cast(pl.Int64))
     absent = gen.student_ids(n, all_student_ids)
-    frame = set_rows(frame, picks[ORPHAN_STUDENT], "student_id", pl.lit(absent))
+    frame = common.set_rows(frame, picks[ORPHAN_STUDENT], "student_id", pl.lit(absent))
     ghost = pl.Series(gen.rng.integers(9000, 10_000, n)).cast(pl.String)
-    frame = set_rows(frame, picks[ORPHAN_SCHOOL], "school_id", pl.col("school_id").str.head(-4) + pl.lit(ghost))
-    return frame, picked_manifest("enrolments", frame, "enrolment_id", picks)
+    frame = common.set_rows(frame, picks[ORPHAN_SCHOOL], "school_id", pl.col("school_id").str.head(-4) + pl.lit(ghost))
+    return frame, defects.picked_manifest("enrolments", frame, "enrolment_id", picks)
 
 
 def _finish(frame: pl.DataFrame, columns: list[str], key: str) -> pl.DataFrame:
     return frame.select(*columns, *FILE_COLUMNS).sort("_file", "exported_at", key)
 
 
-def simulate(spec: SourceSpec) -> SimulatedSource:
+def simulate(spec: common.SourceSpec) -> common.SimulatedSource:
     """The education database's drops for the spec (pure and deterministic)."""
     gen = _Generator(spec)
-    citizens = population_citizens(spec)
+    citizens = common.population_citizens(spec)
     students, landing_students, manifest = _students(gen, citizens)
     schools, landing_schools, school_manifest = _schools(gen, students)
     enrolments, enrolment_manifest = _enrolments(gen, landing_students, landing_schools, students["student_id"])
     crosswalk = students.unique("student_id", keep="first", maintain_order=True).select(
         "student_id", pl.col("_true_pin").alias("pin")).sort("student_id")
-    return SimulatedSource(
+    return common.SimulatedSource(
         tables={"schools": _finish(schools, SCHOOL_COLUMNS, "school_id"),
                 "students": _finish(students, STUDENT_COLUMNS, "student_id"),
                 "enrolments": _finish(enrolments, ENROLMENT_COLUMNS, "enrolment_id")},
-        manifest=pl.concat([empty_manifest(), *manifest, *school_manifest, *enrolment_manifest]),
+        manifest=pl.concat([defects.empty_manifest(), *manifest, *school_manifest, *enrolment_manifest]),
         crosswalks={"student_to_pin": crosswalk})
 
 
@@ -484,7 +462,7 @@ def file_bytes(frame: pl.DataFrame) -> dict[str, bytes]:
     return found
 
 
-def write(target: str, sim: SimulatedSource, spec: SourceSpec) -> None:
+def write(target: str, sim: common.SimulatedSource, spec: common.SourceSpec) -> None:
     """(Re)create the drop folder at ``target`` (``file://``): the tables' files, then the manifest and the
     crosswalks under ``_simulator/``. Old drops of these tables are removed first."""
     root = drop_root(target)
@@ -506,7 +484,7 @@ def default_target() -> str:
     return connections.source_url("ndc_src_education", "files")
 
 
-def describe(sim: SimulatedSource) -> str:
+def describe(sim: common.SimulatedSource) -> str:
     files = sum(frame["_file"].n_unique() for frame in sim.tables.values())
     return (f"{sim.tables['students'].height:,} student rows, {sim.tables['schools'].height:,} schools, "
             f"{sim.tables['enrolments'].height:,} enrolments in {files:,} files")

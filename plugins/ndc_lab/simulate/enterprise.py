@@ -72,31 +72,8 @@ import polars as pl
 from faker.providers.person.vi_VN import Provider as PersonNames
 
 from ndc.reference import REORGANISATION_DATE, old_codes, province_mappings
-from ndc_lab.simulate.common import (
-    SimulatedSource,
-    SourceGenerator,
-    SourceSpec,
-    code_in_force,
-    decomposes,
-    enterprise_base,
-    nfd,
-    population_citizens,
-    room_for_older_version,
-    tax_code_check_digit,
-    vietnam_day,
-    write_postgresql,
-)
-from ndc_lab.simulate.manifest import (
-    BLANK_NAME,
-    DUPLICATE,
-    NFD,
-    PIN_FORMAT,
-    PROVINCE,
-    Defect,
-    empty_manifest,
-    picked_manifest,
-    quarantined_rows,
-)
+from ndc_lab.simulate import common
+from ndc_lab.simulate import manifest as defects
 
 UPDATED_FROM = datetime(2024, 7, 1, tzinfo=UTC)
 LEGAL_FORMS = {"tnhh": 60, "co_phan": 25, "tu_nhan": 12, "hop_danh": 3}
@@ -111,13 +88,13 @@ BRANCHES_PER_ENTERPRISE = {0: 60, 1: 20, 2: 10, 3: 6, 5: 4}
 TOMBSTONE_SHARE = 0.02
 BATCH_ROWS = 5_000
 
-ENTERPRISE_CODE = Defect("enterprise_code_format", "quarantined", "enterprise_code_format")
-FUTURE_REGISTERED = Defect("future_registered_on", "quarantined", "registered_on_range")
-UNKNOWN_STATUS = Defect("unknown_status", "quarantined", "status_allowed")
-BRANCH_CODE = Defect("branch_code_format", "quarantined", "branch_code_format")
-ORPHAN_ENTERPRISE = Defect("orphan_enterprise", "exception", None)
-ORPHAN_PIN = Defect("orphan_pin", "exception", None)
-FUTURE_EFFECTIVE = Defect("future_effective_on", "quarantined", "effective_on_range")
+ENTERPRISE_CODE = defects.Defect("enterprise_code_format", "quarantined", "enterprise_code_format")
+FUTURE_REGISTERED = defects.Defect("future_registered_on", "quarantined", "registered_on_range")
+UNKNOWN_STATUS = defects.Defect("unknown_status", "quarantined", "status_allowed")
+BRANCH_CODE = defects.Defect("branch_code_format", "quarantined", "branch_code_format")
+ORPHAN_ENTERPRISE = defects.Defect("orphan_enterprise", "exception", None)
+ORPHAN_PIN = defects.Defect("orphan_pin", "exception", None)
+FUTURE_EFFECTIVE = defects.Defect("future_effective_on", "quarantined", "effective_on_range")
 
 # One column list, two dialects: logical kind -> (MySQL/MariaDB type, PostgreSQL type).
 KINDS = {
@@ -172,8 +149,8 @@ MYSQL_MANIFEST_DDL = (
 )
 
 
-class _Generator(SourceGenerator):
-    def __init__(self, spec: SourceSpec) -> None:
+class _Generator(common.SourceGenerator):
+    def __init__(self, spec: common.SourceSpec) -> None:
         super().__init__(spec, seed_offset=11_003)
         faker = self.faker()
         self.wards, self.streets = self.wards_and_streets(faker)
@@ -208,7 +185,7 @@ class _Generator(SourceGenerator):
 
 def _in_force(old: pl.Series, updated_at: pl.Series) -> pl.Series:
     """The code of each old province in force on the row's Việt Nam date."""
-    return pl.select(code_in_force(pl.lit(old), pl.lit(vietnam_day(updated_at)))).to_series()
+    return pl.select(common.code_in_force(pl.lit(old), pl.lit(common.vietnam_day(updated_at)))).to_series()
 
 
 def _vn_midnight(day: pl.Series) -> pl.Series:
@@ -252,15 +229,16 @@ def _enterprises(gen: _Generator, base: pl.DataFrame) -> pl.DataFrame:
     }).with_row_index("_row")
 
 
-def _pick_enterprise_defects(gen: _Generator, frame: pl.DataFrame) -> dict[Defect, list[int]]:
+def _pick_enterprise_defects(gen: _Generator, frame: pl.DataFrame) -> dict[defects.Defect, list[int]]:
     k = gen.spec.defect_count(frame.height)
     picker = gen.picker(frame.height)
     utc_day = frame["updated_at"].dt.date()
     near_reorganisation = utc_day.is_in([date(2025, 6, 30), date(2025, 7, 1)]).to_numpy()
-    duplicable = (room_for_older_version(frame["updated_at"]) & ~near_reorganisation
+    duplicable = (common.room_for_older_version(frame["updated_at"]) & ~near_reorganisation
                   & (frame["registered_on"] <= utc_day).to_numpy())
-    picks = {DUPLICATE: picker.take(k, duplicable), NFD: picker.take(k, decomposes(frame["name"]))}
-    for defect in (ENTERPRISE_CODE, FUTURE_REGISTERED, PROVINCE, BLANK_NAME, UNKNOWN_STATUS):
+    picks = {defects.DUPLICATE: picker.take(k, duplicable),
+             defects.NFD: picker.take(k, common.decomposes(frame["name"]))}
+    for defect in (ENTERPRISE_CODE, FUTURE_REGISTERED, defects.PROVINCE, defects.BLANK_NAME, UNKNOWN_STATUS):
         picks[defect] = picker.take(k)
     return picks
 
@@ -283,31 +261,34 @@ def _bad_enterprise_codes(gen: _Generator, codes: list[str]) -> list[str]:
 
 def _province_defects(gen: _Generator, frame: pl.DataFrame, rows: list[int]) -> list[str]:
     """Unknown codes on rows dated before the reorganisation, retired ones after."""
-    local = vietnam_day(pl.Series(_values(frame, rows, "updated_at"), dtype=frame["updated_at"].dtype))
+    local = common.vietnam_day(pl.Series(_values(frame, rows, "updated_at"), dtype=frame["updated_at"].dtype))
     return pl.select(gen.misplaced_province(pl.lit(local), len(rows))).to_series().to_list()
 
 
 def _future_dates(gen: _Generator, frame: pl.DataFrame, rows: list[int]) -> pl.Series:
-    local = vietnam_day(pl.Series(_values(frame, rows, "updated_at"), dtype=frame["updated_at"].dtype))
+    local = common.vietnam_day(pl.Series(_values(frame, rows, "updated_at"), dtype=frame["updated_at"].dtype))
     return _plus_days(local, gen.rng.integers(1, 3000, len(rows)))
 
 
 def _nfd_columns(frame: pl.DataFrame, rows: list[int], columns: tuple[str, ...]) -> pl.DataFrame:
     chosen = pl.col("_row").is_in(rows)
-    return frame.with_columns(pl.when(chosen).then(nfd(pl.col(c))).otherwise(pl.col(c)).alias(c) for c in columns)
+    return frame.with_columns(pl.when(chosen).then(common.nfd(pl.col(c))).otherwise(pl.col(c)).alias(c)
+                              for c in columns)
 
 
 def _inject_enterprise_defects(gen: _Generator, frame: pl.DataFrame,
-                               picks: dict[Defect, list[int]]) -> pl.DataFrame:
+                               picks: dict[defects.Defect, list[int]]) -> pl.DataFrame:
     rows = picks[ENTERPRISE_CODE]
     frame = _assign(frame, "enterprise_code", rows, _bad_enterprise_codes(gen, _values(frame, rows, "enterprise_code")))
     rows = picks[FUTURE_REGISTERED]
     frame = _assign(frame, "registered_on", rows, _future_dates(gen, frame, rows))
-    frame = _assign(frame, "province_code", picks[PROVINCE], _province_defects(gen, frame, picks[PROVINCE]))
-    frame = _assign(frame, "name", picks[BLANK_NAME], ["" if i % 2 else "   " for i in range(len(picks[BLANK_NAME]))])
+    misplaced = picks[defects.PROVINCE]
+    frame = _assign(frame, "province_code", misplaced, _province_defects(gen, frame, misplaced))
+    frame = _assign(frame, "name", picks[defects.BLANK_NAME],
+                    ["" if i % 2 else "   " for i in range(len(picks[defects.BLANK_NAME]))])
     frame = _assign(frame, "status", picks[UNKNOWN_STATUS],
                     [str(s) for s in gen.choice(BAD_STATUSES, len(picks[UNKNOWN_STATUS]))])
-    return _nfd_columns(frame, picks[NFD], ("name", "address"))
+    return _nfd_columns(frame, picks[defects.NFD], ("name", "address"))
 
 
 def _duplicate_losers(gen: _Generator, frame: pl.DataFrame, rows: list[int]) -> pl.DataFrame:
@@ -319,7 +300,7 @@ def _duplicate_losers(gen: _Generator, frame: pl.DataFrame, rows: list[int]) -> 
 def _status_history(gen: _Generator, parents: pl.DataFrame) -> pl.DataFrame:
     """An ``active`` event at registration, then events that end in each enterprise's current status."""
     n = parents.height
-    last = vietnam_day(parents["updated_at"])
+    last = common.vietnam_day(parents["updated_at"])
     first_day = gen.day_between(parents["registered_on"], last)
     second_day = gen.day_between(first_day, last)
     frame = parents.select("_row", "enterprise_code", "registered_on", "status", "updated_at").with_columns(
@@ -349,7 +330,7 @@ def _branches(gen: _Generator, parents: pl.DataFrame) -> pl.DataFrame:
     m = owners.height
     updated_at = gen.between(_vn_midnight(owners["registered_on"]), gen.until)
     province = _in_force(pl.Series(gen.choice(gen.old, m)), updated_at)
-    local = vietnam_day(updated_at)
+    local = common.vietnam_day(updated_at)
     names = [gen.old_names[c] if day < REORGANISATION_DATE else gen.new_names[c]
              for c, day in zip(province.to_list(), local.to_list(), strict=True)]
     frame = owners.select("enterprise_code", "registered_on", pl.col("name").alias("parent")).with_columns(
@@ -367,7 +348,7 @@ def _absent_enterprise_codes(gen: _Generator, taken: set[str], k: int) -> list[s
     found: list[str] = []
     while len(found) < k:
         first9 = f"{gen.choice(gen.old, 1)[0]}{int(gen.rng.integers(0, 10**7)):07d}"
-        check = tax_code_check_digit(first9)
+        check = common.tax_code_check_digit(first9)
         code = f"{first9}{check}"
         if check is not None and first9 not in taken and code not in found:
             found.append(code)
@@ -380,20 +361,21 @@ def _bad_branch_codes(codes: list[str]) -> list[str]:
 
 
 def _inject_branch_defects(gen: _Generator, frame: pl.DataFrame, taken: set[str]
-                           ) -> tuple[pl.DataFrame, dict[Defect, list[int]]]:
+                           ) -> tuple[pl.DataFrame, dict[defects.Defect, list[int]]]:
     k = gen.spec.defect_count(frame.height) if frame.height else 0
     picker = gen.picker(frame.height)
-    picks = {defect: picker.take(k) for defect in (BRANCH_CODE, PROVINCE, NFD, ORPHAN_ENTERPRISE)}
+    picks = {defect: picker.take(k) for defect in (BRANCH_CODE, defects.PROVINCE, defects.NFD, ORPHAN_ENTERPRISE)}
     tombstones = picker.take(round(TOMBSTONE_SHARE * frame.height))
     frame = _assign(frame, "deleted_at", tombstones, _values(frame, tombstones, "updated_at"))
-    frame = _assign(frame, "province_code", picks[PROVINCE], _province_defects(gen, frame, picks[PROVINCE]))
+    misplaced = picks[defects.PROVINCE]
+    frame = _assign(frame, "province_code", misplaced, _province_defects(gen, frame, misplaced))
     rows = picks[BRANCH_CODE]
     frame = _assign(frame, "branch_code", rows, _bad_branch_codes(_values(frame, rows, "branch_code")))
     rows = picks[ORPHAN_ENTERPRISE]
     absent = _absent_enterprise_codes(gen, taken, len(rows))
     frame = _assign(frame, "enterprise_code", rows, absent)
     frame = _assign(frame, "branch_code", rows, [f"{code}-001" for code in absent])
-    return _nfd_columns(frame, picks[NFD], ("name", "address")), picks
+    return _nfd_columns(frame, picks[defects.NFD], ("name", "address")), picks
 
 
 def _representatives(gen: _Generator, parents: pl.DataFrame, citizens: pl.DataFrame) -> pl.DataFrame:
@@ -412,7 +394,7 @@ def _representatives(gen: _Generator, parents: pl.DataFrame, citizens: pl.DataFr
                                                       pl.lit("chu_tich").alias("role")),
     ])
     chosen = pool[people["_person"].to_numpy()]
-    appointed = gen.day_between(people["registered_on"], vietnam_day(people["updated_at"]))
+    appointed = gen.day_between(people["registered_on"], common.vietnam_day(people["updated_at"]))
     updated_at = gen.between(_vn_midnight(appointed), gen.until)
     return pl.DataFrame({
         "enterprise_code": people["enterprise_code"], "pin": chosen["pin"], "full_name": chosen["full_name"],
@@ -433,21 +415,22 @@ def _absent_pins(gen: _Generator, pins: list[str], taken: set[str]) -> list[str]
 
 
 def _inject_representative_defects(gen: _Generator, frame: pl.DataFrame, taken: set[str]
-                                   ) -> tuple[pl.DataFrame, dict[Defect, list[int]]]:
+                                   ) -> tuple[pl.DataFrame, dict[defects.Defect, list[int]]]:
     k = gen.spec.defect_count(frame.height)
     picker = gen.picker(frame.height)
     alone = (frame["enterprise_code"].is_unique()).to_numpy()  # a mistyped PIN never meets a co-director's key
-    picks = {PIN_FORMAT: picker.take(k, alone), ORPHAN_PIN: picker.take(k),
-             NFD: picker.take(k, decomposes(frame["full_name"]))}
-    pins = _values(frame, picks[PIN_FORMAT], "pin")
-    frame = _assign(frame, "pin", picks[PIN_FORMAT],
+    picks = {defects.PIN_FORMAT: picker.take(k, alone), ORPHAN_PIN: picker.take(k),
+             defects.NFD: picker.take(k, common.decomposes(frame["full_name"]))}
+    pins = _values(frame, picks[defects.PIN_FORMAT], "pin")
+    frame = _assign(frame, "pin", picks[defects.PIN_FORMAT],
                     [p[:11] if i % 2 == 0 else p[:7] + "O" + p[8:] for i, p in enumerate(pins)])
     frame = _assign(frame, "pin", picks[ORPHAN_PIN],
                     _absent_pins(gen, _values(frame, picks[ORPHAN_PIN], "pin"), taken))
-    return _nfd_columns(frame, picks[NFD], ("full_name",)), picks
+    return _nfd_columns(frame, picks[defects.NFD], ("full_name",)), picks
 
 
-def _inject_history_defects(gen: _Generator, frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[Defect, list[int]]]:
+def _inject_history_defects(gen: _Generator,
+                            frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[defects.Defect, list[int]]]:
     k = gen.spec.defect_count(frame.height)
     picker = gen.picker(frame.height)
     picks = {FUTURE_EFFECTIVE: picker.take(k), UNKNOWN_STATUS: picker.take(k)}
@@ -458,26 +441,26 @@ def _inject_history_defects(gen: _Generator, frame: pl.DataFrame) -> tuple[pl.Da
     return frame, picks
 
 
-def simulate(spec: SourceSpec) -> SimulatedSource:
+def simulate(spec: common.SourceSpec) -> common.SimulatedSource:
     gen = _Generator(spec)
-    clean = _enterprises(gen, enterprise_base(spec))
+    clean = _enterprises(gen, common.enterprise_base(spec))
     picks = _pick_enterprise_defects(gen, clean)
-    parents = clean.filter(~pl.col("_row").is_in(quarantined_rows(picks)))
+    parents = clean.filter(~pl.col("_row").is_in(defects.quarantined_rows(picks)))
     history, history_picks = _inject_history_defects(gen, _status_history(gen, parents))
     taken = {code[:9] for code in clean["enterprise_code"].to_list()}
     branches, branch_picks = _inject_branch_defects(gen, _branches(gen, parents), taken)
-    citizens = population_citizens(spec)
+    citizens = common.population_citizens(spec)
     truth = _representatives(gen, parents, citizens)
     representatives, rep_picks = _inject_representative_defects(gen, truth, set(citizens["pin"].to_list()))
     enterprises = _inject_enterprise_defects(gen, clean, picks)
-    losers = _duplicate_losers(gen, enterprises, picks[DUPLICATE])
+    losers = _duplicate_losers(gen, enterprises, picks[defects.DUPLICATE])
     rep_key = pl.concat_str("enterprise_code", "pin", separator="|")
     manifest = [
-        *picked_manifest("enterprises", enterprises, "enterprise_code", picks,
+        *defects.picked_manifest("enterprises", enterprises, "enterprise_code", picks,
                          duplicate_versions=losers["updated_at"]),
-        *picked_manifest("branches", branches, "branch_code", branch_picks),
-        *picked_manifest("legal_representatives", representatives, rep_key, rep_picks),
-        *picked_manifest("status_history", history, "event_id", history_picks),
+        *defects.picked_manifest("branches", branches, "branch_code", branch_picks),
+        *defects.picked_manifest("legal_representatives", representatives, rep_key, rep_picks),
+        *defects.picked_manifest("status_history", history, "event_id", history_picks),
     ]
     tables = {
         "enterprises": pl.concat([enterprises, losers]).sort("_row", "updated_at").select(COLUMNS["enterprises"]),
@@ -487,7 +470,8 @@ def simulate(spec: SourceSpec) -> SimulatedSource:
     }
     crosswalk = representatives.select("enterprise_code", pl.col("pin").alias("recorded_pin"),
                                        truth["pin"].alias("true_pin"))
-    return SimulatedSource(tables, pl.concat([empty_manifest(), *manifest]), {"representative_pins": crosswalk})
+    return common.SimulatedSource(tables, pl.concat([defects.empty_manifest(), *manifest]),
+                                  {"representative_pins": crosswalk})
 
 
 # --- writing ---------------------------------------------------------------------------------------------------
@@ -559,7 +543,7 @@ def _crosswalk_columns(frame: pl.DataFrame) -> list[tuple[str, str]]:
     return [(name, kinds[dtype]) for name, dtype in frame.schema.items()]
 
 
-def _write_mysql(url: str, sim: SimulatedSource, spec: SourceSpec) -> None:
+def _write_mysql(url: str, sim: common.SimulatedSource, spec: common.SourceSpec) -> None:
     conn = _mysql_connect(url)
     try:
         cursor = conn.cursor()
@@ -588,17 +572,17 @@ def _write_mysql(url: str, sim: SimulatedSource, spec: SourceSpec) -> None:
         conn.close()
 
 
-def _write_postgresql(url: str, sim: SimulatedSource, spec: SourceSpec) -> None:
+def _write_postgresql(url: str, sim: common.SimulatedSource, spec: common.SourceSpec) -> None:
     ddl = [f"drop table if exists {', '.join(t.name for t in TABLES)}", *(t.ddl(POSTGRESQL) for t in TABLES)]
     crosswalk_ddl = [statement for name, frame in sim.crosswalks.items() for statement in (
         f"drop table if exists simulator.{name}",
         Table(f"simulator.{name}", tuple(_crosswalk_columns(frame))).ddl(POSTGRESQL))]
-    write_postgresql(url, "enterprise", sim, spec, ddl=";\n".join(ddl),
+    common.write_postgresql(url, "enterprise", sim, spec, ddl=";\n".join(ddl),
                      indexes=";\n".join(f"create index on {t.name} (updated_at)" for t in TABLES),
                      crosswalk_ddl=";\n".join(crosswalk_ddl))
 
 
-def write(target: str, sim: SimulatedSource, spec: SourceSpec) -> None:
+def write(target: str, sim: common.SimulatedSource, spec: common.SourceSpec) -> None:
     """(Re)create the source at ``target``: ``mysql://`` (MariaDB/MySQL) or ``postgresql://`` (the fallback)."""
     from ndc.warehouse import connections
 
@@ -619,7 +603,7 @@ def default_target() -> str:
     return connections.source_url("ndc_src_enterprise", "mysql")
 
 
-def describe(sim: SimulatedSource) -> str:
+def describe(sim: common.SimulatedSource) -> str:
     t = sim.tables
     return (f"{t['enterprises'].height:,} enterprise rows, {t['branches'].height:,} branches, "
             f"{t['legal_representatives'].height:,} legal representatives, "

@@ -47,34 +47,8 @@ import polars as pl
 from faker.providers.person.vi_VN import Provider as PersonNames
 
 from ndc.reference import old_codes
-from ndc_lab.simulate.common import (
-    SimulatedSource,
-    SourceGenerator,
-    SourceSpec,
-    blank_text,
-    code_in_force,
-    decomposes,
-    enterprise_base,
-    nfd,
-    population_citizens,
-    room_for_older_version,
-    set_rows,
-    vietnam_day,
-    write_postgresql,
-)
-from ndc_lab.simulate.manifest import (
-    BLANK_FULL_NAME,
-    BLANK_NAME,
-    DUPLICATE,
-    FUTURE_BIRTH,
-    NFD,
-    PIN_FORMAT,
-    PROVINCE,
-    Defect,
-    empty_manifest,
-    picked_manifest,
-    quarantined_rows,
-)
+from ndc_lab.simulate import common
+from ndc_lab.simulate import manifest as defects
 
 UPDATED_FROM = datetime(2024, 7, 1, tzinfo=UTC)
 PIN_FROM = date(2025, 8, 1)
@@ -87,13 +61,14 @@ OLD_RECORD_WITHOUT_PIN = 0.5
 TOMBSTONE_SHARE = 0.01
 BACKEND_DATABASE = "ndc_src_insurance_backend"
 
-CODE_FORMAT = Defect("insurance_code_format", "quarantined", "insurance_code_format")
-FUTURE_MONTH = Defect("future_contribution_month", "quarantined", "contribution_month_range")
-AMOUNT = Defect("non_positive_amount", "quarantined", "amount_positive")
-ORPHAN_PERSON = Defect("orphan_insurance_code", "exception", None)
+CODE_FORMAT = defects.Defect("insurance_code_format", "quarantined", "insurance_code_format")
+FUTURE_MONTH = defects.Defect("future_contribution_month", "quarantined", "contribution_month_range")
+AMOUNT = defects.Defect("non_positive_amount", "quarantined", "amount_positive")
+ORPHAN_PERSON = defects.Defect("orphan_insurance_code", "exception", None)
 
-PEOPLE_DEFECTS = (CODE_FORMAT, PIN_FORMAT, FUTURE_BIRTH, PROVINCE, BLANK_FULL_NAME, DUPLICATE, NFD)
-EMPLOYER_DEFECTS = (PROVINCE, BLANK_NAME, NFD)
+PEOPLE_DEFECTS = (CODE_FORMAT, defects.PIN_FORMAT, defects.FUTURE_BIRTH, defects.PROVINCE, defects.BLANK_FULL_NAME,
+                  defects.DUPLICATE, defects.NFD)
+EMPLOYER_DEFECTS = (defects.PROVINCE, defects.BLANK_NAME, defects.NFD)
 CONTRIBUTION_DEFECTS = (FUTURE_MONTH, AMOUNT, ORPHAN_PERSON)
 
 PEOPLE_COLUMNS = ["insurance_code", "pin", "full_name", "birth_date", "sex", "province_code", "employer_code",
@@ -135,8 +110,8 @@ create table simulator.insurance_code_to_pin (insurance_code text not null, pin 
 """
 
 
-class _Generator(SourceGenerator):
-    def __init__(self, spec: SourceSpec) -> None:
+class _Generator(common.SourceGenerator):
+    def __init__(self, spec: common.SourceSpec) -> None:
         super().__init__(spec, seed_offset=4_001)
         faker = self.faker()
         given = sorted({*PersonNames.first_names_male, *PersonNames.first_names_female})
@@ -173,19 +148,20 @@ def _employers(gen: _Generator, enterprises: pl.DataFrame) -> pl.DataFrame:
                                                 gen.choice(SECTORS, n)), " "), gen.choice(gen.brands, n))
     frame = pl.DataFrame({"employer_code": chosen["enterprise_code"], "name": pl.Series(names),
                           "old_code": chosen["province_code"], "updated_at": gen.timestamps(n)})
-    province = code_in_force(pl.col("old_code"), vietnam_day(pl.col("updated_at")))
+    province = common.code_in_force(pl.col("old_code"), common.vietnam_day(pl.col("updated_at")))
     return frame.with_columns(province.alias("province_code")).select(EMPLOYER_COLUMNS).with_row_index("_row")
 
 
-def _employer_defects(gen: _Generator, employers: pl.DataFrame) -> tuple[pl.DataFrame, dict[Defect, list[int]]]:
+def _employer_defects(gen: _Generator, employers: pl.DataFrame) -> tuple[pl.DataFrame, dict[defects.Defect, list[int]]]:
     k = gen.spec.defect_count(employers.height)
     picker = gen.picker(employers.height)
-    picks = {NFD: picker.take(k, decomposes(employers["name"])), PROVINCE: picker.take(k),
-             BLANK_NAME: picker.take(k)}
-    local = vietnam_day(pl.col("updated_at"))
-    frame = set_rows(employers, picks[PROVINCE], "province_code", gen.misplaced_province(local, employers.height))
-    frame = set_rows(frame, picks[BLANK_NAME], "name", blank_text())
-    return set_rows(frame, picks[NFD], "name", nfd(pl.col("name"))), picks
+    picks = {defects.NFD: picker.take(k, common.decomposes(employers["name"])), defects.PROVINCE: picker.take(k),
+             defects.BLANK_NAME: picker.take(k)}
+    local = common.vietnam_day(pl.col("updated_at"))
+    misplaced = gen.misplaced_province(local, employers.height)
+    frame = common.set_rows(employers, picks[defects.PROVINCE], "province_code", misplaced)
+    frame = common.set_rows(frame, picks[defects.BLANK_NAME], "name", common.blank_text())
+    return common.set_rows(frame, picks[defects.NFD], "name", common.nfd(pl.col("name"))), picks
 
 
 # --- insured people ----------------------------------------------------------------------------------------
@@ -223,31 +199,31 @@ def _people(gen: _Generator, insured: pl.DataFrame, employer_codes: pl.Series) -
         pl.when(pl.lit(pl.Series(employed))).then(pl.lit(employer)).alias("employer_code"),
         pl.lit(pl.Series(gen.rng.random(n) < OLD_RECORD_WITHOUT_PIN)).alias("_no_pin"),
     ).with_columns(_unique_codes(gen, insured["province_code"]).alias("insurance_code"))
-    pin_dropped = (vietnam_day(pl.col("updated_at")) < PIN_FROM) & pl.col("_no_pin")
+    pin_dropped = (common.vietnam_day(pl.col("updated_at")) < PIN_FROM) & pl.col("_no_pin")
     return frame.with_columns(
         pl.col("pin").alias("_true_pin"),
         pl.when(pin_dropped).then(None).otherwise(pl.col("pin")).alias("pin"),
-        code_in_force(pl.col("old_code"), vietnam_day(pl.col("updated_at"))).alias("province_code"),
+        common.code_in_force(pl.col("old_code"), common.vietnam_day(pl.col("updated_at"))).alias("province_code"),
     ).select(*PEOPLE_COLUMNS, "_true_pin").with_row_index("_row")
 
 
-def _people_defects(gen: _Generator, people: pl.DataFrame) -> tuple[pl.DataFrame, dict[Defect, list[int]]]:
+def _people_defects(gen: _Generator, people: pl.DataFrame) -> tuple[pl.DataFrame, dict[defects.Defect, list[int]]]:
     n, k = people.height, gen.spec.defect_count(people.height)
     picker = gen.picker(n)
-    picks = {DUPLICATE: picker.take(k, room_for_older_version(people["updated_at"])),
-             NFD: picker.take(k, decomposes(people["full_name"]))}
-    for defect in (CODE_FORMAT, PIN_FORMAT, FUTURE_BIRTH, PROVINCE, BLANK_FULL_NAME):
+    picks = {defects.DUPLICATE: picker.take(k, common.room_for_older_version(people["updated_at"])),
+             defects.NFD: picker.take(k, common.decomposes(people["full_name"]))}
+    for defect in (CODE_FORMAT, defects.PIN_FORMAT, defects.FUTURE_BIRTH, defects.PROVINCE, defects.BLANK_FULL_NAME):
         picks[defect] = picker.take(k)
-    local = vietnam_day(pl.col("updated_at"))
-    frame = set_rows(people, picks[CODE_FORMAT], "insurance_code", _malformed("insurance_code", 5))
-    frame = set_rows(frame, picks[PIN_FORMAT], "pin", pl.when(pl.col("_row") % 2 == 0).then(
+    local = common.vietnam_day(pl.col("updated_at"))
+    frame = common.set_rows(people, picks[CODE_FORMAT], "insurance_code", _malformed("insurance_code", 5))
+    frame = common.set_rows(frame, picks[defects.PIN_FORMAT], "pin", pl.when(pl.col("_row") % 2 == 0).then(
         pl.col("_true_pin").str.slice(0, 7) + "O" + pl.col("_true_pin").str.slice(8)).otherwise(
         pl.col("_true_pin").str.slice(0, 11)))
-    frame = set_rows(frame, picks[FUTURE_BIRTH], "birth_date",
+    frame = common.set_rows(frame, picks[defects.FUTURE_BIRTH], "birth_date",
                  local + pl.duration(days=pl.lit(pl.Series(gen.rng.integers(1, 3000, n)))))
-    frame = set_rows(frame, picks[PROVINCE], "province_code", gen.misplaced_province(local, n))
-    frame = set_rows(frame, picks[BLANK_FULL_NAME], "full_name", blank_text())
-    return set_rows(frame, picks[NFD], "full_name", nfd(pl.col("full_name"))), picks
+    frame = common.set_rows(frame, picks[defects.PROVINCE], "province_code", gen.misplaced_province(local, n))
+    frame = common.set_rows(frame, picks[defects.BLANK_FULL_NAME], "full_name", common.blank_text())
+    return common.set_rows(frame, picks[defects.NFD], "full_name", common.nfd(pl.col("full_name"))), picks
 
 
 def _duplicate_losers(gen: _Generator, people: pl.DataFrame, rows: list[int]) -> pl.DataFrame:
@@ -296,54 +272,55 @@ def _contributions(gen: _Generator, payers: pl.DataFrame) -> pl.DataFrame:
 
 
 def _contribution_defects(gen: _Generator, contributions: pl.DataFrame, known: set[str]
-                          ) -> tuple[pl.DataFrame, dict[Defect, list[int]]]:
+                          ) -> tuple[pl.DataFrame, dict[defects.Defect, list[int]]]:
     n, k = contributions.height, gen.spec.defect_count(contributions.height)
     picker = gen.picker(n)
     picks = {defect: picker.take(k) for defect in CONTRIBUTION_DEFECTS}
     tombstones = picker.take(max(1, round(TOMBSTONE_SHARE * n)))
-    local = vietnam_day(pl.col("updated_at"))
+    local = common.vietnam_day(pl.col("updated_at"))
     ahead = pl.lit(pl.Series(gen.rng.integers(1, 25, n)))
     total = local.dt.year() * 12 + local.dt.month() - 1 + ahead
-    frame = set_rows(contributions, picks[FUTURE_MONTH], "contribution_month", pl.date(total // 12, total % 12 + 1, 1))
-    frame = set_rows(frame, picks[AMOUNT], "amount",
+    month = pl.date(total // 12, total % 12 + 1, 1)
+    frame = common.set_rows(contributions, picks[FUTURE_MONTH], "contribution_month", month)
+    frame = common.set_rows(frame, picks[AMOUNT], "amount",
                  pl.when(pl.col("_row") % 2 == 0).then(pl.lit(0.0)).otherwise(-pl.col("amount")))
     orphans = _unique_codes(gen, pl.Series(gen.choice(old_codes(), len(picks[ORPHAN_PERSON]))), known)
     frame = frame.with_columns(frame["insurance_code"].scatter(picks[ORPHAN_PERSON], orphans))
-    return set_rows(frame, tombstones, "deleted_at", pl.col("updated_at")), picks
+    return common.set_rows(frame, tombstones, "deleted_at", pl.col("updated_at")), picks
 
 
 # --- the source --------------------------------------------------------------------------------------------
 
-def simulate(spec: SourceSpec) -> SimulatedSource:
+def simulate(spec: common.SourceSpec) -> common.SimulatedSource:
     gen = _Generator(spec)
-    employers, employer_picks = _employer_defects(gen, _employers(gen, enterprise_base(spec)))
-    usable = employers.filter(~pl.col("_row").is_in(quarantined_rows(employer_picks)))["employer_code"]
-    people, people_picks = _people_defects(gen, _people(gen, _insured_citizens(gen, population_citizens(spec)),
+    employers, employer_picks = _employer_defects(gen, _employers(gen, common.enterprise_base(spec)))
+    usable = employers.filter(~pl.col("_row").is_in(defects.quarantined_rows(employer_picks)))["employer_code"]
+    people, people_picks = _people_defects(gen, _people(gen, _insured_citizens(gen, common.population_citizens(spec)),
                                                         usable))
-    losers = _duplicate_losers(gen, people, people_picks[DUPLICATE])
-    payers = people.filter(~pl.col("_row").is_in(quarantined_rows(people_picks)))
+    losers = _duplicate_losers(gen, people, people_picks[defects.DUPLICATE])
+    payers = people.filter(~pl.col("_row").is_in(defects.quarantined_rows(people_picks)))
     known = set(people["insurance_code"].to_list()) | set(losers["insurance_code"].to_list())
     contributions, contribution_picks = _contribution_defects(gen, _contributions(gen, payers), known)
     manifest = [
-        *picked_manifest("insured_people", people, PRIMARY_KEYS["insured_people"], people_picks, PEOPLE_DEFECTS,
+        *defects.picked_manifest("insured_people", people, PRIMARY_KEYS["insured_people"], people_picks, PEOPLE_DEFECTS,
                          losers["updated_at"]),
-        *picked_manifest("employers", employers, PRIMARY_KEYS["employers"], employer_picks, EMPLOYER_DEFECTS),
-        *picked_manifest("contributions", contributions, PRIMARY_KEYS["contributions"], contribution_picks,
+        *defects.picked_manifest("employers", employers, PRIMARY_KEYS["employers"], employer_picks, EMPLOYER_DEFECTS),
+        *defects.picked_manifest("contributions", contributions, PRIMARY_KEYS["contributions"], contribution_picks,
                          CONTRIBUTION_DEFECTS),
     ]
     crosswalk = people.select("insurance_code", pl.col("_true_pin").alias("pin"))
     all_people = pl.concat([people, losers]).sort("_row", "updated_at")
-    return SimulatedSource(
+    return common.SimulatedSource(
         tables={"insured_people": all_people.select(PEOPLE_COLUMNS),
                 "employers": employers.select(EMPLOYER_COLUMNS),
                 "contributions": contributions.select(CONTRIBUTION_COLUMNS)},
-        manifest=pl.concat([empty_manifest(), *manifest]),
+        manifest=pl.concat([defects.empty_manifest(), *manifest]),
         crosswalks={"insurance_code_to_pin": crosswalk})
 
 
-def write(target: str, sim: SimulatedSource, spec: SourceSpec) -> None:
+def write(target: str, sim: common.SimulatedSource, spec: common.SourceSpec) -> None:
     """(Re)create the backend database at ``target`` (created if missing): tables, manifest, crosswalks."""
-    write_postgresql(target, "insurance", sim, spec, ddl=SOURCE_DDL, indexes=SOURCE_INDEXES,
+    common.write_postgresql(target, "insurance", sim, spec, ddl=SOURCE_DDL, indexes=SOURCE_INDEXES,
                      crosswalk_ddl=CROSSWALK_DDL)
 
 
@@ -356,7 +333,7 @@ def default_target() -> str:
         get_settings().warehouse_url, BACKEND_DATABASE)
 
 
-def describe(sim: SimulatedSource) -> str:
+def describe(sim: common.SimulatedSource) -> str:
     tables = sim.tables
     tombstones = tables["contributions"]["deleted_at"].is_not_null().sum()
     return (f"{tables['insured_people'].height:,} insured-person rows, {tables['employers'].height:,} employers, "

@@ -22,33 +22,8 @@ import polars as pl
 from faker.providers.person.vi_VN import Provider as PersonNames
 
 from ndc.reference import new_codes, old_codes
-from ndc_lab.simulate.common import (
-    UNKNOWN_PROVINCE_CODES,
-    SimulatedSource,
-    SourceGenerator,
-    SourceSpec,
-    blank_text,
-    code_in_force,
-    decomposes,
-    nfd,
-    room_for_older_version,
-    set_rows,
-    vietnam_day,
-    write_postgresql,
-)
-from ndc_lab.simulate.manifest import (
-    BLANK_FULL_NAME,
-    DUPLICATE,
-    FUTURE_BIRTH,
-    NFD,
-    PIN_FORMAT,
-    PROVINCE,
-    Defect,
-    empty_manifest,
-    manifest_rows,
-    picked_manifest,
-    quarantined_rows,
-)
+from ndc_lab.simulate import common
+from ndc_lab.simulate import manifest as defects
 
 UPDATED_FROM = datetime(2024, 7, 1, tzinfo=UTC)
 BIRTH_FROM, BIRTH_TO = date(1930, 1, 1), date(2024, 6, 30)
@@ -57,16 +32,17 @@ ETHNICITIES = {"Kinh": 853, "Tày": 19, "Thái": 19, "Mường": 15, "Khmer": 14
 SURNAME_WEIGHTS = {"Nguyễn": 38, "Trần": 11, "Lê": 9.5, "Phạm": 7.1, "Vũ": 3.9, "Đặng": 2.1, "Bùi": 2,
                    "Dương": 1, "Hoàng": 5.1, "Phan": 4.5}
 
-PIN_BIRTH = Defect("pin_birth_consistency", "quarantined", "pin_birth_consistency")
-DEATH_BEFORE_BIRTH = Defect("death_before_birth", "quarantined", "death_after_birth")
-CMND = Defect("cmnd_format", "quarantined", "cmnd_format")
-ORPHAN_HOUSEHOLD = Defect("orphan_household", "exception", None)
-FUTURE_MOVE = Defect("future_move", "quarantined", "moved_on_range")
-ORPHAN_CITIZEN = Defect("orphan_citizen", "exception", None)
-ORPHAN_HEAD = Defect("orphan_head", "exception", None)
+PIN_BIRTH = defects.Defect("pin_birth_consistency", "quarantined", "pin_birth_consistency")
+DEATH_BEFORE_BIRTH = defects.Defect("death_before_birth", "quarantined", "death_after_birth")
+CMND = defects.Defect("cmnd_format", "quarantined", "cmnd_format")
+ORPHAN_HOUSEHOLD = defects.Defect("orphan_household", "exception", None)
+FUTURE_MOVE = defects.Defect("future_move", "quarantined", "moved_on_range")
+ORPHAN_CITIZEN = defects.Defect("orphan_citizen", "exception", None)
+ORPHAN_HEAD = defects.Defect("orphan_head", "exception", None)
 
-CITIZEN_DEFECTS = (PIN_FORMAT, PIN_BIRTH, FUTURE_BIRTH, DEATH_BEFORE_BIRTH, PROVINCE, BLANK_FULL_NAME, CMND,
-                   DUPLICATE, NFD, ORPHAN_HOUSEHOLD)
+CITIZEN_DEFECTS = (defects.PIN_FORMAT, PIN_BIRTH, defects.FUTURE_BIRTH, DEATH_BEFORE_BIRTH, defects.PROVINCE,
+                   defects.BLANK_FULL_NAME, CMND,
+                   defects.DUPLICATE, defects.NFD, ORPHAN_HOUSEHOLD)
 
 SOURCE_DDL = """
 drop table if exists citizens, households, residence_changes;
@@ -91,7 +67,7 @@ create index on households (updated_at); create index on residence_changes (upda
 
 
 # The population is sized and seeded by the same spec as every other source (they are drawn from it).
-PopulationSpec = SourceSpec
+PopulationSpec = common.SourceSpec
 
 
 @dataclass
@@ -102,7 +78,7 @@ class SimulatedPopulation:
     manifest: pl.DataFrame
 
 
-class _Generator(SourceGenerator):
+class _Generator(common.SourceGenerator):
     def __init__(self, spec: PopulationSpec) -> None:
         super().__init__(spec, seed_offset=0)
         faker = self.faker()
@@ -115,7 +91,7 @@ class _Generator(SourceGenerator):
     def residence(self, updated_at: pl.Series) -> pl.Series:
         """A province code in force on each record's Việt Nam date."""
         old = pl.Series(self.choice(self.old, updated_at.len()))
-        return pl.select(code_in_force(pl.lit(old), pl.lit(vietnam_day(updated_at)))).to_series()
+        return pl.select(common.code_in_force(pl.lit(old), pl.lit(common.vietnam_day(updated_at)))).to_series()
 
     def unique_pins(self, prefix: pl.Series, digit: pl.Series, year: pl.Series) -> pl.Series:
         n = prefix.len()
@@ -159,7 +135,7 @@ class _Generator(SourceGenerator):
             "province_code": self.residence(updated_at), "ward": self.choice(self.wards, n),
             "address": self.choice(self.addresses, n), "updated_at": updated_at,
         })
-        local = vietnam_day(pl.col("updated_at"))
+        local = common.vietnam_day(pl.col("updated_at"))
         return frame.with_columns(
             pl.when("dies").then(local - pl.duration(days=pl.col("death_days"))).alias("death_date"),
             ("HK1" + pl.col("household_id")).alias("household_id"),
@@ -176,35 +152,37 @@ def _pin(prefix: pl.Series, digit: pl.Series, year: pl.Series, random6: pl.Serie
     return pl.select(pl.concat_str(
         pl.lit("0") + prefix, digit.cast(pl.String), (year % 100).cast(pl.String).str.zfill(2),
         random6.cast(pl.String).str.zfill(6))).to_series()
-def _pick_defects(gen: _Generator, base: pl.DataFrame) -> dict[Defect, list[int]]:
+def _pick_defects(gen: _Generator, base: pl.DataFrame) -> dict[defects.Defect, list[int]]:
     k = gen.spec.defect_count(base.height)
     picker = gen.picker(base.height)
     no_death = base["death_date"].is_null().to_numpy()
-    duplicable = no_death & room_for_older_version(base["updated_at"])
-    picks = {FUTURE_BIRTH: picker.take(k, no_death), DUPLICATE: picker.take(k, duplicable),
-             NFD: picker.take(k, decomposes(base["full_name"]))}
-    for defect in (PIN_FORMAT, PIN_BIRTH, DEATH_BEFORE_BIRTH, PROVINCE, BLANK_FULL_NAME, CMND, ORPHAN_HOUSEHOLD):
+    duplicable = no_death & common.room_for_older_version(base["updated_at"])
+    picks = {defects.FUTURE_BIRTH: picker.take(k, no_death), defects.DUPLICATE: picker.take(k, duplicable),
+             defects.NFD: picker.take(k, common.decomposes(base["full_name"]))}
+    for defect in (defects.PIN_FORMAT, PIN_BIRTH, DEATH_BEFORE_BIRTH, defects.PROVINCE, defects.BLANK_FULL_NAME, CMND,
+                   ORPHAN_HOUSEHOLD):
         picks[defect] = picker.take(k)
     return picks
 
 
-def _inject_citizen_defects(gen: _Generator, base: pl.DataFrame, picks: dict[Defect, list[int]]) -> pl.DataFrame:
-    rng, local = gen.rng, vietnam_day(pl.col("updated_at"))
-    frame = set_rows(base, picks[FUTURE_BIRTH], "birth_date",
+def _inject_citizen_defects(gen: _Generator, base: pl.DataFrame,
+                            picks: dict[defects.Defect, list[int]]) -> pl.DataFrame:
+    rng, local = gen.rng, common.vietnam_day(pl.col("updated_at"))
+    frame = common.set_rows(base, picks[defects.FUTURE_BIRTH], "birth_date",
                  local + pl.duration(days=pl.lit(pl.Series(rng.integers(1, 3000, base.height)))))
     frame = gen.assign_pins(frame)
-    half = picks[PIN_FORMAT][: len(picks[PIN_FORMAT]) // 2]
-    frame = set_rows(frame, picks[PIN_FORMAT], "pin", pl.when(pl.col("_row").is_in(half))
+    half = picks[defects.PIN_FORMAT][: len(picks[defects.PIN_FORMAT]) // 2]
+    frame = common.set_rows(frame, picks[defects.PIN_FORMAT], "pin", pl.when(pl.col("_row").is_in(half))
                  .then(pl.col("pin").str.slice(0, 11))
                  .otherwise(pl.col("pin").str.slice(0, 7) + "O" + pl.col("pin").str.slice(8)))
-    frame = set_rows(frame, picks[PIN_BIRTH], "sex",
+    frame = common.set_rows(frame, picks[PIN_BIRTH], "sex",
                      pl.when(pl.col("sex") == "M").then(pl.lit("F")).otherwise(pl.lit("M")))
-    frame = set_rows(frame, picks[DEATH_BEFORE_BIRTH], "death_date",
+    frame = common.set_rows(frame, picks[DEATH_BEFORE_BIRTH], "death_date",
                  pl.col("birth_date") - pl.duration(days=pl.lit(pl.Series(rng.integers(1, 1000, base.height)))))
-    frame = set_rows(frame, picks[PROVINCE], "province_code", gen.misplaced_province(local, base.height))
-    frame = set_rows(frame, picks[BLANK_FULL_NAME], "full_name", blank_text())
+    frame = common.set_rows(frame, picks[defects.PROVINCE], "province_code", gen.misplaced_province(local, base.height))
+    frame = common.set_rows(frame, picks[defects.BLANK_FULL_NAME], "full_name", common.blank_text())
     eight = pl.Series(np.char.zfill(rng.integers(0, 10**8, base.height).astype(str), 8))
-    return set_rows(frame, picks[CMND], "cmnd", pl.lit(eight))
+    return common.set_rows(frame, picks[CMND], "cmnd", pl.lit(eight))
 
 
 def _households(citizens: pl.DataFrame) -> pl.DataFrame:
@@ -230,8 +208,9 @@ def _residence_changes(gen: _Generator, citizens: pl.DataFrame) -> pl.DataFrame:
     back = pl.Series(gen.rng.integers(0, 60, m))
     frame = pl.DataFrame({"change_id": np.arange(1, m + 1, dtype=np.int64),
                           "pin": gen.choice(citizens["pin"].to_numpy(), m), "updated_at": updated_at})
-    frame = frame.with_columns((vietnam_day(pl.col("updated_at")) - pl.duration(days=pl.lit(back))).alias("moved_on"))
-    codes = {column: code_in_force(pl.lit(pl.Series(gen.choice(gen.old, m))), pl.col("moved_on"))
+    moved_on = common.vietnam_day(pl.col("updated_at")) - pl.duration(days=pl.lit(back))
+    frame = frame.with_columns(moved_on.alias("moved_on"))
+    codes = {column: common.code_in_force(pl.lit(pl.Series(gen.choice(gen.old, m))), pl.col("moved_on"))
              for column in ("from_province_code", "to_province_code")}
     return frame.with_columns(**codes).select("change_id", "pin", "from_province_code", "to_province_code",
                                                "moved_on", "updated_at").with_row_index("_row")
@@ -244,21 +223,23 @@ def _inject_related_defects(gen: _Generator, households: pl.DataFrame, changes: 
     picker = gen.picker(households.height)
     kh = gen.spec.defect_count(households.height)
     bad_province, orphan_head = picker.take(kh), picker.take(kh)
-    households = set_rows(households, bad_province, "province_code", pl.lit(UNKNOWN_PROVINCE_CODES[1]))
-    households = set_rows(households, orphan_head, "head_pin", pl.lit(_absent_pins(gen, pins, households.height)))
-    for rows, defect in ((bad_province, PROVINCE), (orphan_head, ORPHAN_HEAD)):
-        manifest.append(manifest_rows("households", households["household_id"].gather(rows), defect))
+    households = common.set_rows(households, bad_province, "province_code", pl.lit(common.UNKNOWN_PROVINCE_CODES[1]))
+    absent = _absent_pins(gen, pins, households.height)
+    households = common.set_rows(households, orphan_head, "head_pin", pl.lit(absent))
+    for rows, defect in ((bad_province, defects.PROVINCE), (orphan_head, ORPHAN_HEAD)):
+        manifest.append(defects.manifest_rows("households", households["household_id"].gather(rows), defect))
     picker = gen.picker(changes.height)
     kc = gen.spec.defect_count(changes.height)
     future, bad_code, orphan = picker.take(kc), picker.take(kc), picker.take(kc)
     new = pl.lit(pl.Series(gen.choice(list(new_codes()), changes.height)))
-    changes = set_rows(changes, future, "moved_on", vietnam_day(pl.col("updated_at")) + pl.duration(
+    changes = common.set_rows(changes, future, "moved_on", common.vietnam_day(pl.col("updated_at")) + pl.duration(
         days=pl.lit(pl.Series(rng.integers(1, 365, changes.height)))))
-    changes = set_rows(set_rows(changes, future, "from_province_code", new), future, "to_province_code", new)
-    changes = set_rows(changes, bad_code, "to_province_code", pl.lit(UNKNOWN_PROVINCE_CODES[0]))
-    changes = set_rows(changes, orphan, "pin", pl.lit(_absent_pins(gen, pins, changes.height)))
-    for rows, defect in ((future, FUTURE_MOVE), (bad_code, PROVINCE), (orphan, ORPHAN_CITIZEN)):
-        manifest.append(manifest_rows("residence_changes", changes["change_id"].gather(rows), defect))
+    changes = common.set_rows(common.set_rows(changes, future, "from_province_code", new), future, "to_province_code",
+                              new)
+    changes = common.set_rows(changes, bad_code, "to_province_code", pl.lit(common.UNKNOWN_PROVINCE_CODES[0]))
+    changes = common.set_rows(changes, orphan, "pin", pl.lit(_absent_pins(gen, pins, changes.height)))
+    for rows, defect in ((future, FUTURE_MOVE), (bad_code, defects.PROVINCE), (orphan, ORPHAN_CITIZEN)):
+        manifest.append(defects.manifest_rows("residence_changes", changes["change_id"].gather(rows), defect))
     return households.drop("_row"), changes.drop("_row"), manifest
 
 
@@ -277,26 +258,26 @@ def simulate(spec: PopulationSpec) -> SimulatedPopulation:
     base = gen.base_citizens()
     picks = _pick_defects(gen, base)
     citizens = _inject_citizen_defects(gen, base, picks)
-    rejected = quarantined_rows(picks) + picks[ORPHAN_HOUSEHOLD]
+    rejected = defects.quarantined_rows(picks) + picks[ORPHAN_HOUSEHOLD]
     landing = citizens.filter(~pl.col("_row").is_in(rejected))
     households, changes, manifest = _inject_related_defects(
         gen, _households(landing), _residence_changes(gen, landing), citizens["pin"])
-    citizens = set_rows(citizens, picks[NFD], "full_name", nfd(pl.col("full_name")))
-    citizens = set_rows(citizens, picks[NFD], "address", nfd(pl.col("address")))
+    citizens = common.set_rows(citizens, picks[defects.NFD], "full_name", common.nfd(pl.col("full_name")))
+    citizens = common.set_rows(citizens, picks[defects.NFD], "address", common.nfd(pl.col("address")))
     orphan_ids = pl.Series([f"HK9{i:09d}" for i in gen.rng.integers(0, 10**9, citizens.height)])
-    citizens = set_rows(citizens, picks[ORPHAN_HOUSEHOLD], "household_id", pl.lit(orphan_ids))
-    losers = _duplicate_losers(gen, citizens, picks[DUPLICATE])
-    manifest += picked_manifest("citizens", citizens, "pin", picks, CITIZEN_DEFECTS, losers["updated_at"])
+    citizens = common.set_rows(citizens, picks[ORPHAN_HOUSEHOLD], "household_id", pl.lit(orphan_ids))
+    losers = _duplicate_losers(gen, citizens, picks[defects.DUPLICATE])
+    manifest += defects.picked_manifest("citizens", citizens, "pin", picks, CITIZEN_DEFECTS, losers["updated_at"])
     all_citizens = pl.concat([citizens, losers]).sort("_row", "updated_at").select(CITIZEN_COLUMNS)
     return SimulatedPopulation(all_citizens, households, changes.select(
         "change_id", "pin", "from_province_code", "to_province_code", "moved_on", "updated_at"),
-        pl.concat([empty_manifest(), *manifest]))
+        pl.concat([defects.empty_manifest(), *manifest]))
 
 
 def write(url: str, sim: SimulatedPopulation, spec: PopulationSpec) -> None:
     """(Re)create the source system in the database at ``url`` (created if missing)."""
     tables = {"citizens": sim.citizens, "households": sim.households, "residence_changes": sim.residence_changes}
-    write_postgresql(url, "population", SimulatedSource(tables, sim.manifest), spec, ddl=SOURCE_DDL,
+    common.write_postgresql(url, "population", common.SimulatedSource(tables, sim.manifest), spec, ddl=SOURCE_DDL,
                      indexes=SOURCE_INDEXES)
 
 

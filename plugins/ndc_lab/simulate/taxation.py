@@ -61,32 +61,8 @@ import polars as pl
 from faker.providers.person.vi_VN import Provider as PersonNames
 
 from ndc.reference import REORGANISATION_DATE, old_codes
-from ndc_lab.simulate.common import (
-    SimulatedSource,
-    SourceGenerator,
-    SourceSpec,
-    blank_text,
-    check_digits,
-    code_in_force,
-    decomposes,
-    enterprise_base,
-    population_citizens,
-    room_for_older_version,
-    set_rows,
-    vietnam_day,
-    write_postgresql,
-)
-from ndc_lab.simulate.manifest import (
-    BLANK_FULL_NAME,
-    DUPLICATE,
-    NFD,
-    PROVINCE,
-    Defect,
-    empty_manifest,
-    manifest_rows,
-    picked_manifest,
-    quarantined_rows,
-)
+from ndc_lab.simulate import common
+from ndc_lab.simulate import manifest as defects
 
 UPDATED_FROM = np.datetime64("2024-07-01T00:00:00", "s")
 CUTOVER_UTC = np.datetime64("2025-06-30T17:00:00", "s")  # 2025-07-01 00:00 in Việt Nam
@@ -96,19 +72,19 @@ EARLIEST_REGISTRATION = date(2000, 1, 1)
 INDIVIDUAL_SHARE = 0.30
 FILINGS_PER = {"enterprise": 8.0, "individual": 2.0}
 
-ID_LENGTH = Defect("taxpayer_id_length", "quarantined", "taxpayer_id_format")
-ID_NON_DIGIT = Defect("taxpayer_id_non_digit", "quarantined", "taxpayer_id_format")
-ID_CHECK_DIGIT = Defect("taxpayer_id_check_digit", "quarantined", "taxpayer_id_format")
-PIN_BEFORE = Defect("pin_id_before_cutover", "quarantined", "taxpayer_id_in_force")
-LEGACY_AFTER = Defect("legacy_id_after_cutover", "quarantined", "taxpayer_id_in_force")
-FUTURE_FILED = Defect("future_filed_on", "quarantined", "filed_on_range")
-NEGATIVE_DECLARED = Defect("negative_amount", "quarantined", "declared_amount_non_negative")
-FUTURE_PAID = Defect("future_paid_on", "quarantined", "paid_on_range")
-NEGATIVE_PAID = Defect("negative_amount", "quarantined", "amount_positive")
-ORPHAN = Defect("orphan_taxpayer", "exception", None)
+ID_LENGTH = defects.Defect("taxpayer_id_length", "quarantined", "taxpayer_id_format")
+ID_NON_DIGIT = defects.Defect("taxpayer_id_non_digit", "quarantined", "taxpayer_id_format")
+ID_CHECK_DIGIT = defects.Defect("taxpayer_id_check_digit", "quarantined", "taxpayer_id_format")
+PIN_BEFORE = defects.Defect("pin_id_before_cutover", "quarantined", "taxpayer_id_in_force")
+LEGACY_AFTER = defects.Defect("legacy_id_after_cutover", "quarantined", "taxpayer_id_in_force")
+FUTURE_FILED = defects.Defect("future_filed_on", "quarantined", "filed_on_range")
+NEGATIVE_DECLARED = defects.Defect("negative_amount", "quarantined", "declared_amount_non_negative")
+FUTURE_PAID = defects.Defect("future_paid_on", "quarantined", "paid_on_range")
+NEGATIVE_PAID = defects.Defect("negative_amount", "quarantined", "amount_positive")
+ORPHAN = defects.Defect("orphan_taxpayer", "exception", None)
 
-TAXPAYER_DEFECTS = (LEGACY_AFTER, PIN_BEFORE, DUPLICATE, NFD, ID_CHECK_DIGIT, ID_LENGTH, ID_NON_DIGIT, PROVINCE,
-                    BLANK_FULL_NAME)
+TAXPAYER_DEFECTS = (LEGACY_AFTER, PIN_BEFORE, defects.DUPLICATE, defects.NFD, ID_CHECK_DIGIT, ID_LENGTH, ID_NON_DIGIT,
+                    defects.PROVINCE, defects.BLANK_FULL_NAME)
 
 TAXPAYER_COLUMNS = ["taxpayer_id", "taxpayer_kind", "pin", "legacy_tax_code", "full_name", "birth_date",
                     "province_code", "registered_on", "updated_at"]
@@ -150,8 +126,8 @@ create table simulator.ambiguous_name_birth (
 """
 
 
-class _Generator(SourceGenerator):
-    def __init__(self, spec: SourceSpec) -> None:
+class _Generator(common.SourceGenerator):
+    def __init__(self, spec: common.SourceSpec) -> None:
         super().__init__(spec, seed_offset=3_001)
         self.end = np.datetime64(self.until.replace(tzinfo=None), "s")
         self.taken: np.ndarray = np.empty(0, np.int64)  # first nine digits of every tax code handed out, sorted
@@ -170,7 +146,7 @@ class _Generator(SourceGenerator):
         while (todo := np.flatnonzero(found < 0)).size:
             first9 = prefix[todo] + self.rng.integers(0, 10**7, todo.size)
             at = np.minimum(np.searchsorted(self.taken, first9), max(self.taken.size - 1, 0))
-            ok = check_digits(first9) >= 0
+            ok = common.check_digits(first9) >= 0
             if self.taken.size:
                 ok &= self.taken[at] != first9
             first_seen = np.zeros(todo.size, dtype=bool)
@@ -184,7 +160,7 @@ class _Generator(SourceGenerator):
 def _code_text(first9: np.ndarray) -> pl.Series:
     if first9.size == 0:
         return pl.Series([], dtype=pl.String)
-    return pl.Series(np.char.add(np.char.zfill(first9.astype(str), 9), check_digits(first9).astype(str)))
+    return pl.Series(np.char.add(np.char.zfill(first9.astype(str), 9), common.check_digits(first9).astype(str)))
 
 
 def _vietnam_midnight_utc(day: pl.Series) -> np.ndarray:
@@ -224,7 +200,7 @@ def _individuals(gen: _Generator, citizens: pl.DataFrame) -> pl.DataFrame:
     people = people.filter(pl.col("_forced") | pl.Series(gen.rng.random(people.height) < INDIVIDUAL_SHARE))
     n, forced = people.height, people["_forced"].to_numpy()
     updated_at = gen.moments(np.full(n, UPDATED_FROM), np.where(forced, CUTOVER_UTC, gen.end))
-    day = vietnam_day(updated_at)
+    day = common.vietnam_day(updated_at)
     eighteen = people["birth_date"].dt.offset_by("18y")
     low = pl.select(pl.max_horizontal(eighteen, pl.lit(EARLIEST_REGISTRATION))).to_series()
     recent = pl.Series(gen.rng.random(n) < 0.10)
@@ -238,7 +214,7 @@ def _individuals(gen: _Generator, citizens: pl.DataFrame) -> pl.DataFrame:
     frame = people.with_columns(
         pl.Series("legacy_tax_code", legacy, dtype=pl.String), registered_on.alias("registered_on"),
         updated_at.alias("updated_at"), pl.lit("individual").alias("taxpayer_kind"),
-        code_in_force(pl.col("province_code"), pl.lit(day)).alias("province_code"))
+        common.code_in_force(pl.col("province_code"), pl.lit(day)).alias("province_code"))
     return frame.with_columns(
         pl.when(migrated).then(pl.col("pin")).otherwise(pl.col("legacy_tax_code")).alias("taxpayer_id"),
         pl.when(migrated).then(pl.col("pin")).alias("pin"))
@@ -259,26 +235,26 @@ def _enterprises(gen: _Generator, base: pl.DataFrame) -> pl.DataFrame:
         pl.col("enterprise_code").alias("taxpayer_id"), pl.lit("enterprise").alias("taxpayer_kind"),
         pl.lit(None, pl.String).alias("pin"), pl.lit(None, pl.String).alias("legacy_tax_code"),
         pl.Series("full_name", _enterprise_names(gen, n)), pl.lit(None, pl.Date).alias("birth_date"),
-        code_in_force(pl.col("province_code"), pl.lit(vietnam_day(updated_at))).alias("province_code"),
+        common.code_in_force(pl.col("province_code"), pl.lit(common.vietnam_day(updated_at))).alias("province_code"),
         "registered_on",
         updated_at.alias("updated_at"), pl.lit(False).alias("_twin"))
 
 
-def _taxpayer_eligibility(frame: pl.DataFrame) -> dict[Defect, np.ndarray]:
-    day = vietnam_day(frame["updated_at"])
+def _taxpayer_eligibility(frame: pl.DataFrame) -> dict[defects.Defect, np.ndarray]:
+    day = common.vietnam_day(frame["updated_at"])
     individual = frame["taxpayer_kind"] == "individual"
     utc_day = frame["updated_at"].dt.date()
-    duplicable = (pl.Series(room_for_older_version(frame["updated_at"])) & (utc_day != date(2025, 6, 30))
+    duplicable = (pl.Series(common.room_for_older_version(frame["updated_at"])) & (utc_day != date(2025, 6, 30))
                   & (frame["registered_on"] < day))
     return {
         LEGACY_AFTER: (individual & (frame["registered_on"] >= REORGANISATION_DATE)).to_numpy(),
         PIN_BEFORE: (individual & (day < REORGANISATION_DATE)).to_numpy(),
-        DUPLICATE: duplicable.to_numpy(), NFD: decomposes(frame["full_name"]),
+        defects.DUPLICATE: duplicable.to_numpy(), defects.NFD: common.decomposes(frame["full_name"]),
         ID_CHECK_DIGIT: (frame["taxpayer_id"].str.len_chars() == 10).to_numpy(),
     }
 
 
-def _pick_taxpayer_defects(gen: _Generator, frame: pl.DataFrame) -> dict[Defect, list[int]]:
+def _pick_taxpayer_defects(gen: _Generator, frame: pl.DataFrame) -> dict[defects.Defect, list[int]]:
     k = gen.spec.defect_count(frame.height)
     picker = gen.picker(frame.height)
     untouchable = frame["_twin"].to_numpy()
@@ -289,30 +265,31 @@ def _pick_taxpayer_defects(gen: _Generator, frame: pl.DataFrame) -> dict[Defect,
 _LETTERS = {str(d): chr(ord("A") + d) for d in range(10)}
 
 
-def _inject_taxpayer_defects(gen: _Generator, frame: pl.DataFrame, picks: dict[Defect, list[int]]) -> pl.DataFrame:
+def _inject_taxpayer_defects(gen: _Generator, frame: pl.DataFrame,
+                             picks: dict[defects.Defect, list[int]]) -> pl.DataFrame:
     tid = pl.col("taxpayer_id")
     n = frame.height
     fresh = pl.Series(np.full(n, None, dtype=object), dtype=pl.String)
     if picks[LEGACY_AFTER]:
         codes = gen.tax_codes(gen.choice(old_codes(), len(picks[LEGACY_AFTER])))
         fresh = fresh.scatter(picks[LEGACY_AFTER], codes)
-    frame = set_rows(frame, picks[LEGACY_AFTER], "taxpayer_id", pl.lit(fresh))
-    frame = set_rows(frame, picks[LEGACY_AFTER], "legacy_tax_code", pl.lit(fresh))
-    frame = set_rows(frame, picks[LEGACY_AFTER], "pin", pl.lit(None, pl.String))
-    frame = set_rows(frame, picks[PIN_BEFORE], "pin", pl.col("_citizen_pin"))
-    frame = set_rows(frame, picks[PIN_BEFORE], "taxpayer_id", pl.col("_citizen_pin"))
+    frame = common.set_rows(frame, picks[LEGACY_AFTER], "taxpayer_id", pl.lit(fresh))
+    frame = common.set_rows(frame, picks[LEGACY_AFTER], "legacy_tax_code", pl.lit(fresh))
+    frame = common.set_rows(frame, picks[LEGACY_AFTER], "pin", pl.lit(None, pl.String))
+    frame = common.set_rows(frame, picks[PIN_BEFORE], "pin", pl.col("_citizen_pin"))
+    frame = common.set_rows(frame, picks[PIN_BEFORE], "taxpayer_id", pl.col("_citizen_pin"))
     wrong = pl.Series(gen.rng.integers(1, 10, n))
     last = tid.str.slice(9, 1).cast(pl.Int64)
-    frame = set_rows(frame, picks[ID_CHECK_DIGIT], "taxpayer_id",
+    frame = common.set_rows(frame, picks[ID_CHECK_DIGIT], "taxpayer_id",
                  tid.str.slice(0, 9) + ((last + pl.lit(wrong)) % 10).cast(pl.String))
-    frame = set_rows(frame, picks[ID_LENGTH], "taxpayer_id",
+    frame = common.set_rows(frame, picks[ID_LENGTH], "taxpayer_id",
                  pl.when(tid.str.len_chars() == 10).then(tid.str.slice(0, 9)).otherwise(tid + "0"))
-    frame = set_rows(frame, picks[ID_NON_DIGIT], "taxpayer_id",
+    frame = common.set_rows(frame, picks[ID_NON_DIGIT], "taxpayer_id",
                  tid.str.slice(0, 4) + tid.str.slice(4, 1).replace_strict(_LETTERS, default="X") + tid.str.slice(5))
-    day = pl.lit(vietnam_day(frame["updated_at"]))
-    frame = set_rows(frame, picks[PROVINCE], "province_code", gen.misplaced_province(day, n))
-    frame = set_rows(frame, picks[BLANK_FULL_NAME], "full_name", blank_text())
-    return set_rows(frame, picks[NFD], "full_name", pl.col("full_name").str.normalize("NFD"))
+    day = pl.lit(common.vietnam_day(frame["updated_at"]))
+    frame = common.set_rows(frame, picks[defects.PROVINCE], "province_code", gen.misplaced_province(day, n))
+    frame = common.set_rows(frame, picks[defects.BLANK_FULL_NAME], "full_name", common.blank_text())
+    return common.set_rows(frame, picks[defects.NFD], "full_name", pl.col("full_name").str.normalize("NFD"))
 
 
 def _periods(filed_on: pl.Series, monthly: np.ndarray) -> pl.Series:
@@ -332,7 +309,7 @@ def _filings(gen: _Generator, taxpayers: pl.DataFrame) -> pl.DataFrame:
     m = owners.size
     registered = taxpayers["registered_on"].gather(owners)
     updated_at = gen.moments(np.maximum(_vietnam_midnight_utc(registered), UPDATED_FROM))
-    day = vietnam_day(updated_at)
+    day = common.vietnam_day(updated_at)
     filed_on = pl.select(pl.max_horizontal(pl.lit(day) - pl.duration(
         days=pl.lit(pl.Series(gen.rng.integers(0, 26, m)))), registered)).to_series()
     owner_is_enterprise = enterprise[owners]
@@ -354,7 +331,7 @@ def _payments(gen: _Generator, filings: pl.DataFrame) -> pl.DataFrame:
     m = due.height
     start = due["updated_at"].dt.replace_time_zone(None).to_numpy().astype("datetime64[s]")
     updated_at = gen.moments(start, np.minimum(start + np.timedelta64(30 * 86_400, "s"), gen.end))
-    paid_on = pl.select(pl.max_horizontal(pl.lit(vietnam_day(updated_at)) - pl.duration(
+    paid_on = pl.select(pl.max_horizontal(pl.lit(common.vietnam_day(updated_at)) - pl.duration(
         days=pl.lit(pl.Series(gen.rng.integers(0, 4, m)))), due["filed_on"])).to_series()
     share = np.where(gen.rng.random(m) < 0.7, 1.0, gen.rng.uniform(0.3, 1.0, m))
     amount = np.maximum(np.round(due["declared_amount"].to_numpy() * share), 1.0)
@@ -364,19 +341,20 @@ def _payments(gen: _Generator, filings: pl.DataFrame) -> pl.DataFrame:
 
 
 def _inject_activity_defects(gen: _Generator, frame: pl.DataFrame, table: str, key: str,
-                             defects: tuple[tuple[Defect, str, pl.Expr | pl.Series], ...]) -> tuple[pl.DataFrame, list]:
+                             planned: tuple[tuple[defects.Defect, str, pl.Expr | pl.Series], ...]
+                             ) -> tuple[pl.DataFrame, list]:
     """Pick disjoint rows per defect and set one column to a bad value; returns the frame and manifest rows."""
     frame = frame.with_row_index("_row")
     picker = gen.picker(frame.height)
     k = gen.spec.defect_count(frame.height)
     manifest = []
-    for defect, column, value in defects:
+    for defect, column, value in planned:
         rows = sorted(picker.take(k))
         if isinstance(value, pl.Series):  # values for the chosen rows, in order
             value = pl.lit(pl.Series(np.full(frame.height, None, object), dtype=value.dtype).scatter(
                 rows, value.head(len(rows))))
-        frame = set_rows(frame, rows, column, value)
-        manifest.append(manifest_rows(table, frame[key].gather(rows), defect))
+        frame = common.set_rows(frame, rows, column, value)
+        manifest.append(defects.manifest_rows(table, frame[key].gather(rows), defect))
     return frame.drop("_row"), manifest
 
 
@@ -385,7 +363,7 @@ def _activity_defects(gen: _Generator, filings: pl.DataFrame, payments: pl.DataF
     orphans = gen.tax_codes(gen.choice(old_codes(), k))
 
     def later(column: str) -> pl.Expr:
-        return vietnam_day(pl.col("updated_at")) + pl.duration(days=(pl.col(column).cast(pl.Int64) % 365) + 1)
+        return common.vietnam_day(pl.col("updated_at")) + pl.duration(days=(pl.col(column).cast(pl.Int64) % 365) + 1)
 
     filings, filing_rows = _inject_activity_defects(gen, filings, "filings", "filing_id", (
         (FUTURE_FILED, "filed_on", later("filing_id")),
@@ -412,10 +390,10 @@ def _ambiguous_pairs(citizens: pl.DataFrame, individuals: pl.DataFrame) -> pl.Da
                         ).sort("pin_a", "pin_b")
 
 
-def simulate(spec: SourceSpec) -> SimulatedSource:
+def simulate(spec: common.SourceSpec) -> common.SimulatedSource:
     gen = _Generator(spec)
-    citizens = _mark_twins(population_citizens(spec))
-    base = enterprise_base(spec)
+    citizens = _mark_twins(common.population_citizens(spec))
+    base = common.enterprise_base(spec)
     gen.taken = np.sort(base["enterprise_code"].str.slice(0, 9).cast(pl.Int64).to_numpy())
     individuals = _individuals(gen, citizens.rename({"pin": "_citizen_pin"}).with_columns(
         pl.col("_citizen_pin").alias("pin")))
@@ -428,22 +406,23 @@ def simulate(spec: SourceSpec) -> SimulatedSource:
     ).with_row_index("_row")
     picks = _pick_taxpayer_defects(gen, taxpayers)
     taxpayers = _inject_taxpayer_defects(gen, taxpayers, picks)
-    landed = taxpayers.filter(~pl.col("_row").is_in(quarantined_rows(picks)))
+    landed = taxpayers.filter(~pl.col("_row").is_in(defects.quarantined_rows(picks)))
     filings = _filings(gen, landed)
     payments = _payments(gen, filings)
     filings, payments, manifest = _activity_defects(gen, filings, payments)
-    losers = gen.older_versions(taxpayers, picks[DUPLICATE])
-    manifest += picked_manifest("taxpayers", taxpayers, "taxpayer_id", picks, TAXPAYER_DEFECTS, losers["updated_at"])
+    losers = gen.older_versions(taxpayers, picks[defects.DUPLICATE])
+    manifest += defects.picked_manifest("taxpayers", taxpayers, "taxpayer_id", picks, TAXPAYER_DEFECTS,
+                                        losers["updated_at"])
     all_taxpayers = pl.concat([taxpayers, losers]).sort("_row", "updated_at").select(TAXPAYER_COLUMNS)
-    return SimulatedSource(
+    return common.SimulatedSource(
         tables={"taxpayers": all_taxpayers, "filings": filings, "payments": payments},
-        manifest=pl.concat([empty_manifest(), *manifest]),
+        manifest=pl.concat([defects.empty_manifest(), *manifest]),
         crosswalks={"legacy_tax_code_to_pin": crosswalk, "ambiguous_name_birth": ambiguous})
 
 
-def write(target: str, sim: SimulatedSource, spec: SourceSpec) -> None:
+def write(target: str, sim: common.SimulatedSource, spec: common.SourceSpec) -> None:
     """(Re)create the taxation source in the PostgreSQL database at ``target`` (created if missing)."""
-    write_postgresql(target, "taxation", sim, spec, ddl=SOURCE_DDL, indexes=SOURCE_INDEXES,
+    common.write_postgresql(target, "taxation", sim, spec, ddl=SOURCE_DDL, indexes=SOURCE_INDEXES,
                      crosswalk_ddl=CROSSWALK_DDL)
 
 
@@ -453,7 +432,7 @@ def default_target() -> str:
     return connections.resolve("ndc_src_taxation")
 
 
-def describe(sim: SimulatedSource) -> str:
+def describe(sim: common.SimulatedSource) -> str:
     taxpayers = sim.tables["taxpayers"]
     individuals = int((taxpayers["taxpayer_kind"] == "individual").sum())
     return (f"{taxpayers.height:,} taxpayer rows ({individuals:,} individual, {taxpayers.height - individuals:,} "

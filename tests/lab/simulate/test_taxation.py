@@ -41,7 +41,7 @@ def test_deterministic_per_seed():
 def test_generated_tax_codes_meet_the_contracts_rule_and_a_wrong_digit_does_not():
     import numpy as np
 
-    from ndc.contracts.base import tax_code_is_valid
+    from ndc.contracts.checks import tax_code_is_valid
 
     first9 = np.arange(10_000_000, 10_002_000, dtype=np.int64) * 7 + 123
     digits = check_digits(first9)

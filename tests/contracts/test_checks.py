@@ -11,16 +11,8 @@ import pytest
 from pandera.typing.polars import Series
 
 from ndc.contracts import contract_of
-from ndc.contracts.base import (
-    UTC_TIMESTAMP,
-    NdcContract,
-    allowed,
-    date_in_range,
-    format_matches,
-    not_blank,
-    pin_format,
-    province_code_valid,
-)
+from ndc.contracts.base import UTC_TIMESTAMP, NdcContract
+from ndc.contracts.checks import allowed, date_in_range, format_matches, not_blank, pin_format, province_code_valid
 from ndc.contracts.validation import validate
 
 
