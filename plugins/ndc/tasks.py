@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import polars as pl
 from psycopg import sql
 
-from ndc.audit.handoff import Handoff, advance_watermark, new_run_id, recorded
+from ndc.audit.handoff import Handoff, advance_watermark, as_utc, new_run_id, recorded
 from ndc.config.sources import SourceConfig, find_source, load_sources
 from ndc.contracts import get_contract
 from ndc.contracts.validation import GateResult, validate
@@ -72,11 +72,6 @@ def landing_target(source: SourceConfig, table_name: str) -> LandingTarget:
                          contract=get_contract(table.contract), tombstone_column=table.tombstone_column)
 
 
-def _as_utc(moment: datetime) -> datetime:
-    """A plain UTC datetime (Airflow passes pendulum datetimes; naive means UTC)."""
-    if moment.tzinfo is None:
-        return datetime(*moment.timetuple()[:6], moment.microsecond, tzinfo=UTC)
-    return datetime.fromtimestamp(moment.timestamp(), tz=UTC)
 
 
 def _gated(chunks: Iterable[Chunk], contract) -> Iterator[tuple[Chunk, GateResult]]:
@@ -209,7 +204,7 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
         source = find_source(settings.sources_dir, source)
     target = landing_target(source, table_name)
     table = source.table(table_name)
-    start, end = _as_utc(FULL_REFRESH_START if full_refresh else start), _as_utc(end)
+    start, end = as_utc(FULL_REFRESH_START if full_refresh else start), as_utc(end)
     window = (max(FULL_REFRESH_START, start - source.lookback), end)
     stats = RunStats()
     run = Handoff(kind="extract", source=source.name, target=f"{target.schema}.{target.table}",

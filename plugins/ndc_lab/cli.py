@@ -156,7 +156,7 @@ def airflow_ui(port: int) -> None:
     from ndc.warehouse import database, embedded
     from ndc_lab.demo import airflow_command, airflow_env, import_pools
 
-    env = {**os.environ, **airflow_env(embedded.ensurewarehouse_url()),
+    env = {**os.environ, **airflow_env(embedded.ensure_warehouse()),
            "AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(port),
            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/"}
     with database.connect(env["NDC_WAREHOUSE_URL"]) as conn:
@@ -185,7 +185,7 @@ def faults(chosen: tuple[str, ...], server: str | None) -> None:
     unknown = sorted(set(chosen) - set(known))
     if unknown:
         raise click.UsageError(f"unknown scenario {', '.join(unknown)}; known: {', '.join(known)}")
-    server_url = server or with_database(embedded.ensurewarehouse_url(), "postgres")
+    server_url = server or with_database(embedded.ensure_warehouse(), "postgres")
     failed = 0
     # The scenarios' own level holds when Airflow, imported by the Celery scenario, reconfigures the root logger:
     # the summary stays one line per scenario (ndc -v shows their progress).

@@ -39,6 +39,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """An interval bound as a plain UTC datetime: naive means UTC; Airflow passes pendulum datetimes."""
+    if moment.tzinfo is None:
+        return datetime(*moment.timetuple()[:6], moment.microsecond, tzinfo=UTC)
+    return datetime.fromtimestamp(moment.timestamp(), tz=UTC)
+
+
 def new_run_id(prefix: str = "manual") -> str:
     """The run id of a hand-off started by hand (Airflow passes its own)."""
     return f"{prefix}__{datetime.now(UTC).isoformat(timespec='seconds')}"

@@ -1,13 +1,10 @@
-"""What a command acts on: the warehouse (configured, or the embedded server) and instants in UTC."""
+"""What a command acts on: the warehouse (configured, or the embedded server), and its interval in UTC."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from ndc.audit.handoff import as_utc
 
-
-def as_utc(value: datetime) -> datetime:
-    """A ``--start``/``--end`` value: UTC unless it carries an offset."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+__all__ = ["as_utc", "warehouse_url"]
 
 
 def warehouse_url() -> str:

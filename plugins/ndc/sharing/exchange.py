@@ -24,10 +24,10 @@ import hashlib
 import hmac
 import logging
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
-from ndc.audit.handoff import Handoff, advance_watermark, new_run_id, recorded
+from ndc.audit.handoff import Handoff, advance_watermark, as_utc, new_run_id, recorded
 from ndc.config.exchanges import ExchangeConfig, find_exchange
 from ndc.errors import ConfigError, ContractViolation, NdcError, SchemaDriftError
 from ndc.settings import EXCHANGE_HASH_KEY_MIN_CHARS, get_settings
@@ -134,10 +134,6 @@ class ExchangeError(NdcError):
     """An exchange failed; the message holds no row values (see the ledger row and the task's log for where)."""
 
 
-def _as_utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return datetime.fromtimestamp(moment.timestamp(), tz=UTC)
 
 
 def _table_config(config: ExchangeConfig) -> TableConfig:
@@ -317,7 +313,7 @@ def run_exchange(exchange: ExchangeConfig | str, start: datetime, end: datetime,
     config = exchange if isinstance(exchange, ExchangeConfig) else find_exchange(exchange)
     key = hash_key()
     contract = check_contract(config)
-    start, end = _as_utc(start), _as_utc(end)
+    start, end = as_utc(start), as_utc(end)
     window = (start - config.lookback, end)
     run_id = run_id or new_run_id()
     provider_url = connections.source_url(config.provider.conn_id, config.provider.engine)
