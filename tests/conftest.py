@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import psycopg
 import pytest
+from ndc_lab.environment import restore, snapshot
 
 from ndc.warehouse.connections import with_database
 from ndc.warehouse.database import drop_database, ensure_database
@@ -70,16 +71,12 @@ def dbs(pg_server: str) -> Iterator[Databases]:
     found = Databases(warehouse=with_database(pg_server, f"ndc_test_{run}"),
                       source=with_database(pg_server, f"ndc_test_src_{run}"), run=run)
     ensure_database(found.warehouse)
-    saved = {k: os.environ.get(k) for k in ("NDC_WAREHOUSE_URL", "AIRFLOW_CONN_NDC_SRC_POPULATION")}
+    saved = snapshot(("NDC_WAREHOUSE_URL", "AIRFLOW_CONN_NDC_SRC_POPULATION"))
     os.environ["NDC_WAREHOUSE_URL"] = found.warehouse
     os.environ["AIRFLOW_CONN_NDC_SRC_POPULATION"] = found.source
     try:
         yield found
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        restore(saved)
         drop_database(found.warehouse)
         drop_database(found.source)

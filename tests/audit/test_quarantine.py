@@ -25,6 +25,7 @@ from ndc.contracts.population import Citizens
 from ndc.errors import NdcError
 from ndc.tasks import extract_table
 from tests.helpers.database import query, scalar
+from tests.helpers.sources import write_citizens
 
 EVERYTHING = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC))
 DATASET = "population.citizens"
@@ -57,13 +58,6 @@ class CitizensFixed:
         return cls.schema.validate(frame, lazy=lazy)
 
 
-def _write_citizens(url: str, frame: pl.DataFrame) -> None:
-    empty = population.simulate(population.PopulationSpec(citizens=10, defect_rate=0))
-    sim = population.SimulatedPopulation(frame, empty.households.clear(), empty.residence_changes.clear(),
-                                         empty.manifest.clear())
-    population.write(url, sim, population.PopulationSpec())
-
-
 @pytest.fixture(scope="module")
 def world(dbs):
     """300 citizens: 5 with a 12-digit cmnd, 2 with a blank name, and one key whose older version (12-digit
@@ -78,9 +72,9 @@ def world(dbs):
     newer = defects.row(7, named=True)
     older = {**newer, "cmnd": newer["pin"], "updated_at": newer["updated_at"] - timedelta(days=1)}
     first = pl.concat([defects.slice(0, 7), pl.DataFrame([older], schema=defects.schema), defects.slice(8)])
-    _write_citizens(dbs.source, first)
+    write_citizens(dbs.source, first)
     extract_table("population", "citizens", *EVERYTHING, run_id="first")
-    _write_citizens(dbs.source, defects)
+    write_citizens(dbs.source, defects)
     extract_table("population", "citizens", *EVERYTHING, run_id="second")
     return {"fixed": defects["pin"].head(5).to_list(), "blank": defects["pin"].slice(5, 2).to_list(),
             "older": older, "newer": newer}

@@ -15,16 +15,10 @@ from ndc.audit.retention import purge
 from ndc.tasks import extract_table
 from ndc.warehouse.connections import with_database
 from tests.helpers.database import query, scalar
+from tests.helpers.sources import write_citizens
 
 EVERYTHING = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC))
 OLD = timedelta(days=800)
-
-
-def _write_citizens(url: str, frame: pl.DataFrame) -> None:
-    empty = population.simulate(population.PopulationSpec(citizens=10, defect_rate=0))
-    sim = population.SimulatedPopulation(frame, empty.households.clear(), empty.residence_changes.clear(),
-                                         empty.manifest.clear())
-    population.write(url, sim, population.PopulationSpec())
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +28,13 @@ def loaded(dbs):
     clean = clean.filter(pl.col("updated_at") < datetime(2025, 6, 1, tzinfo=UTC)).head(100)
     bad = clean.with_row_index("i").with_columns(
         full_name=pl.when(pl.col("i") < 2).then(pl.lit(" ")).otherwise(pl.col("full_name"))).drop("i")
-    _write_citizens(dbs.source, bad)
+    write_citizens(dbs.source, bad)
     extract_table("population", "citizens", *EVERYTHING, run_id="first")
     changed = bad.with_row_index("i").with_columns(
         address=pl.when(pl.col("i").is_between(10, 19)).then(pl.lit("Số 9 phố mới")).otherwise(pl.col("address")),
         updated_at=pl.when(pl.col("i").is_between(10, 19)).then(pl.col("updated_at") + timedelta(hours=1))
         .otherwise(pl.col("updated_at"))).drop("i")
-    _write_citizens(dbs.source, changed)
+    write_citizens(dbs.source, changed)
     # another window: the old versions were the source's state then, not a second version at the same time
     extract_table("population", "citizens", EVERYTHING[0], datetime(2031, 1, 1, tzinfo=UTC), run_id="second")
     return changed

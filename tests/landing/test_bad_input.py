@@ -24,6 +24,7 @@ import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ndc_lab.environment import restore, snapshot
 from ndc_lab.simulate import corpus, insurance_api, population
 from ndc_lab.simulate.common import SourceSpec, copy_frame_pg
 from ndc_lab.simulate.manifest import empty_manifest
@@ -352,7 +353,7 @@ def published_corpus(request, dbs, tmp_path_factory):
     sims = corpus.good_sims(SPEC)
     tables, labels = _corpus_tables(sims)
     names = [f"AIRFLOW_CONN_NDC_SRC_{s.upper()}" for s in corpus.SOURCES]
-    saved = {name: os.environ.get(name) for name in names}
+    saved = snapshot(names)
     server = None
     try:
         _write_sources(sims, tables, urls, drops)
@@ -377,11 +378,7 @@ def published_corpus(request, dbs, tmp_path_factory):
         if server is not None:
             server.shutdown()
             server.server_close()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        restore(saved)
         for source in ("population", "taxation", "insurance"):
             drop_database(urls[source])
         from ndc_lab.simulate.all_sources import _drop_mysql_database

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import psycopg
 import pytest
+from ndc_lab.environment import restore, snapshot
 from ndc_lab.simulate import enterprise
 from ndc_lab.simulate.common import SourceSpec
 from psycopg import sql
@@ -70,7 +71,7 @@ def setup(dbs, mariadb_server) -> Iterator[Setup]:
     sim = enterprise.simulate(spec)
     mariadb = with_database(mariadb_server, f"ndc_test_exchange_{dbs.run}")
     consumer = with_database(dbs.warehouse, f"ndc_test_tax_{dbs.run}")
-    saved = {k: os.environ.get(k) for k in ENV_KEYS}
+    saved = snapshot(ENV_KEYS)
     try:
         enterprise.write(mariadb, sim, spec)
         ensure_database(consumer)
@@ -90,11 +91,7 @@ def setup(dbs, mariadb_server) -> Iterator[Setup]:
         yield Setup(dbs.warehouse, mariadb, consumer, rows, quarantined, canary, good["enterprise_code"],
                     datetime.combine(busiest, datetime.min.time(), UTC), bad["enterprise_code"])
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        restore(saved)
         drop_database(consumer)
         conn = mysql_connect(mariadb_server)
         try:

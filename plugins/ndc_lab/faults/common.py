@@ -15,6 +15,7 @@ import psycopg
 from ndc.warehouse.connections import with_database
 from ndc.warehouse.database import drop_database, ensure_database
 from ndc_lab.demo import ndc_command  # noqa: F401 - the scenarios' way to run ``ndc``
+from ndc_lab.environment import restore, snapshot
 from ndc_lab.faults import Outcome
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ CLEARED_PREFIXES = ("NDC_", "AIRFLOW_CONN_", "DBT_")
 def environment(**values: str) -> Iterator[dict[str, str]]:
     """``os.environ`` with the scenario's settings (and none of the caller's) until the block ends."""
     cleared = [key for key in os.environ if key.startswith(CLEARED_PREFIXES)]
-    saved = {key: os.environ.get(key) for key in {*cleared, *values}}
+    saved = snapshot({*cleared, *values})
     for key in cleared:
         os.environ.pop(key, None)
     os.environ.update(values)
@@ -39,11 +40,7 @@ def environment(**values: str) -> Iterator[dict[str, str]]:
         for key in [k for k in os.environ if k.startswith(CLEARED_PREFIXES)]:
             if key not in saved:
                 os.environ.pop(key)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        restore(saved)
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from ndc.settings import get_settings
 from ndc.tasks import extract_table
 from ndc.warehouse.connections import with_database
 from ndc.warehouse.database import drop_database
+from ndc_lab.environment import restore, snapshot
 from ndc_lab.simulate import insurance_api
 from ndc_lab.simulate.common import SourceSpec
 
@@ -56,7 +57,7 @@ def five_sources(warehouse_url: str, spec: SourceSpec, *, run: str, drops: Path,
     if mariadb_url:
         urls["enterprise"] = with_database(mariadb_url, f"ndc_t5_ent_{run}")
     urls["education"] = drops.as_uri()
-    saved = {name: os.environ.get(f"AIRFLOW_CONN_NDC_SRC_{name.upper()}") for name in SOURCES}
+    saved = snapshot(f"AIRFLOW_CONN_NDC_SRC_{name.upper()}" for name in SOURCES)
     sims: dict[str, object] = {}
     server = None
     try:
@@ -76,11 +77,7 @@ def five_sources(warehouse_url: str, spec: SourceSpec, *, run: str, drops: Path,
         if server is not None:
             server.shutdown()
             server.server_close()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(f"AIRFLOW_CONN_NDC_SRC_{name.upper()}", None)
-            else:
-                os.environ[f"AIRFLOW_CONN_NDC_SRC_{name.upper()}"] = value
+        restore(saved)
         for name in ("population", "taxation", "insurance"):
             drop_database(urls[name])
         if urls["enterprise"].startswith("mysql"):
