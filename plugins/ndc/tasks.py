@@ -72,8 +72,6 @@ def landing_target(source: SourceConfig, table_name: str) -> LandingTarget:
                          contract=get_contract(table.contract), tombstone_column=table.tombstone_column)
 
 
-
-
 def _gated(chunks: Iterable[Chunk], contract) -> Iterator[tuple[Chunk, GateResult]]:
     """Validate each chunk and give every row its version hash (rejected rows: over their reasons too)."""
     columns = list(contract.columns)

@@ -27,7 +27,6 @@ from tests.helpers.database import query, scalar
 SPEC = SourceSpec(citizens=3_000, seed=606, defect_rate=0.005)
 
 
-
 def build() -> dict:
     """What the conform DAG does before publishing: the freshness gate, then dbt build into the inactive schema."""
     prepared = prepare_conform(accept_stale=True)

@@ -312,7 +312,6 @@ def test_expiry_and_removal_take_access_away(setup, applied):
     assert expiring.exists()
 
 
-
 def test_a_user_removed_from_an_agency_file_loses_the_login(setup, applied):
     agencies_file = setup["agencies"] / "quang_ngai.yml"
     data = yaml.safe_load(agencies_file.read_text())

@@ -47,7 +47,6 @@ def contract_alert(dataset: str | None = None, owner_agency: str | None = None,
     return ContractAlertNotifier(dataset, owner_agency, owner_contact)
 
 
-
 class DagAlertNotifier(BaseNotifier):
     """A DAG run's outcome: on failure, the ``dag_failed`` alert (unless a task of the run already alerted); on
     success, close the DAG's open ``dag_failed`` alert."""

@@ -140,8 +140,6 @@ class SourceConfig(files.StrictConfig):
         raise ConfigError(f"source {self.name!r} has no table {name!r} (tables: {known})")
 
 
-
-
 def load_source(path: Path) -> SourceConfig:
     return files.load_config(path, SourceConfig, "source")
 

@@ -2,8 +2,8 @@
 consumer agency's database, gated by the dataset's contract (gate 3 = gate 1's contract), without the payload
 passing through the hub's storage.
 
-One YAML file per exchange under ``dags/exchanges/`` (:class:`ExchangeConfig`, errors name file and field); the
-DAG ``exchange_<name>`` runs :func:`run_exchange` (also ``ndc exchange run``) over its data interval.
+One YAML file per exchange under ``dags/exchanges/`` (:class:`ndc.config.exchanges.ExchangeConfig`, errors name
+file and field); the DAG ``exchange_<name>`` runs :func:`run_exchange` (also ``ndc exchange run``) over its data interval.
 
 What the hub keeps: one ledger row per run (counts, contract name and version, no values), one contract result
 (``gate = 'exchange'``), and for every row that did not reach the consumer only its record key, the checks it
@@ -15,7 +15,8 @@ Delivery is one consumer transaction per run: the consumer sees the whole window
 backfills are idempotent: the consumer's table keeps one row per key (the latest version by incremental column,
 then row hash), and a version it already holds is not written again.
 
-This module is read at DAG parse time (the config model): polars, pandera and the connectors load inside the job.
+The DAG file reads only the config (:mod:`ndc.config.exchanges`); this module, with polars, pandera and the
+connectors, loads inside the task.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ DUPLICATE_KEY = "duplicate_key"
 _META = ("_ndc_row_hash", "_ndc_run_id", "_ndc_delivered_at")
 
 
-# --- configuration ----------------------------------------------------------------------------------------------
+# --- the contract -----------------------------------------------------------------------------------------------
 
 
 def check_contract(config: ExchangeConfig) -> Contract:
@@ -132,8 +133,6 @@ def _safe_error(exc: BaseException, config: ExchangeConfig, contract: Contract |
 
 class ExchangeError(NdcError):
     """An exchange failed; the message holds no row values (see the ledger row and the task's log for where)."""
-
-
 
 
 def _table_config(config: ExchangeConfig) -> TableConfig:
