@@ -3,7 +3,8 @@ consumer agency's database, gated by the dataset's contract (gate 3 = gate 1's c
 passing through the hub's storage.
 
 One YAML file per exchange under ``dags/exchanges/`` (:class:`ndc.config.exchanges.ExchangeConfig`, errors name
-file and field); the DAG ``exchange_<name>`` runs :func:`run_exchange` (also ``ndc exchange run``) over its data interval.
+file and field); the DAG ``exchange_<name>`` runs :func:`run_exchange` (also ``ndc exchange run``) over its data
+interval.
 
 What the hub keeps: one ledger row per run (counts, contract name and version, no values), one contract result
 (``gate = 'exchange'``), and for every row that did not reach the consumer only its record key, the checks it
