@@ -12,7 +12,7 @@ import polars as pl
 import psycopg
 import pytest
 from ndc_lab.simulate import insurance
-from ndc_lab.simulate.common import SourceSpec
+from ndc_lab.simulate.common import SimulatedSource, SourceSpec
 from ndc_lab.simulate.insurance_api import start_in_thread
 from polars.testing import assert_frame_equal
 
@@ -28,7 +28,7 @@ API_SPEC = SourceSpec(citizens=3_000, seed=5, defect_rate=0.005)
 
 
 @pytest.fixture(scope="module")
-def simulated() -> insurance.SimulatedSource:
+def simulated() -> SimulatedSource:
     return insurance.simulate(GATE_SPEC)
 
 
@@ -102,7 +102,7 @@ def test_pins_follow_the_august_2025_switch_and_the_crosswalk_covers_everyone(si
 
 
 @pytest.fixture(scope="module")
-def backend(pg_server: str) -> Iterator[tuple[str, insurance.SimulatedSource]]:
+def backend(pg_server: str) -> Iterator[tuple[str, SimulatedSource]]:
     url = with_database(pg_server, f"ndc_test_insurance_{uuid.uuid4().hex[:8]}")
     sim = insurance.simulate(API_SPEC)
     try:
