@@ -58,14 +58,16 @@ for _name, _summary in (
 
 
 def _scaffolded_simulators() -> None:
-    """Simulators added by `ndc sources new` get their command without editing this file (found by name)."""
+    """Simulators added by `ndc sources new` get their command without editing this file: a module of
+    ndc_lab.simulate named like a source file of the DAG bundle is that source's simulator."""
     import pkgutil
 
     import ndc_lab.simulate
+    from ndc.settings import get_settings
 
-    taken = {"common", "manifest", "insurance_api", "scaffold", *simulate.commands}
+    sources = {path.stem for path in get_settings().sources_dir.glob("*.yml")}
     for module in pkgutil.iter_modules(ndc_lab.simulate.__path__):
-        if module.name not in taken:
+        if module.name in sources and module.name not in simulate.commands:
             _simulate_command(module.name, f"The {module.name} source (see plugins/ndc_lab/simulate/{module.name}.py).")
 
 
