@@ -477,10 +477,11 @@ def test_docs_generate_works(dbs, published):
     assert "index.html" in result.stdout
     catalog = json.loads((dbt.project_dir() / "target" / "catalog.json").read_text())
     documented = {node["metadata"]["name"] for node in catalog["nodes"].values()}
-    # Shared models are catalogued from the build consumers read (the published one), every other model and
-    # snapshot from its one relation.
+    # Shared models live in the two build schemas and `ndc dbt docs` catalogues the inactive one (dbt refuses to run
+    # against the published build), which need not hold them yet; every other model and snapshot has one relation.
     built = {n["alias"] or n["name"] for n in json.loads(dbt.manifest_file().read_text())["nodes"].values()
-             if n["resource_type"] in ("model", "snapshot") and n["config"]["materialized"] != "ephemeral"}
+             if n["resource_type"] in ("model", "snapshot") and n["config"]["materialized"] != "ephemeral"
+             and n["config"].get("schema") != "shared"}
     assert len(built) > 20 and built <= documented, sorted(built - documented)
 
 

@@ -46,15 +46,14 @@ def dbt_build(build_schema: str | None, run_id: str | None, full_refresh: bool) 
 
 @dbt_group.command("docs")
 def dbt_docs() -> None:
-    """Generate the dbt docs site (every model, column, test, source and exposure) from the warehouse; shared
-    models as the published build holds them."""
+    """Generate the dbt docs site (every model, column, test, source and exposure) from the warehouse."""
     from ndc.conform import dbt
-    from ndc.conform.publish import active_schema, inactive_schema
+    from ndc.conform.publish import inactive_schema
     from ndc.warehouse import database
 
     with database.connect(warehouse_url()) as conn:
         database.ensure_meta(conn)
-        schema = active_schema(conn) or inactive_schema(conn)  # what consumers read (before any publish: none)
+        schema = inactive_schema(conn)
     result = dbt.run(["docs", "generate"], build_schema=schema)
     if result.returncode != 0:
         raise NdcError(f"dbt docs generate failed:\n{result.output[-3000:]}")
