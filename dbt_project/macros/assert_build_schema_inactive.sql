@@ -2,7 +2,7 @@
     DROP ... CASCADE, which would drop the published shared.<model> views. `ndc conform` and the conform DAG
     always choose the inactive schema; this stops a hand-run `dbt build` from doing otherwise. -#}
 {% macro assert_build_schema_inactive() %}
-    {%- if execute -%}
+    {%- if execute and not is_delta() and not var('ndc_schema_prefix', '') -%}
         {%- set publications = adapter.get_relation(
             database=target.database, schema='ndc_meta', identifier='publications') -%}
         {%- if publications is not none -%}

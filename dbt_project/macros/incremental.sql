@@ -18,3 +18,87 @@
         true
     {%- endif -%}
 {%- endmacro %}
+
+{#- The landing horizon of this model's last run, as a scalar subquery (rows loaded after it are new to it). -#}
+{% macro last_run_horizon() -%}
+    (select coalesce(max(conformed_through), '-infinity'::timestamptz) from {{ this }})
+{%- endmacro %}
+
+{#- ---- Conform at the cost of the change (docs/conform-publish.md) -------------------------------------------
+    A conform run is `full` (every model rebuilt into the inactive build schema, published by a view switch) or
+    `delta` (shared models built for their changed keys only into shared_delta, applied to the published tables in
+    one transaction). `ndc.conform.run_plan` chooses and passes these vars; a hand-run `dbt build` is `full`. -#}
+{% macro is_delta() -%}
+    {{ return(var('ndc_conform_mode', 'full') == 'delta') }}
+{%- endmacro %}
+
+{#- The number of this conform run (ndc_meta.conform_runs): intermediate models stamp the rows they rewrite with
+    it, so a row rewritten since a model was last published has conform_seq greater than that publication's. A
+    hand-run build (no var) takes the next number, which any later publish counts as unpublished. -#}
+{% macro conform_seq() -%}
+    {%- if var('ndc_conform_seq', none) is not none -%}
+        {{ var('ndc_conform_seq') | int }}::bigint
+    {%- elif execute and adapter.get_relation(database=target.database, schema='ndc_meta',
+                                               identifier='conform_runs') is not none -%}
+        (select coalesce(max(conform_seq), 0) + 1 from ndc_meta.conform_runs)
+    {%- else -%}
+        1::bigint
+    {%- endif -%}
+{%- endmacro %}
+
+{#- The conform run number and landing horizon of the last publication of a shared model (0 and -infinity if it
+    was never published by a numbered run). -#}
+{% macro published_seq(model) -%}
+    {{ ((var('ndc_published', {}) or {}).get(model) or {}).get('seq', 0) | int }}::bigint
+{%- endmacro %}
+
+{% macro published_horizon(model) -%}
+    {%- set since = ((var('ndc_published', {}) or {}).get(model) or {}).get('through') -%}
+    {%- if since -%} '{{ since | replace("'", "") }}'::timestamptz {%- else -%} '-infinity'::timestamptz {%- endif -%}
+{%- endmacro %}
+
+{#- A shared model in a delta run: only the rows of its changed keys (the keys listed by `changes`, a model of
+    intermediate/changes). In a full run: every row. -#}
+{% macro only_changed(column, changes, changes_column=none) -%}
+    {%- if is_delta() -%}
+        {{ column }} in (select {{ changes_column or column }} from {{ ref(changes) }})
+    {%- else -%}
+        true
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Custom incremental strategy `replace_keys`: every `_ndc_key` the new rows carry is replaced (the target's
+    `unique_key` column holds the same value, indexed); rows flagged
+    `_ndc_removed` only delete (a key gone from the sources). The model's SQL yields one row per key it
+    recomputed, removed or not (`rows_for_keys`). -#}
+{% macro get_incremental_replace_keys_sql(arg_dict) -%}
+    {%- set target = arg_dict['target_relation'] -%}
+    {%- set temp = arg_dict['temp_relation'] -%}
+    {%- set columns = get_quoted_csv(arg_dict['dest_columns'] | map(attribute='name')) -%}
+    delete from {{ target }} as target
+    using {{ temp }} as changed
+    where target.{{ adapter.quote(arg_dict['unique_key']) }} = changed._ndc_key;
+
+    insert into {{ target }} ({{ columns }})
+    select {{ columns }} from {{ temp }} where not _ndc_removed;
+{%- endmacro %}
+
+{#- The rows an incremental model writes for the keys it recomputed (`keys`, a CTE of `key` values): the
+    recomputed row of each key that still exists, else a `_ndc_removed` row (the `replace_keys` strategy deletes
+    it). A full build writes every row. `_ndc_key` is the key the strategy replaces by. -#}
+{% macro rows_for_keys(computed, keys, key) -%}
+    {%- if is_incremental() -%}
+        select
+            {{ computed }}.*,
+            {{ keys }}.{{ key }} as _ndc_key,
+            {{ computed }}.{{ key }} is null as _ndc_removed
+        from {{ keys }}
+        left join {{ computed }} on {{ keys }}.{{ key }} = {{ computed }}.{{ key }}
+    {%- else -%}
+        select
+            *,
+            {{ key }} as _ndc_key,
+            false as _ndc_removed
+        from {{ computed }}
+    {%- endif -%}
+{%- endmacro %}

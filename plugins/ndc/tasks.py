@@ -293,13 +293,17 @@ def _discard_if_blocked(wh, target: LandingTarget, run_id: str, exc: Exception) 
     return str(exc)
 
 
-def prepare_conform(*, accept_stale: bool = False, settings: Settings | None = None) -> dict:
+def prepare_conform(*, accept_stale: bool = False, settings: Settings | None = None, run_id: str | None = None,
+                    sources: list[str] | None = None, full_refresh: bool = False) -> dict:
     """Before a conform build: a registered source never loaded gets its (empty) landing tables, so the dbt project
     builds on any subset of sources (a table that was loaded once and is now missing is not re-created: the build
-    fails on it and publishes nothing); then the source-freshness gate (``ndc.conform.freshness``). Returns the build
-    schema to use (the one consumers are not reading) and the freshness report."""
+    fails on it and publishes nothing); then the source-freshness gate (``ndc.conform.freshness``); then the run's
+    plan (``ndc.conform.run_plan``: full or delta, and why; ``sources``: those whose landing tables triggered it).
+    Returns the plan, the build schema consumers are not reading (where a full build goes) and the freshness
+    report."""
     from ndc.conform import dbt, freshness
     from ndc.conform.publish import inactive_schema
+    from ndc.conform.run_plan import plan_run
 
     settings = settings or get_settings()
     started = datetime.now(UTC)  # gate 2 reconciles the build with landing as of now
@@ -317,22 +321,56 @@ def prepare_conform(*, accept_stale: bool = False, settings: Settings | None = N
                     ensure_landing(conn, target)
         conn.commit()
         report = freshness.gate(freshness.check(conn, dbt.manifest_file()), accept_stale=accept_stale)
-        return {"build_schema": inactive_schema(conn), "started_at": started.isoformat(),
+        plan = plan_run(conn, run_id=run_id, sources=sources, full_refresh=full_refresh)
+        log.info("conform run %s: %s (%s)", plan.conform_seq, plan.mode, plan.reason)
+        return {"build_schema": inactive_schema(conn), "plan": plan.as_dict(), "started_at": started.isoformat(),
                 "freshness": {f"{r.source}.{r.table}": r.status for r in report}}
 
 
-def publish_build(build_schema: str, run_id: str | None = None, settings: Settings | None = None, *,
+def publish_build(build: str | dict, run_id: str | None = None, settings: Settings | None = None, *,
                   as_of: datetime | str | None = None, accept_row_change: bool = False) -> dict:
-    """Gate 2 and publish of the shared models built in ``build_schema`` (the conform DAG's last task; also
-    ``ndc conform``). ``as_of``: when the build started."""
+    """Gate 2 and publish of what a conform run built (the conform DAG's last task; also ``ndc conform``):
+    ``build`` is the run's plan (``prepare_conform()["plan"]``: a full build is published by a view switch, a delta
+    applied in one transaction) or the build schema of a full build made by hand. ``as_of``: when the build
+    started."""
     from ndc.conform import dbt
-    from ndc.conform.publish import publish
+    from ndc.conform.publish import publish, publish_delta
+    from ndc.conform.run_plan import RunPlan
 
     settings = settings or get_settings()
     if isinstance(as_of, str):
         as_of = datetime.fromisoformat(as_of)
+    plan = RunPlan.from_dict(build) if isinstance(build, dict) else None
+    models = dbt.shared_models()
     with database.connect(settings.warehouse_url) as conn:
         database.ensure_meta(conn)
-        published = publish(conn, build_schema, dbt.shared_models(), run_id=run_id, as_of=as_of,
-                            accept_row_change=accept_row_change, deprecations=dbt.deprecations())
-    return {"build_schema": published.build_schema, "rows": published.rows}
+        if plan and plan.is_delta:
+            published = publish_delta(conn, plan, {m: models[m] for m in plan.models}, run_id=run_id, as_of=as_of,
+                                      accept_row_change=accept_row_change, deprecations=dbt.deprecations())
+        else:
+            published = publish(conn, plan.build_schema if plan else build, models, run_id=run_id, as_of=as_of,
+                                accept_row_change=accept_row_change, deprecations=dbt.deprecations(),
+                                conform_seq=plan.conform_seq if plan else None)
+    return {"build_schema": published.build_schema, "rows": published.rows,
+            "mode": plan.mode if plan else "full", "reason": plan.reason if plan else "built by hand"}
+
+
+def conform(*, run_id: str | None = None, accept_stale: bool = False, accept_row_change: bool = False,
+            full_refresh: bool = False, sources: list[str] | None = None, echo: bool = False,
+            settings: Settings | None = None) -> dict:
+    """One conform run outside Airflow (``ndc conform``, tests): freshness gate and plan, ``dbt build`` of what the
+    plan says, then gate 2 and publish. A failed build publishes nothing."""
+    from ndc.conform import dbt
+    from ndc.conform.run_plan import RunPlan
+
+    prepared = prepare_conform(accept_stale=accept_stale, settings=settings, run_id=run_id, sources=sources,
+                               full_refresh=full_refresh)
+    plan = RunPlan.from_dict(prepared["plan"])
+    result = dbt.run(["build", *plan.dbt_args()], dbt_vars=plan.dbt_vars(), echo=echo)
+    if result.returncode != 0:
+        raise NdcError(f"dbt build failed (exit {result.returncode}); nothing published, consumers still read the "
+                       f"previous version\n{result.output[-3000:]}")
+    published = publish_build(prepared["plan"], run_id=run_id, settings=settings, as_of=prepared["started_at"],
+                              accept_row_change=accept_row_change)
+    return {**published, "conform_seq": plan.conform_seq, "freshness": prepared["freshness"],
+            "dbt_output": result.output}

@@ -296,7 +296,7 @@ def bench_conform(runs: int, share: float | None, citizens: int | None, airflow_
     url = warehouse_url()
     if citizens:
         url = module.load_bench_warehouse(url, citizens)
-    figures = (module.measure_change(url, share=share, airflow_db=airflow_db, port=port) if share
+    figures = (module.measure_change(url, share=share, airflow_db=airflow_db, port=port, runs=runs) if share
                else module.measure(url, runs=runs, airflow_db=airflow_db, port=port))
     click.echo(json.dumps({k: v for k, v in figures.items() if k not in ("runs", "task_times")}, indent=2,
                           default=str))

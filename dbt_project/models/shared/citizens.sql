@@ -1,7 +1,10 @@
+{#- A delta run (docs/conform-publish.md) builds the rows of the changed citizens only. -#}
+-- depends_on: {{ ref('int_citizens_changed') }}
 with
 
 located as (
     select * from {{ ref('int_citizens_located') }}
+    where {{ only_changed('citizen_id', 'int_citizens_changed') }}
 ),
 
 activity as (

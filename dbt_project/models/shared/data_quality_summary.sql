@@ -21,12 +21,30 @@ quarantined_rows as (
     select * from {{ ref('stg_platform__quarantined_rows') }}
 ),
 
-exception_records as (
-    select * from {{ ref('identity_exceptions') }}
-),
-
 resolved as (
     select * from {{ ref('int_identities_resolved') }}
+),
+
+unresolved_references as (
+    select * from {{ ref('int_references_unresolved') }}
+),
+
+-- what shared.identity_exceptions lists, counted from its inputs (a delta run builds that model for the changed
+-- records only)
+exception_records as (
+    select
+        source_name,
+        dataset,
+        'identity' as exception_kind
+    from resolved
+    where exception_reason is not null
+    union all
+    select
+        source_name,
+        dataset,
+        'reference' as exception_kind
+    from unresolved_references
+    where is_current
 ),
 
 landed as (

@@ -1,5 +1,7 @@
 {#- Every record the conformance layer could not link, with the reason: person records without a certain PIN
-    (identity) and records whose reference to another record resolves to nothing (reference). Never dropped. -#}
+    (identity) and records whose reference to another record resolves to nothing (reference). Never dropped.
+    A delta run (docs/conform-publish.md) builds the exceptions of the changed records only. -#}
+-- depends_on: {{ ref('int_identity_exceptions_changed') }}
 with
 
 resolved as (
@@ -8,6 +10,7 @@ resolved as (
 
 unresolved_references as (
     select * from {{ ref('int_references_unresolved') }}
+    where is_current
 ),
 
 identity as (
@@ -37,10 +40,20 @@ reference as (
     from unresolved_references
 ),
 
-final as (
+exceptions as (
     select * from identity
     union all
     select * from reference
+),
+
+final as (
+    select * from exceptions
+    {%- if is_delta() %}
+        where (source_name, dataset, record_key) in (
+            select changed.source_name, changed.dataset, changed.record_key
+            from {{ ref('int_identity_exceptions_changed') }} as changed
+        )
+    {%- endif %}
 )
 
 select * from final

@@ -236,9 +236,12 @@ class DbtNodeOperator(BaseOperator):
             raise AirflowSkipException(f"{self.key}: not built, an upstream node failed")
         if not (isinstance(event, dict) and event.get("status") == "rebuild"):
             raise AirflowException(f"{self.key}: failed in dbt build (see ndc_meta.conform_nodes)")
-        build_schema = context["ti"].xcom_pull(task_ids="prepare_build")
-        self.log.info("rebuilding %s into %s: %s", self.select, build_schema, event.get("message"))
-        result = dbt.run(["build", "--select", self.select], build_schema=build_schema)
+        from ndc.conform.run_plan import RunPlan
+
+        plan = RunPlan.from_dict(context["ti"].xcom_pull(task_ids="prepare_build"))
+        self.log.info("rebuilding %s into %s (%s run %s): %s", self.select, plan.build_schema, plan.mode,
+                      plan.conform_seq, event.get("message"))
+        result = dbt.run(["build", "--select", self.select], dbt_vars=plan.dbt_vars())
         self.log.info("%s", result.output[-8000:])
         from ndc.settings import get_settings
         from ndc.warehouse import database
@@ -258,8 +261,8 @@ def _dbt_group(chosen, mode: str) -> tuple[TaskGroup, list]:
     with TaskGroup(group_id="dbt", tooltip="one dbt build; a task per model/seed with its tests") as group:
 
         @task(task_id="build", retries=0)
-        def build(build_schema: str, run_id=None, params=None) -> dict:  # dbt var ndc_build_schema
-            return run_dbt_build(build_schema, run_id, covered, full_refresh=bool((params or {}).get("full_refresh")))
+        def build(plan: dict, run_id=None) -> dict:  # the run's plan: full or delta (ndc.conform.run_plan)
+            return run_dbt_build(plan, run_id, covered)
 
         producer = build(chosen)
         # concurrent: every node task starts with the run (trigger rule "always") and follows dbt's results as
@@ -278,6 +281,15 @@ def _dbt_group(chosen, mode: str) -> tuple[TaskGroup, list]:
     return group, [producer, *tasks.values()]
 
 
+def triggering_sources(events, sources_dir: Path) -> list[str] | None:
+    """The sources whose landing Assets triggered the run (None for a manual or scheduled run: every source)."""
+    if not events:
+        return None
+    by_schema = {s.landing_schema: s.name for s in load_sources(sources_dir)}
+    found = {by_schema.get(asset.name.split(".", 1)[0]) for asset in events}
+    return None if None in found or not found else sorted(found)
+
+
 def build_conform_dag(sources_dir: Path) -> DAG:
     # A run when any source has loaded all its tables: (a1 & a2 & ...) | (b1 & ...) | ...
     per_source = [functools.reduce(operator.and_, [landing_asset(s.landing_schema, t.name) for t in s.tables])
@@ -285,7 +297,8 @@ def build_conform_dag(sources_dir: Path) -> DAG:
     models = sorted(dbt.shared_models())
     with DAG(
         dag_id="conform",
-        description="freshness gate, one dbt build (a task per model) into the inactive build schema, then publish",
+        description="freshness gate and plan, one dbt build (a task per model) of a full build or of the delta of"
+                    " what changed, then publish (view switch or one-transaction apply)",
         schedule=functools.reduce(operator.or_, per_source),
         start_date=pendulum.datetime(2024, 7, 1, tz="UTC"),
         catchup=False,
@@ -294,7 +307,8 @@ def build_conform_dag(sources_dir: Path) -> DAG:
         params={"accept_stale": Param(False, type="boolean",
                                       description="Build even if a source is past its freshness error threshold"),
                 "full_refresh": Param(False, type="boolean",
-                                      description="Rebuild incremental models from scratch (dbt --full-refresh)"),
+                                      description="Rebuild every model from scratch (dbt --full-refresh) and publish"
+                                      " by a view switch, instead of the delta of what changed"),
                 "accept_row_change": Param(False, type="boolean",
                                            description="Publish even if a shared model's row count changed more "
                                            "than NDC_PUBLISH_MAX_ROW_CHANGE allows (gate 2)")},
@@ -305,28 +319,33 @@ def build_conform_dag(sources_dir: Path) -> DAG:
 
         # a stale source alerts here (stale_source), once: the gate is not retried
         @task(retries=0, on_failure_callback=[contract_alert()])
-        def prepare_build(params=None, ti=None, run_id=None) -> str:
+        def prepare_build(params=None, ti=None, run_id=None, triggering_asset_events=None) -> dict:
             from ndc.audit import alerts
             from ndc.settings import get_settings
             from ndc.tasks import prepare_conform
             from ndc.warehouse import database
 
-            prepared = prepare_conform(accept_stale=bool((params or {}).get("accept_stale")))
+            prepared = prepare_conform(accept_stale=bool((params or {}).get("accept_stale")), run_id=run_id,
+                                       sources=triggering_sources(triggering_asset_events, sources_dir),
+                                       full_refresh=bool((params or {}).get("full_refresh")))
+            plan = prepared["plan"]
             log.info("source freshness: %s", prepared["freshness"])
+            log.info("conform run %s: %s build (%s) into %s; shared models %s", plan["conform_seq"], plan["mode"],
+                     plan["reason"], plan["build_schema"], ", ".join(plan["models"]))
             with database.connect(get_settings().warehouse_url) as conn:
                 alerts.close_alerts(conn, alerts.STALE_DATASET, run_id)  # fresh again (or accepted)
             with database.connect(get_settings().warehouse_url) as conn, conn.transaction():
                 database.ensure_meta(conn)
                 conn.execute(f"delete from {STATUS_TABLE} where updated_at < now() - interval '30 days'")
             ti.xcom_push(key="started_at", value=prepared["started_at"])  # gate 2 reconciles as of then
-            return prepared["build_schema"]
+            return plan
 
         @task(outlets=[shared_asset(m) for m in models], on_failure_callback=[contract_alert("shared")])
-        def publish(build_schema: str, run_id=None, params=None, ti=None) -> dict:
+        def publish(plan: dict, run_id=None, params=None, ti=None) -> dict:
             from ndc.tasks import publish_build
 
             started_at = ti.xcom_pull(task_ids="prepare_build", key="started_at")
-            return publish_build(build_schema, run_id=run_id, as_of=started_at,
+            return publish_build(plan, run_id=run_id, as_of=started_at,
                                  accept_row_change=bool((params or {}).get("accept_row_change")))
 
         chosen = prepare_build()

@@ -67,23 +67,23 @@ def dbt_docs() -> None:
               help="Build even if a source is past its freshness error threshold (reported either way).")
 @click.option("--accept-row-change", is_flag=True,
               help="Publish even if a shared model's row count changed more than NDC_PUBLISH_MAX_ROW_CHANGE allows.")
-def conform(run_id: str | None, accept_stale: bool, accept_row_change: bool) -> None:
-    """Source-freshness gate, dbt build into the inactive build schema, then publish it (write-audit-publish).
+@click.option("--full-refresh", is_flag=True,
+              help="Rebuild every model from scratch and publish by a view switch, instead of the delta of what "
+                   "changed.")
+@click.option("--source", "sources", multiple=True,
+              help="Build only the part of the graph downstream of this source (repeat for several; default all).")
+def conform(run_id: str | None, accept_stale: bool, accept_row_change: bool, full_refresh: bool,
+            sources: tuple[str, ...]) -> None:
+    """Source-freshness gate, then a full build (first run, --full-refresh, or a changed dbt project) or the delta
+    of what changed since the last publish, then gate 2 and publish (write-audit-publish).
 
-    If a source is stale or the build fails nothing is published: consumers keep reading the last good build."""
-    from ndc.conform import dbt
-    from ndc.tasks import prepare_conform, publish_build
+    If a source is stale or the build fails nothing is published: consumers keep reading the last good version."""
+    from ndc.tasks import conform as run_conform
 
-    prepared = prepare_conform(accept_stale=accept_stale)
-    not_fresh = {k: v for k, v in prepared["freshness"].items() if v != "pass"}
+    published = run_conform(run_id=run_id, accept_stale=accept_stale, accept_row_change=accept_row_change,
+                            full_refresh=full_refresh, sources=list(sources) or None, echo=True)
+    not_fresh = {k: v for k, v in published["freshness"].items() if v != "pass"}
     if not_fresh:
         click.echo(f"source freshness: {not_fresh}")
-    build_schema = prepared["build_schema"]
-    click.echo(f"building shared models into {build_schema}")
-    result = dbt.run(["build"], build_schema=build_schema, echo=True)
-    if result.returncode != 0:
-        raise NdcError(f"dbt build failed (exit {result.returncode}); nothing published, "
-                       "consumers still read the previous build")
-    published = publish_build(build_schema, run_id=run_id, as_of=prepared["started_at"],
-                              accept_row_change=accept_row_change)
-    click.echo(f"published {published['rows']} from {published['build_schema']}")
+    click.echo(f"conform run {published['conform_seq']}: {published['mode']} ({published['reason']}); "
+               f"published {published['rows']} in {published['build_schema']}")

@@ -64,18 +64,24 @@ class LandingReconcile:
     landing_table: str
     landing_key: str
 
-    def queries(self, built: sql.Composable) -> tuple[sql.Composed, sql.Composed]:
+    def queries(self, built: sql.Composable, keys: sql.Composable | None = None) -> tuple[sql.Composed, sql.Composed]:
+        """``keys``: a relation of the keys a delta changed (column ``build_key``); the other keys were reconciled
+        when the version they come from was published, and nothing in landing changed for them since."""
         names = {"built": built, "bkey": ident(self.build_key), "lkey": ident(self.landing_key),
                  "landing": ident(self.landing_schema, self.landing_table),
                  "history": ident(self.landing_schema, f"{self.landing_table}_history")}
+        only_l = only_b = sql.SQL("")
+        if keys is not None:
+            only_l = sql.SQL(" and l.{lkey} in (select k.{bkey} from {keys} k)").format(keys=keys, **names)
+            only_b = sql.SQL(" and b.{bkey} in (select k.{bkey} from {keys} k)").format(keys=keys, **names)
         missing = sql.SQL(
-            "select l.{lkey}::text from {landing} l where l._ndc_deleted_at is null"
+            "select l.{lkey}::text from {landing} l where l._ndc_deleted_at is null{only_l}"
             " and exists (select from {history} h where h.{lkey} = l.{lkey} and h._ndc_loaded_at < %(as_of)s)"
-            " and not exists (select from {built} b where b.{bkey} = l.{lkey})").format(**names)
+            " and not exists (select from {built} b where b.{bkey} = l.{lkey})").format(only_l=only_l, **names)
         extra = sql.SQL(
             "select b.{bkey}::text from {built} b where not exists (select from {landing} l"
-            " where l.{lkey} = b.{bkey} and (l._ndc_deleted_at is null or l._ndc_deleted_at >= %(as_of)s))"
-        ).format(**names)
+            " where l.{lkey} = b.{bkey} and (l._ndc_deleted_at is null or l._ndc_deleted_at >= %(as_of)s)){only_b}"
+        ).format(only_b=only_b, **names)
         return missing, extra
 
 
@@ -254,7 +260,11 @@ def _key_enforced(conn: psycopg.Connection, schema: str, relation: str, key: lis
 
 
 def table_rules(conn: psycopg.Connection, build_schema: str, published: str | None, relation: str,
-                contract: Contract, as_of: datetime, accept_row_change: bool) -> list[Failure]:
+                contract: Contract, as_of: datetime, accept_row_change: bool, *, before: int | None = None,
+                changed_keys: sql.Composable | None = None) -> list[Failure]:
+    """The whole-table rules on ``build_schema.relation``. A delta is audited on the published table with the
+    delta applied, inside the applying transaction: ``before`` is then the row count before it was applied, and
+    ``changed_keys`` the keys it replaced (a landing reconciliation looks at those only)."""
     failures = []
     built = ident(build_schema, relation)
     key = _primary_key(contract)
@@ -271,8 +281,9 @@ def table_rules(conn: psycopg.Connection, build_schema: str, published: str | No
                 failures.append(Failure(relation, "primary_key_unique", total, f"key {', '.join(key)} repeated",
                                         [dict(zip([*key, "copies"], r, strict=True)) for r in duplicates]))
         rows = conn.execute(sql.SQL("select count(*) from {}").format(built)).fetchone()[0]
-        if published and _exists(conn, published, relation) and not accept_row_change:
+        if before is None and published and _exists(conn, published, relation):
             before = conn.execute(sql.SQL("select count(*) from {}").format(ident(published, relation))).fetchone()[0]
+        if before is not None and not accept_row_change:
             share = get_settings().publish_max_row_change
             if before >= MIN_ROWS_FOR_CHANGE_RULE and abs(rows - before) / before > share:
                 failures.append(Failure(
@@ -281,7 +292,7 @@ def table_rules(conn: psycopg.Connection, build_schema: str, published: str | No
                     f" (NDC_PUBLISH_MAX_ROW_CHANGE {share:.0%}; trigger with accept_row_change if it is real)"))
         for rule in TABLE_RULES.get(contract.name, ()):
             if isinstance(rule, LandingReconcile):
-                failures += _reconcile(conn, rule, built, relation, as_of)
+                failures += _reconcile(conn, rule, built, relation, as_of, changed_keys)
                 continue
             ok, detail = conn.execute(sql.SQL(rule.query).format(build=built, schema=ident(build_schema)),
                                       {"as_of": as_of}).fetchone()
@@ -291,8 +302,8 @@ def table_rules(conn: psycopg.Connection, build_schema: str, published: str | No
 
 
 def _reconcile(conn: psycopg.Connection, rule: LandingReconcile, built: sql.Composable, relation: str,
-               as_of: datetime) -> list[Failure]:
-    missing_sql, extra_sql = rule.queries(built)
+               as_of: datetime, changed_keys: sql.Composable | None = None) -> list[Failure]:
+    missing_sql, extra_sql = rule.queries(built, changed_keys)
     counted = sql.SQL("select count(*) from ({}) k")
     missing = conn.execute(counted.format(missing_sql), {"as_of": as_of}).fetchone()[0]
     extra = conn.execute(counted.format(extra_sql), {"as_of": as_of}).fetchone()[0]
@@ -307,37 +318,94 @@ def _reconcile(conn: psycopg.Connection, rule: LandingReconcile, built: sql.Comp
                     f"in {rule.landing_schema}.{rule.landing_table}", sample)]
 
 
-def audit(conn: psycopg.Connection, build_schema: str, published: str | None, relations: dict[str, list[str]],
-          *, run_id: str | None, as_of: datetime, accept_row_change: bool = False) -> dict[str, int]:
-    """Validate every built shared relation; record one contract result each; raise PublishBlockedError listing
-    every failed check if any failed. Returns the rows checked per relation."""
+def _new_result(relation: str, run_id: str | None) -> tuple[Contract, contract_results.ContractResult]:
+    contract = contract_for(relation)
+    return contract, contract_results.ContractResult(gate="publish", dataset=f"shared.{relation}",
+                                                     contract_name=contract.name, contract_version=contract.version,
+                                                     run_id=run_id)
+
+
+def _conclude(conn: psycopg.Connection, what: str, found: dict[str, tuple[contract_results.ContractResult,
+                                                                            list[Failure]]]) -> dict[str, int]:
+    """Record one contract result per relation; raise PublishBlockedError listing every failed check if any."""
     failures: list[Failure] = []
     checked: dict[str, int] = {}
-    for relation in sorted(relations):
-        contract = contract_for(relation)
-        result = contract_results.ContractResult(gate="publish", dataset=f"shared.{relation}",
-        contract_name=contract.name,
-                                        contract_version=contract.version, run_id=run_id)
-        found = validate_rows(conn, build_schema, published, relation, contract, result)
-        found += table_rules(conn, build_schema, published, relation, contract, as_of, accept_row_change)
-        for failure in found:
+    for relation, (result, failed) in sorted(found.items()):
+        for failure in failed:
             if failure.check not in result.failed_by_check:
                 result.failed_by_check[failure.check] = failure.rows
-        if found:
-            result.blocked = "; ".join(f"{f.check}: {f.rows} rows ({f.detail})" for f in found)
+        if failed:
+            result.blocked = "; ".join(f"{f.check}: {f.rows} rows ({f.detail})" for f in failed)
         contract_results.record(conn, result)
         checked[relation] = result.rows_checked
-        failures += found
-        log.info("gate 2: %s %s (%d changed rows checked%s)", relation, "failed" if found else "passed",
-                 result.rows_checked, "; " + ", ".join(f.check for f in found) if found else "")
+        failures += failed
+        log.info("gate 2: %s %s (%d changed rows checked%s)", relation, "failed" if failed else "passed",
+                 result.rows_checked, "; " + ", ".join(f.check for f in failed) if failed else "")
     if failures:
         first = failures[0]
         summary = "; ".join(f"{f.relation}: {f.check} ({f.rows:,} rows)" for f in failures)
         raise PublishBlockedError(
-            f"gate 2 blocked the publish of {build_schema}: {len(failures)} check(s) failed; nothing was published "
+            f"gate 2 blocked the publish of {what}: {len(failures)} check(s) failed; nothing was published "
             "and consumers still read the last good version (runbook: README.md#runbook-contract-failures)\n"
             + "\n".join(f.describe() for f in failures),
             dataset=f"shared.{first.relation}", check=first.check, summary=summary,
             failures=[{"relation": f.relation, "check": f.check, "rows": f.rows} for f in failures])
     return checked
 
+
+def audit(conn: psycopg.Connection, build_schema: str, published: str | None, relations: dict[str, list[str]],
+          *, run_id: str | None, as_of: datetime, accept_row_change: bool = False) -> dict[str, int]:
+    """Validate every built shared relation; record one contract result each; raise PublishBlockedError listing
+    every failed check if any failed. Returns the rows checked per relation."""
+    found = {}
+    for relation in sorted(relations):
+        contract, result = _new_result(relation, run_id)
+        failed = validate_rows(conn, build_schema, published, relation, contract, result)
+        failed += table_rules(conn, build_schema, published, relation, contract, as_of, accept_row_change)
+        found[relation] = (result, failed)
+    return _conclude(conn, build_schema, found)
+
+
+@dataclass
+class Applied:
+    """What applying a delta did to one published relation, for its whole-table rules."""
+
+    rows_before: int
+    rows_deleted: int
+    rows_inserted: int
+    changed_keys: sql.Composable | None = None  # a relation of the keys replaced (None: compared row by row)
+
+
+class _Blocked(Exception):
+    """Leaves the applying transaction (rolled back) when a whole-table rule failed."""
+
+
+def audit_delta(conn: psycopg.Connection, delta_schema: str, published: str, relations: dict[str, list[str]],
+                apply, commit, *, run_id: str | None, as_of: datetime,
+                accept_row_change: bool = False) -> dict[str, int]:
+    """Gate 2 on a delta: the delta's rows that differ from the published ones through each contract; then, in one
+    transaction, ``apply(conn) -> {relation: Applied}`` writes the delta into the published tables, the
+    whole-table rules run on the result (what consumers would read) and ``commit(conn, applied)`` records the
+    publication, or everything is rolled back and consumers never saw any of it. One contract result per
+    relation either way; PublishBlockedError if any check failed."""
+    found: dict[str, tuple[contract_results.ContractResult, list[Failure]]] = {}
+    contracts = {}
+    for relation in sorted(relations):
+        contract, result = _new_result(relation, run_id)
+        contracts[relation] = contract
+        found[relation] = (result, validate_rows(conn, delta_schema, published, relation, contract, result))
+    if not any(failed for _, failed in found.values()):
+        try:
+            with conn.transaction():
+                applied = apply(conn)
+                for relation in sorted(relations):
+                    done = applied[relation]
+                    found[relation][1].extend(table_rules(
+                        conn, published, None, relation, contracts[relation], as_of, accept_row_change,
+                        before=done.rows_before, changed_keys=done.changed_keys))
+                if any(failed for _, failed in found.values()):
+                    raise _Blocked
+                commit(conn, applied)
+        except _Blocked:
+            pass
+    return _conclude(conn, f"the delta in {delta_schema}", found)

@@ -38,21 +38,26 @@ class DbtRun:
     output: str
 
 
-def command(args: list[str], build_schema: str | None = None) -> list[str]:
-    """``dbt <args>`` on the project; ``build_schema`` is where shared models are built."""
+def command(args: list[str], build_schema: str | None = None, dbt_vars: dict | None = None) -> list[str]:
+    """``dbt <args>`` on the project; ``build_schema`` is where shared models are built (a full build);
+    ``dbt_vars``: a conform run's vars (``ndc.conform.run_plan.RunPlan.dbt_vars``), which name it."""
     project = str(project_dir())
     line = [dbt_executable(), *args, "--project-dir", project, "--profiles-dir", project]
+    given = dict(dbt_vars or {})
     if build_schema:
-        if build_schema not in BUILD_SCHEMAS:
-            raise NdcError(f"build schema must be one of {BUILD_SCHEMAS}, got {build_schema!r}")
-        line += ["--vars", json.dumps({"ndc_build_schema": build_schema})]
+        given["ndc_build_schema"] = build_schema
+    if given:
+        if given.get("ndc_build_schema") not in BUILD_SCHEMAS:
+            raise NdcError(f"build schema must be one of {BUILD_SCHEMAS}, got {given.get('ndc_build_schema')!r}")
+        line += ["--vars", json.dumps(given)]
     return line
 
 
-def run(args: list[str], *, build_schema: str | None = None, echo: bool = False) -> DbtRun:
+def run(args: list[str], *, build_schema: str | None = None, echo: bool = False,
+        dbt_vars: dict | None = None) -> DbtRun:
     """Run ``dbt <args>`` on the project; ``build_schema`` is where shared models are built."""
-    result = subprocess.run(command(args, build_schema), env=dbt_environment(), capture_output=not echo, text=True,
-                            check=False)
+    result = subprocess.run(command(args, build_schema, dbt_vars), env=dbt_environment(), capture_output=not echo,
+                            text=True, check=False)
     return DbtRun(result.returncode, (result.stdout or "") + (result.stderr or ""))
 
 

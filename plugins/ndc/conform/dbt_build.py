@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 STATUS_TABLE = "ndc_meta.conform_nodes"
 PRODUCER = "__producer__"
-OK = {"success", "pass", "warn", "no-op"}  # no-op: exposures
+OK = {"success", "pass", "warn", "no-op", "unaffected"}  # no-op: exposures; unaffected: not in a delta
 FAILED = {"error", "fail", "runtime error"}
 
 
@@ -37,7 +37,8 @@ def plan(manifest_path: Path | None = None) -> dict[str, dict]:
     tests on sources only are covered by ``dbt.build`` itself."""
     manifest = json.loads((manifest_path or dbt.manifest_file()).read_text())
     nodes = manifest["nodes"]
-    built = {uid: n for uid, n in nodes.items() if n["resource_type"] in ("model", "seed", "snapshot")}
+    built = {uid: n for uid, n in nodes.items() if n["resource_type"] in ("model", "seed", "snapshot")
+             and n["config"].get("materialized") != "ephemeral"}  # an ephemeral model is compiled into its readers
     depth: dict[str, int] = {}
 
     def level(uid: str) -> int:
@@ -80,15 +81,32 @@ def verdict(statuses: dict[str, tuple[str, str | None]], covers: list[str]) -> t
     return "skipped", "skipped by dbt build (an upstream node failed)"
 
 
-def run_dbt_build(build_schema: str, run_id: str, covered: set[str], full_refresh: bool = False) -> dict:
-    """``dbt build`` of the whole project (``--full-refresh``: incremental models rebuilt from scratch), recording
-    each node's result as dbt reports it."""
+UNAFFECTED = "unaffected"  # a node a delta run does not build: nothing it reads changed
+
+
+def _command(build_schema: str | dict, covered: set[str], full_refresh: bool) -> tuple[list[str], list[str], str]:
+    """The dbt command, the covered nodes it does not build (a delta's) and why."""
+    from ndc.conform.run_plan import RunPlan
+
+    if isinstance(build_schema, dict):
+        plan = RunPlan.from_dict(build_schema)
+        command = dbt.command(["build", "--log-format", "json", *plan.dbt_args()], dbt_vars=plan.dbt_vars())
+        return command, sorted(covered - set(plan.nodes)) if plan.is_delta else [], plan.reason
+    command = dbt.command(["build", "--log-format", "json", *(["--full-refresh"] if full_refresh else [])],
+                          build_schema)
+    return command, [], ""
+
+
+def run_dbt_build(build_schema: str | dict, run_id: str, covered: set[str], full_refresh: bool = False) -> dict:
+    """``dbt build`` for a conform run, recording each node's result as dbt reports it. ``build_schema``: the
+    run's plan (``ndc.conform.run_plan.RunPlan.as_dict``: a full build of the project with ``--full-refresh``, or a
+    delta's nodes, every other node recorded ``unaffected`` first), or, by hand, the build schema of a full build of
+    the whole project (``full_refresh``: incremental models rebuilt from scratch)."""
     from ndc.errors import NdcError
     from ndc.settings import dbt_environment, get_settings
     from ndc.warehouse import database
 
-    command = dbt.command(["build", "--log-format", "json", *(["--full-refresh"] if full_refresh else [])],
-                          build_schema)
+    command, unaffected, why = _command(build_schema, covered, full_refresh)
     counts: dict[str, int] = {}
     started = time.monotonic()
     with database.connect(get_settings().warehouse_url) as conn:
@@ -96,6 +114,8 @@ def run_dbt_build(build_schema: str, run_id: str, covered: set[str], full_refres
         database.ensure_meta(conn)  # ndc_meta.conform_nodes is part of the platform's schema
         conn.execute(f"delete from {STATUS_TABLE} where run_id = %s", (run_id,))
         record(conn, run_id, PRODUCER, "running")
+        for uid in unaffected:
+            record(conn, run_id, uid, UNAFFECTED, f"not built: {why} do not reach it")
         process = subprocess.Popen(command, env=dbt_environment(), stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, bufsize=1)
         assert process.stdout is not None

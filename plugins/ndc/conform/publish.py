@@ -1,11 +1,19 @@
-"""Write-audit-publish for shared models.
+"""Write-audit-publish for shared models, by a view switch (a full build) or by applying a delta.
 
-Shared models are built into the inactive one of ``shared_a`` / ``shared_b``; consumers only ever read the views
-``shared.<model>``. Publishing switches every view to the new build in **one transaction** (``CREATE OR REPLACE
-VIEW`` is transactional), so readers see the previous build or the new one, never a mix; a failed build is never
-published. Gate 2 (:mod:`ndc.conform.build_audit`: each relation's contract on the rows this build changed, and
-whole-table
-rules in SQL) runs before the switch; any failure publishes nothing.
+Consumers only ever read the views ``shared.<model>``, over the tables of one build schema (``shared_a`` or
+``shared_b``).
+
+* **Full build** (:func:`publish`): shared models are built into the other build schema; publishing switches every
+  view to it in **one transaction** (``CREATE OR REPLACE VIEW`` is transactional), then drops the tables of the
+  schema consumers no longer read (no second copy is kept).
+* **Delta** (:func:`publish_delta`): shared models are built for their changed keys only into ``shared_delta``;
+  publishing deletes those keys from the published tables and inserts the delta's rows, for every model, in
+  **one transaction** — with the whole-table rules of gate 2 run inside it on the result — so readers (MVCC) see
+  the previous version or the new one, never a mix, never a version that failed the gate.
+
+Either way gate 2 (:mod:`ndc.conform.build_audit`: each relation's contract on the rows that changed, and
+whole-table rules in SQL) decides; any failure publishes nothing and the next successful run publishes what was
+held back (a delta is always taken against the published version).
 
 A new major version of a shared model (a dbt model version, relation ``<model>_v2``) is published beside the old
 one; while the old one has a deprecation date, its view's comment says so and the ledger records the notice once.
@@ -62,7 +70,7 @@ class Publication:
 
 def publish(conn: psycopg.Connection, build_schema: str, models: dict[str, list[str]],
             run_id: str | None = None, *, as_of: datetime | None = None, accept_row_change: bool = False,
-            deprecations: dict[str, str] | None = None) -> Publication:
+            deprecations: dict[str, str] | None = None, conform_seq: int | None = None) -> Publication:
     """Gate 2, then switch every ``shared.<relation>`` view to ``build_schema`` at once; ledger either way.
 
     ``as_of``: when the build started (landing rows loaded later were not read by it; default now).
@@ -85,10 +93,20 @@ def publish(conn: psycopg.Connection, build_schema: str, models: dict[str, list[
         except Exception as exc:
             run.error = f"{type(exc).__name__}: {exc}"[:2000]
             raise
-        rows, publication_id = _switch(conn, build_schema, models, deprecations, run_id)
+        previous = active_schema(conn)
+        rows, publication_id = _switch(conn, build_schema, models, deprecations, run_id, conform_seq)
         total = sum(rows.values())
         run.rows_in = run.rows_loaded = total
         run.details = {"models": rows, "gate2_rows_checked": checked, "publication_id": publication_id}
+    if previous and previous != build_schema:
+        drop_stale(conn, previous, list(models))
+    _after_publish(conn, publication_id, models, deprecations, run_id)
+    log.info("published %s from %s (%s)", ", ".join(sorted(models)), build_schema, rows)
+    return Publication(build_schema, sorted(models), rows)
+
+
+def _after_publish(conn: psycopg.Connection, publication_id: int, models: dict[str, list[str]],
+                   deprecations: dict[str, str] | None, run_id: str | None) -> None:
     _announce_deprecations(conn, deprecations or {}, models, run_id)
     for model in models:
         alerts.close_alerts(conn, f"shared.{model}", run_id)
@@ -96,12 +114,110 @@ def publish(conn: psycopg.Connection, build_schema: str, models: dict[str, list[
 
     deliver(conn, publication_id, run_id)
     _refresh_catalog(conn)
-    log.info("published %s from %s (%s)", ", ".join(sorted(models)), build_schema, rows)
-    return Publication(build_schema, sorted(models), rows)
+
+
+def drop_stale(conn: psycopg.Connection, schema: str, models: list[str]) -> list[str]:
+    """Drop the shared tables of a build schema consumers no longer read (after a view switch): a delta is applied
+    to the published tables, so an old copy is never needed again and would double the disk. A reader still
+    scanning one holds it; the drop then waits at most 2 s and is left to the next full publish. Returns what was
+    dropped."""
+    dropped = []
+    for model in sorted(models):
+        try:
+            with conn.transaction():
+                conn.execute("set local lock_timeout = '2s'")
+                conn.execute(sql.SQL("drop table if exists {}").format(ident(schema, model)))
+            dropped.append(model)
+        except psycopg.errors.LockNotAvailable:
+            log.warning("%s.%s is still being read: left for the next full publish", schema, model)
+    return dropped
+
+
+def publish_delta(conn: psycopg.Connection, plan, models: dict[str, list[str]], run_id: str | None = None, *,
+                  as_of: datetime | None = None, accept_row_change: bool = False,
+                  deprecations: dict[str, str] | None = None) -> Publication:
+    """Gate 2 on the delta a run built in ``shared_delta`` (``plan``: its :class:`ndc.conform.run_plan.RunPlan`),
+    applied to the published tables in one transaction with the whole-table rules inside it; ledger either way.
+    ``models``: relation -> contract columns of the relations the run built."""
+    from ndc.conform.run_plan import DELTA_SCHEMA, changes_models
+
+    target = plan.published_schema
+    if target not in BUILD_SCHEMAS:
+        raise NdcError(f"a delta applies to the published build schema; none is published ({target!r})")
+    keyed = {m: c for m, c in changes_models().items() if m in models}
+    run = Handoff(kind="publish", source=DELTA_SCHEMA, target="shared", run_id=run_id, dataset="shared")
+    outcome: dict = {}
+
+    def apply(conn: psycopg.Connection) -> dict[str, build_audit.Applied]:
+        conn.execute("lock table ndc_meta.publications in exclusive mode")
+        return {m: _apply(conn, target, m, columns, keyed.get(m)) for m, columns in sorted(models.items())}
+
+    def commit(conn: psycopg.Connection, applied: dict[str, build_audit.Applied]) -> None:
+        outcome["publication_id"] = conn.execute(
+            "insert into ndc_meta.publications (build_schema, models, run_id, mode, conform_seq)"
+            " values (%s, %s, %s, 'delta', %s) returning publication_id",
+            (target, sorted(models), run_id, plan.conform_seq)).fetchone()[0]
+        outcome["applied"] = applied
+
+    with recorded(conn, run):
+        try:
+            with conn.transaction():
+                check_columns(conn, DELTA_SCHEMA, models)
+            checked = build_audit.audit_delta(conn, DELTA_SCHEMA, target, models, apply, commit, run_id=run_id,
+                                              as_of=as_of or datetime.now(UTC),
+                                              accept_row_change=accept_row_change)
+        except ContractViolation as exc:
+            run.details = {"blocked_by": exc.check, "relation": exc.dataset, "failures": exc.failures,
+                           "mode": "delta", "conform_seq": plan.conform_seq}
+            run.error = f"{type(exc).__name__}: {exc.summary}"[:2000]
+            raise
+        except Exception as exc:
+            run.error = f"{type(exc).__name__}: {exc}"[:2000]
+            raise
+        applied = outcome["applied"]
+        rows = {m: a.rows_before - a.rows_deleted + a.rows_inserted for m, a in applied.items()}
+        run.rows_in = run.rows_loaded = sum(a.rows_inserted for a in applied.values())
+        run.details = {"mode": "delta", "conform_seq": plan.conform_seq, "models": rows,
+                       "replaced": {m: {"deleted": a.rows_deleted, "inserted": a.rows_inserted}
+                                    for m, a in applied.items()},
+                       "gate2_rows_checked": checked, "publication_id": outcome["publication_id"]}
+    _after_publish(conn, outcome["publication_id"], models, deprecations, run_id)
+    log.info("published the delta of %s into %s (%s)", ", ".join(sorted(models)), target, run.details["replaced"])
+    return Publication(target, sorted(models), rows)
+
+
+def _apply(conn: psycopg.Connection, target: str, model: str, columns: list[str],
+           changes: tuple[str, str, list[str]] | None) -> build_audit.Applied:
+    """One relation's delta into the published table. Keyed (a change set lists the keys): those keys are deleted
+    and the delta's rows (those keys that still exist) inserted. Otherwise the delta is the whole relation, built
+    again (it is small): rows that differ are deleted and inserted."""
+    published, delta = ident(target, model), ident("shared_delta", model)
+    cols = column_list(columns)
+    before = conn.execute(sql.SQL("select count(*) from {}").format(published)).fetchone()[0]
+    if changes:
+        schema, relation, key = changes
+        keys = ident(schema, relation)
+        match = sql.SQL(" and ").join(sql.SQL("p.{c} = k.{c}").format(c=ident(c)) for c in key)
+        deleted = conn.execute(sql.SQL("delete from {published} p using {keys} k where {match}").format(
+            published=published, keys=keys, match=match)).rowcount
+        inserted = conn.execute(sql.SQL("insert into {published} ({cols}) select {cols} from {delta}").format(
+            published=published, cols=cols, delta=delta)).rowcount
+        return build_audit.Applied(before, deleted, inserted, keys)
+    same = sql.SQL("row({p}) is not distinct from row({d})").format(
+        p=sql.SQL(", ").join(sql.SQL("p.{}").format(ident(c)) for c in columns),
+        d=sql.SQL(", ").join(sql.SQL("d.{}").format(ident(c)) for c in columns))
+    deleted = conn.execute(sql.SQL("delete from {published} p where not exists (select from {delta} d where {same})"
+                                   ).format(published=published, delta=delta, same=same)).rowcount
+    inserted = conn.execute(sql.SQL(
+        "insert into {published} ({cols}) select {cols} from {delta} d where not exists"
+        " (select from {published} p where {same})").format(published=published, cols=cols, delta=delta,
+                                                              same=same)).rowcount
+    return build_audit.Applied(before, deleted, inserted)
 
 
 def _switch(conn: psycopg.Connection, build_schema: str, models: dict[str, list[str]],
-            deprecations: dict[str, str] | None, run_id: str | None) -> tuple[dict[str, int], int]:
+            deprecations: dict[str, str] | None, run_id: str | None,
+            conform_seq: int | None = None) -> tuple[dict[str, int], int]:
     """Every ``shared.<relation>`` view to ``build_schema`` in one transaction; returns rows per model and the
     publication's id."""
     rows = {}
@@ -115,8 +231,9 @@ def _switch(conn: psycopg.Connection, build_schema: str, models: dict[str, list[
             rows[model] = conn.execute(sql.SQL("select count(*) from {}").format(ident(build_schema, model))
                                        ).fetchone()[0]
         publication_id = conn.execute(
-            "insert into ndc_meta.publications (build_schema, models, run_id) values (%s, %s, %s)"
-            " returning publication_id", (build_schema, sorted(models), run_id)).fetchone()[0]
+            "insert into ndc_meta.publications (build_schema, models, run_id, mode, conform_seq)"
+            " values (%s, %s, %s, 'full', %s) returning publication_id",
+            (build_schema, sorted(models), run_id, conform_seq)).fetchone()[0]
     return rows, publication_id
 
 

@@ -56,11 +56,11 @@ def _mark(conn, target: LandingTarget, run_id: str) -> tuple[int, int, list[str]
     key_text = sql.SQL("concat_ws('|', {})").format(
         sql.SQL(", ").join(sql.SQL("l.{}::text").format(ident(c)) for c in target.primary_key))
     gone = conn.execute(sql.SQL(
-        "update {latest} l set _ndc_deleted_at = now(), _ndc_deleted_by = 'full_compare'"
+        "update {latest} l set _ndc_deleted_at = now(), _ndc_deleted_by = 'full_compare', _ndc_loaded_at = now()"
         " where l._ndc_deleted_at is null and not exists (select 1 from _ndc_keys k where {match})"
         " returning {key}").format(latest=latest, match=match, key=key_text)).fetchall()
     restored = conn.execute(sql.SQL(
-        "update {latest} l set _ndc_deleted_at = null, _ndc_deleted_by = null"
+        "update {latest} l set _ndc_deleted_at = null, _ndc_deleted_by = null, _ndc_loaded_at = now()"
         " where l._ndc_deleted_by = 'full_compare' and exists (select 1 from _ndc_keys k where {match})"
     ).format(latest=latest, match=match)).rowcount
     return len(gone), restored, sorted(row[0] for row in gone)[:20]

@@ -121,7 +121,7 @@ def plan(options: Options) -> dict[str, list[Figure]]:
         "conform": [Figure("conform_dag_over_dbt_build", f"conform DAG ÷ plain dbt build, {options.citizens:,}"
                            " citizens", ("<=", 1.5))],
         "change": [Figure("conform_change_over_full_refresh", f"conform DAG after a {options.share:.0%} change ÷"
-                          f" full refresh, {options.citizens:,} citizens", ("<=", 0.25))],
+                          f" full refresh, {options.citizens:,} citizens", ("<=", 0.15))],
         "demo": [Figure("demo_s", f"ndc demo end to end, {options.citizens:,} citizens")],
     }
 
@@ -315,11 +315,12 @@ def part_change(options: Options, figures: dict[str, Figure], echo, state: dict)
 
     url = conform_warehouse(options, state, echo)
     details = conform.measure_change(url, share=options.share, airflow_db=options.airflow_db,
-                                           port=options.port)
+                                     port=options.port, runs=1)
     figures["conform_change_over_full_refresh"].update(
-        measured=details["after_change_dag_s"], unit="s", baseline=details["full_refresh_dag_s"],
-        baseline_label="full refresh", ratio=details["after_change_dag_s"] / details["full_refresh_dag_s"],
-        note=f"{sum(details['rows_changed'].values()):,} landing rows changed")
+        measured=details["after_change_dag_s"][0], unit="s", baseline=details["full_refresh_dag_s"][0],
+        baseline_label="full refresh", ratio=details["ratio"],
+        note=f"{sum(details['rows_changed'].values()):,} landing rows changed; peak shared storage during the"
+             f" delta {details['disk_peak_ratio']} x the published tables")
     return details
 
 

@@ -79,7 +79,8 @@ def forget_partial_parse() -> None:
 
 
 def plain_dbt_build(warehouse_url: str) -> tuple[float, str]:
-    """Seconds of ``dbt build`` of the project into the inactive build schema (as ``ndc conform`` runs it)."""
+    """Seconds of ``dbt build --full-refresh`` of the project into the inactive build schema (what a full conform
+    run builds; the DAG runs it compares with are full refreshes too)."""
     from ndc.conform.publish import inactive_schema
     from ndc.warehouse import database
 
@@ -88,7 +89,7 @@ def plain_dbt_build(warehouse_url: str) -> tuple[float, str]:
         schema = inactive_schema(conn)
     forget_partial_parse()
     started = time.monotonic()
-    result = dbt.run(["build"], build_schema=schema)
+    result = dbt.run(["build", "--full-refresh"], build_schema=schema)
     elapsed = time.monotonic() - started
     if result.returncode != 0:
         raise NdcError(f"dbt build failed:\n{result.output[-3000:]}")
@@ -134,7 +135,7 @@ def measure(warehouse_url: str | None = None, *, runs: int = 1, airflow_db: str 
             if interleave:
                 paired, schema = plain_dbt_build(warehouse_url)
                 _say(f"plain dbt build before run {number} into {schema}: {paired:.2f} s")
-            figure = _one_run(airflow, api, metadata, dag_id, paired, run_timeout, number)
+            figure = _one_run(airflow, api, metadata, dag_id, paired, run_timeout, number, {"full_refresh": True})
             figure["ratio_vs_before_start"] = round(figure["dag_s"] / dbt_s, 2)
             figures.append(figure)
     last = dict(figures[-1])
@@ -217,23 +218,79 @@ def change_landing(warehouse_url: str, share: float) -> dict[str, int]:
 
 
 def measure_change(warehouse_url: str | None = None, *, share: float = 0.01, airflow_db: str = "ndc_bench_airflow",
-                   port: int = 8080, settings: dict[str, str] | None = None, run_timeout: float = 1800) -> dict:
-    """The conform DAG end to end (freshness gate, dbt build, publish) after ``share`` of the landing rows changed
-    vs the same DAG on a full refresh (``full_refresh`` param: incremental models rebuilt), through the scheduler."""
+                   port: int = 8080, settings: dict[str, str] | None = None, run_timeout: float = 1800,
+                   runs: int = 3) -> dict:
+    """The conform DAG end to end (freshness gate and plan, dbt build, gate 2 and publish) after ``share`` of the
+    landing rows changed (a delta) vs the same DAG on a full refresh (``full_refresh`` param), through the
+    scheduler, ``runs`` pairs; the median ratio. During each delta, the peak disk of the shared storage against the
+    published shared tables' size (:class:`DiskSampler`)."""
     warehouse_url = warehouse_url or get_settings().warehouse_url
     env = _prepared(warehouse_url, airflow_db, port, settings)
     metadata = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    fulls, deltas, disks = [], [], []
     with running_airflow(env, port) as (airflow, api):
         warm = _one_run(airflow, api, metadata, "conform", 1.0, run_timeout, 0)  # first run after start is cold
         _say(f"warm-up run {warm['dag_s']} s")
-        full = _one_run(airflow, api, metadata, "conform", 1.0, run_timeout, 1, {"full_refresh": True})
-        changed = change_landing(warehouse_url, share)
-        _say(f"changed {sum(changed.values()):,} landing rows ({share:.0%} of each table)")
-        incremental = _one_run(airflow, api, metadata, "conform", 1.0, run_timeout, 2)
-    return {"share": share, "rows_changed": changed, "full_refresh_dag_s": full["dag_s"],
-            "after_change_dag_s": incremental["dag_s"],
-            "ratio": round(incremental["dag_s"] / full["dag_s"], 3),
-            "task_times": {"full_refresh": full["task_times"], "after_change": incremental["task_times"]}}
+        for number in range(1, runs + 1):
+            fulls.append(_one_run(airflow, api, metadata, "conform", 1.0, run_timeout, 10 + number,
+                                  {"full_refresh": True}))
+            changed = change_landing(warehouse_url, share)
+            _say(f"changed {sum(changed.values()):,} landing rows ({share:.0%} of each table)")
+            with DiskSampler(warehouse_url) as disk:
+                deltas.append(_one_run(airflow, api, metadata, "conform", 1.0, run_timeout, 20 + number))
+            disks.append(disk.figures())
+            _say(f"run {number}: full refresh {fulls[-1]['dag_s']} s, delta {deltas[-1]['dag_s']} s, "
+                 f"ratio {deltas[-1]['dag_s'] / fulls[-1]['dag_s']:.3f}; disk {disks[-1]}")
+    ratios = sorted(d["dag_s"] / f["dag_s"] for d, f in zip(deltas, fulls, strict=True))
+    disk_ratios = sorted(d["peak_ratio"] for d in disks)
+    return {"share": share, "rows_changed": changed, "runs": runs,
+            "full_refresh_dag_s": [f["dag_s"] for f in fulls], "after_change_dag_s": [d["dag_s"] for d in deltas],
+            "ratios": [round(r, 3) for r in ratios], "ratio": round(ratios[len(ratios) // 2], 3),
+            "disk": disks, "disk_peak_ratio": disk_ratios[len(disk_ratios) // 2],
+            "task_times": {"full_refresh": fulls[-1]["task_times"], "after_change": deltas[-1]["task_times"]}}
+
+
+class DiskSampler:
+    """Samples, every 0.2 s while a run publishes, the disk of the shared storage (``shared_a``, ``shared_b``,
+    ``shared_delta``: tables, indexes, TOAST) and of the whole database; :meth:`figures` gives the peaks against
+    the published shared tables' size afterwards."""
+
+    SHARED = ("select coalesce(sum(pg_total_relation_size(c.oid)), 0) from pg_class c join pg_namespace n on"
+              " n.oid = c.relnamespace where n.nspname = any(%s) and c.relkind = 'r'")
+
+    def __init__(self, url: str) -> None:
+        import threading
+
+        self.url, self.peak_shared, self.peak_db, self.samples = url, 0, 0, 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            self.db_before = conn.execute("select pg_database_size(current_database())").fetchone()[0]
+            while not self.stop.is_set():
+                shared = conn.execute(self.SHARED, (["shared_a", "shared_b", "shared_delta"],)).fetchone()[0]
+                size = conn.execute("select pg_database_size(current_database())").fetchone()[0]
+                self.peak_shared, self.peak_db = max(self.peak_shared, shared), max(self.peak_db, size)
+                self.samples += 1
+                self.stop.wait(0.2)
+
+    def __enter__(self) -> DiskSampler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+    def figures(self) -> dict:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            active = conn.execute("select build_schema from ndc_meta.publications order by publication_id desc"
+                                  " limit 1").fetchone()[0]
+            published = conn.execute(self.SHARED, ([active],)).fetchone()[0]
+        return {"published_shared_bytes": published, "peak_shared_storage_bytes": self.peak_shared,
+                "peak_ratio": round(self.peak_shared / published, 3) if published else None,
+                "database_growth_bytes": self.peak_db - self.db_before, "samples": self.samples}
 
 
 def load_bench_warehouse(server_url: str, citizens: int, seed: int = 7) -> str:

@@ -9,11 +9,15 @@ in the scenario's own folder (concurrent builds of the project do not share them
 state exists, placed by a lock a second session holds rather than by timing (at 20,000 citizens the whole dbt
 build takes about 3 s):
 
-- 4: the last good build is in ``shared_b``; the next build goes to ``shared_a``, which still holds the build
-  before it. A lock on the old ``shared_a.citizens`` stops dbt when it swaps in the new ``citizens``: the other
-  four shared models are rebuilt, ``citizens`` is not, dbt is alive. dbt is then SIGKILLed.
-- 8: a SHARE lock on ``ndc_meta.publications`` stops the publish at its first statement of the switch, after
-  the whole build and gate 2 passed. The whole ``ndc conform`` process group is then SIGKILLed.
+- 4: a full build is published, then a delta (nothing changed) leaves its build in ``shared_delta``. After the
+  source changes, the next run is a delta: a lock on the old ``shared_delta.citizens`` stops dbt when it swaps
+  in the new ``citizens``: the other four shared models are rebuilt, ``citizens`` is not, dbt is alive. dbt is
+  then SIGKILLed.
+- 8: a full build is published; after the source changes, the next run is a delta. A SHARE lock on the
+  published ``identity_exceptions`` stops its apply mid-way: gate 2's row checks passed and ``citizens``,
+  ``data_quality_summary`` and ``enterprises`` are already written in the applying transaction. The whole
+  ``ndc conform`` process group is then SIGKILLed. The rerun must publish every change exactly once: each shared
+  view is compared with a full refresh of the same landing data (``ndc.conform.verify``: no duplicate, no loss).
 
 7 runs Airflow's scheduler, API server, dag-processor, triggerer and a Celery worker (Redis, PostgreSQL metadata
 of its own, a queue of its own), kills the worker's whole session with SIGKILL while ``extract_citizens`` is
@@ -56,9 +60,9 @@ from ndc_lab.simulate import population
 log = logging.getLogger(__name__)
 
 TITLES = {
-    "4": "dbt killed (SIGKILL) mid-build; the next conform publishes a consistent build",
+    "4": "dbt killed (SIGKILL) mid-build of a delta; the next conform publishes a consistent version",
     "7": "Celery worker killed (SIGKILL) while running an extract task; Airflow retries it on a new worker",
-    "8": "publish interrupted between gate 2 and the switch; consumers keep the last good version",
+    "8": "a delta's apply killed (SIGKILL) mid-way; consumers keep the last good version, the rerun loses nothing",
 }
 SPEC = population.PopulationSpec(citizens=20_000, seed=409, defect_rate=0.002)
 START = datetime(2024, 7, 1, tzinfo=UTC)
@@ -223,8 +227,9 @@ def _unchanged(url: str, before: _Published, when: str) -> list[str]:
 
 
 def _published_whole(url: str, before: _Published, build: str) -> list[str]:
-    """The rerun published ``build`` whole: one publication more, every view on it, citizens equal the living
-    landing citizens, province_statistics reconciles with citizens, and the data changed since ``before``."""
+    """The rerun published into ``build`` (the schema the views read: a delta's is the one they read before)
+    whole: one publication more, every view on it, citizens equal the living landing citizens, province_statistics
+    reconciles with citizens, and the data changed since ``before``."""
     after = _published(url)
     landing = scalar(url, "select count(*) from landing_population.citizens where _ndc_deleted_at is null")
     problems = []
@@ -280,10 +285,10 @@ def _dbt_paused(run: _Conform, proc: subprocess.Popen, holder: int, build: str, 
 def dbt_killed(server_url: str) -> Outcome:
     with _conform_scenario(server_url, "4") as run:
         _load(LOADED, "fault4_load")
-        run.run("fault4_conform_1")  # into shared_a
-        run.run("fault4_conform_2")  # into shared_b: the last good build; shared_a holds the one before
+        run.run("fault4_conform_1")  # a full build, into shared_a
+        run.run("fault4_conform_2")  # a delta (nothing changed): its build stays in shared_delta
         before = _published(run.warehouse)
-        build = "shared_a" if before.publication[1] == "shared_b" else "shared_b"
+        build, published = "shared_delta", before.publication[1]
         changed = _change_source(run.source)
         _load(CHANGES[1], "fault4_changes", CHANGES[0])
         models, old = set(dbt.shared_models()), _relations(run.warehouse, build)
@@ -302,7 +307,7 @@ def dbt_killed(server_url: str) -> Outcome:
         if _relations(run.warehouse, build).get("citizens") != old.get("citizens"):
             problems.append(f"{build}.citizens was replaced by the killed build")
         run.run("fault4_rerun")
-        problems += _published_whole(run.warehouse, before, build)
+        problems += _published_whole(run.warehouse, before, published)
         log.info("fault 4: %d source citizens changed; before %s; after %s", changed, before.describe(),
                  _published(run.warehouse).describe())
         return merged(population_promises("4", TITLES["4"], run.warehouse, run.source), problems)
@@ -336,17 +341,31 @@ class _Reader(threading.Thread):
         return {citizens for moment, citizens in self.reads if since <= moment < until}
 
 
-def _gate2_passed(run: _Conform, run_id: str, build: str, models: set[str]) -> list[str]:
-    """Before the switch: gate 2 passed every shared relation of the run, and ``build`` holds all of them."""
-    results = dict(query(run.warehouse, "select dataset, outcome from ndc_meta.contract_results"
-                                         " where gate = 'publish' and run_id = %s", (run_id,)))
+def _applying(run: _Conform, waiting: list[tuple[int, str]], published: str) -> list[str]:
+    """Mid-way: the session waits to write ``identity_exceptions`` and has already written ``citizens``."""
     problems = []
-    if results != {f"shared.{m}": "pass" for m in models}:
-        problems.append(f"no complete audit before the switch: gate 2 results {results}")
-    built = set(_relations(run.warehouse, build))
-    if not models <= built:
-        problems.append(f"no complete build before the switch: {build} lacks {sorted(models - built)}")
+    if not all("identity_exceptions" in query for _, query in waiting):
+        problems.append(f"not waiting at identity_exceptions' apply: {waiting}")
+    written = {r[0] for r in query(run.warehouse, "select c.relname::text from pg_locks l join pg_class c on"
+                                                  " c.oid = l.relation join pg_namespace n on n.oid = c.relnamespace"
+                                                  " where l.pid = any(%s) and l.mode = 'RowExclusiveLock'"
+                                                  " and l.granted and n.nspname = %s",
+                                   ([pid for pid, _ in waiting], published))}
+    if not {"citizens", "enterprises"} <= written:
+        problems.append(f"the apply had not written citizens and enterprises before it waited: {sorted(written)}")
     return problems
+
+
+def _exactly_once(url: str) -> list[str]:
+    """Every published view equals a full refresh of the same landing data (no duplicate, no loss)."""
+    from ndc.conform.verify import verify
+    from ndc.warehouse import database
+
+    with database.connect(url) as conn:
+        compared = verify(conn)
+    return [f"after the rerun shared.{m} differs from a full refresh: {c.published_rows:,} rows vs {c.full_rows:,},"
+            f" {c.only_published} only published, {c.only_full} only in the full refresh"
+            for m, c in compared.items() if not c.equal]
 
 
 def _reads(reader: _Reader, before: _Published, rerun_at: float) -> list[str]:
@@ -365,23 +384,20 @@ def _reads(reader: _Reader, before: _Published, rerun_at: float) -> list[str]:
 def publish_interrupted(server_url: str) -> Outcome:
     with _conform_scenario(server_url, "8") as run:
         _load(LOADED, "fault8_load")
-        run.run("fault8_conform_1")
+        run.run("fault8_conform_1")  # a full build
         before = _published(run.warehouse)
-        build = "shared_a" if before.publication[1] == "shared_b" else "shared_b"
+        published = before.publication[1]
         _change_source(run.source)
         _load(CHANGES[1], "fault8_changes", CHANGES[0])
-        models = set(dbt.shared_models())
         reader = _Reader(run.warehouse)
         reader.start()
-        with _holding(run.warehouse, "lock table ndc_meta.publications in share mode") as holder:
-            proc = run.start("fault8_killed")
-            waiting = _wait("the publish to wait for its switch", lambda: _blocked_by(run.warehouse, holder),
-                            WAIT, proc)
-            log.info("fault 8: the publish waits to switch: %s", waiting)
-            problems = _gate2_passed(run, "fault8_killed", build, models)
-            if not all("ndc_meta.publications" in query for _, query in waiting):
-                problems.append(f"not waiting at the switch: {waiting}")
-            problems += _unchanged(run.warehouse, before, "between gate 2 and the switch")
+        with _holding(run.warehouse, f"lock table {published}.identity_exceptions in share mode") as holder:
+            proc = run.start("fault8_killed")  # a delta
+            waiting = _wait("the apply to wait for identity_exceptions",
+                            lambda: _blocked_by(run.warehouse, holder), WAIT, proc)
+            log.info("fault 8: the apply waits mid-way: %s", waiting)
+            problems = _applying(run, waiting, published)
+            problems += _unchanged(run.warehouse, before, "while the apply was half done")
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(WAIT)
         _wait("the killed publish's session to end", lambda: _gone(run.warehouse, [p for p, _ in waiting]), 60)
@@ -389,8 +405,9 @@ def publish_interrupted(server_url: str) -> Outcome:
         problems += _unchanged(run.warehouse, before, "after the publish was killed")
         rerun_at = time.monotonic()
         run.run("fault8_rerun")
-        problems += _published_whole(run.warehouse, before, build)
+        problems += _published_whole(run.warehouse, before, published)
         problems += _reads(reader, before, rerun_at)
+        problems += _exactly_once(run.warehouse)
         return merged(population_promises("8", TITLES["8"], run.warehouse, run.source), problems)
 
 

@@ -1,5 +1,21 @@
 {#- What the other national databases know about each citizen, through identity resolution: tax registration and
-    filings, social insurance and contributing months, and the highest enrolment. One row per linked citizen. -#}
+    filings, social insurance and contributing months, and the highest enrolment. One row per linked citizen.
+
+    Incremental, at the cost of the change: a run recomputes the citizens at either end of a link that identity
+    resolution rewrote since this model's last run (linked now, before, or when `citizens` was last published) and
+    the citizens whose filings, contributions or enrolments were loaded, deleted or restored since. A recomputed
+    citizen with no link left keeps a row of zeros, which `citizens` reads as it reads no row. -#}
+{{ config(
+    materialized='incremental',
+    unique_key='citizen_id',
+    incremental_strategy='replace_keys',
+    on_schema_change='fail',
+    indexes=[
+        {'columns': ['citizen_id'], 'unique': True},
+        {'columns': ['conform_seq']},
+    ]
+) }}
+
 with
 
 resolved as (
@@ -18,9 +34,45 @@ enrolments as (
     select * from {{ ref('stg_education__enrolments') }}
 ),
 
+{%- if is_incremental() %}
+
+relinked as (
+    select * from resolved
+    where resolved.conform_seq > (select coalesce(max(conform_seq), 0) from {{ this }})
+),
+
+changed_keys as (
+    select relinked.citizen_id from relinked
+    union
+    select relinked.previous_citizen_id from relinked
+    union
+    select relinked.published_citizen_id from relinked
+    union
+    select resolved.citizen_id
+    from {{ source('taxation', 'filings') }} as landed
+    inner join resolved on resolved._ndc_key = 'taxpayers:' || landed.taxpayer_id
+    where landed._ndc_loaded_at > {{ last_run_horizon() }}
+    union
+    select resolved.citizen_id
+    from {{ source('insurance', 'contributions') }} as landed
+    inner join resolved on resolved._ndc_key = 'insured_people:' || landed.insurance_code
+    where landed._ndc_loaded_at > {{ last_run_horizon() }}
+    union
+    select resolved.citizen_id
+    from {{ source('education', 'enrolments') }} as landed
+    inner join resolved on resolved._ndc_key = 'students:' || landed.student_id
+    where landed._ndc_loaded_at > {{ last_run_horizon() }}
+),
+
+{%- endif %}
+
 links as (
     select * from resolved
-    where citizen_id is not null
+    where
+        citizen_id is not null
+        {%- if is_incremental() %}
+            and citizen_id in (select changed_keys.citizen_id from changed_keys)
+        {%- endif %}
 ),
 
 taxpayer_links as (
@@ -79,11 +131,16 @@ insured as (
 ),
 
 citizens as (
-    select citizen_id from taxpayer_links
-    union
-    select citizen_id from insured_links
-    union
-    select citizen_id from highest_enrolments
+    {%- if is_incremental() %}
+        select changed_keys.citizen_id from changed_keys
+        where changed_keys.citizen_id is not null
+    {%- else %}
+        select citizen_id from taxpayer_links
+        union
+        select citizen_id from insured_links
+        union
+        select citizen_id from highest_enrolments
+    {%- endif %}
 ),
 
 final as (
@@ -96,7 +153,11 @@ final as (
         taxpayer.citizen_id is not null as is_tax_registered,
         coalesce(filings.tax_filings, 0) as tax_filings,
         insured.citizen_id is not null as is_insured,
-        coalesce(contributed.contributing_months, 0) as contributing_months
+        coalesce(contributed.contributing_months, 0) as contributing_months,
+        citizens.citizen_id as _ndc_key,
+        false as _ndc_removed,
+        {{ conform_seq() }} as conform_seq,
+        {{ conformed_through() }} as conformed_through
     from citizens
     left join taxpayers as taxpayer
         on citizens.citizen_id = taxpayer.citizen_id

@@ -1,6 +1,27 @@
 {#- Identity resolution, as the authorities match: the recorded PIN if there is one (it must exist and agree on
     the birth date); otherwise full name + date of birth, accepted only when exactly one citizen has them. An
-    ambiguous or failed match is an exception with its reason, never a guess, and no record is dropped. -#}
+    ambiguous or failed match is an exception with its reason, never a guess, and no record is dropped.
+
+    Incremental, at the cost of the change: a run re-resolves the records loaded, deleted or restored since its
+    last run, and the records a changed citizen can affect: those recording its PIN, those linked to it, those in
+    its name-and-birth group, and every ambiguous one (a namesake leaving a group is not kept, so ambiguity is
+    re-checked; there are few). A record gone from its source stays as a row with `is_current` false. Each row
+    keeps the citizen it was linked to before this run (`previous_citizen_id`) and when `citizens` was last
+    published (`published_citizen_id`), so the citizens whose activity changes are found both ends. -#}
+{{ config(
+    materialized='incremental',
+    unique_key='_ndc_key',
+    incremental_strategy='replace_keys',
+    on_schema_change='fail',
+    indexes=[
+        {'columns': ['_ndc_key'], 'unique': True},
+        {'columns': ['citizen_id']},
+        {'columns': ['recorded_citizen_id']},
+        {'columns': ['name_key', 'birth_date']},
+        {'columns': ['conform_seq']},
+    ]
+) }}
+
 with
 
 person_records as (
@@ -8,37 +29,96 @@ person_records as (
 ),
 
 citizens as (
-    select * from {{ ref('stg_population__citizens') }}
+    select * from {{ ref('int_citizens_located') }}
 ),
+
+{%- if is_incremental() %}
+
+changed_citizens as (
+    -- citizens loaded, deleted or restored at the source since this model's last run
+    select landed.pin as citizen_id
+    from {{ source('population', 'citizens') }} as landed
+    where landed._ndc_loaded_at > {{ last_run_horizon() }}
+),
+
+changed_groups as (
+    select distinct
+        located.name_key,
+        located.birth_date
+    from citizens as located
+    where located.citizen_id in (select changed_citizens.citizen_id from changed_citizens)
+),
+
+changed_keys as (
+    -- person records loaded, deleted or restored since
+    select 'taxpayers:' || landed.taxpayer_id as _ndc_key
+    from {{ source('taxation', 'taxpayers') }} as landed
+    where landed._ndc_loaded_at > {{ last_run_horizon() }}
+    union
+    select 'insured_people:' || landed.insurance_code as _ndc_key
+    from {{ source('insurance', 'insured_people') }} as landed
+    where landed._ndc_loaded_at > {{ last_run_horizon() }}
+    union
+    select 'students:' || landed.student_id as _ndc_key
+    from {{ source('education', 'students') }} as landed
+    where landed._ndc_loaded_at > {{ last_run_horizon() }}
+    union
+    select 'legal_representatives:' || landed.enterprise_code || '|' || landed.pin as _ndc_key
+    from {{ source('enterprise', 'legal_representatives') }} as landed
+    where landed._ndc_loaded_at > {{ last_run_horizon() }}
+    union
+    -- records that a changed citizen can affect
+    select previous._ndc_key
+    from {{ this }} as previous
+    where previous.recorded_citizen_id in (select changed_citizens.citizen_id from changed_citizens)
+    union
+    select previous._ndc_key
+    from {{ this }} as previous
+    where previous.citizen_id in (select changed_citizens.citizen_id from changed_citizens)
+    union
+    select previous._ndc_key
+    from {{ this }} as previous
+    inner join changed_groups
+        on previous.name_key = changed_groups.name_key and previous.birth_date = changed_groups.birth_date
+    union
+    select previous._ndc_key
+    from {{ this }} as previous
+    where previous.exception_reason = 'ambiguous_name_and_birth_date'
+),
+
+{%- endif %}
 
 keyed_records as (
     select
         *,
+        dataset || ':' || record_key as _ndc_key,
         {{ name_key('full_name') }} as name_key
     from person_records
-),
-
-keyed_citizens as (
-    select
-        citizen_id,
-        birth_date,
-        {{ name_key('full_name') }} as name_key
-    from citizens
+    {%- if is_incremental() %}
+        where dataset || ':' || record_key in (select changed_keys._ndc_key from changed_keys)
+    {%- endif %}
 ),
 
 name_birth_groups as (
     select
-        name_key,
-        birth_date,
+        citizens.name_key,
+        citizens.birth_date,
         count(*) as candidates,
-        min(citizen_id) as only_citizen_id
-    from keyed_citizens
-    where name_key is not null and birth_date is not null
-    group by name_key, birth_date
+        min(citizens.citizen_id) as only_citizen_id
+    from citizens
+    where
+        citizens.name_key is not null and citizens.birth_date is not null
+        {%- if is_incremental() %}
+            and (citizens.name_key, citizens.birth_date) in (
+                select keyed_records.name_key, keyed_records.birth_date from keyed_records
+            )
+        {%- endif %}
+    group by citizens.name_key, citizens.birth_date
 ),
 
 matched as (
     select
+        records._ndc_key,
         records.source_name,
         records.dataset,
         records.record_key,
@@ -53,7 +133,7 @@ matched as (
         namesakes.only_citizen_id,
         coalesce(namesakes.candidates, 0) as name_birth_candidates
     from keyed_records as records
-    left join keyed_citizens as by_pin
+    left join citizens as by_pin
         on records.recorded_citizen_id = by_pin.citizen_id
     left join name_birth_groups as namesakes
         on
@@ -78,8 +158,9 @@ decided as (
     from matched
 ),
 
-final as (
+computed as (
     select
+        _ndc_key,
         source_name,
         dataset,
         record_key,
@@ -94,8 +175,71 @@ final as (
             when recorded_citizen_id is not null then 'pin'
             else 'name_and_birth_date'
         end as match_method,
-        recorded_citizen_id is not null as has_recorded_pin
+        recorded_citizen_id is not null as has_recorded_pin,
+        recorded_citizen_id,
+        name_key,
+        birth_date
     from decided
+),
+
+final as (
+    {%- if is_incremental() %}
+        select
+            changed_keys._ndc_key,
+            coalesce(computed.source_name, previous.source_name) as source_name,
+            coalesce(computed.dataset, previous.dataset) as dataset,
+            coalesce(computed.record_key, previous.record_key) as record_key,
+            computed.exception_reason,
+            computed.name_birth_candidates,
+            computed.legacy_identifier_kind,
+            computed.legacy_identifier,
+            computed.loaded_at,
+            computed.citizen_id,
+            computed.match_method,
+            computed.has_recorded_pin,
+            computed.recorded_citizen_id,
+            computed.name_key,
+            computed.birth_date,
+            computed._ndc_key is not null as is_current,
+            case when same.unchanged then previous.previous_citizen_id else previous.citizen_id end
+                as previous_citizen_id,
+            case
+                when previous.conform_seq > {{ published_seq('citizens') }} then previous.published_citizen_id
+                else previous.citizen_id
+            end as published_citizen_id,
+            false as _ndc_removed,
+            -- a record re-resolved to what it was keeps its stamp: nothing downstream needs to follow it
+            case when same.unchanged then previous.conform_seq else {{ conform_seq() }} end as conform_seq,
+            {{ conformed_through() }} as conformed_through
+        from changed_keys
+        left join computed on changed_keys._ndc_key = computed._ndc_key
+        left join {{ this }} as previous on changed_keys._ndc_key = previous._ndc_key
+        cross join lateral (
+            select
+                previous._ndc_key is not null
+                and previous.is_current = (computed._ndc_key is not null)
+                and row(
+                    previous.exception_reason, previous.name_birth_candidates, previous.legacy_identifier_kind,
+                    previous.legacy_identifier, previous.loaded_at, previous.citizen_id, previous.match_method,
+                    previous.has_recorded_pin, previous.recorded_citizen_id, previous.name_key, previous.birth_date
+                ) is not distinct from row(
+                    computed.exception_reason, computed.name_birth_candidates, computed.legacy_identifier_kind,
+                    computed.legacy_identifier, computed.loaded_at, computed.citizen_id, computed.match_method,
+                    computed.has_recorded_pin, computed.recorded_citizen_id, computed.name_key, computed.birth_date
+                ) as unchanged
+        ) as same
+        where computed._ndc_key is not null or previous._ndc_key is not null
+    {%- else %}
+        select
+            *,
+            true as is_current,
+            null::text as previous_citizen_id,
+            null::text as published_citizen_id,
+            false as _ndc_removed,
+            {{ conform_seq() }} as conform_seq,
+            {{ conformed_through() }} as conformed_through
+        from computed
+    {%- endif %}
 )
 
 select * from final

@@ -1,5 +1,7 @@
 {#- Every record of a person held outside the population database, in one shape: the PIN as recorded (if any),
-    the legacy identifier it carries, and the full name and birth date the authorities match on. -#}
+    the legacy identifier it carries, and the full name and birth date the authorities match on. Ephemeral:
+    identity resolution reads only the records it re-resolves, and the filter reaches each source. -#}
+{{ config(materialized='ephemeral') }}
 with
 
 taxpayers as (

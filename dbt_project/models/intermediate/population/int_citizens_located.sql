@@ -1,14 +1,21 @@
 {#- Each citizen's residence: the province in force on the record's Việt Nam date, and its 2025 province;
     and whether the household is registered (an unknown one is flagged, never dropped).
-    Incremental (1 row per citizen, updated in place): citizens loaded since the last run, those whose household
-    was loaded since, and those whose household is gone; citizens deleted at the source are removed. -#}
+    Incremental (1 row per citizen, updated in place, at the cost of the change): the citizens loaded or deleted
+    at the source since the last run and the citizens of households loaded or deleted since are recomputed; a
+    citizen no longer current at the source is removed (`replace_keys`). Each rewritten row carries the conform
+    run's number (`conform_seq`), which is how the shared `citizens` delta finds it. `name_key` is what identity
+    resolution matches a full name on (indexed with the birth date). -#}
 {{ config(
     materialized='incremental',
     unique_key='citizen_id',
-    incremental_strategy='delete+insert',
+    incremental_strategy='replace_keys',
     on_schema_change='fail',
-    post_hook="delete from {{ this }} as located where not exists (select from {{ ref('stg_population__citizens') }}
-        as citizens where citizens.citizen_id = located.citizen_id)"
+    indexes=[
+        {'columns': ['citizen_id'], 'unique': True},
+        {'columns': ['household_id']},
+        {'columns': ['name_key', 'birth_date']},
+        {'columns': ['conform_seq']},
+    ]
 ) }}
 
 with
@@ -29,24 +36,28 @@ mapping as (
     select * from {{ ref('province_mapping') }}
 ),
 
+{%- if is_incremental() %}
+
+changed_keys as (
+    -- citizens loaded, deleted or restored at the source since the last run
+    select landed.pin as citizen_id
+    from {{ source('population', 'citizens') }} as landed
+    where landed._ndc_loaded_at > {{ last_run_horizon() }}
+    union
+    -- the citizens of a household loaded, deleted or restored since (registered or not)
+    select located.citizen_id
+    from {{ this }} as located
+    inner join {{ source('population', 'households') }} as landed
+        on located.household_id = landed.household_id
+    where landed._ndc_loaded_at > {{ last_run_horizon() }}
+),
+
+{%- endif %}
+
 changed_citizens as (
     select * from citizens
     {%- if is_incremental() %}
-        where
-            {{ loaded_since_last_run('citizens.loaded_at') }}
-            or citizens.household_id in (
-                select loaded.household_id from households as loaded
-                where {{ loaded_since_last_run('loaded.loaded_at') }}
-            )
-            or citizens.citizen_id in (
-                select previous.citizen_id from {{ this }} as previous
-                where
-                    previous.has_registered_household
-                    and not exists (
-                        select from households
-                        where households.household_id = previous.household_id
-                    )
-            )
+        where citizens.citizen_id in (select changed_keys.citizen_id from changed_keys)
     {%- endif %}
 ),
 
@@ -57,13 +68,15 @@ dated as (
     from changed_citizens
 ),
 
-final as (
+computed as (
     select
         dated.*,
         provinces.province_name as historic_province_name,
         mapping.new_code as current_province_code,
         mapping.new_name as current_province_name,
         households.household_id is not null as has_registered_household,
+        {{ name_key('dated.full_name') }} as name_key,
+        {{ conform_seq() }} as conform_seq,
         {{ conformed_through() }} as conformed_through
     from dated
     left join provinces
@@ -74,6 +87,10 @@ final as (
         on dated.residence_province_code = mapping.old_code
     left join households
         on dated.household_id = households.household_id
+),
+
+final as (
+    {{ rows_for_keys('computed', 'changed_keys', 'citizen_id') }}
 )
 
 select * from final
