@@ -9,7 +9,8 @@
     {%- endif -%}
     {%- set prefix = var('ndc_schema_prefix', '') -%}
     {%- if prefix and not modules.re.match('^[a-z][a-z0-9_]*_$', prefix) -%}
-        {{ exceptions.raise_compiler_error("var ndc_schema_prefix must be lower case letters, digits and _ ending in _, got " ~ prefix) }}
+        {{ exceptions.raise_compiler_error(
+            "var ndc_schema_prefix must be lower case letters, digits and _ ending in _, got " ~ prefix) }}
     {%- endif -%}
     {%- if custom_schema_name is none -%}
         {{ target.schema }}

@@ -13,15 +13,33 @@
 
 {% macro loaded_since_last_run(column) -%}
     {%- if is_incremental() -%}
-        {{ column }} > (select coalesce(max(conformed_through), '-infinity'::timestamptz) from {{ this }})
+        {{ column }} > {{ last_run_horizon() }}
     {%- else -%}
         true
     {%- endif -%}
 {%- endmacro %}
 
-{#- The landing horizon of this model's last run, as a scalar subquery (rows loaded after it are new to it). -#}
+{#- The landing horizon of this model's last run (rows loaded after it are new to it), read once when the model
+    runs and written as a literal, so the planner estimates "loaded since" from the column's statistics (a
+    subquery's value is unknown when planning: it guessed a third of every table). -#}
 {% macro last_run_horizon() -%}
-    (select coalesce(max(conformed_through), '-infinity'::timestamptz) from {{ this }})
+    {%- if execute and is_incremental() -%}
+        {%- set found = run_query("select coalesce(max(conformed_through), '-infinity'::timestamptz)::text from "
+                                  ~ this) -%}
+        '{{ found.columns[0].values()[0] }}'::timestamptz
+    {%- else -%}
+        '-infinity'::timestamptz
+    {%- endif -%}
+{%- endmacro %}
+
+{#- The largest run number this model's rows carry (0 for a full build), read once as a literal. -#}
+{% macro last_run_seq() -%}
+    {%- if execute and is_incremental() -%}
+        {%- set found = run_query("select coalesce(max(conform_seq), 0) from " ~ this) -%}
+        {{ found.columns[0].values()[0] | int }}::bigint
+    {%- else -%}
+        0::bigint
+    {%- endif -%}
 {%- endmacro %}
 
 {#- ---- Conform at the cost of the change (docs/conform-publish.md) -------------------------------------------
@@ -48,12 +66,20 @@
 
 {#- The conform run number and landing horizon of the last publication of a shared model (0 and -infinity if it
     was never published by a numbered run). -#}
+{% macro _published(model) -%}
+    {%- set published = var('ndc_published', {}) -%}
+    {%- set entry = published[model] if published is mapping and model in published else {} -%}
+    {{ return(entry if entry is mapping else {}) }}
+{%- endmacro %}
+
 {% macro published_seq(model) -%}
-    {{ ((var('ndc_published', {}) or {}).get(model) or {}).get('seq', 0) | int }}::bigint
+    {%- set entry = _published(model) -%}
+    {{ (entry['seq'] if 'seq' in entry else 0) | int }}::bigint
 {%- endmacro %}
 
 {% macro published_horizon(model) -%}
-    {%- set since = ((var('ndc_published', {}) or {}).get(model) or {}).get('through') -%}
+    {%- set entry = _published(model) -%}
+    {%- set since = entry['through'] if 'through' in entry else none -%}
     {%- if since -%} '{{ since | replace("'", "") }}'::timestamptz {%- else -%} '-infinity'::timestamptz {%- endif -%}
 {%- endmacro %}
 

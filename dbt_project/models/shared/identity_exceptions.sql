@@ -50,7 +50,10 @@ final as (
     select * from exceptions
     {%- if is_delta() %}
         where (source_name, dataset, record_key) in (
-            select changed.source_name, changed.dataset, changed.record_key
+            select
+                changed.source_name,
+                changed.dataset,
+                changed.record_key
             from {{ ref('int_identity_exceptions_changed') }} as changed
         )
     {%- endif %}

@@ -16,8 +16,6 @@ landed as (
     select * from {{ source('population', 'citizens') }}
 ),
 
-{%- if is_delta() %}
-
 changed as (
     select located.citizen_id from located
     where located.conform_seq > {{ published_seq('citizens') }}
@@ -25,21 +23,13 @@ changed as (
     select activity.citizen_id from activity
     where activity.conform_seq > {{ published_seq('citizens') }}
     union
-    select landed.pin from landed
+    select landed.pin as citizen_id from landed
     where landed._ndc_loaded_at >= {{ published_horizon('citizens') }}
 ),
 
-{%- else %}
-
-changed as (
-    select located.citizen_id from located
-    where false
-),
-
-{%- endif %}
-
 final as (
-    select distinct citizen_id from changed
+    select distinct changed.citizen_id from changed
+    where {{ is_delta() }}
 )
 
 select * from final

@@ -11,28 +11,29 @@ references_checked as (
     select * from {{ ref('int_references_unresolved') }}
 ),
 
-{%- if is_delta() %}
-
 changed as (
-    select resolved.source_name, resolved.dataset, resolved.record_key from resolved
+    select
+        resolved.source_name,
+        resolved.dataset,
+        resolved.record_key
+    from resolved
     where resolved.conform_seq > {{ published_seq('identity_exceptions') }}
     union
-    select references_checked.source_name, references_checked.dataset, references_checked.record_key
+    select
+        references_checked.source_name,
+        references_checked.dataset,
+        references_checked.record_key
     from references_checked
     where references_checked.conform_seq > {{ published_seq('identity_exceptions') }}
 ),
 
-{%- else %}
-
-changed as (
-    select resolved.source_name, resolved.dataset, resolved.record_key from resolved
-    where false
-),
-
-{%- endif %}
-
 final as (
-    select distinct source_name, dataset, record_key from changed
+    select distinct
+        changed.source_name,
+        changed.dataset,
+        changed.record_key
+    from changed
+    where {{ is_delta() }}
 )
 
 select * from final

@@ -19,72 +19,75 @@
         {'columns': ['recorded_citizen_id']},
         {'columns': ['name_key', 'birth_date']},
         {'columns': ['conform_seq']},
+        {'columns': ['conformed_through']},
     ]
 ) }}
 
+-- Jinja branches around whole CTEs confuse sqlfluff's indentation rule (its fixes do not converge here).
+-- noqa: disable=LT02
 with
 
-person_records as (
+person_records as not materialized (
     select * from {{ ref('int_person_records_unioned') }}
 ),
 
-citizens as (
+citizens as not materialized (
     select * from {{ ref('int_citizens_located') }}
 ),
 
 {%- if is_incremental() %}
 
-changed_citizens as (
+    changed_citizens as (
     -- citizens loaded, deleted or restored at the source since this model's last run
-    select landed.pin as citizen_id
-    from {{ source('population', 'citizens') }} as landed
-    where landed._ndc_loaded_at > {{ last_run_horizon() }}
-),
+        select landed.pin as citizen_id
+        from {{ source('population', 'citizens') }} as landed
+        where landed._ndc_loaded_at > {{ last_run_horizon() }}
+    ),
 
-changed_groups as (
-    select distinct
-        located.name_key,
-        located.birth_date
-    from citizens as located
-    where located.citizen_id in (select changed_citizens.citizen_id from changed_citizens)
-),
+    changed_groups as (
+        select distinct
+            located.name_key,
+            located.birth_date
+        from citizens as located
+        where located.citizen_id in (select changed_citizens.citizen_id from changed_citizens)
+    ),
 
-changed_keys as (
+    changed_keys as (
     -- person records loaded, deleted or restored since
-    select 'taxpayers:' || landed.taxpayer_id as _ndc_key
-    from {{ source('taxation', 'taxpayers') }} as landed
-    where landed._ndc_loaded_at > {{ last_run_horizon() }}
-    union
-    select 'insured_people:' || landed.insurance_code as _ndc_key
-    from {{ source('insurance', 'insured_people') }} as landed
-    where landed._ndc_loaded_at > {{ last_run_horizon() }}
-    union
-    select 'students:' || landed.student_id as _ndc_key
-    from {{ source('education', 'students') }} as landed
-    where landed._ndc_loaded_at > {{ last_run_horizon() }}
-    union
-    select 'legal_representatives:' || landed.enterprise_code || '|' || landed.pin as _ndc_key
-    from {{ source('enterprise', 'legal_representatives') }} as landed
-    where landed._ndc_loaded_at > {{ last_run_horizon() }}
-    union
-    -- records that a changed citizen can affect
-    select previous._ndc_key
-    from {{ this }} as previous
-    where previous.recorded_citizen_id in (select changed_citizens.citizen_id from changed_citizens)
-    union
-    select previous._ndc_key
-    from {{ this }} as previous
-    where previous.citizen_id in (select changed_citizens.citizen_id from changed_citizens)
-    union
-    select previous._ndc_key
-    from {{ this }} as previous
-    inner join changed_groups
-        on previous.name_key = changed_groups.name_key and previous.birth_date = changed_groups.birth_date
-    union
-    select previous._ndc_key
-    from {{ this }} as previous
-    where previous.exception_reason = 'ambiguous_name_and_birth_date'
-),
+        select 'taxpayers:' || landed.taxpayer_id as _ndc_key
+        from {{ source('taxation', 'taxpayers') }} as landed
+        where landed._ndc_loaded_at > {{ last_run_horizon() }}
+        union
+        select 'insured_people:' || landed.insurance_code as _ndc_key
+        from {{ source('insurance', 'insured_people') }} as landed
+        where landed._ndc_loaded_at > {{ last_run_horizon() }}
+        union
+        select 'students:' || landed.student_id as _ndc_key
+        from {{ source('education', 'students') }} as landed
+        where landed._ndc_loaded_at > {{ last_run_horizon() }}
+        union
+        select 'legal_representatives:' || landed.enterprise_code || '|' || landed.pin as _ndc_key
+        from {{ source('enterprise', 'legal_representatives') }} as landed
+        where landed._ndc_loaded_at > {{ last_run_horizon() }}
+        union
+        -- records that a changed citizen can affect
+        select previous._ndc_key
+        from {{ this }} as previous
+        where previous.recorded_citizen_id in (select changed_citizens.citizen_id from changed_citizens)
+        union
+        select previous._ndc_key
+        from {{ this }} as previous
+        where previous.citizen_id in (select changed_citizens.citizen_id from changed_citizens)
+        union
+        select previous._ndc_key
+        from {{ this }} as previous
+        inner join changed_groups
+            on previous.name_key = changed_groups.name_key and previous.birth_date = changed_groups.birth_date
+        union
+        select previous._ndc_key
+        from {{ this }} as previous
+        where previous.exception_reason = 'ambiguous_name_and_birth_date'
+    ),
 
 {%- endif %}
 
@@ -110,7 +113,10 @@ name_birth_groups as (
         citizens.name_key is not null and citizens.birth_date is not null
         {%- if is_incremental() %}
             and (citizens.name_key, citizens.birth_date) in (
-                select keyed_records.name_key, keyed_records.birth_date from keyed_records
+                select
+                    keyed_records.name_key,
+                    keyed_records.birth_date
+                from keyed_records
             )
         {%- endif %}
     group by citizens.name_key, citizens.birth_date
@@ -182,10 +188,56 @@ computed as (
     from decided
 ),
 
+{%- if is_incremental() %}
+
+    compared as (
+        -- a record re-resolved to what it was keeps its stamp: nothing downstream needs to follow it
+        select
+            changed_keys._ndc_key,
+            computed._ndc_key is not null as is_current,
+            previous._ndc_key is not null as was_known,
+            coalesce(previous.is_current, false) as was_current,
+            md5(
+                row(
+                    computed.exception_reason,
+                    computed.name_birth_candidates,
+                    computed.legacy_identifier_kind,
+                    computed.legacy_identifier,
+                    computed.loaded_at,
+                    computed.citizen_id,
+                    computed.match_method,
+                    computed.has_recorded_pin,
+                    computed.recorded_citizen_id,
+                    computed.name_key,
+                    computed.birth_date
+                )::text
+            ) as computed_fingerprint,
+            md5(
+                row(
+                    previous.exception_reason,
+                    previous.name_birth_candidates,
+                    previous.legacy_identifier_kind,
+                    previous.legacy_identifier,
+                    previous.loaded_at,
+                    previous.citizen_id,
+                    previous.match_method,
+                    previous.has_recorded_pin,
+                    previous.recorded_citizen_id,
+                    previous.name_key,
+                    previous.birth_date
+                )::text
+            ) as previous_fingerprint
+        from changed_keys
+        left join computed on changed_keys._ndc_key = computed._ndc_key
+        left join {{ this }} as previous on changed_keys._ndc_key = previous._ndc_key
+    ),
+
+{%- endif %}
+
 final as (
     {%- if is_incremental() %}
         select
-            changed_keys._ndc_key,
+            compared._ndc_key,
             coalesce(computed.source_name, previous.source_name) as source_name,
             coalesce(computed.dataset, previous.dataset) as dataset,
             coalesce(computed.record_key, previous.record_key) as record_key,
@@ -200,35 +252,29 @@ final as (
             computed.recorded_citizen_id,
             computed.name_key,
             computed.birth_date,
-            computed._ndc_key is not null as is_current,
-            case when same.unchanged then previous.previous_citizen_id else previous.citizen_id end
-                as previous_citizen_id,
+            compared.is_current,
+            case
+                when compared.unchanged then previous.previous_citizen_id else previous.citizen_id
+            end as previous_citizen_id,
             case
                 when previous.conform_seq > {{ published_seq('citizens') }} then previous.published_citizen_id
                 else previous.citizen_id
             end as published_citizen_id,
             false as _ndc_removed,
-            -- a record re-resolved to what it was keeps its stamp: nothing downstream needs to follow it
-            case when same.unchanged then previous.conform_seq else {{ conform_seq() }} end as conform_seq,
+            case when compared.unchanged then previous.conform_seq else {{ conform_seq() }} end as conform_seq,
             {{ conformed_through() }} as conformed_through
-        from changed_keys
-        left join computed on changed_keys._ndc_key = computed._ndc_key
-        left join {{ this }} as previous on changed_keys._ndc_key = previous._ndc_key
-        cross join lateral (
+        from (
             select
-                previous._ndc_key is not null
-                and previous.is_current = (computed._ndc_key is not null)
-                and row(
-                    previous.exception_reason, previous.name_birth_candidates, previous.legacy_identifier_kind,
-                    previous.legacy_identifier, previous.loaded_at, previous.citizen_id, previous.match_method,
-                    previous.has_recorded_pin, previous.recorded_citizen_id, previous.name_key, previous.birth_date
-                ) is not distinct from row(
-                    computed.exception_reason, computed.name_birth_candidates, computed.legacy_identifier_kind,
-                    computed.legacy_identifier, computed.loaded_at, computed.citizen_id, computed.match_method,
-                    computed.has_recorded_pin, computed.recorded_citizen_id, computed.name_key, computed.birth_date
+                *,
+                was_known and (
+                    (not is_current and not was_current)
+                    or (is_current and was_current and computed_fingerprint = previous_fingerprint)
                 ) as unchanged
-        ) as same
-        where computed._ndc_key is not null or previous._ndc_key is not null
+            from compared
+        ) as compared
+        left join computed on compared._ndc_key = computed._ndc_key
+        left join {{ this }} as previous on compared._ndc_key = previous._ndc_key
+        where compared.is_current or compared.was_known
     {%- else %}
         select
             *,

@@ -15,49 +15,50 @@
         {'columns': ['household_id']},
         {'columns': ['name_key', 'birth_date']},
         {'columns': ['conform_seq']},
+        {'columns': ['conformed_through']},
     ]
 ) }}
 
 with
 
-citizens as (
+citizens as not materialized (
     select * from {{ ref('stg_population__citizens') }}
 ),
 
-households as (
+households as not materialized (
     select * from {{ ref('stg_population__households') }}
 ),
 
-provinces as (
+provinces as not materialized (
     select * from {{ ref('int_provinces_effective_dated') }}
 ),
 
-mapping as (
+mapping as not materialized (
     select * from {{ ref('province_mapping') }}
 ),
 
 {%- if is_incremental() %}
 
-changed_keys as (
+    changed_keys as (
     -- citizens loaded, deleted or restored at the source since the last run
-    select landed.pin as citizen_id
-    from {{ source('population', 'citizens') }} as landed
-    where landed._ndc_loaded_at > {{ last_run_horizon() }}
-    union
-    -- the citizens of a household loaded, deleted or restored since (registered or not)
-    select located.citizen_id
-    from {{ this }} as located
-    inner join {{ source('population', 'households') }} as landed
-        on located.household_id = landed.household_id
-    where landed._ndc_loaded_at > {{ last_run_horizon() }}
-),
+        select landed.pin as citizen_id
+        from {{ source('population', 'citizens') }} as landed
+        where landed._ndc_loaded_at > {{ last_run_horizon() }}
+        union
+        -- the citizens of a household loaded, deleted or restored since (registered or not)
+        select located.citizen_id
+        from {{ this }} as located
+        inner join {{ source('population', 'households') }} as landed
+            on located.household_id = landed.household_id
+        where landed._ndc_loaded_at > {{ last_run_horizon() }}
+    ),
 
 {%- endif %}
 
 changed_citizens as (
     select * from citizens
     {%- if is_incremental() %}
-        where citizens.citizen_id in (select changed_keys.citizen_id from changed_keys)
+        where citizen_id in (select changed_keys.citizen_id from changed_keys)
     {%- endif %}
 ),
 
