@@ -12,7 +12,8 @@ from ndc.conform.dbt_build import PRODUCER, plan, verdict
 def test_every_model_seed_and_snapshot_is_a_task_and_every_test_is_covered_once():
     manifest = json.loads(dbt.manifest_file().read_text())
     nodes = plan()
-    built = {u for u, n in manifest["nodes"].items() if n["resource_type"] in ("model", "seed", "snapshot")}
+    built = {u for u, n in manifest["nodes"].items() if n["resource_type"] in ("model", "seed", "snapshot")
+             and n["config"]["materialized"] != "ephemeral"}  # compiled into its readers: no task, no result
     assert set(nodes) == built and len(built) >= 30
     covered = [u for n in nodes.values() for u in n["covers"] if not u.startswith(("model.", "seed.", "snapshot."))]
     node_tests = {u for u, n in manifest["nodes"].items() if n["resource_type"] == "test"

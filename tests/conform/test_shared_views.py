@@ -497,7 +497,7 @@ def test_failed_build_publishes_nothing(dbs, published):
         with psycopg.connect(dbs.warehouse, autocommit=True) as conn:
             conn.execute("alter table landing_population.households rename column ward_away to ward")
     assert result.returncode == 2
-    assert "nothing published, consumers still read the previous build" in result.stderr
+    assert "nothing published, consumers still read the previous version" in result.stderr
     after = (active_schema(psycopg.connect(dbs.warehouse)),
              query(dbs.warehouse, "select count(*), md5(string_agg(citizen_id, '' order by citizen_id))"
                    " from shared.citizens")[0])
@@ -521,7 +521,9 @@ def test_concurrent_reader_sees_old_or_new_never_a_mix(dbs, published):
     mover = scalar(dbs.warehouse, "select pin from landing_population.citizens where province_code = '62'"
                    " and pin <> %s order by pin limit 1", (victim,))
     with psycopg.connect(dbs.warehouse, autocommit=True) as conn:
-        conn.execute("delete from landing_population.citizens where pin = %s", (victim,))
+        # deleted at the source, as a full compare marks it (landing keeps the row, stamped)
+        conn.execute("update landing_population.citizens set _ndc_deleted_at = now(), _ndc_deleted_by ="
+                     " 'full_compare', _ndc_loaded_at = now() where pin = %s", (victim,))
         # Kon Tum (62) -> Hà Nội (01): the residence history (SCD2 snapshot) keeps both versions.
         conn.execute("update landing_population.citizens set province_code = '01', updated_at = now(),"
                      " _ndc_loaded_at = now() where pin = %s", (mover,))

@@ -119,7 +119,7 @@ def plan(options: Options) -> dict[str, list[Figure]]:
         "el": el,
         "dlt": [Figure(f"el_over_dlt_sql_database@{last}", f"validated EL ÷ dlt sql_database, {last:,} rows")],
         "conform": [Figure("conform_dag_over_dbt_build", f"conform DAG ÷ plain dbt build, {options.citizens:,}"
-                           " citizens", ("<=", 1.5))],
+                           " citizens", ("<=", 1.3))],
         "change": [Figure("conform_change_over_full_refresh", f"conform DAG after a {options.share:.0%} change ÷"
                           f" full refresh, {options.citizens:,} citizens", ("<=", 0.15))],
         "demo": [Figure("demo_s", f"ndc demo end to end, {options.citizens:,} citizens")],
