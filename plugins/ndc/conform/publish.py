@@ -150,6 +150,11 @@ def publish_delta(conn: psycopg.Connection, plan, models: dict[str, list[str]], 
 
     def apply(conn: psycopg.Connection) -> dict[str, build_audit.Applied]:
         conn.execute("lock table ndc_meta.publications in exclusive mode")
+        now = conn.execute("select build_schema from ndc_meta.publications order by publication_id desc limit 1"
+                           ).fetchone()
+        if now is None or now[0] != target:  # a full build was published since this run was planned
+            raise NdcError(f"consumers read {now[0] if now else 'nothing'} now, not {target} as when conform run"
+                           f" {plan.conform_seq} was planned: nothing applied; the next run plans again")
         return {m: _apply(conn, target, m, columns, keyed.get(m)) for m, columns in sorted(models.items())}
 
     def commit(conn: psycopg.Connection, applied: dict[str, build_audit.Applied]) -> None:
