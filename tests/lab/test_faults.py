@@ -12,11 +12,11 @@ SCENARIOS = {
     "1": "extract killed (SIGKILL) mid-stream",
     "2": "source database lost mid-extract",
     "3": "warehouse restarted during a COPY (its own server)",
-    "4": "dbt killed mid-build, the rerun publishes whole",
+    "4": "dbt killed mid-build of a delta, the rerun publishes whole",
     "5": "same interval twice at once, then backfilled twice",
     "6": "flaky insurance API and a half-written education file",
     "7": "Celery worker killed while running a task",
-    "8": "publish interrupted between gate 2 and the switch",
+    "8": "a delta's apply killed mid-way, the rerun loses nothing",
 }
 
 
