@@ -272,11 +272,14 @@ def test_a_previous_release_warehouse_is_stamped_and_upgraded_without_loss(new_d
     after = rows(previous)
     assert after.pop("ndc_meta.alembic_version") == [{"version_num": schema.head()}]
     assert before.pop("ndc_meta.schema_version")[0]["version"] == 7
+    for row in after["ndc_meta.publications"]:  # revision 0003's columns: a publication before it was a full one
+        assert (row.pop("mode"), row.pop("conform_seq")) == ("full", None)
     assert {t: r for t, r in after.items() if t in before} == before
     assert set(after) - set(before) == ({"ndc_meta.agreement_approvals", "ndc_meta.agreement_keys",
                                          "ndc_meta.applied_agreements", "ndc_meta.delivery_receipts",
                                          "ndc_meta.consumer_reads", "ndc_meta.read_counters", "ndc_meta.catalog",
-                                         "ndc_meta.conform_nodes"} if not features_used else set())
+                                         "ndc_meta.conform_nodes"} if not features_used else set()) | {
+                                            "ndc_meta.conform_runs"}
     with database.connect(previous) as conn:
         assert ledger.verify(conn).problems == []
     assert schema_of(previous) == schema_of(fresh)
