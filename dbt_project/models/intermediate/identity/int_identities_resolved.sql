@@ -23,6 +23,11 @@
     ]
 ) }}
 
+{#- What a record resolves to: a re-resolved record whose values are all unchanged keeps its stamp. -#}
+{%- set resolution = [
+    'exception_reason', 'name_birth_candidates', 'legacy_identifier_kind', 'legacy_identifier', 'loaded_at',
+    'citizen_id', 'match_method', 'has_recorded_pin', 'recorded_citizen_id', 'name_key', 'birth_date',
+] %}
 -- Jinja branches around whole CTEs confuse sqlfluff's indentation rule (its fixes do not converge here).
 -- noqa: disable=LT02
 with
@@ -199,32 +204,16 @@ computed as (
             coalesce(previous.is_current, false) as was_current,
             md5(
                 row(
-                    computed.exception_reason,
-                    computed.name_birth_candidates,
-                    computed.legacy_identifier_kind,
-                    computed.legacy_identifier,
-                    computed.loaded_at,
-                    computed.citizen_id,
-                    computed.match_method,
-                    computed.has_recorded_pin,
-                    computed.recorded_citizen_id,
-                    computed.name_key,
-                    computed.birth_date
+                    {%- for c in resolution %}
+                        computed.{{ c }}{% if not loop.last %},{% endif %}
+                    {%- endfor %}
                 )::text
             ) as computed_fingerprint,
             md5(
                 row(
-                    previous.exception_reason,
-                    previous.name_birth_candidates,
-                    previous.legacy_identifier_kind,
-                    previous.legacy_identifier,
-                    previous.loaded_at,
-                    previous.citizen_id,
-                    previous.match_method,
-                    previous.has_recorded_pin,
-                    previous.recorded_citizen_id,
-                    previous.name_key,
-                    previous.birth_date
+                    {%- for c in resolution %}
+                        previous.{{ c }}{% if not loop.last %},{% endif %}
+                    {%- endfor %}
                 )::text
             ) as previous_fingerprint
         from changed_keys
@@ -241,17 +230,9 @@ final as (
             coalesce(computed.source_name, previous.source_name) as source_name,
             coalesce(computed.dataset, previous.dataset) as dataset,
             coalesce(computed.record_key, previous.record_key) as record_key,
-            computed.exception_reason,
-            computed.name_birth_candidates,
-            computed.legacy_identifier_kind,
-            computed.legacy_identifier,
-            computed.loaded_at,
-            computed.citizen_id,
-            computed.match_method,
-            computed.has_recorded_pin,
-            computed.recorded_citizen_id,
-            computed.name_key,
-            computed.birth_date,
+{%- for c in resolution %}
+            computed.{{ c }},
+{%- endfor %}
             compared.is_current,
             case
                 when compared.unchanged then previous.previous_citizen_id else previous.citizen_id
