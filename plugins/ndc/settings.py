@@ -139,6 +139,15 @@ def url(*schemes: str) -> Parser:
     return parse
 
 
+_CRON = re.compile(r"^(@(hourly|daily|weekly|monthly|yearly)|(\S+\s+){4}\S+)$")
+
+
+def cron(name: str, raw: str) -> str:
+    if not _CRON.match(raw.strip()):
+        raise _invalid(name, raw, "a cron expression ('*/30 * * * *') or a preset such as '@hourly'")
+    return raw.strip()
+
+
 def choice(*options: str) -> Parser:
     def parse(name: str, raw: str) -> str:
         if raw not in options:
@@ -283,6 +292,15 @@ class Settings:
         meaning="when the conform DAG's model tasks start: `concurrent` (with `dbt.build`, through the scheduler) or "
                 "`after` (needed by `airflow dags test`)",
         shown="`auto`: `after` under `airflow dags test`, else `concurrent`")
+    conform_schedule = Setting(
+        "NDC_CONFORM_SCHEDULE", cron, default="*/30 * * * *",
+        meaning="when the conform DAG runs: each scheduled run builds and publishes what the sources loaded since the "
+                "last publication feed (none: the run is skipped); a change is published within one period plus "
+                "the run's own time", shown="`*/30 * * * *`")
+    warehouse_max_loads = Setting(
+        "NDC_WAREHOUSE_MAX_LOADS", whole_number(1), default=8,
+        meaning="the warehouse's cap on concurrent landing merges, whatever the number of sources and workers "
+                "(a load waits for a slot, and says so in its log)", shown="8")
     conform_poll = Setting(
         "NDC_CONFORM_POLL_SECONDS", duration(allow_minimum=False), default=timedelta(seconds=1),
         meaning="how often the triggerer reads dbt's results for the model tasks", shown="1")

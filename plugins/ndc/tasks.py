@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -13,7 +14,7 @@ import polars as pl
 from psycopg import sql
 
 from ndc.audit.handoff import Handoff, advance_watermark, as_utc, new_run_id, recorded
-from ndc.config.sources import SourceConfig, find_source, load_sources
+from ndc.config.sources import SourceConfig, find_source, load_source, source_files
 from ndc.contracts import get_contract
 from ndc.contracts.validation import GateResult, validate
 from ndc.errors import BatchBlockedError, ContractViolation, NdcError, SourceUnavailableError, WarehouseUnavailableError
@@ -34,6 +35,7 @@ from ndc.landing.load import (
     prepare_session,
     previous_load,
     stage_batch,
+    take_load_slot,
 )
 from ndc.landing.rowhash import row_hashes
 from ndc.settings import Settings, get_settings
@@ -212,6 +214,8 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
         database.ensure_meta(wh)
         ensure_landing(wh, target)
         lock_dataset(wh, target)
+        # then the warehouse's cap on loads (in this order: a slot holder never waits for another load's lock)
+        take_load_slot(wh, settings.warehouse_max_loads, target.dataset)
         prepare_session(wh, target)
         request = ExtractRequest(table=table, columns=target.columns, contract_schema=target.contract.columns,
                                  window=window, batch_bytes=settings.batch_bytes, full_refresh=full_refresh,
@@ -293,6 +297,25 @@ def _discard_if_blocked(wh, target: LandingTarget, run_id: str, exc: Exception) 
     return str(exc)
 
 
+def conform_sources(asked: list[str] | None, *, scheduled: bool,
+                    settings: Settings | None = None) -> tuple[list[str] | None, str]:
+    """Which sources a conform run builds for (None: every source), and why: those ``asked`` for (each must be a
+    registered source), else for a scheduled run the sources loaded since the last publication (the ledger), else
+    every source."""
+    from ndc.conform.run_plan import landed_since_publication
+
+    settings = settings or get_settings()
+    if asked:
+        for name in asked:
+            find_source(settings.sources_dir, name)  # a ConfigError names an unknown source
+        return sorted(set(asked)), "asked for"
+    if not scheduled:
+        return None, "a manual run builds what every source feeds"
+    with database.connect(settings.warehouse_url) as conn:
+        database.ensure_meta(conn)
+        return landed_since_publication(conn)
+
+
 def prepare_conform(*, accept_stale: bool = False, settings: Settings | None = None, run_id: str | None = None,
                     sources: list[str] | None = None, full_refresh: bool = False) -> dict:
     """Before a conform build: a registered source never loaded gets its (empty) landing tables, so the dbt project
@@ -307,9 +330,12 @@ def prepare_conform(*, accept_stale: bool = False, settings: Settings | None = N
 
     settings = settings or get_settings()
     started = datetime.now(UTC)  # gate 2 reconciles the build with landing as of now
+    modelled = {s["source_name"] for s in json.loads(dbt.manifest_file().read_text())["sources"].values()}
     with database.connect(settings.warehouse_url) as conn:
         database.ensure_meta(conn)
-        for source in load_sources(settings.sources_dir):
+        # the registered sources the dbt project reads (not every one: thousands feed no shared model yet)
+        registered = {p.stem: p for p in source_files(settings.sources_dir)}
+        for source in [load_source(registered[name]) for name in sorted(modelled & set(registered))]:
             for table in source.tables:
                 target = landing_target(source, table.name)
                 # only where missing: ensure_landing's ALTER would queue behind a running extract's merge

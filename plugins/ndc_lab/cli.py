@@ -65,7 +65,7 @@ def _scaffolded_simulators() -> None:
     import ndc_lab.simulate
     from ndc.settings import get_settings
 
-    sources = {path.stem for path in get_settings().sources_dir.glob("*.yml")}
+    sources = {path.stem for path in get_settings().sources_dir.glob("*/*.yml")}
     for module in pkgutil.iter_modules(ndc_lab.simulate.__path__):
         if module.name in sources and module.name not in simulate.commands:
             _simulate_command(module.name, f"The {module.name} source (see plugins/ndc_lab/simulate/{module.name}.py).")
@@ -300,6 +300,36 @@ def bench_conform(runs: int, share: float | None, citizens: int | None, airflow_
                else module.measure(url, runs=runs, airflow_db=airflow_db, port=port))
     click.echo(json.dumps({k: v for k, v in figures.items() if k not in ("runs", "task_times")}, indent=2,
                           default=str))
+    if json_out:
+        with open(json_out, "w", encoding="utf-8") as handle:
+            json.dump(figures, handle, indent=2, default=str)
+
+
+@bench.command("scale")
+@click.option("--sizes", default="5,600,1500,3000", show_default=True,
+              help="Numbers of generated sources whose DAG files are parsed (comma-separated).")
+@click.option("--skip-scheduler", is_flag=True, help="Only the parse figures, not a day's runs under a scheduler.")
+@click.option("--airflow-db", default="ndc_bench_scale_airflow", show_default=True,
+              help="Airflow metadata database for the scheduler part (dropped and made afresh), on the warehouse's"
+                   " server.")
+@click.option("--json-out", type=click.Path(dir_okay=False), help="Also write the figures as JSON here.")
+def bench_scale(sizes: str, skip_scheduler: bool, airflow_db: str, json_out: str | None) -> None:
+    """The seed's size: per-file DAG parse time at 5 … 3,000 generated sources (÷ the smallest size: flat is ≤ 2),
+    and the time a real scheduler takes to create a day's runs of 3,000 sources (target ≤ 600 s)."""
+    from ndc_lab.bench import scale
+
+    chosen = tuple(sorted({int(s) for s in sizes.split(",") if s.strip()}))
+    click.echo(f"parse time per DAG file at {', '.join(map(str, chosen))} sources")
+    figures = {"parse": scale.parse_figures(chosen, click.echo)}
+    click.echo(f"slowest file at {chosen[-1]} ÷ at {chosen[0]} sources: {figures['parse']['max_file_ratio']}"
+               f" (mean agency file: {figures['parse']['mean_agency_file_ratio']}; target ≤ 2)")
+    if not skip_scheduler:
+        click.echo(f"a day's runs of {chosen[-1]} sources under a real dag-processor and scheduler")
+        day = scale.scheduler_day(warehouse_url(), sources=chosen[-1], airflow_db=airflow_db, say=click.echo)
+        figures["scheduler_day"] = day
+        click.echo(f"every due run created after {day.get('runs_created_s')} s ({day.get('runs')} extract runs;"
+                   f" every DAG serialized after {day.get('serialized_s')} s; target ≤ 600 s)")
+    click.echo(json.dumps(figures, indent=2, default=str))
     if json_out:
         with open(json_out, "w", encoding="utf-8") as handle:
             json.dump(figures, handle, indent=2, default=str)

@@ -188,7 +188,7 @@ def test_a_backfill_through_the_scheduler_equals_one_extract_of_the_range(celery
     saved = os.environ["NDC_WAREHOUSE_URL"]
     try:
         os.environ["NDC_WAREHOUSE_URL"] = single
-        source = load_source(REPO / "dags/sources/population.yml")
+        source = load_source(REPO / "dags/sources/public_security/population.yml")
         for table in LANDING:
             extract_table(source, table, start, end, run_id="single_extract")
         for table in LANDING:

@@ -16,7 +16,7 @@ from ndc.errors import ConfigError
 from tests.config.test_sources import GOOD, write
 from tests.helpers import REPO
 
-DAG_FILES = sorted((REPO / "dags").glob("*.py"))
+DAG_FILES = sorted(p.relative_to(REPO / "dags") for p in (REPO / "dags").rglob("*.py") if "__pycache__" not in p.parts)
 CLOSED = "postgresql://nobody@127.0.0.1:9/nowhere"  # port 9 (discard): nothing listens
 
 PARSE = """
@@ -41,11 +41,11 @@ def parse(folder: Path, tmp_path: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.as_posix())
 def test_dag_file_imports_without_a_database(dag_file, tmp_path):
     folder = tmp_path / "dags"
-    folder.mkdir()
-    (folder / dag_file.name).write_text(dag_file.read_text())
+    (folder / dag_file).parent.mkdir(parents=True)
+    (folder / dag_file).write_text((REPO / "dags" / dag_file).read_text())
     for config in ("sources", "exchanges"):  # the YAML folders the factories read
         if (REPO / "dags" / config).exists():
             (folder / config).symlink_to(REPO / "dags" / config)

@@ -22,8 +22,11 @@ from tests.helpers import REPO
 from tests.helpers.database import query
 
 NAME = "zz_scaffold_probe"
-# What `ndc sources new` writes in this checkout: the platform's two files, then the tooling's two.
-WRITTEN = [REPO / "dags" / "sources" / f"{NAME}.yml", REPO / "dags" / "contracts" / f"{NAME}.py",
+AGENCY = "bo_thu_nghiem"  # the folder `--owner "Bộ Thử nghiệm"` names
+# What `ndc sources new` writes in this checkout: the platform's three files (the source in its agency's folder, its
+# contract, the new agency's DAG file), then the tooling's two.
+WRITTEN = [REPO / "dags" / "sources" / AGENCY / f"{NAME}.yml", REPO / "dags" / "contracts" / f"{NAME}.py",
+           REPO / "dags" / "extract" / f"{AGENCY}.py",
            REPO / "plugins" / "ndc_lab" / "simulate" / f"{NAME}.py",
            REPO / "tests" / "lab" / "simulate" / f"test_{NAME}.py"]
 # Settings that would move the DAG bundle away from the checkout.
@@ -85,11 +88,18 @@ def test_scaffold_validates_simulates_and_loads(dbs, scaffolded):
 
 
 def test_scaffold_refuses_an_existing_file_and_a_bad_name(tmp_path):
-    (tmp_path / "sources").mkdir()
-    (tmp_path / "sources" / "population.yml").write_text("taken\n")
-    with pytest.raises(ConfigError, match=r"already exist \(nothing written\): .*population\.yml"):
-        write_files(source_files("population", "postgresql", "x", tmp_path))
-    assert not (tmp_path / "contracts").exists(), "nothing is written when one file exists"
+    (tmp_path / "sources" / "x").mkdir(parents=True)
+    (tmp_path / "sources" / "x" / "population.yml").write_text("taken\n")
+    with pytest.raises(ConfigError, match=r"source 'population' already exists \(nothing written\): .*x/population"):
+        source_files("population", "postgresql", "Bộ Khác", tmp_path)  # the same name in another agency's folder
+    (tmp_path / "contracts").mkdir()
+    (tmp_path / "contracts" / "other.py").write_text("taken\n")
+    with pytest.raises(ConfigError, match=r"already exist \(nothing written\): .*other\.py"):
+        write_files(source_files("other", "postgresql", "Bộ Mới", tmp_path))
+    assert not (tmp_path / "sources" / "bo_moi").exists() and not (tmp_path / "extract").exists(), \
+        "nothing is written when one file exists"
+    with pytest.raises(ConfigError, match="agency 'Bad Agency'"):
+        source_files("fine", "postgresql", "x", tmp_path, agency="Bad Agency")
     for bad in ("Bad Name", "shared"):
         with pytest.raises(ConfigError, match="lower-case identifier"):
             source_files(bad, "postgresql", "x", tmp_path)
@@ -124,12 +134,14 @@ def test_sources_new_from_an_installed_package_writes_only_into_the_project(tmp_
 
     made = ndc("sources", "new", NAME, "--engine", "mysql", "--owner", "Bộ Thử nghiệm")
     assert made.returncode == 0, made.stderr
-    written = [project / "dags" / "sources" / f"{NAME}.yml", project / "dags" / "contracts" / f"{NAME}.py"]
+    written = [project / "dags" / "sources" / AGENCY / f"{NAME}.yml", project / "dags" / "contracts" / f"{NAME}.py",
+               project / "dags" / "extract" / f"{AGENCY}.py"]
     assert [line.removeprefix("created ") for line in made.stdout.splitlines()[:-1]] == [str(p) for p in written]
     assert "ndc simulate" not in made.stdout
     assert sorted(p for p in project.rglob("*") if p.is_file()) == sorted(written)
 
     valid = ndc("sources", "validate")
     assert valid.returncode == 0, valid.stderr
-    assert valid.stdout.strip() == f"{written[0]}: ok ({NAME}, 1 tables)"
+    assert valid.stdout.strip().splitlines()[0] == f"{written[0]}: ok ({NAME}, 1 tables)"
+    assert valid.stdout.strip().splitlines()[1].startswith("1 source files of 1 agencies valid in")
     assert _tree(site) == before, "nothing is written inside the installed package"

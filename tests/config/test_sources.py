@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ndc.config.sources import load_source, load_sources
+from ndc.config.sources import agency_of, load_source, load_sources
 from ndc.errors import ConfigError
 from tests.helpers import REPO
 
@@ -35,9 +35,13 @@ def write(folder: Path, name: str, text: str) -> Path:
 
 
 def test_repository_sources_are_valid():
-    sources = load_sources(REPO / "dags" / "sources")
-    assert [s.name for s in sources] == ["education", "enterprise", "insurance", "population", "taxation"]
-    population = sources[3]
+    sources = {s.name: s for s in load_sources(REPO / "dags" / "sources")}
+    assert sorted(sources) == ["education", "enterprise", "insurance", "population", "taxation"]
+    assert {n: agency_of(s) for n, s in sources.items()} == {
+        "education": "education", "enterprise": "finance", "insurance": "social_insurance",
+        "population": "public_security", "taxation": "finance"}, "each in its owner agency's folder"
+    assert all((REPO / "dags" / "extract" / f"{agency_of(s)}.py").is_file() for s in sources.values())
+    population = sources["population"]
     assert population.lookback == timedelta(hours=2)
     assert population.landing_schema == "landing_population"
     assert [t.name for t in population.tables] == ["citizens", "households", "residence_changes"]
@@ -99,15 +103,22 @@ def test_every_invalid_file_is_listed(tmp_path):
 
 
 def test_cli_validate_reports_and_fails(tmp_path):
-    write(tmp_path, "demo", GOOD.format(name="demo").replace("contract: population.citizens",
-                                                             "contract: population.nobody"))
-    result = subprocess.run(["ndc", "sources", "validate", "--dir", str(tmp_path)], capture_output=True, text=True,
-                            check=False)
+    (tmp_path / "sources" / "demo_agency").mkdir(parents=True)
+    bad = write(tmp_path / "sources" / "demo_agency", "demo", GOOD.format(name="demo").replace(
+        "contract: population.citizens", "contract: population.nobody"))
+    stray = write(tmp_path / "sources", "stray", GOOD.format(name="stray"))
+    result = subprocess.run(["ndc", "sources", "validate", "--dir", str(tmp_path / "sources")], capture_output=True,
+                            text=True, check=False)
     assert result.returncode == 2
-    assert "unknown contract 'population.nobody'" in result.stderr
+    assert "3 problem(s)" in result.stderr
+    assert f"{bad}: ok" not in result.stdout
+    assert f"{bad}: field 'tables.citizens.contract': unknown contract 'population.nobody'" in result.stderr
+    assert f"{stray}: a source file belongs in its owner agency's folder" in result.stderr
+    assert f"the agency has no DAG file {tmp_path / 'extract' / 'demo_agency.py'}" in result.stderr
 
 
 def test_cli_validate_accepts_repository_sources():
     result = subprocess.run(["ndc", "sources", "validate"], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
-    assert "population.yml: ok (population, 3 tables)" in result.stdout
+    assert "public_security/population.yml: ok (population, 3 tables)" in result.stdout
+    assert result.stdout.strip().splitlines()[-1].startswith("5 source files of 4 agencies valid in")

@@ -27,7 +27,7 @@ EVERYTHING = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC)
 def source(dbs, tmp_path_factory):
     """The population source (2,000 citizens, defects on) and a sources folder whose citizens table has the rule."""
     folder = tmp_path_factory.mktemp("sources")
-    config = yaml.safe_load((REPO / "dags/sources/population.yml").read_text())
+    config = yaml.safe_load((REPO / "dags/sources/public_security/population.yml").read_text())
     citizens = next(t for t in config["tables"] if t["name"] == "citizens")
     citizens["row_count_drop"] = {"max_share": 0.5, "min_previous_rows": 100}
     (folder / "population.yml").write_text(yaml.safe_dump(config, allow_unicode=True))
@@ -116,7 +116,7 @@ def test_a_blocked_file_run_leaves_its_files_pending(dbs, source, tmp_path, monk
     from ndc_lab.simulate import education
     from ndc_lab.simulate.common import SourceSpec
 
-    config = yaml.safe_load((REPO / "dags/sources/education.yml").read_text())
+    config = yaml.safe_load((REPO / "dags/sources/education/education.yml").read_text())
     schools = next(t for t in config["tables"] if t["name"] == "schools")
     schools["row_count_drop"] = {"max_share": 0.5, "min_previous_rows": 10}
     (source / "education.yml").write_text(yaml.safe_dump(config, allow_unicode=True))

@@ -1,7 +1,10 @@
 """The conform DAG: one ``dbt build``, one Airflow task per dbt model/seed for status, then write-audit-publish.
 
-It runs when any source has finished loading all its tables (``(source A's landing Assets, all) | (source B's
-...)``). ``prepare_build`` is the source-freshness gate (``ndc.conform.freshness``: a source past its error threshold,
+It runs on a time window (``NDC_CONFORM_SCHEDULE``, every 30 minutes by default), never once per landing: each
+scheduled run reads from the ledger which sources loaded since the last publication and builds only what they feed
+(none that feeds a shared model: the run is skipped). A manual run builds what every source feeds, or the
+``sources`` param's. The DAG file does no per-source work, so its parse time does not grow with the number of
+sources. ``prepare_build`` is the source-freshness gate (``ndc.conform.freshness``: a source past its error threshold,
 or a
 landing table gone, stops the run before anything builds and names it; the ``accept_stale`` param overrides the
 threshold for one run; a source never loaded gets empty landing tables) and then picks the build schema consumers
@@ -31,9 +34,7 @@ which run one task at a time). The default, ``auto``, is ``after`` inside ``airf
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import operator
 import sys
 import time
 from datetime import timedelta
@@ -44,8 +45,7 @@ import pendulum
 from airflow.sdk import DAG, Asset, BaseOperator, Param, TaskGroup, task
 
 from ndc.airflow.callbacks import contract_alert, dag_callbacks
-from ndc.airflow.factory import default_args, landing_asset, warehouse_uri
-from ndc.config.sources import load_sources
+from ndc.airflow.factory import default_args, warehouse_uri
 from ndc.conform import dbt
 from ndc.conform.dbt_build import (
     PRODUCER,
@@ -150,14 +150,15 @@ class DbtNodeTrigger(BaseTrigger):
 
     _producer_checked: dict[str, tuple[float, bool]] = {}
 
-    async def _producer_gone(self, dag_id: str, run_id: str) -> bool:
-        """Whether dbt.build ended (e.g. upstream_failed) without starting dbt; asked every 15 s per run."""
+    async def _producer_gone(self, dag_id: str, run_id: str) -> str | None:
+        """dbt.build's state if it ended (e.g. upstream_failed, or skipped: nothing to conform) without starting
+        dbt, else None; asked every 15 s per run."""
         checked = self._producer_checked.get(run_id)
         if checked and time.monotonic() - checked[0] < 15:
             return checked[1]
-        self._producer_checked[run_id] = (time.monotonic(), False)
-        states = await self._task_states(dag_id, run_id, [self.producer_task])
-        gone = states.get(self.producer_task) in _TERMINAL_BAD
+        self._producer_checked[run_id] = (time.monotonic(), None)
+        state = (await self._task_states(dag_id, run_id, [self.producer_task])).get(self.producer_task)
+        gone = state if state in _TERMINAL_BAD else None
         self._producer_checked[run_id] = (time.monotonic(), gone)
         return gone
 
@@ -192,7 +193,12 @@ class DbtNodeTrigger(BaseTrigger):
                     self.log.warning("%s not built: upstream %s", self.key, upstream)
                     yield TaskSkippedEvent()
                     return
-            elif statuses.get(PRODUCER, ("running",))[0] == "running" and await self._producer_gone(dag_id, run_id):
+            elif statuses.get(PRODUCER, ("running",))[0] == "running" and (
+                    gone := await self._producer_gone(dag_id, run_id)):
+                if gone == "skipped":  # the run found nothing to conform
+                    self.log.info("%s: %s was skipped: nothing to build", self.key, self.producer_task)
+                    yield TaskSkippedEvent()
+                    return
                 self.log.error("%s: %s ended without reporting dbt's results", self.key, self.producer_task)
                 yield TaskFailedEvent()
                 return
@@ -281,25 +287,20 @@ def _dbt_group(chosen, mode: str) -> tuple[TaskGroup, list]:
     return group, [producer, *tasks.values()]
 
 
-def triggering_sources(events, sources_dir: Path) -> list[str] | None:
-    """The sources whose landing Assets triggered the run (None for a manual or scheduled run: every source)."""
-    if not events:
-        return None
-    by_schema = {s.landing_schema: s.name for s in load_sources(sources_dir)}
-    found = {by_schema.get(asset.name.split(".", 1)[0]) for asset in events}
-    return None if None in found or not found else sorted(found)
+def build_conform_dag(sources_dir: Path | None = None) -> DAG:
+    """The conform DAG. Its file does no per-source work: the schedule is a time window (``NDC_CONFORM_SCHEDULE``),
+    and each run reads from the ledger which sources loaded since the last publication (``sources_dir`` is kept
+    for callers of the previous signature and not read)."""
+    from airflow.timetables.trigger import CronTriggerTimetable
 
-
-def build_conform_dag(sources_dir: Path) -> DAG:
-    # A run when any source has loaded all its tables: (a1 & a2 & ...) | (b1 & ...) | ...
-    per_source = [functools.reduce(operator.and_, [landing_asset(s.landing_schema, t.name) for t in s.tables])
-                  for s in load_sources(sources_dir)]
+    from ndc.settings import get_settings
     models = sorted(dbt.shared_models())
     with DAG(
         dag_id="conform",
         description="freshness gate and plan, one dbt build (a task per model) of a full build or of the delta of"
                     " what changed, then publish (view switch or one-transaction apply)",
-        schedule=functools.reduce(operator.or_, per_source),
+        # runs are grouped by time window: every landing since the last publication goes into the next run
+        schedule=CronTriggerTimetable(get_settings().conform_schedule, timezone="UTC"),
         start_date=pendulum.datetime(2024, 7, 1, tz="UTC"),
         catchup=False,
         max_active_runs=1,
@@ -309,6 +310,9 @@ def build_conform_dag(sources_dir: Path) -> DAG:
                 "full_refresh": Param(False, type="boolean",
                                       description="Rebuild every model from scratch (dbt --full-refresh) and publish"
                                       " by a view switch, instead of the delta of what changed"),
+                "sources": Param(None, type=["null", "array"], items={"type": "string"},
+                                 description="Build what these sources feed (a manual run without it: every source;"
+                                 " a scheduled run: the sources loaded since the last publication)"),
                 "accept_row_change": Param(False, type="boolean",
                                            description="Publish even if a shared model's row count changed more "
                                            "than NDC_PUBLISH_MAX_ROW_CHANGE allows (gate 2)")},
@@ -319,15 +323,24 @@ def build_conform_dag(sources_dir: Path) -> DAG:
 
         # a stale source alerts here (stale_source), once: the gate is not retried
         @task(retries=0, on_failure_callback=[contract_alert()])
-        def prepare_build(params=None, ti=None, run_id=None, triggering_asset_events=None) -> dict:
+        def prepare_build(params=None, ti=None, run_id=None, dag_run=None) -> dict:
+            from airflow.exceptions import AirflowSkipException
+
             from ndc.audit import alerts
+            from ndc.conform.run_plan import NothingToConform
             from ndc.settings import get_settings
-            from ndc.tasks import prepare_conform
+            from ndc.tasks import conform_sources, prepare_conform
             from ndc.warehouse import database
 
-            prepared = prepare_conform(accept_stale=bool((params or {}).get("accept_stale")), run_id=run_id,
-                                       sources=triggering_sources(triggering_asset_events, sources_dir),
-                                       full_refresh=bool((params or {}).get("full_refresh")))
+            params = params or {}
+            scheduled = str(getattr(dag_run, "run_type", "")).lower().endswith("scheduled")
+            sources, why = conform_sources(params.get("sources"), scheduled=scheduled)
+            log.info("sources: %s (%s)", "every source" if sources is None else ", ".join(sources) or "none", why)
+            try:
+                prepared = prepare_conform(accept_stale=bool(params.get("accept_stale")), run_id=run_id,
+                                           sources=sources, full_refresh=bool(params.get("full_refresh")))
+            except NothingToConform as exc:
+                raise AirflowSkipException(f"{exc} ({why})") from None
             plan = prepared["plan"]
             log.info("source freshness: %s", prepared["freshness"])
             log.info("conform run %s: %s build (%s) into %s; shared models %s", plan["conform_seq"], plan["mode"],

@@ -15,23 +15,52 @@ LAB_SCAFFOLD = "ndc_lab.simulate.scaffold"
 
 @click.group()
 def sources() -> None:
-    """The registry of national databases (dags/sources/*.yml)."""
+    """The registry of national databases (dags/sources/<agency>/<name>.yml)."""
 
 
 @sources.command("validate")
 @click.option("--dir", "directory", type=click.Path(exists=True, file_okay=False), help="Folder of source files.")
-def sources_validate(directory: str | None) -> None:
-    """Validate every source file and its contracts; exit 1 with every problem named."""
+@click.option("--quiet", is_flag=True, help="Print the summary and the problems only, not a line per good file.")
+def sources_validate(directory: str | None, quiet: bool) -> None:
+    """Validate every source file, its contracts and its agency's DAG file; exit 2 with every problem named
+    (all files are checked before it exits)."""
+    import time
 
-    from ndc.config.sources import load_sources
+    from ndc.config.sources import load_sources, source_files
     from ndc.contracts import get_contract
+    from ndc.errors import ConfigError, NdcError
     from ndc.settings import get_settings
 
+    started = time.monotonic()
     folder = Path(directory) if directory else get_settings().sources_dir
-    for source in load_sources(folder):
+    problems: list[str] = []
+    found = load_sources(folder, problems)
+    by_name: dict[str, list[str]] = {}
+    for source in found:
+        by_name.setdefault(source.name, []).append(str(source.path))
+    problems += [f"source name {n!r} is used by more than one file: {', '.join(p)}"
+                 for n, p in sorted(by_name.items()) if len(p) > 1]
+    problems += [f"{path}: a source file belongs in its owner agency's folder, {folder}/<agency>/{path.name}: no DAG"
+                 " file reads this one" for path in source_files(folder) if path.parent == folder]
+    dag_files = folder.parent / "extract"
+    agencies = sorted({s.path.parent.name for s in found if s.path.parent != folder})
+    problems += [f"{folder / a}: the agency has no DAG file {dag_files / a}.py, so Airflow extracts none of its "
+                 f"sources (`ndc sources new <name> --agency {a}` writes it)" for a in agencies
+                 if not (dag_files / f"{a}.py").is_file()]
+    for source in found:
+        bad = []
         for table in source.tables:
-            get_contract(table.contract)
-        click.echo(f"{source.path}: ok ({source.name}, {len(source.tables)} tables)")
+            try:
+                get_contract(table.contract)
+            except NdcError as exc:
+                bad.append(f"{source.path}: field 'tables.{table.name}.contract': {exc}")
+        problems += bad
+        if not quiet and not bad:
+            click.echo(f"{source.path}: ok ({source.name}, {len(source.tables)} tables)")
+    took = time.monotonic() - started
+    if problems:
+        raise ConfigError(f"{len(problems)} problem(s) in {folder} (every file checked):\n" + "\n".join(problems))
+    click.echo(f"{len(found)} source files of {len(agencies)} agencies valid in {took:.1f} s")
 
 
 @sources.command("new")
@@ -39,14 +68,16 @@ def sources_validate(directory: str | None) -> None:
 @click.option("--engine", type=click.Choice(["postgresql", "mysql", "http", "files"]), default="postgresql",
               show_default=True, help="Where the national database lives.")
 @click.option("--owner", default="Owner agency (Bộ ...)", show_default=True, help="The owner agency.")
-def sources_new(name: str, engine: str, owner: str) -> None:
-    """Scaffold a new source in the DAG bundle (NDC_DAGS_DIR): its YAML and contract; in a checkout with the
-    tooling (plugins/ndc_lab), also a simulator with its defect manifest and a test."""
+@click.option("--agency", help="The owner agency's folder under sources/ [default: named from --owner].")
+def sources_new(name: str, engine: str, owner: str, agency: str | None) -> None:
+    """Scaffold a new source in the DAG bundle (NDC_DAGS_DIR): its YAML in the agency's folder, its contract, and
+    the agency's DAG file if it has none; in a checkout with the tooling (plugins/ndc_lab), also a simulator with its
+    defect manifest and a test."""
     from ndc.config.scaffold import source_files, write_files
     from ndc.settings import get_settings
 
     dags_dir = get_settings().dags_dir
-    platform = source_files(name, engine, owner, dags_dir)
+    platform = source_files(name, engine, owner, dags_dir, agency)
     tooling = _tooling_files(name, engine, dags_dir.parent)
     for path in write_files({**platform, **tooling}):
         click.echo(f"created {path}")

@@ -3,6 +3,8 @@ agency, an agreement) and one YAML loader whose errors name the file and the fie
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -28,7 +30,7 @@ class StrictConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class _ConfigLoader(yaml.SafeLoader):
+class _ConfigLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when installed
     """Safe YAML without implicit timestamps: dates reach pydantic as text, so a bad one is named by field."""
 
 
@@ -48,9 +50,47 @@ def _format_errors(path: Path, exc: ValidationError, kind: str) -> str:
     return "\n".join(lines)
 
 
+# Parsed configs by file and content: a file whose bytes did not change is not parsed or validated again (the
+# operator page, the conform plan and `ndc sources validate` read thousands of them). The key holds the model's
+# schema, so a changed model validates every file again.
+_parsed: dict[tuple[str, str], tuple[str, BaseModel]] = {}  # (file, model schema) -> (content hash, config)
+_stat: dict[str, tuple[tuple[int, int], str]] = {}
+
+
+def _content_key(path: Path) -> str:
+    info = path.stat()
+    signature = (info.st_mtime_ns, info.st_size)
+    known = _stat.get(str(path))
+    if known and known[0] == signature:
+        return known[1]
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    _stat[str(path)] = (signature, digest)
+    return digest
+
+
+def _schema_key(model: type[BaseModel]) -> str:
+    key = getattr(model, "__ndc_schema_key__", None)
+    if key is None or key[0] is not model:
+        digest = hashlib.sha256(json.dumps(model.model_json_schema(), sort_keys=True, default=str).encode()).hexdigest()
+        key = (model, digest[:16])
+        model.__ndc_schema_key__ = key
+    return key[1]
+
+
 def load_config(path: Path, model: type[BaseModel], kind: str, name_field: str | None = "name") -> BaseModel:
     """One YAML config file (a source, an exchange, an agency, an agreement) validated by ``model``; every error
-    names the file and the field. ``name_field`` must equal the file name."""
+    names the file and the field. ``name_field`` must equal the file name. Cached by file and content hash."""
+    try:
+        key, digest = (str(path), _schema_key(model)), _content_key(path)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
+    known = _parsed.get(key)
+    if known is None or known[0] != digest:
+        known = _parsed[key] = (digest, _load_config(path, model, kind, name_field))  # one entry per file
+    return known[1]
+
+
+def _load_config(path: Path, model: type[BaseModel], kind: str, name_field: str | None) -> BaseModel:
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
@@ -70,8 +110,13 @@ def load_config(path: Path, model: type[BaseModel], kind: str, name_field: str |
 def load_all(directory: Path, load, problems: list[str] | None = None) -> list:
     """``load`` of every ``*.yml`` in ``directory`` (none if it does not exist). Every invalid file is named: in
     one ConfigError, or appended to ``problems`` when the caller checks more before raising."""
+    return load_paths(sorted(directory.glob("*.yml")), load, problems)
+
+
+def load_paths(paths: list[Path], load, problems: list[str] | None = None) -> list:
+    """``load`` of every path; every invalid file is named (see :func:`load_all`)."""
     found, collected = [], [] if problems is None else problems
-    for path in sorted(directory.glob("*.yml")):
+    for path in paths:
         try:
             found.append(load(path))
         except ConfigError as exc:
@@ -91,6 +136,17 @@ def identifiers(values: list[str]) -> list[str]:
 def repeated(values: list[str]) -> list[str]:
     """The values that appear more than once, sorted (a config names each table, view, ... once)."""
     return sorted({v for v in values if values.count(v) > 1})
+
+
+def refuse_repeated_names(configs: list, kind: str) -> None:
+    """Raise a ConfigError naming every file of a name used twice (names are unique across agency folders)."""
+    by_name: dict[str, list[str]] = {}
+    for config in configs:
+        by_name.setdefault(config.name, []).append(str(config.path))
+    twice = {name: paths for name, paths in by_name.items() if len(paths) > 1}
+    if twice:
+        raise ConfigError("\n".join(f"{kind} name {name!r} is used by more than one file: {', '.join(paths)}"
+                                    for name, paths in sorted(twice.items())))
 
 
 def refuse_repeated(values: list[str], rule: str) -> None:

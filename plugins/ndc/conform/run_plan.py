@@ -36,6 +36,35 @@ HORIZON = ("select least(now(), min(xact_start)) from pg_stat_activity"
            " where pid != pg_backend_pid() and xact_start is not null and datname = current_database()")
 
 
+class NothingToConform(NdcError):
+    """A scheduled run found no landing change that feeds a shared model since the last publication: it builds
+    and publishes nothing (a full run is never skipped)."""
+
+
+# The sources whose landing tables changed since a horizon, from the ledger (its recorded_at index): loads that
+# brought rows, replays, full compares. Each row is stamped inside its load's transaction, and a horizon is the start
+# of the oldest transaction open when it was taken, so a load committed after the horizon is never missed.
+LANDED_SINCE = """
+select distinct regexp_replace(split_part(target, '.', 1), '^landing_', '')
+from ndc_meta.ledger
+where recorded_at >= %s and outcome = 'success' and target like 'landing\\_%%'
+    and (kind in ('extract', 'replay') and rows_loaded > 0 or kind = 'full_compare')
+"""
+
+
+def landed_since_publication(conn: psycopg.Connection) -> tuple[list[str] | None, str]:
+    """The sources loaded since the landing horizon of the last published conform run (None: every source, when no
+    numbered run is published), and a sentence saying since when. A scheduled conform run builds what they feed:
+    every landing between two runs is collected into the next one."""
+    last = conn.execute("select r.conform_seq, r.changes_through from ndc_meta.publications p"
+                        " join ndc_meta.conform_runs r on r.conform_seq = p.conform_seq"
+                        " order by p.publication_id desc limit 1").fetchone()
+    if last is None:
+        return None, "no numbered conform run is published"
+    found = sorted(r[0] for r in conn.execute(LANDED_SINCE, (last[1],)))
+    return found, f"loaded since conform run {last[0]} (landing horizon {last[1].isoformat()})"
+
+
 @dataclass
 class RunPlan:
     conform_seq: int
@@ -217,6 +246,10 @@ def plan_run(conn: psycopg.Connection, *, run_id: str | None, sources: list[str]
         reason, active = _why_full(conn, manifest, relations, full_refresh, fingerprint)
         if reason is None:
             nodes, models = delta_nodes(manifest, sources)
+            if sources is not None and not nodes:
+                raise NothingToConform(
+                    f"no shared model is fed by the sources that changed ({', '.join(sources) or 'none'}): "
+                    "nothing to build or publish")
             mode = "delta"
             reason = (f"changes from {', '.join(sources)}" if sources else "changes from every source")
             build_schema = DELTA_SCHEMA

@@ -196,6 +196,33 @@ def lock_dataset(conn: psycopg.Connection, target: LandingTarget) -> None:
     conn.commit()
 
 
+# The key space of the warehouse's load slots (pg_advisory_lock(LOAD_SLOTS, slot)); distinct from hashtext() keys.
+LOAD_SLOTS = 727019
+
+
+def take_load_slot(conn: psycopg.Connection, max_loads: int, dataset: str, poll_seconds: float = 1.0,
+                   say_every: float = 60.0) -> int:
+    """The warehouse-side cap on concurrent loads: hold one of ``max_loads`` session advisory locks for this
+    connection (released when the load's session ends, also when its worker dies), waiting, and saying so in the
+    log, while every slot is taken. Airflow's pools cap connections per source; this caps the warehouse, whatever
+    the number of sources, pools and workers. Returns the slot."""
+    waited, said = time.monotonic(), time.monotonic()
+    while True:
+        for slot in range(max_loads):
+            if conn.execute("select pg_try_advisory_lock(%s, %s)", (LOAD_SLOTS, slot)).fetchone()[0]:
+                conn.commit()
+                if time.monotonic() - waited > poll_seconds:
+                    log.info("%s: load slot %s of %s after %.0f s", dataset, slot + 1, max_loads,
+                             time.monotonic() - waited)
+                return slot
+        conn.commit()
+        if time.monotonic() - said >= say_every:
+            said = time.monotonic()
+            log.info("%s: waiting for a warehouse load slot (all %s taken, NDC_WAREHOUSE_MAX_LOADS) for %.0f s",
+                     dataset, max_loads, said - waited)
+        time.sleep(poll_seconds)
+
+
 def _copy_frame(conn: psycopg.Connection, table: sql.Composable, columns: list[str], frame: pl.DataFrame) -> None:
     if frame.is_empty():
         return

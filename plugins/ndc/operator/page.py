@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from datetime import date, datetime, timedelta
 from html import escape
+from urllib.parse import urlencode
 
 from .charts import Series, horizontal_bars, line_chart, stacked_bars
 
@@ -34,7 +35,11 @@ td.nw,time{white-space:nowrap}td.run{min-width:11em;font-size:12px;overflow-wrap
 .banner{background:#fadad7;border:1px solid #d9534f;color:#6a140d;padding:10px 12px;border-radius:4px;margin:12px 0}
 .notice{background:#fff6d6;border:1px solid #e0c060;padding:6px 10px;border-radius:4px;margin:8px 0}
 .muted{color:#666}a{color:#0b5cad}nav a{margin-right:8px}
+.failing{background:#fadad7;color:#8a1c12}.late{background:#fff0c2;color:#6b4d00}
+.quarantining{background:#e6eef7;color:#1d4f86}form.search{margin:6px 0}form.search input[type=search]{width:24em}
+.pager a,.pager span{margin-right:8px}
 """
+TABLE_ROWS = 25  # per-dataset tables of the charts show the worst rows; the JSON has them all
 
 
 def _e(value: object) -> str:
@@ -122,7 +127,54 @@ def _source_group(source: dict) -> str:
     return f'<tr class="group"><th colspan="9">{_e(name)} <span class="muted">{detail}</span></th></tr>'
 
 
-def sources_section(sources: list[dict]) -> str:
+def _reasons(reasons: list[str], dataset: str) -> str:
+    return " ".join(f'<span class="badge {_e(r)}" data-testid="attention-{_e(r)}-{_e(dataset)}">{_e(r)}</span>'
+                    for r in reasons)
+
+
+def attention_section(panel: dict) -> str:
+    """What needs an operator, first: failing, then late, then quarantining (most open rows first)."""
+    counts = " · ".join(f'<span data-testid="attention-count-{r}">{n}</span> {r}'
+                        for r, n in panel["by_reason"].items())
+    head = ("<tr><th>Dataset</th><th>Why</th><th>Owner</th><th>Last successful extract (UTC)</th><th>Last load</th>"
+            "<th>Open quarantine</th><th>Airflow run</th></tr>")
+    rows = []
+    for s in panel["datasets"]:
+        d, load = s["dataset"], s["last_load"] or {}
+        rows.append(f'<tr data-testid="attention-row-{_e(d)}"><td>{_e(d)}</td><td class="nw">'
+                    f'{_reasons(s["attention"], d)}</td><td>{_e(s["owner_agency"] or "—")}</td>'
+                    f'{_time(s["last_extract_at"])}<td><span class="badge {_e(load.get("outcome"))}">'
+                    f'{_e(load.get("outcome") or "never")}</span></td>'
+                    f'{_count(s["open_quarantine_rows"], f"attention-quarantine-{d}")}'
+                    f'{_run_link(load.get("run_url"), load.get("run_id"), f"attention-run-{d}")}</tr>')
+    more = (f'<p class="muted">Showing the first {panel["shown"]} of {panel["total"]}; search the sources below or'
+            ' read <a href="api/attention">api/attention</a>.</p>' if panel["total"] > panel["shown"] else "")
+    return (f'<section id="attention"><h2>Needs attention (<span data-testid="attention-total">{panel["total"]}'
+            f"</span>)</h2><p>{counts}</p><p class=\"muted\">Failing: the last load failed. Late: past the dbt "
+            "freshness threshold, or no successful extract for a whole interval of its own schedule (never loaded"
+            " included). Quarantining: rows open in quarantine.</p>"
+            f"<table>{head}{''.join(rows) or '<tr><td colspan=7>Nothing needs attention.</td></tr>'}</table>{more}"
+            "</section>")
+
+
+def _link(days: int, q: str, page: int, per_page: int) -> str:
+    return "?" + urlencode({"days": days, **({"q": q} if q else {}), "page": page, "per_page": per_page})
+
+
+def _pager(paging: dict, days: int) -> str:
+    page, pages, q, per = paging["page"], paging["pages"], paging["q"], paging["per_page"]
+    links = []
+    if page > 1:
+        links.append(f'<a href="{_e(_link(days, q, page - 1, per))}" data-testid="sources-previous">previous</a>')
+    links.append(f'<span data-testid="sources-page">page {page} of {pages}</span>')
+    if page < pages:
+        links.append(f'<a href="{_e(_link(days, q, page + 1, per))}" data-testid="sources-next">next</a>')
+    return f'<p class="pager">{"".join(links)}</p>'
+
+
+def sources_section(sources: list[dict], paging: dict | None = None, days: int = 30) -> str:
+    paging = paging or {"q": "", "page": 1, "pages": 1, "per_page": len(sources), "matching": len(sources),
+                        "total": len(sources), "sources": len({s["dataset"].split(".")[0] for s in sources})}
     head = ("<tr><th>Dataset</th><th>Freshness, age</th><th>SLA</th><th>Last load (UTC)</th><th>Outcome</th>"
             "<th>Rows in</th><th>Loaded</th><th>Quarantined</th><th>Airflow run</th></tr>")
     rows, group = [], None
@@ -132,9 +184,17 @@ def sources_section(sources: list[dict]) -> str:
             rows.append(_source_group(s))
         rows.append(f'<tr data-testid="source-row-{_e(s["dataset"])}"><td>{_e(s["dataset"])}</td>'
                     f'{_freshness_cells(s["dataset"], s["freshness"])}{_load_cells(s["dataset"], s["last_load"])}</tr>')
+    search = (f'<form class="search" method="get" role="search"><input type="hidden" name="days" value="{days}">'
+              f'<input type="search" name="q" value="{_e(paging["q"])}" placeholder="dataset, agency or owner"'
+              ' aria-label="Search sources" data-testid="sources-search"> <button type="submit">Search</button></form>')
+    found = (f'<p data-testid="sources-matching" data-value="{paging["matching"]}">{paging["matching"]} of '
+             f'{paging["total"]} landing datasets ({paging["sources"]} sources)'
+             f'{" match " + _e(repr(paging["q"])) if paging["q"] else ""}.</p>')
     return ('<section id="sources"><h2>Sources (landing)</h2><p class="muted">Freshness: age of the last load that'
             " brought rows, against the dbt source's thresholds. Last load: the latest extract run.</p>"
-            f"<table>{head}{''.join(rows) or '<tr><td colspan=9>No sources.</td></tr>'}</table></section>")
+            f"{search}{found}{_pager(paging, days)}"
+            f"<table>{head}{''.join(rows) or '<tr><td colspan=9>No sources.</td></tr>'}</table>"
+            f"{_pager(paging, days) if paging['pages'] > 1 else ''}</section>")
 
 
 def _built_from(shared: dict) -> str:
@@ -180,11 +240,16 @@ def pass_rate_section(panel: dict, days: list[date]) -> str:
             "<th>Rows checked</th><th>Rows failed</th><th>Rows passing</th><th>Validations passing</th></tr>")
     rows = [f"<tr><td>{_e(d['day'])}</td>{_pass_cells(d, d['day'])}</tr>" for d in panel["days"]]
     head2 = head.replace("<th>Day</th>", "<th>Dataset</th><th>Gate</th>")
+    worst = sorted(panel["by_dataset"], key=lambda d: (d["row_pass_rate"] if d["row_pass_rate"] is not None else 2,
+                                                       d["dataset"]))[:TABLE_ROWS]
     rows2 = [f"<tr><td>{_e(d['dataset'])}</td><td>{_e(d['gate'])}</td>{_pass_cells(d, d['dataset'] + '-' + d['gate'])}"
-             "</tr>" for d in panel["by_dataset"]]
+             "</tr>" for d in sorted(worst, key=lambda d: (d["dataset"], d["gate"]))]
+    shown = (f'<p class="muted">The {TABLE_ROWS} with the lowest row pass rate of {len(panel["by_dataset"])};'
+             ' all in <a href="api/pass_rates">api/pass_rates</a>.</p>'
+             if len(panel["by_dataset"]) > TABLE_ROWS else "")
     return ('<section id="pass-rate"><h2>Contract pass rate</h2>'
             f"{chart}<h3>Per day</h3><table>{head}{''.join(rows) or _none(9)}</table>"
-            f"<h3>Per dataset and gate, over the window</h3><table>{head2}{''.join(rows2) or _none(10)}</table>"
+            f"<h3>Per dataset and gate, over the window</h3>{shown}<table>{head2}{''.join(rows2) or _none(10)}</table>"
             "</section>")
 
 
@@ -203,13 +268,13 @@ def _pass_cells(d: dict, key: str) -> str:
 
 
 def quarantine_section(panel: dict) -> str:
-    ranked = sorted(panel["datasets"], key=lambda d: (-d["open_rows"], d["dataset"]))[:12]
+    ranked = sorted(panel["datasets"], key=lambda d: (-d["open_rows"], d["dataset"]))[:TABLE_ROWS]
     chart = horizontal_bars(testid="chart-quarantine", title="Open quarantine per dataset (rows)",
-                            items=[(d["dataset"], d["open_rows"]) for d in ranked], x_title="Rows open")
+                            items=[(d["dataset"], d["open_rows"]) for d in ranked[:12]], x_title="Rows open")
     head = ("<tr><th>Dataset</th><th>Check</th><th>Rows open</th><th>Not replayed</th><th>Replayed, still failing</th>"
             "<th>Oldest (UTC)</th></tr>")
     rows = []
-    for d in panel["datasets"]:
+    for d in sorted(ranked if len(panel["datasets"]) > TABLE_ROWS else panel["datasets"], key=lambda d: d["dataset"]):
         ds = d["dataset"]
         rows.append(f'<tr><td><strong>{_e(ds)}</strong></td><td><em>all checks</em></td>'
                     f'{_count(d["open_rows"], f"quarantine-open-{ds}")}'
@@ -218,6 +283,9 @@ def quarantine_section(panel: dict) -> str:
                     f'{_time(d["oldest_at"], f"quarantine-oldest-{ds}")}</tr>')
         rows += [_check_row(ds, c) for c in d["checks"]]
     total = f'<p>Rows open in quarantine: <strong data-testid="quarantine-total">{panel["total_open"]}</strong></p>'
+    if len(panel["datasets"]) > TABLE_ROWS:
+        total += (f'<p class="muted">The {TABLE_ROWS} datasets with most rows open of {len(panel["datasets"])};'
+                  ' all in <a href="api/quarantine">api/quarantine</a>.</p>')
     return ('<section id="quarantine"><h2>Open quarantine</h2><p class="muted">Counts only: rows that failed a'
             " contract and were not loaded by a replay (a row failing several checks counts once per dataset)."
             f"</p>{total}{chart}<table>{head}{''.join(rows) or '<tr><td colspan=6>Nothing in quarantine.</td></tr>'}"
@@ -287,7 +355,9 @@ def render(summary: dict) -> str:
     body = (f'<p class="muted">Generated <time datetime="{_e(summary["generated_at"])}" data-testid="generated-at">'
             f'{generated:%Y-%m-%d %H:%M:%S} UTC</time>; charts cover {summary["days"]} days since '
             f'<span data-testid="window-since">{_e(summary["since"])}</span>.</p>{notices}'
-            + sources_section(summary["sources"]) + shared_section(summary["shared"])
+            + attention_section(summary["attention"])
+            + sources_section(summary["sources"], summary["sources_page"], summary["days"])
+            + shared_section(summary["shared"])
             + pass_rate_section(summary["pass_rates"], days) + quarantine_section(summary["quarantine"])
             + sharing_section(summary["sharing"], days) + alerts_section(summary["alerts"]))
     return _document(body, summary["days"])

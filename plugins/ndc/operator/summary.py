@@ -9,6 +9,11 @@
   ``warn``, ``error``, ``never_loaded``, ``missing`` (the landing table is gone), and ``no_sla`` (no thresholds).
 * **Last load**: the latest extract (``extract_<source>`` DAG) or publish (``conform`` DAG) in the ledger, with a
   link to its Airflow run.
+* **Needs attention** leads, at any number of sources: a landing dataset whose last load **failed**, that is
+  **late** (past its dbt freshness threshold, its table gone, or by its own schedule: no successful extract since
+  the tick before its last one, i.e. a whole interval missed, a source never loaded included), or that is
+  **quarantining** (rows open in quarantine). The full list is searched (``q``: dataset, source, agency folder
+  or owner) and paged (``page``, ``per_page``).
 """
 
 from __future__ import annotations
@@ -20,14 +25,17 @@ from decimal import Decimal
 from pathlib import Path
 from urllib.parse import quote
 
-from ndc.config.sources import load_sources
+from ndc.config.sources import agency_of, load_sources
 from ndc.conform import dbt, freshness
 from ndc.errors import NdcError
 from ndc.settings import get_settings
 
 from .views import Snapshot
 
-PANELS = ("sources", "shared", "pass_rates", "quarantine", "sharing", "alerts")
+PANELS = ("attention", "sources", "shared", "pass_rates", "quarantine", "sharing", "alerts")
+PER_PAGE = 100
+ATTENTION_SHOWN = 100
+REASONS = ("failing", "late", "quarantining")
 
 
 @dataclass(frozen=True)
@@ -147,9 +155,44 @@ def _freshness(status: str, age: timedelta | None, last: datetime | None, sla: S
             "sla_from": list(sla.sources) if sla and sla.sources else None}
 
 
+# schedule -> (the tick before the last one, the next tick): recomputed only once the next tick has passed, so a
+# page over thousands of schedules costs a dictionary lookup per source.
+_ticks: dict[str, tuple[datetime, datetime, datetime]] = {}
+
+
+def missed_interval_since(schedule: str, now: datetime) -> datetime | None:
+    """The tick before the last tick of ``schedule``: a source with no successful extract since then missed a whole
+    interval. None for a schedule croniter cannot read."""
+    cached = _ticks.get(schedule)
+    if cached is None or not (cached[2] > now >= cached[1]):
+        from croniter import croniter
+
+        try:
+            moving = croniter(schedule, now)
+            upcoming = moving.get_next(datetime)
+            moving = croniter(schedule, now)
+            last = moving.get_prev(datetime)
+            before = moving.get_prev(datetime)
+        except (ValueError, KeyError):
+            return None
+        cached = _ticks[schedule] = (before, last, upcoming)
+    return cached[0]
+
+
+def _late(source, last_extract: datetime | None, now: datetime) -> bool:
+    if source is None:
+        return False
+    since = missed_interval_since(source.schedule, now)
+    started = datetime(source.start_date.year, source.start_date.month, source.start_date.day, tzinfo=now.tzinfo)
+    if since is None or since < started:
+        return False  # not yet two ticks since the source started
+    return last_extract is None or last_extract < since
+
+
 def sources_panel(snapshot: Snapshot, manifest: Manifest | None, registry: list, airflow_root: str) -> list[dict]:
     loads = {r["dataset"]: r for r in snapshot.last_loads}
     inputs = {r["dataset"]: r for r in snapshot.freshness_inputs}
+    open_rows = {r["dataset"]: r["open_rows"] for r in snapshot.quarantine if r["all_checks"]}
     declared = {f"{s.name}.{t.name}": (s, t) for s in registry for t in s.tables}
     ledger_only = {d for d in [*loads, *inputs] if not d.startswith("shared") and d not in declared}
     panel = []
@@ -158,12 +201,44 @@ def sources_panel(snapshot: Snapshot, manifest: Manifest | None, registry: list,
         known = inputs.get(dataset, {})
         sla = manifest.sources.get(dataset) if manifest else None
         status, age = judge(known.get("last_loaded_at"), snapshot.now, sla, known.get("landing_table_exists", True))
+        last = loads.get(dataset)
+        reasons = []
+        if last and last["outcome"] == "failed":
+            reasons.append("failing")
+        if status in ("error", "warn", "missing") or _late(source, known.get("last_extract_at"), snapshot.now):
+            reasons.append("late")
+        if open_rows.get(dataset):
+            reasons.append("quarantining")
         panel.append({"dataset": dataset, "owner_agency": source.owner_agency if source else None,
+                      "agency": agency_of(source) if source else None,
                       "schedule": source.schedule if source else None,
                       "landing_table": f"landing_{dataset}",
                       "freshness": _freshness(status, age, known.get("last_loaded_at"), sla),
-                      "last_load": _last_load(loads.get(dataset), airflow_root)})
+                      "last_extract_at": plain(known.get("last_extract_at")),
+                      "open_quarantine_rows": open_rows.get(dataset, 0),
+                      "attention": reasons,
+                      "last_load": _last_load(last, airflow_root)})
     return panel
+
+
+def attention_panel(sources: list[dict], shown: int = ATTENTION_SHOWN) -> dict:
+    """What needs an operator first: failing, then late, then quarantining (most open rows first)."""
+    flagged = [s for s in sources if s["attention"]]
+    flagged.sort(key=lambda s: (REASONS.index(s["attention"][0]), -s["open_quarantine_rows"], s["dataset"]))
+    return {"total": len(flagged), "by_reason": {r: sum(r in s["attention"] for s in flagged) for r in REASONS},
+            "shown": len(flagged[:shown]), "datasets": flagged[:shown]}
+
+
+def page_of(sources: list[dict], q: str | None, page: int, per_page: int) -> tuple[list[dict], dict]:
+    """The sources matching ``q`` (words, each in the dataset, agency folder or owner; case-insensitive), one page."""
+    words = (q or "").lower().split()
+    matching = [s for s in sources if all(w in f"{s['dataset']} {s['agency'] or ''} {s['owner_agency'] or ''}".lower()
+                                          for w in words)] if words else sources
+    pages = max(1, -(-len(matching) // per_page))
+    page = min(max(1, page), pages)
+    return (matching[(page - 1) * per_page: page * per_page],
+            {"q": q or "", "page": page, "pages": pages, "per_page": per_page, "matching": len(matching),
+             "total": len(sources), "sources": len({s["dataset"].split(".")[0] for s in sources})})
 
 
 def shared_panel(snapshot: Snapshot, manifest: Manifest | None, registry: list, airflow_root: str) -> list[dict]:
@@ -224,8 +299,10 @@ def alerts_panel(snapshot: Snapshot, airflow_root: str) -> list[dict]:
              "run_url": run_url(airflow_root, r["dag_id"], r["last_run_id"])} for r in snapshot.alerts]
 
 
-def summarise(snapshot: Snapshot, days: int, airflow_root: str = "") -> dict:
-    """Every panel, with the notices of what could not be read (the dbt manifest, the source registry)."""
+def summarise(snapshot: Snapshot, days: int, airflow_root: str = "", *, q: str | None = None, page: int = 1,
+              per_page: int = PER_PAGE) -> dict:
+    """Every panel, with the notices of what could not be read (the dbt manifest, the source registry). Sources:
+    one page of those matching ``q``; ``attention``: what needs an operator, over every source."""
     notices = []
     try:
         manifest = read_manifest(dbt.manifest_file())
@@ -237,8 +314,10 @@ def summarise(snapshot: Snapshot, days: int, airflow_root: str = "") -> dict:
     except NdcError as exc:
         registry = []
         notices.append(f"the source registry could not be read: {exc}")
+    sources = sources_panel(snapshot, manifest, registry, airflow_root)
+    shown, paging = page_of(sources, q, page, per_page)
     return {"generated_at": plain(snapshot.now), "days": days, "since": plain(snapshot.since), "notices": notices,
-            "sources": sources_panel(snapshot, manifest, registry, airflow_root),
+            "attention": attention_panel(sources), "sources": shown, "sources_page": paging,
             "shared": shared_panel(snapshot, manifest, registry, airflow_root),
             "pass_rates": pass_rates_panel(snapshot), "quarantine": quarantine_panel(snapshot),
             "sharing": sharing_panel(snapshot), "alerts": alerts_panel(snapshot, airflow_root)}

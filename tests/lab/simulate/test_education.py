@@ -208,7 +208,7 @@ def test_tiny_population_still_writes(tmp_path):
 
 
 def test_source_file_and_default_target(monkeypatch, tmp_path):
-    source = load_source(REPO / "dags" / "sources" / "education.yml")
+    source = load_source(REPO / "dags" / "sources" / "education" / "education.yml")
     assert source.connection.engine == "files" and source.legacy_encoding == "cp1258"
     assert {t.contract for t in source.tables} == {f"education.{t}" for t in education.TABLES}
     assert all(t.incremental_column == "exported_at" for t in source.tables)
