@@ -25,13 +25,13 @@ from ndc.audit.quarantine import replay
 from ndc.config.sources import find_source
 from ndc.conform import dbt
 from ndc.conform.publish import active_schema
-from ndc.conform.run_plan import RunPlan
+from ndc.conform.run_plan import NothingToConform, RunPlan
 from ndc.conform.verify import verify
 from ndc.contracts import Contract
-from ndc.errors import PublishBlockedError
+from ndc.errors import ConfigError, PublishBlockedError
 from ndc.landing.full_compare import compare_table
 from ndc.settings import get_settings
-from ndc.tasks import conform, extract_table, prepare_conform, publish_build
+from ndc.tasks import conform, conform_sources, extract_table, prepare_conform, publish_build
 from ndc.warehouse import database
 from tests.audit.test_quarantine import FIXED, CitizensFixed
 from tests.helpers.database import query, scalar
@@ -297,3 +297,33 @@ def test_a_full_refresh_is_asked_for_and_publishes_by_a_view_switch(dbs, world):
 def active_schema_of(url: str) -> str | None:
     with database.connect(url) as conn:
         return active_schema(conn)
+
+
+def test_a_scheduled_run_builds_what_loaded_since_the_last_publication(dbs, world):
+    """Runs are grouped by time window (issue 19): a scheduled run asks the ledger which sources brought changes
+    since the last publication's horizon, builds only what they feed, and is skipped when none did."""
+    conform(run_id="scheduled-baseline")  # everything pending is published
+    assert conform_sources(None, scheduled=True)[0] == []
+    runs = scalar(dbs.warehouse, "select count(*) from ndc_meta.conform_runs")
+    with pytest.raises(NothingToConform, match="nothing to build or publish"):
+        prepare_conform(run_id="scheduled-nothing", sources=[])
+    assert scalar(dbs.warehouse, "select count(*) from ndc_meta.conform_runs") == runs, "a skipped run is no run"
+    # a daily extract that finds nothing new is no change
+    taxation = find_source(get_settings().sources_dir, "taxation")
+    extract_table(taxation, "taxpayers", *EVERYTHING, run_id="scheduled-no-change")
+    assert conform_sources(None, scheduled=True)[0] == []
+    with psycopg.connect(world.urls["taxation"], autocommit=True) as conn:
+        payer = conn.execute("select min(taxpayer_id) from taxpayers where taxpayer_kind = 'individual'").fetchone()[0]
+        conn.execute("update taxpayers set province_code = '01', updated_at = %s where taxpayer_id = %s",
+                     (_now(), payer))
+    extract_table(taxation, "taxpayers", *EVERYTHING, run_id="scheduled-taxation-load")
+    sources, why = conform_sources(None, scheduled=True)
+    assert sources == ["taxation"] and why.startswith("loaded since conform run")
+    published = conform(run_id="scheduled-taxation", sources=sources)
+    assert published["mode"] == "delta" and published["reason"] == "changes from taxation"
+    assert conform_sources(None, scheduled=True)[0] == [], "published: nothing is pending"
+    assert conform_sources(None, scheduled=False) == (None, "a manual run builds what every source feeds")
+    assert conform_sources(["taxation", "taxation"], scheduled=True) == (["taxation"], "asked for")
+    with pytest.raises(ConfigError, match=r"no source file .*nowhere"):
+        conform_sources(["nowhere"], scheduled=False)
+    assert_equal_to_a_full_refresh(dbs.warehouse)

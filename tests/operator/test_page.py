@@ -555,6 +555,30 @@ def test_the_operator_role_reads_only_the_aggregate_views(world):
                 conn.execute(f"select 1 from {table} limit 1")
 
 
+def _relations(plan: dict) -> set[str]:
+    found = {f"{plan.get('Schema')}.{plan['Relation Name']}"} if "Relation Name" in plan else set()
+    for child in plan.get("Plans", []):
+        found |= _relations(child)
+    return found
+
+
+def test_the_page_reads_rollups_not_the_ledger(world):
+    """The page's cost does not grow with the ledger's length (issue 19): no view it reads scans the ledger or the
+    contract results; each ledger row updated small rollups as it was written (revision 0004)."""
+    read = set()
+    with psycopg.connect(world, autocommit=True) as conn:
+        for statement in views.QUERIES.values():
+            plan = conn.execute(f"explain (format json, verbose) {statement}", {"since": "2026-01-01"}).fetchone()[0]
+            read |= _relations(plan[0]["Plan"])
+    assert {"ndc_meta.dataset_loads", "ndc_meta.landing_freshness", "ndc_meta.contract_results_daily"} <= read
+    assert not read & {"ndc_meta.ledger", "ndc_meta.contract_results"}, read
+    # the rollups hold what the ledger says (the page's figures are checked against the ledger above)
+    rolled = dict(query(world, "select dataset, loads from ndc_meta.dataset_loads where dataset not like 'shared%%'"))
+    counted = dict(query(world, "select regexp_replace(target, '^landing_', ''), count(*) from ndc_meta.ledger"
+                                " where kind = 'extract' group by 1"))
+    assert rolled == counted and rolled
+
+
 def test_the_page_session_is_read_only_as_the_operator_role(world):
     with views.reader() as conn:
         assert conn.execute("select current_user, current_setting('transaction_read_only'),"

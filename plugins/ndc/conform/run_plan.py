@@ -41,14 +41,20 @@ class NothingToConform(NdcError):
     and publishes nothing (a full run is never skipped)."""
 
 
-# The sources whose landing tables changed since a horizon, from the ledger (its recorded_at index): loads that
-# brought rows, replays, full compares. Each row is stamped inside its load's transaction, and a horizon is the start
-# of the oldest transaction open when it was taken, so a load committed after the horizon is never missed.
+# The sources whose landing tables changed since a horizon, from the ledger (its recorded_at index): extracts that
+# merged new versions, replays that loaded rows, full compares that marked or restored rows (a daily extract that
+# found nothing new changes nothing). Each ledger row is stamped inside its load's transaction, and a horizon is the
+# start of the oldest transaction open when it was taken, so a load committed after the horizon is never missed.
 LANDED_SINCE = """
 select distinct regexp_replace(split_part(target, '.', 1), '^landing_', '')
 from ndc_meta.ledger
 where recorded_at >= %s and outcome = 'success' and target like 'landing\\_%%'
-    and (kind in ('extract', 'replay') and rows_loaded > 0 or kind = 'full_compare')
+    and case kind
+        when 'extract' then coalesce((details->>'rows_new_versions')::bigint, rows_loaded) > 0
+        when 'replay' then rows_loaded > 0
+        when 'full_compare' then rows_loaded > 0 or coalesce((details->>'restored')::bigint, 0) > 0
+        else false
+    end
 """
 
 

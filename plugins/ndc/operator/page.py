@@ -161,14 +161,15 @@ def _link(days: int, q: str, page: int, per_page: int) -> str:
     return "?" + urlencode({"days": days, **({"q": q} if q else {}), "page": page, "per_page": per_page})
 
 
-def _pager(paging: dict, days: int) -> str:
+def _pager(paging: dict, days: int, where: str = "") -> str:
     page, pages, q, per = paging["page"], paging["pages"], paging["q"], paging["per_page"]
     links = []
     if page > 1:
-        links.append(f'<a href="{_e(_link(days, q, page - 1, per))}" data-testid="sources-previous">previous</a>')
-    links.append(f'<span data-testid="sources-page">page {page} of {pages}</span>')
+        links.append(f'<a href="{_e(_link(days, q, page - 1, per))}" data-testid="sources-previous{where}">previous'
+                     "</a>")
+    links.append(f'<span data-testid="sources-page{where}">page {page} of {pages}</span>')
     if page < pages:
-        links.append(f'<a href="{_e(_link(days, q, page + 1, per))}" data-testid="sources-next">next</a>')
+        links.append(f'<a href="{_e(_link(days, q, page + 1, per))}" data-testid="sources-next{where}">next</a>')
     return f'<p class="pager">{"".join(links)}</p>'
 
 
@@ -194,7 +195,7 @@ def sources_section(sources: list[dict], paging: dict | None = None, days: int =
             " brought rows, against the dbt source's thresholds. Last load: the latest extract run.</p>"
             f"{search}{found}{_pager(paging, days)}"
             f"<table>{head}{''.join(rows) or '<tr><td colspan=9>No sources.</td></tr>'}</table>"
-            f"{_pager(paging, days) if paging['pages'] > 1 else ''}</section>")
+            f"{_pager(paging, days, '-bottom') if paging['pages'] > 1 else ''}</section>")
 
 
 def _built_from(shared: dict) -> str:
