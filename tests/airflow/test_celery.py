@@ -156,6 +156,16 @@ def test_extract_and_conform_run_on_the_celery_worker(celery_cluster):
     assert scalar(c.warehouse, "select count(*) from shared.citizens") == scalar(
         c.warehouse, "select count(*) from landing_population.citizens where _ndc_deleted_at is null") > 0
 
+    # What a scheduled run does (issue 19): nothing loaded since the publication, so the run builds nothing; its
+    # tasks are skipped (the model tasks in the triggerer too) and the run succeeds.
+    runs = scalar(c.warehouse, "select count(*) from ndc_meta.conform_runs")
+    nothing = "celery_conform_nothing_changed"
+    assert c.trigger("conform", nothing, conf={"changed_only": True}) == "success"
+    states = {t: state for t, (state, _) in c.task_hosts("conform", nothing).items()}
+    assert {states["prepare_build"], states["dbt.build"], states["publish"]} == {"skipped"}
+    assert {s for t, s in states.items() if t.startswith("dbt.")} == {"skipped"}, states
+    assert scalar(c.warehouse, "select count(*) from ndc_meta.conform_runs") == runs
+
 
 @pytest.mark.airflow
 @pytest.mark.slow

@@ -127,6 +127,14 @@ def _fill_sharing_and_conform(conn: psycopg.Connection) -> None:
                  " ('c1', 'model.ndc.citizens', 'success')")
 
 
+OPERATOR_VIEWS = ("ndc_meta.ops_last_loads", "ndc_meta.ops_freshness_inputs", "ndc_meta.ops_sharing_transactions",
+                  "ndc_meta.contract_pass_rates")
+
+
+def rows_of(url: str, relation: str) -> list:
+    return scalar(url, f"select coalesce(jsonb_agg(to_jsonb(r) order by to_jsonb(r)::text), '[]') from {relation} r")
+
+
 def rows(url: str) -> dict[str, list]:
     """Every row of every table in the platform's schemas, by table."""
     tables = [t for (t,) in query(url, "select quote_ident(schemaname) || '.' || quote_ident(tablename) from pg_tables"
@@ -266,9 +274,13 @@ def test_a_previous_release_warehouse_is_stamped_and_upgraded_without_loss(new_d
     fill(previous, features_used=features_used)
     before = rows(previous)
     assert all(before.values()), f"tables the test leaves empty: {[t for t, r in before.items() if not r]}"
+    operator_views = {v: rows_of(previous, v) for v in OPERATOR_VIEWS}
+    assert operator_views["ndc_meta.ops_last_loads"] and operator_views["ndc_meta.contract_pass_rates"]
 
     upgraded(previous)
 
+    # revision 0004's views read rollups filled from the history: they show what the old views computed
+    assert {v: rows_of(previous, v) for v in OPERATOR_VIEWS} == operator_views
     after = rows(previous)
     assert after.pop("ndc_meta.alembic_version") == [{"version_num": schema.head()}]
     assert before.pop("ndc_meta.schema_version")[0]["version"] == 7
@@ -279,7 +291,10 @@ def test_a_previous_release_warehouse_is_stamped_and_upgraded_without_loss(new_d
                                          "ndc_meta.applied_agreements", "ndc_meta.delivery_receipts",
                                          "ndc_meta.consumer_reads", "ndc_meta.read_counters", "ndc_meta.catalog",
                                          "ndc_meta.conform_nodes"} if not features_used else set()) | {
-                                            "ndc_meta.conform_runs"}
+                                            "ndc_meta.conform_runs",  # revision 0003
+                                            # revision 0004: the operator's rollups, filled from the history
+                                            "ndc_meta.dataset_loads", "ndc_meta.landing_freshness",
+                                            "ndc_meta.sharing_daily", "ndc_meta.contract_results_daily"}
     with database.connect(previous) as conn:
         assert ledger.verify(conn).problems == []
     assert schema_of(previous) == schema_of(fresh)

@@ -313,6 +313,9 @@ def build_conform_dag(sources_dir: Path | None = None) -> DAG:
                 "sources": Param(None, type=["null", "array"], items={"type": "string"},
                                  description="Build what these sources feed (a manual run without it: every source;"
                                  " a scheduled run: the sources loaded since the last publication)"),
+                "changed_only": Param(False, type="boolean",
+                                      description="Do what a scheduled run does: build what the sources loaded since"
+                                      " the last publication feed, and skip the run if none does"),
                 "accept_row_change": Param(False, type="boolean",
                                            description="Publish even if a shared model's row count changed more "
                                            "than NDC_PUBLISH_MAX_ROW_CHANGE allows (gate 2)")},
@@ -334,7 +337,8 @@ def build_conform_dag(sources_dir: Path | None = None) -> DAG:
 
             params = params or {}
             scheduled = str(getattr(dag_run, "run_type", "")).lower().endswith("scheduled")
-            sources, why = conform_sources(params.get("sources"), scheduled=scheduled)
+            sources, why = conform_sources(params.get("sources"),
+                                           scheduled=scheduled or bool(params.get("changed_only")))
             log.info("sources: %s (%s)", "every source" if sources is None else ", ".join(sources) or "none", why)
             try:
                 prepared = prepare_conform(accept_stale=bool(params.get("accept_stale")), run_id=run_id,

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 from psycopg.types.json import Jsonb
 
-from ndc.config.sources import load_sources
+from ndc.config.sources import find_source
 from ndc.conform import dbt
 from ndc.contracts import get_contract
 from ndc.errors import ConfigError
@@ -56,7 +56,7 @@ def entries(conn: psycopg.Connection | None = None, manifest_path: Path | None =
     if not manifest_path.exists():
         raise ConfigError(f"{manifest_path} is missing: run `ndc dbt parse` first")
     manifest = json.loads(manifest_path.read_text())
-    owners = {s.name: s.owner_agency for s in load_sources(get_settings().sources_dir)}
+    owners: dict[str, str] = {}  # only the sources shared models are built from (not every registered one)
     found = []
     for unique_id, node in sorted(manifest["nodes"].items()):
         if node["resource_type"] != "model" or node["config"].get("schema") != "shared":
@@ -69,10 +69,16 @@ def entries(conn: psycopg.Connection | None = None, manifest_path: Path | None =
         except ConfigError:
             name = version = None
         sources = sorted(_upstream_sources(manifest, unique_id))
+        for source in sources:
+            if source not in owners:
+                try:
+                    owners[source] = find_source(get_settings().sources_dir, source).owner_agency
+                except ConfigError:
+                    owners[source] = None
         found.append(Entry(relation=relation, description=" ".join((node.get("description") or "").split()),
                            contract_name=name, contract_version=version,
                            deprecated_on=str(node["deprecation_date"])[:10] if node.get("deprecation_date") else None,
-                           owner_agencies=sorted({owners[s] for s in sources if s in owners}), sources=sources))
+                           owner_agencies=sorted({owners[s] for s in sources if owners.get(s)}), sources=sources))
     if conn is not None:
         _add_state(conn, found)
     return found
@@ -80,8 +86,10 @@ def entries(conn: psycopg.Connection | None = None, manifest_path: Path | None =
 
 def _add_state(conn: psycopg.Connection, found: list[Entry]) -> None:
     with conn.transaction():
+        # the last successful publish of each relation, from the rollup the ledger keeps (one row per dataset)
         published = dict(conn.execute(
-            "select m, max(published_at) from ndc_meta.publications, unnest(models) m group by m").fetchall())
+            "select substr(dataset, 8), last_success_at from ndc_meta.dataset_loads where dataset like 'shared.%'"
+            " and last_success_at is not null").fetchall())
         loaded = dict(conn.execute(
             "select split_part(dataset, '.', 1), min(loaded_through) from ndc_meta.watermarks group by 1").fetchall())
         consumers: dict[str, list[dict]] = {}
