@@ -3,8 +3,6 @@
 Needs dbt_project/target/manifest.json: run ``ndc dbt parse`` after changing the dbt project.
 """
 
-from pathlib import Path
-
 from ndc.airflow.conform import build_conform_dag
 
-conform = build_conform_dag(Path(__file__).parent / "sources")
+conform = build_conform_dag()

@@ -98,7 +98,7 @@ def test_extract_and_publish_tasks_alert_on_final_failure_only(tmp_path):
             assert notifiers[0].owner_contact, "the source file names who to contact"
             assert not task.on_retry_callback, "no alert per retry"
             assert task.retries >= 1
-    conform = build_conform_dag(REPO / "dags/sources")
+    conform = build_conform_dag()
     publish = conform.get_task("publish")
     assert any(isinstance(c, ContractAlertNotifier) for c in publish.on_failure_callback)
     assert any(isinstance(c, ContractAlertNotifier) for c in conform.get_task("prepare_build").on_failure_callback)

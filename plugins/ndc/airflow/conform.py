@@ -38,7 +38,6 @@ import logging
 import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pendulum
@@ -148,7 +147,7 @@ class DbtNodeTrigger(BaseTrigger):
             dag_id=dag_id, task_ids=task_ids, run_ids=[run_id])
         return {t: (str(s) if s else None) for t, s in states.get(run_id, {}).items()}
 
-    _producer_checked: dict[str, tuple[float, bool]] = {}
+    _producer_checked: dict[str, tuple[float, str | None]] = {}
 
     async def _producer_gone(self, dag_id: str, run_id: str) -> str | None:
         """dbt.build's state if it ended (e.g. upstream_failed, or skipped: nothing to conform) without starting
@@ -287,10 +286,9 @@ def _dbt_group(chosen, mode: str) -> tuple[TaskGroup, list]:
     return group, [producer, *tasks.values()]
 
 
-def build_conform_dag(sources_dir: Path | None = None) -> DAG:
+def build_conform_dag() -> DAG:
     """The conform DAG. Its file does no per-source work: the schedule is a time window (``NDC_CONFORM_SCHEDULE``),
-    and each run reads from the ledger which sources loaded since the last publication (``sources_dir`` is kept
-    for callers of the previous signature and not read)."""
+    and each run reads from the ledger which sources loaded since the last publication."""
     from airflow.timetables.trigger import CronTriggerTimetable
 
     from ndc.settings import get_settings
