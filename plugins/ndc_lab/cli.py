@@ -265,11 +265,14 @@ def bench(ctx: click.Context, sizes: tuple[int, ...], citizens: int, runs: int, 
 @click.option("--server", help="PostgreSQL server for the bench databases [default: the warehouse's server].")
 @click.option("--json-out", type=click.Path(dir_okay=False), help="Also write the figures as JSON here.")
 @click.option("--keep", is_flag=True, help="Keep the bench databases (ndc_bench_*) afterwards.")
-def bench_el(sizes: tuple[int, ...], server: str | None, json_out: str | None, keep: bool) -> None:
-    """Extract-and-load: raw COPY limit vs the platform's validated load and merge, RSS, no-change run."""
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Interleaved rounds of raw pipe, platform and dlt per size; medians are reported.")
+def bench_el(sizes: tuple[int, ...], server: str | None, json_out: str | None, keep: bool, rounds: int) -> None:
+    """Extract-and-load: raw COPY limit vs the platform's validated load and merge, RSS, no-change run, and dlt's
+    fastest merge configuration with the bench extra (`pip install -e .[bench]`)."""
     from ndc_lab.bench import extract_load as bench_module
 
-    figures = bench_module.run(server or warehouse_url(), list(sizes), click.echo, keep=keep)
+    figures = bench_module.run(server or warehouse_url(), list(sizes), click.echo, keep=keep, rounds=rounds)
     if json_out:
         with open(json_out, "w", encoding="utf-8") as handle:
             json.dump(figures, handle, indent=2)

@@ -11,8 +11,8 @@ Parts (``--skip`` leaves any out; a part that fails is recorded as failed and th
 faster raw COPY
   pipe, ÷ GenericTransfer-style and psycopg 3 pipelined ``executemany``, peak RSS of each size's load in a fresh
   subprocess and its growth from the smallest to the largest size, the no-change incremental rerun ÷ the full load.
-- ``dlt``: dlt's ``sql_table`` into PostgreSQL on the largest size's table, if ``dlt`` is importable (never
-  installed by this project); needs ``el``.
+- ``dlt``: dlt's fastest merge configuration (ConnectorX, merge on the key) into PostgreSQL on the largest size's
+  table, with the ``bench`` extra installed (``pip install -e .[bench]``; CI does not); needs ``el``.
 - ``conform`` / ``change``: :mod:`ndc_lab.bench.conform` on a warehouse loaded with the five simulated sources at
   ``--citizens``: the conform DAG ÷ plain ``dbt build`` (median of ``--runs`` paired runs), and the DAG after a
   1 % change ÷ the same DAG on a full refresh, end to end (gate, build, publish).
@@ -151,19 +151,21 @@ def parse_env(airflow_home: str) -> dict[str, str]:
 
 
 def measure_parse(dags_dir: Path = REPO_ROOT / "dags") -> dict:
-    """Per-file parse seconds of every ``*.py`` in ``dags_dir``, each in a fresh process; raises on import errors."""
+    """Per-file parse seconds of every ``*.py`` in ``dags_dir`` and its folders (the agency files in ``extract/``),
+    each in a fresh process; raises on import errors."""
     files: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as home:
         env = parse_env(home)
-        for path in sorted(dags_dir.glob("*.py")):
+        for path in sorted(p for p in dags_dir.rglob("*.py") if "__pycache__" not in p.parts):
+            name = path.relative_to(dags_dir).as_posix()
             out = subprocess.run([sys.executable, "-c", PARSE_CHILD, str(path)], env=env, capture_output=True,
                                  text=True, check=False, timeout=300)
             if out.returncode:
-                raise RuntimeError(f"parsing {path.name} failed:\n{out.stderr[-2000:]}")
+                raise RuntimeError(f"parsing {name} failed:\n{out.stderr[-2000:]}")
             result = json.loads(out.stdout.strip().splitlines()[-1])
             if result["errors"] or not result["dags"]:
-                raise RuntimeError(f"{path.name}: import errors {result['errors']}, DAGs {result['dags']}")
-            files[path.name] = result["seconds"]
+                raise RuntimeError(f"{name}: import errors {result['errors']}, DAGs {result['dags']}")
+            files[name] = result["seconds"]
     return {"files": files, "seconds": sum(files.values())}
 
 
@@ -210,50 +212,24 @@ def part_el(options: Options, figures: dict[str, Figure], echo) -> dict:
 
 # ----------------------------------------------------------------------------------------------------- dlt
 
-DLT_CHILD = """
-import json, sys, tempfile, time
-import dlt
-from dlt.sources.sql_database import sql_table
-with tempfile.TemporaryDirectory() as folder:
-    pipeline = dlt.pipeline(pipeline_name="ndc_bench_dlt", destination=dlt.destinations.postgres(sys.argv[2]),
-                            dataset_name="bench_dlt", pipelines_dir=folder)
-    began = time.perf_counter()
-    pipeline.run(sql_table(credentials=sys.argv[1], table="citizens"), write_disposition="replace")
-    seconds = time.perf_counter() - began
-print(json.dumps({"seconds": seconds, "version": dlt.__version__}))
-"""
-
-
-def dlt_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("dlt") is not None
-
-
 def part_dlt(options: Options, figures: dict[str, Figure], echo, el: dict | None) -> dict:
-    from ndc.warehouse import connections, database
+    from ndc.warehouse import connections
+    from ndc_lab.bench.extract_load import DLT_CONFIG, dlt_installed, dlt_merge
 
     figure = figures[f"el_over_dlt_sql_database@{options.sizes[-1]}"]
     if not dlt_installed():
-        figure.update(status="not installed", note="pip install dlt[postgres,sql_database] to measure it")
+        figure.update(status="not installed", note="pip install -e .[bench] to measure it")
         return {"installed": False}
     if not el:
         raise RuntimeError("needs the el part (its source table and its validated-load rate)")
     server = _server(options)
     source = connections.with_database(server, f"{options.prefix}_source")
     target = connections.with_database(server, f"{options.prefix}_dlt")
-    database.drop_database(target)
-    database.ensure_database(target)
-    out = subprocess.run([sys.executable, "-c", DLT_CHILD, source, target], capture_output=True, text=True,
-                         check=False)
-    database.drop_database(target)
-    if out.returncode:
-        raise RuntimeError(f"the dlt load failed:\n{out.stderr[-2000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = dlt_merge(source, target)
     size = el["sizes"][-1]
     rate = size["rows"] / result["seconds"]
     figure.update(measured=size["b_rows_per_s"], unit="rows/s", baseline=rate,
-                  baseline_label=f"dlt {result['version']} sql_table", ratio=size["b_rows_per_s"] / rate)
+                  baseline_label=f"dlt {result['version']} ({DLT_CONFIG})", ratio=size["b_rows_per_s"] / rate)
     return {"installed": True, **result, "rows_per_s": rate}
 
 

@@ -15,7 +15,14 @@ For each size N a citizen table (the population contract's 12 columns, valid row
 - **rerun of a merged interval** (the first size only): the whole interval extracted again; its merge (every
   row already landed, nothing new) against the first load's merge;
 - **(d) reported baselines** on 100,000 rows, extrapolated as rows/s: an Airflow ``GenericTransfer``-style
-  psycopg2 ``executemany`` and psycopg 3's pipelined ``executemany``.
+  psycopg2 ``executemany`` and psycopg 3's pipelined ``executemany``;
+- **(e) dlt**: dlt's fastest merge configuration (``sql_table`` with the ConnectorX backend, merge on the key) on
+  the same source table and server, in a fresh process; with the ``bench`` extra installed
+  (``pip install -e .[bench]``), else the figure says so.
+
+``rounds`` > 1 interleaves (a), (b)+(c) and (e) round after round on the same table and reports the median of
+each (the first round alone also measures the rerun of a merged interval); machines here are noisy, and a
+one-shot comparison moves with whatever else runs.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 
@@ -84,8 +92,50 @@ tables:
 @dataclass
 class SizeResult:
     rows: int
-    raw: dict[str, float] = field(default_factory=dict)     # method -> seconds
-    load: dict = field(default_factory=dict)                # the child's figures
+    raw: dict[str, float] = field(default_factory=dict)     # method -> seconds (median of the rounds)
+    load: dict = field(default_factory=dict)                # the child's figures (the median round's)
+    dlt: dict = field(default_factory=dict)                 # dlt's seconds (median) and version, or why not
+    rounds: list[dict] = field(default_factory=list)        # every round's seconds
+
+
+# dlt's fastest merge configuration on this machine (STACK.md, 2026-12-06: ConnectorX 21.7 s, pyarrow 26.1 s,
+# SQLAlchemy 80.3 s at 1,000,000 rows): the whole pipeline (extract, normalize, load) timed in a fresh process.
+DLT_MERGE = """
+import json, sys, tempfile, time
+import dlt
+from dlt.sources.sql_database import sql_table
+with tempfile.TemporaryDirectory() as folder:
+    pipeline = dlt.pipeline(pipeline_name="ndc_bench_dlt", destination=dlt.destinations.postgres(sys.argv[2]),
+                            dataset_name="bench_dlt", pipelines_dir=folder)
+    began = time.perf_counter()
+    pipeline.run(sql_table(credentials=sys.argv[1], table="citizens", backend="connectorx", primary_key="pin",
+                           write_disposition="merge"))
+    seconds = time.perf_counter() - began
+print(json.dumps({"seconds": seconds, "version": dlt.__version__}))
+"""
+DLT_CONFIG = "sql_table, ConnectorX backend, merge on the key"
+
+
+def dlt_installed() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("dlt", "connectorx", "pyarrow"))
+
+
+def dlt_merge(source_url: str, target_url: str) -> dict:
+    """dlt's fastest merge configuration from the source table into a fresh database; seconds and version."""
+    database.drop_database(target_url)
+    database.ensure_database(target_url)
+    # dlt's PostgreSQL destination insists on a password; a server that trusts loopback ignores the one given
+    env = {**os.environ}
+    if not urlsplit(target_url).password:
+        env["DESTINATION__POSTGRES__CREDENTIALS__PASSWORD"] = "unused-on-a-trusting-server"  # noqa: S105
+    out = subprocess.run([sys.executable, "-c", DLT_MERGE, source_url, target_url], capture_output=True, text=True,
+                         check=False, env=env)
+    database.drop_database(target_url)
+    if out.returncode:
+        raise RuntimeError(f"the dlt load failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _seconds(action) -> float:
@@ -209,22 +259,51 @@ def platform_load(source_url: str, warehouse_url: str, sources_dir: Path, rerun:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_size(server_url: str, rows: int, echo, prefix: str = "ndc_bench", rerun: bool = False) -> SizeResult:
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def run_size(server_url: str, rows: int, echo, prefix: str = "ndc_bench", rerun: bool = False,
+             rounds: int = 1) -> SizeResult:
     source_url = connections.with_database(server_url, f"{prefix}_source")
     target_url = connections.with_database(server_url, f"{prefix}_raw")
     warehouse_url = connections.with_database(server_url, f"{prefix}_warehouse")
+    dlt_url = connections.with_database(server_url, f"{prefix}_dlt")
     result = SizeResult(rows)
     echo(f"[{rows:,} rows] generating the source table in SQL ...")
     generate(source_url, rows)
     database.drop_database(target_url)
     database.ensure_database(target_url)
-    echo(f"[{rows:,} rows] (a) raw pipes ...")
-    result.raw["psql binary pipe"] = psql_pipe(source_url, target_url)
-    result.raw["psycopg 3 binary pipe"] = psycopg_pipe(source_url, target_url)
-    echo(f"[{rows:,} rows] (b)+(c) the platform's validated load, in a fresh process ...")
-    with tempfile.TemporaryDirectory() as folder:
-        Path(folder, "bench.yml").write_text(SOURCE_FILE, encoding="utf-8")
-        result.load = platform_load(source_url, warehouse_url, Path(folder), rerun)
+    with_dlt = dlt_installed()
+    if not with_dlt:
+        result.dlt = {"installed": False, "note": "dlt is not installed: pip install -e .[bench] to measure it"}
+        echo(f"[{rows:,} rows] (e) {result.dlt['note']}")
+    loads, dlt_runs = [], []
+    for number in range(1, rounds + 1):
+        tag = f"[{rows:,} rows, round {number}/{rounds}]" if rounds > 1 else f"[{rows:,} rows]"
+        echo(f"{tag} (a) raw pipes ...")
+        raw = {"psql binary pipe": psql_pipe(source_url, target_url),
+               "psycopg 3 binary pipe": psycopg_pipe(source_url, target_url)}
+        echo(f"{tag} (b)+(c) the platform's validated load, in a fresh process ...")
+        with tempfile.TemporaryDirectory() as folder:
+            Path(folder, "bench.yml").write_text(SOURCE_FILE, encoding="utf-8")
+            load = platform_load(source_url, warehouse_url, Path(folder), rerun and number == 1)
+        loads.append(load)
+        seconds = {**raw, "platform": load["staging"] + load["merging"]}
+        if with_dlt:
+            echo(f"{tag} (e) dlt ({DLT_CONFIG}), in a fresh process ...")
+            dlt_runs.append(dlt_merge(source_url, dlt_url))
+            seconds["dlt"] = dlt_runs[-1]["seconds"]
+        result.rounds.append(seconds)
+    result.raw = {m: _median([r[m] for r in result.rounds]) for m in ("psql binary pipe", "psycopg 3 binary pipe")}
+    middle = _median([r["platform"] for r in result.rounds])
+    result.load = next(load for load in loads if load["staging"] + load["merging"] == middle)
+    if rerun and not result.load.get("rerun"):
+        result.load = {**result.load, "rerun": loads[0]["rerun"]}
+    if with_dlt:
+        result.dlt = {"installed": True, "seconds": _median([d["seconds"] for d in dlt_runs]),
+                      "version": dlt_runs[0]["version"], "config": DLT_CONFIG}
     return result
 
 
@@ -250,6 +329,13 @@ def report(results: list[SizeResult], baselines: dict[str, float], echo) -> dict
         echo(f"  peak RSS of (b)+(c): {size['peak_rss_mb']:.0f} MB;  no-change incremental run: "
              f"{load['no_change']:.2f} s ({load['no_change_rows']} rows read) = "
              f"{size['no_change_over_full']:.3f} of the full load (target <= 0.05)")
+        if r.dlt.get("installed"):
+            echo(f"  (e) dlt {r.dlt['version']} ({r.dlt['config']}): {r.dlt['seconds']:.2f} s;  platform (history"
+                 f" and latest) is {size['platform_over_dlt']:.2f}x as fast (target >= 3)")
+        else:
+            echo(f"  (e) dlt: not measured ({r.dlt.get('note')})")
+        if len(r.rounds) > 1:
+            echo(f"  medians of {len(r.rounds)} interleaved rounds; every round (s): {json.dumps(r.rounds)}")
         if load.get("rerun"):
             echo(f"  rerun of the merged interval: merge {load['rerun']['merging']:.2f} s "
                  f"({load['rerun']['new_versions']} new versions) = {size['rerun_merge_over_first']:.2f} of the "
@@ -278,21 +364,25 @@ def _size_figures(r: SizeResult, best_d: float) -> dict:
             "b_plus_c_over_a": r.rows / full / a_rate, "b_over_d": b_rate / best_d,
             "peak_rss_mb": load["peak_rss"] / 2**20, "no_change_over_full": load["no_change"] / full,
             "no_change_s": load["no_change"], "full_load_s": full, "staging_s": load["staging"],
-            "merge_steps": steps, "quarantined": load["quarantined"],
+            "merge_steps": steps, "quarantined": load["quarantined"], "rounds": r.rounds,
+            "dlt": r.dlt, **({"dlt_s": r.dlt["seconds"], "platform_over_dlt": r.dlt["seconds"] / full}
+                             if r.dlt.get("installed") else {}),
             **({"rerun_merge_s": load["rerun"]["merging"],
                 "rerun_merge_over_first": load["rerun"]["merging"] / load["merging"]} if load.get("rerun") else {})}
 
 
-def run(server_url: str, sizes: list[int], echo, keep: bool = False, prefix: str = "ndc_bench") -> dict:
-    """Every size, then the row-at-a-time baselines (on the last size's table); databases ``<prefix>_source``,
-    ``_raw`` and ``_warehouse`` on ``server_url``'s server, dropped afterwards unless ``keep``."""
-    results = [run_size(server_url, rows, echo, prefix, rerun=n == 0) for n, rows in enumerate(sizes)]
+def run(server_url: str, sizes: list[int], echo, keep: bool = False, prefix: str = "ndc_bench",
+        rounds: int = 1) -> dict:
+    """Every size (``rounds`` interleaved rounds each), then the row-at-a-time baselines (on the last size's
+    table); databases ``<prefix>_source``, ``_raw``, ``_warehouse`` and ``_dlt`` on ``server_url``'s server,
+    dropped afterwards unless ``keep``."""
+    results = [run_size(server_url, rows, echo, prefix, rerun=n == 0, rounds=rounds) for n, rows in enumerate(sizes)]
     echo("(d) row-at-a-time baselines on 100,000 rows ...")
     source_url = connections.with_database(server_url, f"{prefix}_source")
     target_url = connections.with_database(server_url, f"{prefix}_raw")
     baselines = executemany_rates(source_url, target_url)
     figures = report(results, baselines, echo)
     if not keep:
-        for suffix in ("source", "raw", "warehouse"):
+        for suffix in ("source", "raw", "warehouse", "dlt"):
             database.drop_database(connections.with_database(server_url, f"{prefix}_{suffix}"))
     return figures
