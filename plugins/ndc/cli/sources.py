@@ -26,6 +26,7 @@ def sources_validate(directory: str | None, quiet: bool) -> None:
     (all files are checked before it exits)."""
     import time
 
+    from ndc.config import files
     from ndc.config.sources import load_sources, source_files
     from ndc.contracts import get_contract
     from ndc.errors import ConfigError, NdcError
@@ -35,11 +36,10 @@ def sources_validate(directory: str | None, quiet: bool) -> None:
     folder = Path(directory) if directory else get_settings().sources_dir
     problems: list[str] = []
     found = load_sources(folder, problems)
-    by_name: dict[str, list[str]] = {}
-    for source in found:
-        by_name.setdefault(source.name, []).append(str(source.path))
-    problems += [f"source name {n!r} is used by more than one file: {', '.join(p)}"
-                 for n, p in sorted(by_name.items()) if len(p) > 1]
+    try:
+        files.refuse_repeated_names(found, "source")
+    except ConfigError as exc:
+        problems += str(exc).splitlines()
     problems += [f"{path}: a source file belongs in its owner agency's folder, {folder}/<agency>/{path.name}: no DAG"
                  " file reads this one" for path in source_files(folder) if path.parent == folder]
     dag_files = folder.parent / "extract"
