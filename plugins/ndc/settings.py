@@ -139,11 +139,12 @@ def url(*schemes: str) -> Parser:
     return parse
 
 
-_CRON = re.compile(r"^(@(hourly|daily|weekly|monthly|yearly)|(\S+\s+){4}\S+)$")
+# A cron expression or an Airflow preset: the one rule for settings and config files (ndc.config.files).
+CRON = re.compile(r"^(@(hourly|daily|weekly|monthly|yearly)|(\S+\s+){4}\S+)$")
 
 
 def cron(name: str, raw: str) -> str:
-    if not _CRON.match(raw.strip()):
+    if not CRON.match(raw.strip()):
         raise _invalid(name, raw, "a cron expression ('*/30 * * * *') or a preset such as '@hourly'")
     return raw.strip()
 

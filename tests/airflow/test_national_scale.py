@@ -154,7 +154,7 @@ def test_the_cached_registry_is_read_again_when_a_file_changes(tmp_path):
     assert {k: v for k, v in again.items() if k != path.stem} == {k: v for k, v in first.items() if k != path.stem}
 
 
-def test_national_generator_refuses_nothing_it_cannot_write(tmp_path):
+def test_generating_again_replaces_the_bundle(tmp_path):
     """Generating twice replaces the bundle (a bench reruns it): the same sources, no leftovers."""
     first = national.generate(tmp_path, 30, 5)
     extra = first.dags / "sources" / "leftover.yml"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,8 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ndc.errors import ConfigError
 from ndc.identifiers import is_identifier
-
-CRON = re.compile(r"^(@(hourly|daily|weekly|monthly|yearly)|(\S+\s+){4}\S+)$")
+from ndc.settings import CRON
 
 
 def check_identifier(value: str) -> str:

@@ -181,9 +181,10 @@ def find_source(directory: Path, name: str) -> SourceConfig:
     found = sorted([*directory.glob(f"*/{name}.yml"), *directory.glob(f"{name}.yml")]) \
         if is_identifier(name) else []
     if not found:
-        known = ", ".join(p.stem for p in source_files(directory)[:20]) or "none"
+        every = source_files(directory)
+        known = ", ".join(p.stem for p in every[:20]) or "none"
         raise ConfigError(f"no source file {directory}/<agency>/{name}.yml (sources in {directory}: {known}"
-                          f"{' …' if len(source_files(directory)) > 20 else ''})")
+                          f"{' …' if len(every) > 20 else ''})")
     if len(found) > 1:
         raise ConfigError(f"source {name!r} is defined more than once: {', '.join(map(str, found))}")
     return load_source(found[0])

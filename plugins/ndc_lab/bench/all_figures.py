@@ -28,7 +28,6 @@ import platform
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import traceback
@@ -42,7 +41,6 @@ from ndc_lab import cluster
 from ndc_lab.demo import ndc_command
 
 PARTS = ("parse", "el", "dlt", "conform", "change", "demo")
-CLOSED = "postgresql://nobody@127.0.0.1:9/nowhere"  # port 9 (discard): nothing listens
 GT = "psycopg2 executemany (GenericTransfer-style)"
 PG3 = "psycopg 3 pipelined executemany"
 OPS = {"<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b}
@@ -128,45 +126,16 @@ def plan(options: Options) -> dict[str, list[Figure]]:
 
 # ---------------------------------------------------------------------------------------------------- parse
 
-PARSE_CHILD = """
-import json, sys
-from airflow.dag_processing.dagbag import DagBag
-bag = DagBag(dag_folder=sys.argv[1])
-print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": sorted(bag.dag_ids),
-                  "seconds": sum(s.duration.total_seconds() for s in bag.dagbag_stats)}))
-"""
-
-
-def parse_env(airflow_home: str) -> dict[str, str]:
-    """The environment of a parse: no NDC_/AIRFLOW settings inherited; the warehouse, every source connection
-    and the metadata database on a closed port."""
-    from ndc.config.sources import load_sources
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NDC_", "AIRFLOW"))}
-    env.update(NDC_WAREHOUSE_URL=CLOSED, AIRFLOW_HOME=airflow_home, AIRFLOW__CORE__LOAD_EXAMPLES="False",
-               AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=CLOSED.replace("postgresql://", "postgresql+psycopg2://"))
-    for source in load_sources(REPO_ROOT / "dags" / "sources"):
-        env[f"AIRFLOW_CONN_{source.connection.conn_id.upper()}"] = CLOSED
-    return env
-
-
 def measure_parse(dags_dir: Path = REPO_ROOT / "dags") -> dict:
-    """Per-file parse seconds of every ``*.py`` in ``dags_dir`` and its folders (the agency files in ``extract/``),
-    each in a fresh process; raises on import errors."""
-    files: dict[str, float] = {}
+    """Per-file parse seconds of every DAG file in ``dags_dir`` (the agency files in ``extract/`` included), as
+    :func:`ndc_lab.bench.scale.parse_bundle` parses them; raises on import errors."""
+    from ndc_lab.bench.scale import parse_bundle
+
     with tempfile.TemporaryDirectory() as home:
-        env = parse_env(home)
-        for path in sorted(p for p in dags_dir.rglob("*.py") if "__pycache__" not in p.parts):
-            name = path.relative_to(dags_dir).as_posix()
-            out = subprocess.run([sys.executable, "-c", PARSE_CHILD, str(path)], env=env, capture_output=True,
-                                 text=True, check=False, timeout=300)
-            if out.returncode:
-                raise RuntimeError(f"parsing {name} failed:\n{out.stderr[-2000:]}")
-            result = json.loads(out.stdout.strip().splitlines()[-1])
-            if result["errors"] or not result["dags"]:
-                raise RuntimeError(f"{name}: import errors {result['errors']}, DAGs {result['dags']}")
-            files[name] = result["seconds"]
-    return {"files": files, "seconds": sum(files.values())}
+        found = parse_bundle(dags_dir, Path(home))
+    if found["errors"] or not found["dags"]:
+        raise RuntimeError(f"{dags_dir}: import errors {found['errors']}, DAGs {found['dags']}")
+    return {"files": found["files"], "seconds": sum(found["files"].values())}
 
 
 def part_parse(options: Options, figures: dict[str, Figure], echo) -> dict:

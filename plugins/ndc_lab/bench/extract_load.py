@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -259,11 +260,6 @@ def platform_load(source_url: str, warehouse_url: str, sources_dir: Path, rerun:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2]
-
-
 def run_size(server_url: str, rows: int, echo, prefix: str = "ndc_bench", rerun: bool = False,
              rounds: int = 1) -> SizeResult:
     source_url = connections.with_database(server_url, f"{prefix}_source")
@@ -296,13 +292,13 @@ def run_size(server_url: str, rows: int, echo, prefix: str = "ndc_bench", rerun:
             dlt_runs.append(dlt_merge(source_url, dlt_url))
             seconds["dlt"] = dlt_runs[-1]["seconds"]
         result.rounds.append(seconds)
-    result.raw = {m: _median([r[m] for r in result.rounds]) for m in ("psql binary pipe", "psycopg 3 binary pipe")}
-    middle = _median([r["platform"] for r in result.rounds])
+    result.raw = {m: statistics.median_high([r[m] for r in result.rounds]) for m in raw}
+    middle = statistics.median_high([r["platform"] for r in result.rounds])
     result.load = next(load for load in loads if load["staging"] + load["merging"] == middle)
     if rerun and not result.load.get("rerun"):
         result.load = {**result.load, "rerun": loads[0]["rerun"]}
     if with_dlt:
-        result.dlt = {"installed": True, "seconds": _median([d["seconds"] for d in dlt_runs]),
+        result.dlt = {"installed": True, "seconds": statistics.median_high([d["seconds"] for d in dlt_runs]),
                       "version": dlt_runs[0]["version"], "config": DLT_CONFIG}
     return result
 

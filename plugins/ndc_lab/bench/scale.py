@@ -80,14 +80,26 @@ print(json.dumps(found))
 """
 
 
+def parse_env(dags: Path, home: Path) -> dict[str, str]:
+    """The environment of a parse: no NDC_/AIRFLOW setting inherited; the DAG bundle ``dags``; the warehouse, every
+    source connection and the metadata database on a closed port (parsing must touch none of them)."""
+    from ndc.config.sources import load_sources
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NDC_", "AIRFLOW"))}
+    env.update(NDC_WAREHOUSE_URL=CLOSED, NDC_DAGS_DIR=str(dags), AIRFLOW_HOME=str(home),
+               AIRFLOW__CORE__LOAD_EXAMPLES="False", AIRFLOW__CORE__UNIT_TEST_MODE="True",
+               AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT=str(IMPORT_TIMEOUT_S),
+               AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=CLOSED.replace("postgresql://", "postgresql+psycopg2://"))
+    for source in load_sources(dags / "sources", problems=[]):  # a broken file is the parse's to report
+        env[f"AIRFLOW_CONN_{source.connection.conn_id.upper()}"] = CLOSED
+    return env
+
+
 def parse_bundle(dags: Path, home: Path) -> dict:
     """Every DAG file of ``dags`` parsed as the dag-processor does (one forked process per file), no database
     reachable: import errors (file → message), DAG ids, seconds per file (whole file: its imports beyond Airflow,
     its config, its DAGs), the slowest file."""
-    env = {**os.environ, "NDC_WAREHOUSE_URL": CLOSED, "AIRFLOW_HOME": str(home), "NDC_DAGS_DIR": str(dags),
-           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
-           "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": str(IMPORT_TIMEOUT_S)}
-    env.pop("NDC_SOURCES_DIR", None)
+    env = parse_env(dags, home)
     out = subprocess.run([sys.executable, "-c", PARSE, str(dags)], env=env, capture_output=True, text=True,
                          check=False, timeout=1800)
     if out.returncode != 0:

@@ -40,7 +40,6 @@ create table ndc_meta.dataset_loads (
     interval_start timestamptz,
     interval_end timestamptz,
     contract_version text,
-    last_ledger_id bigint not null,
     last_success_at timestamptz,
     loads bigint not null default 0,
     failed_loads bigint not null default 0
@@ -80,19 +79,19 @@ create function ndc_meta.roll_load(p_dataset text, p_kind text, p_dag_id text, l
                                    p_rows_loaded bigint, p_rows_quarantined bigint, p_with_interval boolean)
 returns void language sql as $$
     insert into ndc_meta.dataset_loads as d (dataset, kind, dag_id, run_id, recorded_at, outcome, rows_in,
-        rows_loaded, rows_quarantined, duration_ms, interval_start, interval_end, contract_version, last_ledger_id,
-        last_success_at, loads, failed_loads)
+        rows_loaded, rows_quarantined, duration_ms, interval_start, interval_end, contract_version, last_success_at,
+        loads, failed_loads)
     values (p_dataset, p_kind, p_dag_id, l.run_id, l.recorded_at, l.outcome, p_rows_in, p_rows_loaded,
         p_rows_quarantined, l.duration_ms, case when p_with_interval then l.interval_start end,
         case when p_with_interval then l.interval_end end, case when p_with_interval then l.contract_version end,
-        l.ledger_id, case when l.outcome = 'success' then l.recorded_at end, 1,
+        case when l.outcome = 'success' then l.recorded_at end, 1,
         (l.outcome = 'failed')::int)
-    on conflict (dataset) do update set  -- ledger ids only grow: the row being inserted is the latest
+    on conflict (dataset) do update set  -- rows are appended in order under the ledger's lock: this one is the latest
         kind = excluded.kind, dag_id = excluded.dag_id, run_id = excluded.run_id, recorded_at = excluded.recorded_at,
         outcome = excluded.outcome, rows_in = excluded.rows_in, rows_loaded = excluded.rows_loaded,
         rows_quarantined = excluded.rows_quarantined, duration_ms = excluded.duration_ms,
         interval_start = excluded.interval_start, interval_end = excluded.interval_end,
-        contract_version = excluded.contract_version, last_ledger_id = excluded.last_ledger_id,
+        contract_version = excluded.contract_version,
         last_success_at = greatest(d.last_success_at, excluded.last_success_at),
         loads = d.loads + 1,
         failed_loads = d.failed_loads + excluded.failed_loads
@@ -162,13 +161,11 @@ create trigger contract_results_rollup after insert on ndc_meta.contract_results
 # The history, rolled up once (the old views computed exactly this on every request).
 BACKFILL = """
 insert into ndc_meta.dataset_loads (dataset, kind, dag_id, run_id, recorded_at, outcome, rows_in, rows_loaded,
-    rows_quarantined, duration_ms, interval_start, interval_end, contract_version, last_ledger_id, last_success_at,
-    loads, failed_loads)
+    rows_quarantined, duration_ms, interval_start, interval_end, contract_version, last_success_at, loads,
+    failed_loads)
 select o.dataset, o.kind, o.dag_id, o.run_id, o.recorded_at, o.outcome, o.rows_in, o.rows_loaded,
-    o.rows_quarantined, o.duration_ms, o.interval_start, o.interval_end, o.contract_version,
-    coalesce((select max(l.ledger_id) from ndc_meta.ledger l where l.run_id is not distinct from o.run_id
-              and l.recorded_at = o.recorded_at), 0),
-    o.last_success_at, o.loads, o.failed_loads
+    o.rows_quarantined, o.duration_ms, o.interval_start, o.interval_end, o.contract_version, o.last_success_at,
+    o.loads, o.failed_loads
 from ndc_meta.ops_last_loads o;
 insert into ndc_meta.landing_freshness (landing_table, dataset, last_loaded_at, last_extract_at)
 select landing_table, dataset, last_loaded_at, last_extract_at from ndc_meta.ops_freshness_inputs;
