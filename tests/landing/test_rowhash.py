@@ -26,3 +26,19 @@ def test_the_same_instant_in_another_zone_hashes_the_same():
     later = pl.DataFrame({"t": [datetime(2025, 7, 1, 3, 0, 0, 1, tzinfo=UTC)]})
     assert row_hashes(utc, ["t"]).to_list() == row_hashes(local, ["t"]).to_list()
     assert row_hashes(utc, ["t"]).to_list() != row_hashes(later, ["t"]).to_list()
+
+
+def test_the_columnar_md5_equals_hashlib_over_the_canonical_text():
+    """Versions hashed before the columnar md5 keep their hashes: the digest is hashlib's md5 of the same text."""
+    import hashlib
+
+    frame = pl.DataFrame({"a": ["Nguyễn Văn An", None, "", "x|y"], "d": [date(2020, 1, 1), None, date(1969, 12, 31),
+                                                                       date(2000, 2, 29)]})
+    expected = []
+    for a, d in frame.iter_rows():
+        parts = []
+        for value in (a, None if d is None else str((d - date(1970, 1, 1)).days)):
+            text = "\x00" if value is None else value
+            parts.append(f"{len(text.encode())}:{text}")
+        expected.append(hashlib.md5("|".join(parts).encode(), usedforsecurity=False).hexdigest())
+    assert row_hashes(frame, ["a", "d"]).to_list() == expected

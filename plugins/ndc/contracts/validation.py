@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pandera.errors
 import polars as pl
 
+from ndc import nfc
 from ndc.contracts import Contract
 from ndc.errors import ContractViolation
 
@@ -45,9 +46,17 @@ def reject_null_keys(gated: GateResult, key: list[str]) -> tuple[pl.DataFrame, p
 
 
 def normalise_text(frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    """NFC-normalise every text column; returns the frame and how many rows changed (a repair, not a reject)."""
+    """NFC-normalise every text column; returns the frame and how many rows changed (a repair, not a reject).
+
+    Only the values holding a character that NFC could change are normalised (a regex scan finds them): text from
+    databases is nearly always NFC already, and normalising every value was a third of the gate's time."""
     text = [name for name, dtype in frame.schema.items() if dtype == pl.String]
     if not text or frame.is_empty():
+        return frame, 0
+    suspect = nfc.MAY_CHANGE
+    flags = frame.select(pl.col(c).str.contains(suspect).fill_null(False).any().alias(c) for c in text).row(0)
+    text = [c for c, flagged in zip(text, flags, strict=True) if flagged]
+    if not text:
         return frame, 0
     normalised = frame.with_columns(pl.col(c).str.normalize("NFC") for c in text)
     changed = pl.any_horizontal(normalised[c].ne_missing(frame[c]) for c in text)

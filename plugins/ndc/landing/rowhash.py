@@ -5,15 +5,18 @@ Canonical text: each value rendered without locale or formatting choices — dat
 timestamps as microseconds since the epoch (UTC), booleans as 0/1, text as is, other numbers as polars writes
 them; null as NUL (which PostgreSQL text cannot hold) — each prefixed by its length in bytes, so no two different
 rows share a text. The same row always gets the same hash, which is what makes reruns idempotent.
+
+The text and its md5 are columnar (polars expressions and the ``polars-hash`` plugin's md5, in Rust): no Python
+runs per row. The digest is the same as ``hashlib.md5`` over the same text (tests/landing/test_rowhash.py), so
+versions hashed before this change keep their hashes.
 """
 
 from __future__ import annotations
 
-import hashlib
-
 import polars as pl
+import polars_hash as plh  # a change detector, not a security control (the ledger uses SHA-256)
 
-_md5 = hashlib.md5  # a change detector, not a security control (the ledger uses SHA-256)
+HASH_COLUMN = "_ndc_row_hash"
 
 
 def _text(name: str, dtype: pl.DataType) -> pl.Expr:
@@ -32,7 +35,6 @@ def _text(name: str, dtype: pl.DataType) -> pl.Expr:
 def row_hashes(frame: pl.DataFrame, columns: list[str]) -> pl.Series:
     """The md5 (hex) of each row's canonical text over ``columns``."""
     if frame.is_empty():
-        return pl.Series("_ndc_row_hash", [], dtype=pl.String)
-    texts = frame.select(pl.concat_str([_text(c, frame.schema[c]) for c in columns], separator="|")
-                         .cast(pl.Binary)).to_series().to_list()
-    return pl.Series("_ndc_row_hash", [_md5(text).hexdigest() for text in texts], dtype=pl.String)
+        return pl.Series(HASH_COLUMN, [], dtype=pl.String)
+    text = pl.concat_str([_text(c, frame.schema[c]) for c in columns], separator="|").alias(HASH_COLUMN)
+    return frame.select(text).select(plh.col(HASH_COLUMN).nchash.md5()).to_series()
