@@ -25,6 +25,7 @@ from ndc.extract.prefetch import prefetch
 from ndc.identifiers import ident
 from ndc.landing.load import (
     DUPLICATE_KEY,
+    SMALL_LOADS,
     LandingTarget,
     RunStats,
     discard_staged,
@@ -239,8 +240,10 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
         if stats.merge.rows_new_versions >= ANALYZE_AFTER_ROWS:
             # Fresh planner statistics before the conform build reads it (autovacuum would come later).
             with database.connect(settings.warehouse_url, autocommit=True) as maintenance:
+                # latest state and the partition the versions went to (history's other partitions are unchanged)
                 maintenance.execute(sql.SQL("analyze {}, {}").format(
-                    ident(target.schema, target.table), ident(target.schema, target.history)))
+                    ident(target.schema, target.table),
+                    ident(target.schema, stats.merge.partition or target.partition(SMALL_LOADS))))
     result = ExtractResult(
         dataset=target.dataset, target=f"{target.schema}.{target.table}", run_id=run.run_id,
         window_start=window[0].isoformat(), window_end=window[1].isoformat(), batches=stats.batches,
@@ -261,14 +264,16 @@ def _extract_and_load(wh, source: SourceConfig, source_url: str, target: Landing
     with closing(connector):
         drift = check_drift(source.name, table.name, target.contract, connector.column_sets(table, request))
         stats.new_columns = drift.new_columns
-        # Reading and validating the next batch (a thread) overlaps staging this one.
-        gated = _grouped(_gated(connector.chunks(request), target.contract), request.batch_rows)
-        with closing(prefetch(gated)) as gated:
+        # Three stages overlap, each in its own thread, a bounded number of batches apart: the source read of
+        # batch N+2, the gate of batch N+1, the COPY of batch N.
+        read = prefetch(connector.chunks(request), depth=1)
+        gated = _grouped(_gated(read, target.contract), request.batch_rows)
+        with closing(read), closing(prefetch(gated)) as gated:  # closed in reverse: the gate first, then the read
             stats.batches = _stage_chunks(wh, target, gated, run_id, request.window, stats, began)
     staged_at = time.monotonic()
     if not accept_row_drop:
         check_row_count(wh, target, table, stats, interval, full_refresh, source.path, source.connection.engine)
-    stats.merge = merge_staged(wh, target, run_id)
+    stats.merge = merge_staged(wh, target, run_id, stats.staged_by_run())
     stats.failed_by_check[DUPLICATE_KEY] += stats.merge.rows_duplicates + stats.merge.rows_superseded_in_landing
     return staged_at - began, time.monotonic() - staged_at
 

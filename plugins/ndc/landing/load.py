@@ -1,27 +1,34 @@
-"""The warehouse side of extract-and-load, in two steps: stage every batch, then merge the run.
+"""The warehouse side of extract-and-load: every row is written once, into the storage it stays in.
+
+**History is partitioned by load** (``<table>_history``, ``PARTITION BY LIST (_ndc_load)``). A load writes its
+rows into the table's stage (``landing_<source>._<table>_stage``), which has exactly history's columns and is a
+partition in waiting: its ``_ndc_load`` is fixed to the stage's own number (its OID) by a default and a CHECK.
 
 **Stage** (one transaction per batch, so a batch is committed whole or not at all, and its row in
-``ndc_meta.batches`` exists exactly when its data does): rows that passed the gate are COPied straight into the
-table's stage (``landing_<source>._<table>_stage``, tagged with the batch id); rows that failed go to
-``quarantine.rows`` with their checks and whole payload. Nothing else happens per batch, so staging runs at
-close to COPY speed while the next batch is read and validated.
+``ndc_meta.batches`` exists exactly when its data does): rows that passed the gate are COPied into the stage;
+rows that failed go to ``quarantine.rows`` with their checks and whole payload. The stage has no index, so this
+runs at COPY speed while the next batch is read and validated. Staged rows are not in history: a killed run
+leaves its whole batches staged and the next run of the table merges them too.
 
-**Merge** (one transaction for everything staged, at the end of the run; a run that was killed leaves its
-whole batches staged and the next run merges them too):
+**Merge** (one transaction, at the end of the run), in the stage itself:
 
-1. each staged row carries its version hash (:mod:`ndc.landing.rowhash`, computed by the extract); identical rows
-   staged twice (a rerun after a kill, or a row the source lists twice) count once;
-2. versions of one key from one extract window: the latest (by incremental column, then hash) is kept, the
-   others go to quarantine as ``duplicate_key`` — whatever the batch boundaries were;
-3. a key already merged from another run of the same window with another version: the source held two
-   versions at once; the older goes to quarantine as ``duplicate_key`` (moved out of landing if it had been
-   loaded);
-4. new versions are appended to ``<table>_history``; ``<table>`` keeps the latest version per key (with the
-   source's tombstone, if it has one);
-5. the stage is emptied and the batches are marked merged.
+1. identical rows staged twice (a rerun after a kill, a row the source lists twice) collapse to one; versions of
+   one key from one extract window: the latest (by incremental column, then hash) is kept, the others go to
+   quarantine as ``duplicate_key`` — whatever the batch boundaries were (skipped when the extract saw no key twice
+   and the stage holds only its batches);
+2. a key already merged from another run of the same window with another version: the source held two versions
+   at once; the older goes to quarantine as ``duplicate_key`` (moved out of history if it had been loaded);
+3. versions history already holds are dropped from the stage (a rerun of a merged interval adds nothing);
+4. latest state (``<table>``, one row per key, with the source's tombstone) takes the new versions whose
+   incremental value is newer: an upsert of the changed keys only (a first load fills it and builds its key);
+5. the stage **becomes** history: renamed to ``_<table>_l<number>`` and attached as that load's partition (its
+   key index is built once, not maintained row by row), and a new empty stage is made. A small load (under
+   ``BULK_ROWS`` new versions) is appended to the partition of small loads (``_<table>_l0``) instead, so the
+   number of partitions grows with large loads only.
 
-Quarantine is keyed by (dataset, row hash) and history by (key, row hash), so re-running a window changes
-nothing. A run holds its dataset's advisory lock, so runs of one table never interleave.
+Quarantine is keyed by (dataset, row hash) and history by (key, row hash, load) — a version is never in two loads
+(step 3) — so re-running a window changes nothing. A run holds its dataset's advisory lock, so runs of one table
+never interleave.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from ndc.contracts.validation import GateResult, reject_null_keys
 from ndc.extract.connectors.base import FileRef
 from ndc.extract.drift import LANDING_TYPES, family_of
 from ndc.identifiers import column_list, ident
+from ndc.warehouse import database
 from ndc.warehouse.database import run_ddl
 
 log = logging.getLogger(__name__)
@@ -51,7 +59,10 @@ log = logging.getLogger(__name__)
 _META_COLUMNS = ("_ndc_row_hash", "_ndc_batch_id", "_ndc_run_id", "_ndc_loaded_at")
 _DELETE_COLUMNS = ("_ndc_deleted_at", "_ndc_deleted_by")
 MERGE_WORK_MEM = "256MB"
-BULK_ROWS = 10_000  # from this many rows into an empty table, build the primary key after inserting
+BULK_ROWS = 10_000  # a load of this many new versions becomes its own history partition; a first load of latest
+                    # state this large builds its primary key after inserting
+LOAD_COLUMN = "_ndc_load"  # history's partition key: the number of the load (its stage's OID); 0 for small loads
+SMALL_LOADS = 0
 DUPLICATE_KEY = "duplicate_key"
 PERSONAL_DATA_ROLE = "ndc_personal_data"  # made by the platform's schema (ndc.warehouse.schema)
 
@@ -74,9 +85,24 @@ class LandingTarget:
     def stage(self) -> str:
         return f"_{self.table}_stage"
 
+    def partition(self, load: int) -> str:
+        """History's partition holding load ``load`` (0: the small loads)."""
+        return f"_{self.table}_l{load}"
+
     @property
     def columns(self) -> list[str]:
         return list(self.contract.columns)
+
+
+@dataclass(frozen=True)
+class StagedByRun:
+    """What the extract knows of the rows it staged: how many batches, whether any key came twice (checked on a
+    64-bit hash of the key, so a collision only costs the server-side check) and the newest incremental value.
+    It holds for the stage only when the stage holds exactly those batches (an earlier attempt of the same run,
+    killed, may have left its own)."""
+    batches: int
+    repeated_keys: bool
+    loaded_through: datetime | None
 
 
 @dataclass
@@ -86,11 +112,23 @@ class BatchStats:
     rows_rejected: int = 0
     rows_repaired: int = 0
     failed_by_check: Counter = field(default_factory=Counter)  # rejected rows per check (a row may fail several)
+    key_hashes: list[pl.Series] = field(default_factory=list)  # 64-bit hashes of the staged keys, per batch
+    staged_through: datetime | None = None    # the newest incremental value staged
+    batches_staged: int = 0
 
     def add(self, other: BatchStats) -> None:
-        for name in ("rows_in", "rows_staged", "rows_rejected", "rows_repaired"):
+        for name in ("rows_in", "rows_staged", "rows_rejected", "rows_repaired", "batches_staged"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.failed_by_check.update(other.failed_by_check)
+        self.key_hashes.extend(other.key_hashes)
+        if other.staged_through is not None:
+            self.staged_through = max(other.staged_through, self.staged_through or other.staged_through)
+
+    def staged_by_run(self) -> StagedByRun:
+        """For the merge: did this run stage any key twice (a hash collision only costs the exact check)?"""
+        keys = pl.concat(self.key_hashes) if self.key_hashes else pl.Series([], dtype=pl.UInt64)
+        return StagedByRun(batches=self.batches_staged, repeated_keys=keys.len() != keys.n_unique(),
+                           loaded_through=self.staged_through)
 
 
 @dataclass
@@ -101,6 +139,7 @@ class MergeStats:
     rows_superseded_in_landing: int = 0
     batches: int = 0
     loaded_through: datetime | None = None
+    partition: str | None = None    # the history partition the new versions went to
     seconds: dict[str, float] = field(default_factory=dict)  # per step, for the benchmark and the ledger
 
 
@@ -137,30 +176,115 @@ def _typed_columns(target: LandingTarget, keyed: bool = False) -> sql.Composed:
     return sql.SQL(", ").join(definition(name, dtype) for name, dtype in target.contract.columns.items())
 
 
+_META = ('_ndc_row_hash text collate "C" not null, _ndc_batch_id uuid not null, _ndc_run_id text not null,'
+         " _ndc_loaded_at timestamptz not null")
+
+
 def ensure_landing(conn: psycopg.Connection, target: LandingTarget) -> None:
-    meta = sql.SQL('_ndc_row_hash text collate "C" not null, _ndc_batch_id uuid not null, _ndc_run_id text not null,'
-                   " _ndc_loaded_at timestamptz not null")
+    """Latest state, history (partitioned by load, with its partition of small loads) and the stage; a plain
+    history table of an earlier release is made the small loads' partition, its old stage is carried over."""
     pk = column_list(list(target.primary_key))
-    latest = ident(target.schema, target.table)
     run_ddl(conn, sql.SQL(
         "create schema if not exists {schema};"
         "create table if not exists {latest} ({cols}, {meta}, primary key ({pk}));"
-        "create table if not exists {history} ({cols}, {meta}, primary key ({pk}, _ndc_row_hash));"
         # Deleted at the source: by a tombstone row, or found missing by the full compare. Kept, never dropped.
         "alter table {latest} add column if not exists _ndc_deleted_at timestamptz,"
         " add column if not exists _ndc_deleted_by text;"
-        # The stage takes COPY with no index to maintain; the batch id comes from the transaction's setting.
-        "create table if not exists {stage} ({stage_cols}, _ndc_row_hash text collate \"C\" not null,"
-        " _ndc_batch_id uuid not null default current_setting('ndc.batch_id')::uuid);"
-        # Every version ever loaded is personal data: only ndc_personal_data (created by ensure_meta) reads it.
-        "revoke all on {history} from public;"
-        f"grant usage on schema {{schema}} to {PERSONAL_DATA_ROLE};"
-        f"grant select on {{history}} to {PERSONAL_DATA_ROLE};"
-    ).format(schema=ident(target.schema), latest=latest, stage=ident(target.schema, target.stage),
-             stage_cols=_typed_columns(target),
-             history=ident(target.schema, target.history), cols=_typed_columns(target, keyed=True), meta=meta,
-             pk=pk))
+    ).format(schema=ident(target.schema), latest=ident(target.schema, target.table),
+             cols=_typed_columns(target, keyed=True), meta=sql.SQL(_META), pk=pk))
+    if _relkind(conn, target.schema, target.history) != "p":
+        with conn.transaction():
+            conn.execute("select pg_advisory_xact_lock(%s)", (database.DDL_LOCK,))
+            _ensure_history(conn, target)
+    if not _has_column(conn, target.schema, target.stage, LOAD_COLUMN):
+        with conn.transaction():
+            conn.execute("select pg_advisory_xact_lock(%s)", (database.DDL_LOCK,))
+            conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (target.dataset,))
+            if not _has_column(conn, target.schema, target.stage, LOAD_COLUMN):
+                _ensure_stage(conn, target)
     _add_new_contract_columns(conn, target)
+
+
+def _relkind(conn: psycopg.Connection, schema: str, table: str) -> str | None:
+    with conn.transaction():
+        found = conn.execute("select c.relkind from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+                             " where n.nspname = %s and c.relname = %s", (schema, table)).fetchone()
+    return found[0] if found else None
+
+
+def _has_column(conn: psycopg.Connection, schema: str, table: str, column: str) -> bool:
+    with conn.transaction():
+        return conn.execute("select 1 from information_schema.columns where table_schema = %s and table_name = %s"
+                            " and column_name = %s", (schema, table, column)).fetchone() is not None
+
+
+def _ensure_history(conn: psycopg.Connection, target: LandingTarget) -> None:
+    """(In the caller's transaction, under the DDL lock.)"""
+    history, small = ident(target.schema, target.history), ident(target.schema, target.partition(SMALL_LOADS))
+    kind = _relkind(conn, target.schema, target.history)
+    if kind == "p":
+        return
+    key = column_list([*target.primary_key, "_ndc_row_hash", LOAD_COLUMN])
+    if kind == "r":  # an earlier release's plain history: every version in it becomes a small load's
+        log.warning("%s: partitioning %s by load (once; its rows stay where they are)", target.dataset,
+                    history.as_string(conn))
+        old_key = conn.execute("select conname from pg_constraint where conrelid = %s::regclass and contype = 'p'",
+                               (history.as_string(conn),)).fetchone()
+        conn.execute(sql.SQL("alter table {} rename to {}").format(history, ident(target.partition(SMALL_LOADS))))
+        if old_key:
+            conn.execute(sql.SQL("alter table {} drop constraint {}").format(small, ident(old_key[0])))
+        conn.execute(sql.SQL("alter table {small} add column {load} bigint not null default 0,"
+                             " add check ({load} = 0);"
+                             "create table {history} (like {small}) partition by list ({load});"
+                             "alter table {history} alter column {load} drop default;"
+                             "alter table {history} add primary key ({key});"
+                             "alter table {history} attach partition {small} for values in (0)").format(
+            small=small, history=history, load=ident(LOAD_COLUMN), key=key))
+    else:
+        conn.execute(sql.SQL(
+            "create table {history} ({cols}, {meta}, {load} bigint not null, primary key ({key}))"
+            " partition by list ({load});"
+            "create table {small} partition of {history} for values in (0)").format(
+            history=history, small=small, cols=_typed_columns(target, keyed=True), meta=sql.SQL(_META),
+            load=ident(LOAD_COLUMN), key=key))
+    # Every version ever loaded is personal data: only ndc_personal_data (created by ensure_meta) reads it.
+    conn.execute(sql.SQL(f"revoke all on {{history}} from public; grant usage on schema {{schema}} to"
+                         f" {PERSONAL_DATA_ROLE}; grant select on {{history}} to {PERSONAL_DATA_ROLE}").format(
+        history=history, schema=ident(target.schema)))
+
+
+def _ensure_stage(conn: psycopg.Connection, target: LandingTarget) -> None:
+    """A stage with history's columns (under the DDL and dataset locks, in the caller's transaction); an earlier
+    release's stage (contract columns, hash and batch id) is carried over, its rows with their batches' runs."""
+    stage = ident(target.schema, target.stage)
+    earlier = ident(target.schema, f"{target.stage}_earlier")
+    had = _relkind(conn, target.schema, target.stage) is not None
+    if had:
+        conn.execute(sql.SQL("alter table {} rename to {}").format(stage, ident(f"{target.stage}_earlier")))
+    new_stage(conn, target)
+    if had:
+        cols = column_list(target.columns)
+        moved = conn.execute(sql.SQL(
+            "insert into {stage} ({cols}, _ndc_row_hash, _ndc_batch_id, _ndc_run_id, _ndc_loaded_at)"
+            " select {cols}, e._ndc_row_hash, e._ndc_batch_id, b.run_id, b.started_at from {earlier} e"
+            " join ndc_meta.batches b on b.batch_id = e._ndc_batch_id; drop table {earlier}").format(
+            stage=stage, cols=cols, earlier=earlier)).rowcount
+        log.warning("%s: the stage now has history's columns; %d staged rows carried over", target.dataset, moved)
+
+
+def new_stage(conn: psycopg.Connection, target: LandingTarget) -> int:
+    """Create the (absent) stage: history's columns, no index; its rows belong to load number = its OID (a default
+    and a CHECK, so attaching it needs no scan). The batch and run come from transaction settings. Returns the
+    load number."""
+    stage = ident(target.schema, target.stage)
+    conn.execute(sql.SQL("create table {} (like {})").format(stage, ident(target.schema, target.history)))
+    load = conn.execute("select %s::regclass::oid::bigint", (stage.as_string(conn),)).fetchone()[0]
+    conn.execute(sql.SQL(
+        "alter table {stage} alter _ndc_batch_id set default current_setting('ndc.batch_id')::uuid,"
+        " alter _ndc_run_id set default current_setting('ndc.run_id'), alter _ndc_loaded_at set default now(),"
+        " alter {load} set default {n}, add constraint {check} check ({load} = {n})").format(
+        stage=stage, load=ident(LOAD_COLUMN), n=sql.Literal(load), check=ident(f"{target.stage}_load")))
+    return load
 
 
 def _add_new_contract_columns(conn: psycopg.Connection, target: LandingTarget) -> None:
@@ -259,12 +383,16 @@ def stage_batch(conn: psycopg.Connection, target: LandingTarget, gated: GateResu
     last rows this batch holds; they are recorded as loaded in the same transaction."""
     passed, rejected = reject_null_keys(gated, list(target.primary_key))
     stats = BatchStats(rows_in=passed.height + rejected.height, rows_staged=passed.height,
-                       rows_rejected=rejected.height, rows_repaired=gated.repaired)
+                       rows_rejected=rejected.height, rows_repaired=gated.repaired, batches_staged=1)
     if rejected.height:
         stats.failed_by_check.update(rejected.get_column("_checks").explode().drop_nulls().to_list())
+    if passed.height:
+        stats.key_hashes.append(passed.select(list(target.primary_key)).hash_rows())
+        stats.staged_through = passed.get_column(target.incremental_column).max()
     batch_id = uuid.uuid4()
     with conn.transaction():
-        conn.execute("select set_config('ndc.batch_id', %s, true)", (str(batch_id),))
+        conn.execute("select set_config('ndc.batch_id', %s, true), set_config('ndc.run_id', %s, true)",
+                     (str(batch_id), run_id))
         _copy_frame(conn, ident(target.schema, target.stage), [*target.columns, "_ndc_row_hash"], passed)
         if rejected.height:
             _copy_frame(conn, ident("_ndc_rej"), [*target.columns, "_checks", "_reasons", "_ndc_row_hash"],
@@ -286,7 +414,7 @@ def stage_batch(conn: psycopg.Connection, target: LandingTarget, gated: GateResu
 
 
 class _Merge:
-    """The SQL of the merge transaction; ``q`` holds the statement parameters."""
+    """The SQL of the merge transaction, over the stage (``i``); ``q`` holds the statement parameters."""
 
     def __init__(self, conn: psycopg.Connection, target: LandingTarget, run_id: str) -> None:
         self.conn, self.t = conn, target
@@ -294,67 +422,69 @@ class _Merge:
         self.ids = {"latest": ident(target.schema, target.table), "history": ident(target.schema, target.history),
                     "stage": ident(target.schema, target.stage), "inc": ident(target.incremental_column),
                     "pk": column_list(list(target.primary_key)), "cols": column_list(target.columns),
-                    "row": sql.SQL(", ").join(sql.SQL("s.{}").format(ident(c)) for c in target.columns)}
+                    "pk_i": self._key("i")}
 
     def execute(self, statement: sql.Composable) -> int:
         return self.conn.execute(statement, self.q).rowcount
+
+    def exists(self, relation: str) -> bool:
+        return self.conn.execute(sql.SQL("select exists (select 1 from {})").format(self.ids[relation])
+                                 ).fetchone()[0]
 
     def quarantine(self, relation: sql.Composable, reason: str) -> int:
         return _quarantine(self.conn, self.t, self.q, relation, "array['duplicate_key']",
                            f"jsonb_build_object('duplicate_key', '{reason}')", sql.SQL("q._ndc_row_hash"))
 
-    def collect(self) -> int:
-        """Every staged row with its version hash and extract window."""
-        return self.execute(sql.SQL(
-            "create temp table _ndc_in on commit drop as"
-            " select {row}, s._ndc_row_hash, s._ndc_batch_id, b.window_start as _ws, b.window_end as _we"
-            " from {stage} s join ndc_meta.batches b on b.batch_id = s._ndc_batch_id"
-        ).format(**self.ids))
-
-    def drop_window_duplicates(self) -> int:
-        """Versions of one key from one window: the newest stays. Identical copies (a batch staged again after a
-        killed run, or a source row listed twice) are the same version and simply collapse; a different, older
-        version goes to quarantine. Returns the versions quarantined."""
+    def drop_repeated(self) -> tuple[int, int]:
+        """Keys staged more than once. Identical copies (a batch staged again after a killed run, a source row
+        listed twice, the same version under two windows) collapse to one; of one key's versions from one window
+        the newest stays and the others go to quarantine. Returns (rows removed, versions quarantined)."""
         # Find the repeated keys with a hash aggregate first; only those need ranking (usually a handful).
         repeated = self.execute(sql.SQL(
-            "create temp table _ndc_repeated on commit drop as select {pk}, _ws, _we from _ndc_in"
-            " group by {pk}, _ws, _we having count(*) > 1").format(**self.ids))
+            "create temp table _ndc_repeated on commit drop as select {pk} from {stage}"
+            " group by {pk} having count(*) > 1").format(**self.ids))
         if not repeated:
-            return 0
+            return 0, 0
         extra = self.execute(sql.SQL(
             "create temp table _ndc_losers on commit drop as select * from ("
-            " select i.*, i.ctid as _ctid, first_value(_ndc_row_hash) over w as _winner,"
-            " row_number() over w as _rank from _ndc_in i join _ndc_repeated d on {match}"
-            " and d._ws = i._ws and d._we = i._we"
-            " window w as (partition by {pk_i}, i._ws, i._we order by i.{inc} desc, i._ndc_row_hash desc)) r"
-            " where _rank > 1").format(match=_pk_match("i", "d", self.t), pk_i=self._key("i"), **self.ids))
+            " select i.*, i.ctid as _ctid, first_value(i._ndc_row_hash) over w as _winner,"
+            " row_number() over w as _rank,"
+            " row_number() over (partition by {pk_i}, i._ndc_row_hash order by i.ctid) as _copy"
+            " from {stage} i join _ndc_repeated d on {match}"
+            " join ndc_meta.batches b on b.batch_id = i._ndc_batch_id"
+            " window w as (partition by {pk_i}, b.window_start, b.window_end"
+            " order by i.{inc} desc, i._ndc_row_hash desc, i.ctid)) r"
+            " where _rank > 1 or _copy > 1").format(match=_pk_match("i", "d", self.t), **self.ids))
         if not extra:
-            return 0
-        self.execute(sql.SQL("delete from _ndc_in where ctid in (select _ctid from _ndc_losers)"))
-        losers = extra - self.execute(sql.SQL("delete from _ndc_losers where _ndc_row_hash = _winner"))
+            return 0, 0
+        self.execute(sql.SQL("delete from {stage} where ctid in (select _ctid from _ndc_losers)").format(**self.ids))
+        losers = extra - self.execute(sql.SQL("delete from _ndc_losers where _rank = 1 or _ndc_row_hash = _winner"))
         if losers:
             self.quarantine(ident("_ndc_losers"), "a newer version of this key is in the same extract window")
-        return losers
+        return extra, losers
 
     def drop_known_duplicates(self) -> int:
+        """Versions already judged the losing version of their key stay in quarantine when read again."""
+        if not self.conn.execute("select exists (select 1 from quarantine.rows where dataset = %s"
+                                 " and 'duplicate_key' = any(checks))", (self.t.dataset,)).fetchone()[0]:
+            return 0
         return self.execute(sql.SQL(
-            "delete from _ndc_in i using quarantine.rows q where q.dataset = %(dataset)s"
-            " and q.row_hash = i._ndc_row_hash and 'duplicate_key' = any(q.checks)"))
+            "delete from {stage} i using quarantine.rows q where q.dataset = %(dataset)s"
+            " and q.row_hash = i._ndc_row_hash and 'duplicate_key' = any(q.checks)").format(**self.ids))
 
     def resolve_earlier_runs(self) -> tuple[int, int]:
         """Versions of a key merged by another run of the same window: the newer wins. (The window of the
         landed version is looked up per key, after the row hashes differ: joined to the batches, every staged row
         met every batch of its window before the key lookup, and a rerun of an interval of 60 batches took 30 s.)"""
-        pk_in = sql.SQL(", ").join(sql.SQL("i.{}").format(ident(c)) for c in self.t.primary_key)
         found = self.execute(sql.SQL(
             "create temp table _ndc_conf on commit drop as"
-            " select {pk_in}, i.ctid as _in_ctid, l._ndc_row_hash as old_hash,"
+            " select {pk_i}, i.ctid as _in_ctid, l._ndc_row_hash as old_hash,"
             " (i.{inc}, i._ndc_row_hash) > (l.{inc}, l._ndc_row_hash) as new_wins"
-            " from _ndc_in i join {latest} l on {match}"
+            " from {stage} i join ndc_meta.batches bi on bi.batch_id = i._ndc_batch_id join {latest} l on {match}"
             " where l._ndc_row_hash <> i._ndc_row_hash and (select (b.window_start, b.window_end)"
             " from ndc_meta.batches b where b.batch_id = l._ndc_batch_id and b.dataset = %(dataset)s)"
-            " = (i._ws, i._we)"
-        ).format(pk_in=pk_in, match=_pk_match("i", "l", self.t), **self.ids))
+            " = (bi.window_start, bi.window_end)"
+        ).format(match=_pk_match("i", "l", self.t), **self.ids))
         if not found:
             return 0, 0
         match_hc = _pk_match("h", "c", self.t)
@@ -365,20 +495,22 @@ class _Merge:
         moved = self.execute(sql.SQL(
             "delete from {history} h using _ndc_conf c where {m} and h._ndc_row_hash = c.old_hash and c.new_wins"
         ).format(history=self.ids["history"], m=match_hc))
-        self.quarantine(sql.SQL("(select i.* from _ndc_in i join _ndc_conf c on i.ctid = c._in_ctid"
-                                " where not c.new_wins)"), reason)
+        self.quarantine(sql.SQL("(select i.* from {stage} i join _ndc_conf c on i.ctid = c._in_ctid"
+                                " where not c.new_wins)").format(**self.ids), reason)
         lost = self.execute(sql.SQL(
-            "delete from _ndc_in where ctid in (select _in_ctid from _ndc_conf where not new_wins)"))
+            "delete from {stage} where ctid in (select _in_ctid from _ndc_conf where not new_wins)"
+        ).format(**self.ids))
         return moved, lost
+
+    def drop_known_versions(self) -> int:
+        """Versions history already holds (a rerun of a merged interval): nothing to add. History's key index
+        (key, hash, load) answers each probe."""
+        return self.execute(sql.SQL(
+            "delete from {stage} i where exists (select 1 from {history} h where {match}"
+            " and h._ndc_row_hash = i._ndc_row_hash)").format(match=_pk_match("h", "i", self.t), **self.ids))
 
     def _key(self, alias: str) -> sql.Composed:
         return sql.SQL(", ").join(sql.SQL("{}.{}").format(ident(alias), ident(c)) for c in self.t.primary_key)
-
-    def windows(self) -> int:
-        """Extract windows among the staged rows (more than one only when a killed run left batches)."""
-        return self.conn.execute(
-            "select count(*) from (select distinct window_start, window_end from ndc_meta.batches"
-            " where dataset = %s and merged_at is null) w", (self.t.dataset,)).fetchone()[0]
 
     def _bulk(self, table: str, rows: int) -> _BulkLoad | None:
         """A first load into an empty table inserts without its primary key and builds it afterwards (several
@@ -388,22 +520,9 @@ class _Merge:
             return None
         return _BulkLoad(self.conn, self.t.schema, table)
 
-    def append_history(self, rows: int, windows: int) -> int:
-        insert = sql.SQL(
-            "insert into {history} ({cols}, _ndc_row_hash, _ndc_batch_id, _ndc_run_id, _ndc_loaded_at)"
-            " select {cols}, _ndc_row_hash, _ndc_batch_id, %(run)s, now() from _ndc_in i").format(**self.ids)
-        if windows > 1:  # the same version may have been staged under two windows
-            return self.execute(insert + sql.SQL(" on conflict do nothing"))
-        bulk = self._bulk(self.t.history, rows)
-        if bulk:
-            with bulk:
-                return self.execute(insert)
-        # The run holds the dataset's lock, so an anti-join is as safe as ON CONFLICT and cheaper.
-        return self.execute(insert + sql.SQL(
-            " where not exists (select 1 from {history} h where {match} and h._ndc_row_hash = i._ndc_row_hash)"
-        ).format(match=_pk_match("h", "i", self.t), **self.ids))
-
-    def upsert_latest(self, rows: int, windows: int) -> datetime | None:
+    def upsert_latest(self, rows: int, windows: int) -> None:
+        """The new versions into latest state: each key takes its newest version (by incremental value, then
+        hash); an older version never replaces a newer one."""
         updates = sql.SQL(", ").join(sql.SQL("{0} = excluded.{0}").format(ident(c))
                                      for c in [*self.t.columns, *_META_COLUMNS, *_DELETE_COLUMNS])
         if self.t.tombstone_column:
@@ -412,10 +531,10 @@ class _Merge:
         else:
             deleted = sql.SQL("null::timestamptz, null::text")
         # One version per key: after the window dedupe that holds unless rows of several windows were staged
-        # (a killed run's leftovers); then the newest per key. An older version never replaces a newer one.
-        one_per_key = sql.SQL("select distinct on ({pk}) * from _ndc_in order by {pk}, {inc} desc,"
-                              " _ndc_row_hash desc").format(**self.ids) if windows > 1 else sql.SQL("_ndc_in")
-        relation = sql.SQL("({}) i").format(one_per_key) if windows > 1 else sql.SQL("_ndc_in i")
+        # (a killed run's leftovers, a replay); then the newest per key.
+        relation = sql.SQL("(select distinct on ({pk}) * from {stage} order by {pk}, {inc} desc,"
+                           " _ndc_row_hash desc) i").format(**self.ids) if windows > 1 else \
+            sql.SQL("{stage} i").format(**self.ids)
         insert = sql.SQL(
             "insert into {latest} as l ({cols}, _ndc_row_hash, _ndc_batch_id, _ndc_run_id, _ndc_loaded_at,"
             " _ndc_deleted_at, _ndc_deleted_by)"
@@ -426,14 +545,33 @@ class _Merge:
             with bulk:
                 self.execute(insert)
         else:
-            # A version latest already holds (a rerun, an overlapping window) is left out before the upsert: as a
-            # conflict it would lock and dirty its row for nothing (4 s of a 1M-row rerun's merge).
             self.execute(insert + sql.SQL(
-                " where not exists (select 1 from {latest} x where {match} and x._ndc_row_hash = i._ndc_row_hash)"
                 " on conflict ({pk}) do update set {updates}"
                 " where (excluded.{inc}, excluded._ndc_row_hash) > (l.{inc}, l._ndc_row_hash)"
-            ).format(updates=updates, match=_pk_match("x", "i", self.t), **self.ids))
-        return self.conn.execute(sql.SQL("select max({inc}) from _ndc_in").format(**self.ids)).fetchone()[0]
+            ).format(updates=updates, **self.ids))
+
+    def publish_history(self, rows: int) -> str | None:
+        """The stage's rows become history: a large load's stage is attached as its own partition (its key index
+        built once) and a new stage made; a small load is appended to the small loads' partition. Returns the
+        partition written."""
+        t = self.t
+        if not rows:
+            self.execute(sql.SQL("truncate {stage}").format(**self.ids))
+            return None
+        if rows < BULK_ROWS:
+            self.execute(sql.SQL(
+                "insert into {history} ({cols}, _ndc_row_hash, _ndc_batch_id, _ndc_run_id, _ndc_loaded_at, {load})"
+                " select {cols}, _ndc_row_hash, _ndc_batch_id, _ndc_run_id, _ndc_loaded_at, {small} from {stage};"
+                "truncate {stage}").format(load=ident(LOAD_COLUMN), small=sql.Literal(SMALL_LOADS), **self.ids))
+            return t.partition(SMALL_LOADS)
+        load = self.conn.execute("select %s::regclass::oid::bigint", (self.ids["stage"].as_string(self.conn),)
+                                 ).fetchone()[0]
+        partition = t.partition(load)
+        self.execute(sql.SQL("alter table {stage} rename to {partition};"
+                             "alter table {history} attach partition {qualified} for values in ({load})").format(
+            partition=ident(partition), qualified=ident(t.schema, partition), load=sql.Literal(load), **self.ids))
+        new_stage(self.conn, t)
+        return partition
 
 
 def discard_staged(conn: psycopg.Connection, target: LandingTarget, run_id: str) -> int:
@@ -464,38 +602,44 @@ def previous_load(conn: psycopg.Connection, target: LandingTarget, interval: tup
             (f"{target.schema}.{target.table}", full_refresh, full_refresh, interval[1], interval[0])).fetchone()
 
 
-def merge_staged(conn: psycopg.Connection, target: LandingTarget, run_id: str) -> MergeStats:
+def merge_staged(conn: psycopg.Connection, target: LandingTarget, run_id: str,
+                 staged_by_run: StagedByRun | None = None) -> MergeStats:
     """Merge everything staged for ``target`` into history and latest state, in one transaction."""
     stats = MergeStats()
     clock = _Clock(stats.seconds)
     with conn.transaction():
-        # Sorts and hashes of a whole run, and the primary-key builds of a first load, stay in memory rather than
-        # spilling to disk.
+        # Sorts and hashes of a whole run, and the key builds of a large load, stay in memory.
         conn.execute("select set_config('work_mem', %s, true), set_config('maintenance_work_mem', %s, true)",
                      (MERGE_WORK_MEM, MERGE_WORK_MEM))
-        staged = _Merge(conn, target, run_id)
+        merge = _Merge(conn, target, run_id)
         with clock("collect"):
-            collected = staged.collect()
-        if not collected:
-            stats.batches = conn.execute(
-                "update ndc_meta.batches set merged_at = clock_timestamp(), merge_run_id = %s"
-                " where dataset = %s and merged_at is null", (run_id, target.dataset)).rowcount
-            return stats
-        with clock("dedupe"):
-            stats.rows_duplicates = staged.drop_window_duplicates() + staged.drop_known_duplicates()
-            stats.rows_superseded_in_landing, lost = staged.resolve_earlier_runs()
-            stats.rows_duplicates += lost
-            stats.rows_merged = conn.execute("select count(*) from _ndc_in").fetchone()[0]
-        windows = staged.windows()
-        with clock("history"):
-            stats.rows_new_versions = staged.append_history(stats.rows_merged, windows)
-        with clock("latest"):
-            stats.loaded_through = staged.upsert_latest(stats.rows_merged, windows)
+            staged, windows, batches = conn.execute(
+                "select coalesce(sum(rows_staged), 0), count(distinct (window_start, window_end)), count(*)"
+                " from ndc_meta.batches where dataset = %s and merged_at is null", (target.dataset,)).fetchone()
+        if staged:
+            with clock("dedupe"):
+                only_this_run = staged_by_run is not None and staged_by_run.batches == batches
+                removed = 0
+                if not only_this_run or staged_by_run.repeated_keys:
+                    removed, stats.rows_duplicates = merge.drop_repeated()
+                known_duplicates = merge.drop_known_duplicates()
+                stats.rows_duplicates += known_duplicates
+                lost = 0
+                if merge.exists("latest"):
+                    stats.rows_superseded_in_landing, lost = merge.resolve_earlier_runs()
+                    stats.rows_duplicates += lost
+                stats.rows_merged = staged - removed - known_duplicates - lost
+                stats.loaded_through = staged_by_run.loaded_through if only_this_run else conn.execute(
+                    sql.SQL("select max({inc}) from {stage}").format(**merge.ids)).fetchone()[0]
+                known = merge.drop_known_versions() if merge.exists("history") else 0
+                stats.rows_new_versions = stats.rows_merged - known
+            with clock("latest"):
+                merge.upsert_latest(stats.rows_new_versions, windows)
+            with clock("history"):
+                stats.partition = merge.publish_history(stats.rows_new_versions)
         stats.batches = conn.execute(
             "update ndc_meta.batches set merged_at = clock_timestamp(), merge_run_id = %s"
             " where dataset = %s and merged_at is null", (run_id, target.dataset)).rowcount
-        with clock("commit"):
-            conn.execute(sql.SQL("truncate {}").format(staged.ids["stage"]))
     return stats
 
 

@@ -14,7 +14,7 @@ from ndc.identifiers import ident
 from ndc.warehouse import schema
 from ndc.warehouse.connections import database_of, redact, with_database
 
-_DDL_LOCK = 727_001  # advisory lock that serialises the platform's DDL across processes
+DDL_LOCK = 727_001  # advisory lock that serialises the platform's DDL across processes
 
 
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
@@ -58,7 +58,7 @@ def drop_database(url: str) -> None:
 def run_ddl(conn: psycopg.Connection, statements: str | sql.Composable) -> None:
     """Run idempotent DDL under a cluster-wide advisory lock, so concurrent first runs do not collide."""
     with conn.transaction():
-        conn.execute("select pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
+        conn.execute("select pg_advisory_xact_lock(%s)", (DDL_LOCK,))
         conn.execute(statements)
 
 
@@ -69,5 +69,5 @@ def ensure_meta(conn: psycopg.Connection) -> None:
     if schema.is_current(schema.current(conn)):
         return
     with conn.transaction():
-        conn.execute("select pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
+        conn.execute("select pg_advisory_xact_lock(%s)", (DDL_LOCK,))
         schema.upgrade(conn)
