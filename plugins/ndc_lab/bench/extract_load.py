@@ -314,10 +314,10 @@ def report(results: list[SizeResult], baselines: dict[str, float], echo) -> dict
         for method, rate in size["raw"].items():
             echo(f"  (a) {method:<44} {rate:>11,.0f} rows/s  ({r.rows / rate:.2f} s)")
         echo(f"  (b) validated load into landing history     {size['b_rows_per_s']:>11,.0f} rows/s  "
-             f"({size['b_seconds']:.2f} s = stream/gate/COPY into the stage {load['staging']:.2f} s"
-             f" + hash/dedupe/append {size['b_seconds'] - load['staging']:.2f} s; {load['batches']} batches,"
-             f" {load['quarantined']:,} quarantined)")
-        echo(f"  (c) merge into latest state                 {r.rows / steps['latest']:>11,.0f} rows/s  "
+             f"({size['b_seconds']:.2f} s = read/gate/hash/COPY into the stage {load['staging']:.2f} s"
+             f" + dedupe and the stage attached as history {size['b_seconds'] - load['staging']:.2f} s;"
+             f" {load['batches']} batches, {load['quarantined']:,} quarantined)")
+        echo(f"  (c) latest state (upsert of the new versions) {r.rows / steps['latest']:>9,.0f} rows/s  "
              f"({steps['latest']:.2f} s)")
         echo(f"      merge steps (s): {json.dumps(steps)}")
         echo(f"  b/a = {size['b_over_a']:.2f} (target >= 0.6);  stage alone / a = {size['stage_over_a']:.2f};"
