@@ -14,8 +14,8 @@ leaves its whole batches staged and the next run of the table merges them too.
 
 1. identical rows staged twice (a rerun after a kill, a row the source lists twice) collapse to one; versions of
    one key from one extract window: the latest (by incremental column, then hash) is kept, the others go to
-   quarantine as ``duplicate_key`` — whatever the batch boundaries were (skipped when the extract saw no key twice
-   and the stage holds only its batches);
+   quarantine as ``duplicate_key`` — whatever the batch boundaries were (looked for only when latest state's or
+   history's key refuses the merge: see :func:`merge_staged`);
 2. a key already merged from another run of the same window with another version: the source held two versions
    at once; the older goes to quarantine as ``duplicate_key`` (moved out of history if it had been loaded);
 3. versions history already holds are dropped from the stage (a rerun of a merged interval adds nothing);
@@ -96,12 +96,10 @@ class LandingTarget:
 
 @dataclass(frozen=True)
 class StagedByRun:
-    """What the extract knows of the rows it staged: how many batches, whether any key came twice (checked on a
-    64-bit hash of the key, so a collision only costs the server-side check) and the newest incremental value.
-    It holds for the stage only when the stage holds exactly those batches (an earlier attempt of the same run,
-    killed, may have left its own)."""
+    """What the extract knows of the rows it staged: how many batches and the newest incremental value. It holds
+    for the stage only when the stage holds exactly those batches (an earlier attempt of the same run, killed, may
+    have left its own)."""
     batches: int
-    repeated_keys: bool
     loaded_through: datetime | None
 
 
@@ -112,7 +110,6 @@ class BatchStats:
     rows_rejected: int = 0
     rows_repaired: int = 0
     failed_by_check: Counter = field(default_factory=Counter)  # rejected rows per check (a row may fail several)
-    key_hashes: list[pl.Series] = field(default_factory=list)  # 64-bit hashes of the staged keys, per batch
     staged_through: datetime | None = None    # the newest incremental value staged
     batches_staged: int = 0
 
@@ -120,15 +117,11 @@ class BatchStats:
         for name in ("rows_in", "rows_staged", "rows_rejected", "rows_repaired", "batches_staged"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.failed_by_check.update(other.failed_by_check)
-        self.key_hashes.extend(other.key_hashes)
         if other.staged_through is not None:
             self.staged_through = max(other.staged_through, self.staged_through or other.staged_through)
 
     def staged_by_run(self) -> StagedByRun:
-        """For the merge: did this run stage any key twice (a hash collision only costs the exact check)?"""
-        keys = pl.concat(self.key_hashes) if self.key_hashes else pl.Series([], dtype=pl.UInt64)
-        return StagedByRun(batches=self.batches_staged, repeated_keys=keys.len() != keys.n_unique(),
-                           loaded_through=self.staged_through)
+        return StagedByRun(batches=self.batches_staged, loaded_through=self.staged_through)
 
 
 @dataclass
@@ -387,7 +380,6 @@ def stage_batch(conn: psycopg.Connection, target: LandingTarget, gated: GateResu
     if rejected.height:
         stats.failed_by_check.update(rejected.get_column("_checks").explode().drop_nulls().to_list())
     if passed.height:
-        stats.key_hashes.append(passed.select(list(target.primary_key)).hash_rows())
         stats.staged_through = passed.get_column(target.incremental_column).max()
     batch_id = uuid.uuid4()
     with conn.transaction():
@@ -604,7 +596,13 @@ def previous_load(conn: psycopg.Connection, target: LandingTarget, interval: tup
 
 def merge_staged(conn: psycopg.Connection, target: LandingTarget, run_id: str,
                  staged_by_run: StagedByRun | None = None) -> MergeStats:
-    """Merge everything staged for ``target`` into history and latest state, in one transaction."""
+    """Merge everything staged for ``target`` into history and latest state, in one transaction.
+
+    Optimistic about repeated keys when the stage holds one extract window: the merge first runs without looking
+    for them (a hash aggregate over the whole stage), since latest state's key refuses a key twice — the key build
+    of a first load, or the upsert ("cannot affect row a second time") — and history's key refuses the same version
+    twice. If either does, the attempt is rolled back to its savepoint and the merge runs again with the repeated
+    keys resolved. Several windows (a killed run's leftovers, a replay) always resolve them first."""
     stats = MergeStats()
     clock = _Clock(stats.seconds)
     with conn.transaction():
@@ -617,30 +615,46 @@ def merge_staged(conn: psycopg.Connection, target: LandingTarget, run_id: str,
                 "select coalesce(sum(rows_staged), 0), count(distinct (window_start, window_end)), count(*)"
                 " from ndc_meta.batches where dataset = %s and merged_at is null", (target.dataset,)).fetchone()
         if staged:
-            with clock("dedupe"):
-                only_this_run = staged_by_run is not None and staged_by_run.batches == batches
-                removed = 0
-                if not only_this_run or staged_by_run.repeated_keys:
-                    removed, stats.rows_duplicates = merge.drop_repeated()
-                known_duplicates = merge.drop_known_duplicates()
-                stats.rows_duplicates += known_duplicates
-                lost = 0
-                if merge.exists("latest"):
-                    stats.rows_superseded_in_landing, lost = merge.resolve_earlier_runs()
-                    stats.rows_duplicates += lost
-                stats.rows_merged = staged - removed - known_duplicates - lost
-                stats.loaded_through = staged_by_run.loaded_through if only_this_run else conn.execute(
-                    sql.SQL("select max({inc}) from {stage}").format(**merge.ids)).fetchone()[0]
-                known = merge.drop_known_versions() if merge.exists("history") else 0
-                stats.rows_new_versions = stats.rows_merged - known
-            with clock("latest"):
-                merge.upsert_latest(stats.rows_new_versions, windows)
-            with clock("history"):
-                stats.partition = merge.publish_history(stats.rows_new_versions)
+            only_this_run = staged_by_run is not None and staged_by_run.batches == batches
+            through = staged_by_run.loaded_through if only_this_run else None
+            try:
+                with conn.transaction():
+                    _merge_steps(merge, stats, clock, staged, windows, through, resolve_repeated=windows > 1)
+            except (psycopg.errors.UniqueViolation, psycopg.errors.CardinalityViolation) as repeated:
+                if windows > 1:
+                    raise
+                log.info("%s: the stage holds a key more than once (%s); merging again with them resolved",
+                         target.dataset, str(repeated).splitlines()[0])
+                stats = MergeStats(seconds=stats.seconds)
+                clock = _Clock(stats.seconds)
+                _merge_steps(merge, stats, clock, staged, windows, through, resolve_repeated=True)
         stats.batches = conn.execute(
             "update ndc_meta.batches set merged_at = clock_timestamp(), merge_run_id = %s"
             " where dataset = %s and merged_at is null", (run_id, target.dataset)).rowcount
     return stats
+
+
+def _merge_steps(merge: _Merge, stats: MergeStats, clock: _Clock, staged: int, windows: int,
+                 through: datetime | None, *, resolve_repeated: bool) -> None:
+    with clock("dedupe"):
+        removed = 0
+        if resolve_repeated:
+            removed, stats.rows_duplicates = merge.drop_repeated()
+        known_duplicates = merge.drop_known_duplicates()
+        stats.rows_duplicates += known_duplicates
+        lost = 0
+        if merge.exists("latest"):
+            stats.rows_superseded_in_landing, lost = merge.resolve_earlier_runs()
+            stats.rows_duplicates += lost
+        stats.rows_merged = staged - removed - known_duplicates - lost
+        stats.loaded_through = through or merge.conn.execute(
+            sql.SQL("select max({inc}) from {stage}").format(**merge.ids)).fetchone()[0]
+        known = merge.drop_known_versions() if merge.exists("history") else 0
+        stats.rows_new_versions = stats.rows_merged - known
+    with clock("latest"):
+        merge.upsert_latest(stats.rows_new_versions, windows)
+    with clock("history"):
+        stats.partition = merge.publish_history(stats.rows_new_versions)
 
 
 class _BulkLoad:
