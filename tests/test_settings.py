@@ -59,14 +59,14 @@ def test_defaults():
     assert settings.dbt_project_dir == REPO / "dbt_project"
     assert settings.warehouse_url == "postgresql://postgres@127.0.0.1:54329/ndc"
     assert settings.operator_url == settings.warehouse_url
-    assert (settings.batch_bytes, settings.retention_days, settings.http_attempts) == (16 * 1024 * 1024, 730, 8)
+    assert (settings.batch_bytes, settings.retention_days, settings.http_attempts) == (8 * 1024 * 1024, 730, 8)
     assert (settings.task_retries, settings.retry_delay) == (2, timedelta(seconds=60))
     assert (settings.conform_nodes, settings.conform_poll) == ("auto", timedelta(seconds=1))
     assert (settings.publish_max_row_change, settings.gate2_batch_rows) == (0.5, 50_000)
     assert settings.contract_modules == () and settings.embedded_no_sync is False
     for unset in ("ledger_anchor_url", "approver_url", "alert_webhook", "exchange_hash_key"):
         assert getattr(settings, unset) is None
-    assert Settings({"NDC_BATCH_BYTES": "  "}).batch_bytes == 16 * 1024 * 1024, "blank means the default"
+    assert Settings({"NDC_BATCH_BYTES": "  "}).batch_bytes == 8 * 1024 * 1024, "blank means the default"
 
 
 def test_derived_defaults_follow_the_settings_they_come_from(tmp_path):
