@@ -60,6 +60,9 @@ def test_defaults():
     assert settings.warehouse_url == "postgresql://postgres@127.0.0.1:54329/ndc"
     assert settings.operator_url == settings.warehouse_url
     assert (settings.batch_bytes, settings.retention_days, settings.http_attempts) == (8 * 1024 * 1024, 730, 8)
+    assert (settings.http_max_body_bytes, settings.http_max_pages, settings.http_deadline) == (
+        64 * 1024 * 1024, 100_000, timedelta(hours=6))
+    assert (settings.file_max_bytes, settings.parquet_max_decoded_bytes) == (1024**3, 2 * 1024**3)
     assert (settings.task_retries, settings.retry_delay) == (2, timedelta(seconds=60))
     assert (settings.conform_nodes, settings.conform_poll) == ("auto", timedelta(seconds=1))
     assert (settings.publish_max_row_change, settings.gate2_batch_rows) == (0.5, 50_000)

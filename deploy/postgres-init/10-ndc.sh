@@ -2,13 +2,14 @@
 # Runs once, when the postgres service starts on an empty data volume (the image runs every file in
 # /docker-entrypoint-initdb.d as the superuser). It creates:
 #   - role airflow, owner of database airflow (Airflow's metadata and the Celery result backend);
-#   - role ndc, the platform: owner of the warehouse (ndc), the simulated source databases and the direct
-#     exchange's consumer database; CREATEDB (ndc creates missing databases), CREATEROLE (agency roles,
-#     ndc_personal_data, ndc_approver), pg_read_all_stats and pg_read_all_settings (consumer reads from
-#     pg_stat_statements, after checking shared_preload_libraries);
+#   - role ndc, the platform's runtime role: a plain LOGIN (no CREATEDB, no CREATEROLE, no predefined role),
+#     owner of the simulated source databases and the direct exchange's consumer database. The warehouse (ndc) is
+#     created here and handed over by the ndc-bootstrap service (`ndc warehouse bootstrap`, as this superuser) to
+#     ndc_custodian, which owns the platform's evidence (ledger, approvals) and makes agency roles;
 #   - the ledger anchor (database ndc_ledger_anchor) owned by ndc_anchor_owner, which ndc does not own, with
 #     the login role ndc_anchor_writer that may only INSERT and SELECT there (see docs/sharing.md for the limit);
-#   - extension pg_stat_statements in the warehouse (needs the superuser; preloaded by the service's command).
+#   - extension pg_stat_statements in the warehouse (needs the superuser; preloaded by the service's command;
+#     the bootstrap revokes it from every login but ndc's).
 # Passwords come from the environment the compose file passes (.env); nothing secret is stored here.
 # Changing a password in .env later does not change it here: ALTER ROLE ... PASSWORD by hand (docs/deploy.md).
 set -euo pipefail
@@ -27,13 +28,12 @@ run_psql --dbname postgres \
   -v operator_pw="$NDC_OPERATOR_DB_PASSWORD" <<'SQL'
 select format('create role airflow login password %L', :'airflow_pw')
  where not exists (select from pg_roles where rolname = 'airflow') \gexec
-select format('create role ndc login createdb createrole password %L', :'ndc_pw')
+select format('create role ndc login nocreatedb nocreaterole password %L', :'ndc_pw')
  where not exists (select from pg_roles where rolname = 'ndc') \gexec
 select 'create role ndc_anchor_owner nologin'
  where not exists (select from pg_roles where rolname = 'ndc_anchor_owner') \gexec
 select format('create role ndc_anchor_writer login password %L', :'anchor_pw')
  where not exists (select from pg_roles where rolname = 'ndc_anchor_writer') \gexec
-grant pg_read_all_stats, pg_read_all_settings to ndc;
 -- The operator's page reads as this login, a member of the read-only role ndc_operator (its grants come with the
 -- platform's schema, ndc.warehouse.schema), so the API server never holds the platform's role.
 select 'create role ndc_operator nologin'
@@ -43,7 +43,7 @@ select format('create role ndc_operator_page login password %L in role ndc_opera
 
 select format('create database %I owner %I', db, owner)
   from (values ('airflow', 'airflow'),
-               ('ndc', 'ndc'),
+               ('ndc', 'postgres'),
                ('ndc_src_population', 'ndc'),
                ('ndc_src_taxation', 'ndc'),
                ('ndc_src_insurance_backend', 'ndc'),

@@ -34,6 +34,12 @@ DEFAULT_EMBEDDED_PORT = 54329
 DEFAULT_BATCH_BYTES = 8 * 1024 * 1024  # 16 MiB gave the same speed and ~110 MB more peak memory (issue 20)
 DEFAULT_RETENTION_DAYS = 730  # personal data in quarantine and landing history (see ndc.audit.retention)
 DEFAULT_HTTP_ATTEMPTS = 8
+# Limits on hostile or broken input (issue 21): a page of the API is ~1-2 MB, a drop tens of MB.
+DEFAULT_HTTP_MAX_BODY_BYTES = 64 * 1024 * 1024
+DEFAULT_HTTP_MAX_PAGES = 100_000
+DEFAULT_HTTP_DEADLINE = timedelta(hours=6)
+DEFAULT_FILE_MAX_BYTES = 1024 ** 3
+DEFAULT_PARQUET_MAX_DECODED_BYTES = 2 * 1024 ** 3
 EXCHANGE_HASH_KEY_MIN_CHARS = 16
 
 Parser = Callable[[str, str], Any]  # (variable, its value) -> the setting
@@ -270,6 +276,29 @@ class Settings:
     approver_url = Setting(
         "NDC_APPROVER_URL", POSTGRESQL_URL,
         meaning="`ndc agreements approve`: the approver's own connection (a member of `ndc_approver`)", shown="none")
+    admin_url = Setting(
+        "NDC_ADMIN_URL", POSTGRESQL_URL,
+        meaning="`ndc warehouse bootstrap` only: the database administrator's connection (roles, the warehouse "
+                "database, the schema's migrations); never given to Airflow", shown="none")
+    ledger_anchor_grace = Setting(
+        "NDC_LEDGER_ANCHOR_GRACE_SECONDS", duration(minimum_seconds=1), default=timedelta(hours=1),
+        meaning="a ledger row not anchored this long after it was recorded makes `ndc ledger verify` fail, and "
+                "`ndc ledger anchor` seals it only with `--late`", shown="3600")
+    lock_timeout_seconds = Setting(
+        "NDC_LOCK_TIMEOUT_SECONDS", whole_number(1), default=5,
+        meaning="publish and `ndc agreements apply` wait at most this long for a lock a reader holds, per attempt",
+        shown="5")
+    lock_attempts = Setting(
+        "NDC_LOCK_ATTEMPTS", whole_number(1), default=4,
+        meaning="attempts of a publish or apply step that waits for a lock, before it fails with an alert",
+        shown="4")
+    agency_idle_in_transaction = Setting(
+        "NDC_AGENCY_IDLE_IN_TRANSACTION_SECONDS", duration(minimum_seconds=1), default=timedelta(seconds=60),
+        meaning="an agency session idle inside a transaction this long is ended by PostgreSQL", shown="60")
+    agency_transaction_limit = Setting(
+        "NDC_AGENCY_TRANSACTION_SECONDS", duration(minimum_seconds=1), default=timedelta(minutes=15),
+        meaning="an agency transaction older than this is ended (by PostgreSQL 17+ itself; before 17, by "
+                "`ndc agreements apply` and the publish before they wait for a lock)", shown="900")
 
     # --- extract and load ---
     batch_bytes = Setting("NDC_BATCH_BYTES", whole_number(1024), default=DEFAULT_BATCH_BYTES,
@@ -279,6 +308,29 @@ class Settings:
         meaning="times an API page is requested (HTTP 429, 500, 502, 503, 504, a dropped connection or a truncated "
                 "JSON body are retried with backoff) before the extract fails, naming the page's URL",
         shown=str(DEFAULT_HTTP_ATTEMPTS))
+    http_max_body_bytes = Setting(
+        "NDC_HTTP_MAX_BODY_BYTES", whole_number(1024), default=DEFAULT_HTTP_MAX_BODY_BYTES,
+        meaning="the largest API response body (after gzip/deflate decoding), read as a stream and cut at the cap; "
+                "a larger one blocks the extract naming its URL (not retried), nothing of the run merged",
+        shown="64 MiB")
+    http_max_pages = Setting(
+        "NDC_HTTP_MAX_PAGES", whole_number(1), default=DEFAULT_HTTP_MAX_PAGES,
+        meaning="pages one API extract may follow; a source still handing out a next cursor after that blocks the "
+                "extract (a cursor that repeats blocks it at once), nothing of the run merged",
+        shown="100,000")
+    http_deadline = Setting(
+        "NDC_HTTP_DEADLINE_SECONDS", duration(allow_minimum=False), default=DEFAULT_HTTP_DEADLINE,
+        meaning="the whole API extract's deadline (every page, retry and wait, not each request); past it the "
+                "extract is blocked naming the page's URL, nothing of the run merged", shown="21600 (6 h)")
+    file_max_bytes = Setting(
+        "NDC_FILE_MAX_BYTES", whole_number(1), default=DEFAULT_FILE_MAX_BYTES,
+        meaning="the largest dropped file (CSV or Parquet, held in memory whole); a larger one blocks the extract "
+                "naming it, nothing of the run merged, the file left in place", shown="1 GiB")
+    parquet_max_decoded_bytes = Setting(
+        "NDC_PARQUET_MAX_DECODED_BYTES", whole_number(1), default=DEFAULT_PARQUET_MAX_DECODED_BYTES,
+        meaning="the most a dropped Parquet file may decode to: its footer's uncompressed size and row count are "
+                "checked before it is read, the decoded values (dictionary and run-length encodings expanded) "
+                "before any of it is staged; over it the extract is blocked naming the file", shown="2 GiB")
     task_retries = Setting(
         "NDC_TASK_RETRIES", whole_number(0), default=2,
         meaning="extract, compare and purge tasks: retries (alerts fire after the last)", shown="2")

@@ -210,7 +210,9 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
     stats = RunStats()
     run = Handoff(kind="extract", source=source.name, target=f"{target.schema}.{target.table}",
                   run_id=run_id or new_run_id(), interval=(start, end), contract=target.contract, gate="landing",
-                  dataset=target.dataset, interrupted_note="; nothing of it was merged")
+                  dataset=target.dataset, interrupted_note="; nothing of it was merged",
+                  # recorded even if the run fails before the row count is checked (which says if it took effect)
+                  overrides={"accept_row_drop": {"took_effect": False}} if accept_row_drop else {})
     with database.connect(settings.warehouse_url) as wh:
         database.ensure_meta(wh)
         ensure_landing(wh, target)
@@ -225,8 +227,8 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
         with recorded(wh, run):
             try:
                 source_url = connections.source_url(source.connection.conn_id, source.connection.engine)
-                timing = _extract_and_load(wh, source, source_url, target, request, run.run_id, stats, run.began,
-                                           (start, end), full_refresh, accept_row_drop)
+                timing = _extract_and_load(wh, source, source_url, target, request, run, stats, (start, end),
+                                           full_refresh, accept_row_drop)
             except Exception as exc:
                 lost = lost_connection(exc, wh, f"{source.name}.{table.name}", source.name, source_url,
                                        settings.warehouse_url)
@@ -256,9 +258,11 @@ def extract_table(source: SourceConfig | str, table_name: str, start: datetime, 
 
 
 def _extract_and_load(wh, source: SourceConfig, source_url: str, target: LandingTarget, request: ExtractRequest,
-                      run_id: str, stats: RunStats, began: float, interval: tuple[datetime, datetime],
+                      run: Handoff, stats: RunStats, interval: tuple[datetime, datetime],
                       full_refresh: bool, accept_row_drop: bool) -> tuple[float, float]:
-    """Stream, gate and stage every batch, check the whole-batch rules, merge. Returns (staging, merging) seconds."""
+    """Stream, gate and stage every batch, check the whole-batch rules, merge. Returns (staging, merging) seconds.
+    ``accept_row_drop``: the row-count rule still runs; a drop it would block is let through and recorded."""
+    run_id, began = run.run_id, run.began
     table = request.table
     connector = open_connector(source, source_url)
     with closing(connector):
@@ -271,8 +275,15 @@ def _extract_and_load(wh, source: SourceConfig, source_url: str, target: Landing
         with closing(read), closing(prefetch(gated)) as gated:  # closed in reverse: the gate first, then the read
             stats.batches = _stage_chunks(wh, target, gated, run_id, request.window, stats, began)
     staged_at = time.monotonic()
-    if not accept_row_drop:
+    try:
         check_row_count(wh, target, table, stats, interval, full_refresh, source.path, source.connection.engine)
+        if accept_row_drop:
+            run.override("accept_row_drop", False)
+    except BatchBlockedError as exc:
+        if not accept_row_drop:
+            raise
+        log.warning("accept_row_drop: loading anyway: %s", exc)
+        run.override("accept_row_drop", True, check=exc.check, rows_in=stats.rows_in)
     stats.merge = merge_staged(wh, target, run_id, stats.staged_by_run())
     stats.failed_by_check[DUPLICATE_KEY] += stats.merge.rows_duplicates + stats.merge.rows_superseded_in_landing
     return staged_at - began, time.monotonic() - staged_at
@@ -299,7 +310,7 @@ def _discard_if_blocked(wh, target: LandingTarget, run_id: str, exc: Exception) 
     if wh.info.transaction_status.name != "IDLE":
         wh.rollback()
     discard_staged(wh, target, run_id)
-    return str(exc)
+    return exc.summary  # stored with the contract result: check names and counts, no row values
 
 
 def conform_sources(asked: list[str] | None, *, scheduled: bool,
@@ -353,6 +364,11 @@ def prepare_conform(*, accept_stale: bool = False, settings: Settings | None = N
         conn.commit()
         report = freshness.gate(freshness.check(conn, dbt.manifest_file()), accept_stale=accept_stale)
         plan = plan_run(conn, run_id=run_id, sources=sources, full_refresh=full_refresh)
+        if accept_stale:  # recorded on the run's publish ledger row (the plan travels to publish)
+            stale = sorted(f"{r.source}.{r.table}" for r in report if r.status == "error")
+            plan.overrides["accept_stale"] = {"took_effect": bool(stale), "tables": stale}
+            log.warning("conform run %s: accept_stale given%s", plan.conform_seq,
+                        f"; building on stale {', '.join(stale)}" if stale else "; no source was stale")
         log.info("conform run %s: %s (%s)", plan.conform_seq, plan.mode, plan.reason)
         return {"build_schema": inactive_schema(conn), "plan": plan.as_dict(), "started_at": started.isoformat(),
                 "freshness": {f"{r.source}.{r.table}": r.status for r in report}}
@@ -377,11 +393,13 @@ def publish_build(build: str | dict, run_id: str | None = None, settings: Settin
         database.ensure_meta(conn)
         if plan and plan.is_delta:
             published = publish_delta(conn, plan, {m: models[m] for m in plan.models}, run_id=run_id, as_of=as_of,
-                                      accept_row_change=accept_row_change, deprecations=dbt.deprecations())
+                                      accept_row_change=accept_row_change, deprecations=dbt.deprecations(),
+                                      overrides=plan.overrides)
         else:
             published = publish(conn, plan.build_schema if plan else build, models, run_id=run_id, as_of=as_of,
                                 accept_row_change=accept_row_change, deprecations=dbt.deprecations(),
-                                conform_seq=plan.conform_seq if plan else None)
+                                conform_seq=plan.conform_seq if plan else None,
+                                overrides=plan.overrides if plan else None)
     return {"build_schema": published.build_schema, "rows": published.rows,
             "mode": plan.mode if plan else "full", "reason": plan.reason if plan else "built by hand"}
 

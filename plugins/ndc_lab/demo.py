@@ -206,6 +206,7 @@ def share(url: str) -> int:
     publish does). Returns the deliveries made."""
     from psycopg import sql
 
+    from ndc.config.agreements import load_agencies, load_agreements
     from ndc.identifiers import ident
     from ndc.sharing import agreements
 
@@ -219,8 +220,9 @@ def share(url: str) -> int:
             ident(DEMO_APPROVER)))
         conn.commit()
     approver = connections.with_user(url, DEMO_APPROVER)
-    for agreement in agreements.load_agreements().values():
-        agreements.approve(approver, agreement, note="ndc demo")
+    agencies = load_agencies()
+    for agreement in load_agreements(agencies=agencies).values():
+        agreements.approve(approver, agreement, agencies[agreement.consumer], note="ndc demo")
     with database.connect(url) as conn:
         agreements.apply(conn, url, run_id="demo")
         publication = conn.execute("select max(publication_id) from ndc_meta.publications").fetchone()[0]
@@ -270,7 +272,7 @@ def collect_figures(url: str, source_rows: dict[str, dict[str, int]]) -> dict:
     with psycopg.connect(connections.with_user(url, DEMO_AGENCY)) as agency:
         figures["consumer_rows"] = agency.execute("select count(*) from agency_quang_ngai.citizens").fetchone()[0]
         figures["consumer_sample"] = agency.execute(
-            "select citizen_id_pseudonym, full_name, birth_date, historic_province_code, historic_province_name,"
+            "select citizen_id_pseudonym, birth_date_year, sex, historic_province_code, historic_province_name,"
             " current_province_name from agency_quang_ngai.citizens order by historic_province_code desc,"
             " citizen_id_pseudonym limit 5").fetchall()
     return figures

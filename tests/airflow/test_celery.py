@@ -334,7 +334,8 @@ def _apply_agreements(c: Cluster, folder: Path) -> list[str]:
     agencies = load_agencies(agencies_dir)
     agreements = load_agreements(agreements_dir, agencies=agencies, shared=dbt.shared_models())
     for agreement in agreements.values():
-        approve(c.warehouse.replace("postgres@", f"{roles[0]}@", 1), agreement, note="celery test")
+        approve(c.warehouse.replace("postgres@", f"{roles[0]}@", 1), agreement, agencies[agreement.consumer],
+                note="celery test")
     with database.connect(c.warehouse) as conn:
         assert sorted(apply(conn, c.warehouse, agencies=agencies, agreements=agreements).applied) == sorted(agreements)
     return roles

@@ -199,7 +199,7 @@ def _one_shot(services: dict[str, dict]) -> set[str]:
 
 def test_every_long_running_service_has_a_healthcheck():
     services = _services()
-    assert _one_shot(services) == {"airflow-init"}
+    assert _one_shot(services) == {"airflow-init", "ndc-bootstrap"}
     assert services["airflow-init"].get("restart") == "no"
     missing = [name for name in services if name not in _one_shot(services) and not services[name].get("healthcheck")]
     assert not missing, f"services without a healthcheck: {missing}"
@@ -334,9 +334,27 @@ def test_postgres_preloads_pg_stat_statements_and_runs_the_init_script():
     subprocess.run(["bash", "-n", str(script)], check=True)
     subprocess.run(["bash", "-n", str(REPO / "deploy" / "airflow-init.sh")], check=True)
     text = script.read_text(encoding="utf-8")
-    for needed in ("create role ndc login createdb createrole", "create extension if not exists pg_stat_statements",
-                   "pg_read_all_stats", "ndc_ledger_anchor", "ndc_anchor_writer"):
+    for needed in ("create role ndc login nocreatedb nocreaterole", "create extension if not exists pg_stat_statements",
+                   "ndc_ledger_anchor", "ndc_anchor_writer"):
         assert needed in text, needed
+    assert "grant pg_" not in text, "the runtime role ndc gets no predefined role"
+
+
+def test_only_the_bootstrap_holds_the_administrators_password():
+    """The runtime role runs Airflow; the database administrator's password (CREATEROLE, the anchor, the evidence)
+    is given to the one-off ndc-bootstrap service only, which every Airflow component waits for."""
+    services = _services()
+    filled = _filled_env()
+    bootstrap = services["ndc-bootstrap"]
+    assert bootstrap["command"] == ["ndc", "warehouse", "bootstrap"] and bootstrap["restart"] == "no"
+    assert filled["POSTGRES_PASSWORD"] in bootstrap["environment"]["NDC_ADMIN_URL"]
+    assert services["airflow-init"]["depends_on"]["ndc-bootstrap"] == {"condition": "service_completed_successfully"}
+    for name, service in services.items():
+        if name in ("ndc-bootstrap", "postgres"):
+            continue
+        environment = service.get("environment") or {}
+        values = " ".join(str(v) for v in environment.values())
+        assert filled["POSTGRES_PASSWORD"] not in values and "NDC_ADMIN_URL" not in environment, name
 
 
 def test_named_volumes():

@@ -286,6 +286,12 @@ def test_a_previous_release_warehouse_is_stamped_and_upgraded_without_loss(new_d
     assert before.pop("ndc_meta.schema_version")[0]["version"] == 7
     for row in after["ndc_meta.publications"]:  # revision 0003's columns: a publication before it was a full one
         assert (row.pop("mode"), row.pop("conform_seq")) == ("full", None)
+    for row in after["ndc_meta.agreement_approvals"]:  # revision 0005: an earlier approval named no logins
+        assert (row.pop("consumer"), row.pop("logins")) == (None, [])
+    for row in after["ndc_meta.agreement_keys"]:  # revision 0005: keys per consumer (the applied agreement's)
+        assert row.pop("consumer") in {"quang_ngai", ""}
+    for row in after["ndc_meta.applied_agreements"]:  # revision 0005: the validity as instants
+        assert row.pop("starts_at") and row.pop("expires_at")
     assert {t: r for t, r in after.items() if t in before} == before
     assert set(after) - set(before) == ({"ndc_meta.agreement_approvals", "ndc_meta.agreement_keys",
                                          "ndc_meta.applied_agreements", "ndc_meta.delivery_receipts",
@@ -294,7 +300,10 @@ def test_a_previous_release_warehouse_is_stamped_and_upgraded_without_loss(new_d
                                             "ndc_meta.conform_runs",  # revision 0003
                                             # revision 0004: the operator's rollups, filled from the history
                                             "ndc_meta.dataset_loads", "ndc_meta.landing_freshness",
-                                            "ndc_meta.sharing_daily", "ndc_meta.contract_results_daily"}
+                                            "ndc_meta.sharing_daily", "ndc_meta.contract_results_daily",
+                                            # revision 0005: withdrawals, the agency-role registry, read meters
+                                            "ndc_meta.approval_withdrawals", "ndc_meta.agency_roles",
+                                            "ndc_meta.read_meters"}
     with database.connect(previous) as conn:
         assert ledger.verify(conn).problems == []
     assert schema_of(previous) == schema_of(fresh)

@@ -22,11 +22,14 @@ deletes
 - rows of `quarantine.rows` quarantined more than `NDC_RETENTION_DAYS` days ago (default
   {DEFAULT_RETENTION_DAYS}), replayed or not;
 - versions in `landing_<source>.<table>_history` loaded before that cutoff that are **no longer the current
-  version** of their key.
+  version** of their key;
+- versions of the residence snapshot `history.citizen_residence_history` superseded (`dbt_valid_to`) before that
+  cutoff.
 
-The current state of every key (`landing_<source>.<table>` and its version in history) is never purged, nor are
-the ledger, batches or contract results (counts only). Deletes run in batches of 50,000 rows; one ledger row
-(`kind = purge`) records the cutoff and the rows purged per dataset — counts, never keys or payload.
+The current state of every key (`landing_<source>.<table>` and its version in history, each snapshot key's
+latest version) is never purged, nor are the ledger, batches or contract results (counts only). Deletes run in
+batches of 50,000 rows; one ledger row (`kind = purge`) records the cutoff and the rows purged per dataset and
+snapshot — counts, never keys or payload — and a `retention_days` param under `details.overrides`.
 
 By hand: `ndc purge --dry-run` shows what would go; `ndc purge [--retention-days N]` purges.
 Trigger with `{{"dry_run": true}}` to count without deleting, or `{{"retention_days": N}}` to override the setting
@@ -38,7 +41,8 @@ def build_purge_dag() -> DAG:
     """The daily purge (:func:`ndc.audit.retention.purge`, also ``ndc purge``)."""
     with DAG(
         dag_id=PURGE_DAG_ID,
-        description="Delete quarantine rows and superseded landing history older than NDC_RETENTION_DAYS",
+        description="Delete quarantine rows, superseded landing history and residence snapshot versions"
+                    " older than NDC_RETENTION_DAYS",
         schedule="@daily",
         start_date=pendulum.datetime(2024, 7, 1, tz="UTC"),
         catchup=False,  # each run purges everything past the cutoff: missed days need no run of their own
@@ -70,7 +74,7 @@ def build_reads_dag() -> DAG:
     """Hourly collection of consumer reads per role and view (:func:`ndc.sharing.reads.collect`, also ``ndc reads``)."""
     with DAG(
         dag_id="collect_consumer_reads",
-        description="Count agency reads per role and view from pg_stat_statements (a sharing-transaction unit)",
+        description="Count agency reads per login and view from the views' read meters (a sharing-transaction unit)",
         schedule="@hourly",
         start_date=pendulum.datetime(2024, 7, 1, tz="UTC"),
         catchup=False,  # each run takes the growth since the last one
@@ -80,10 +84,10 @@ def build_reads_dag() -> DAG:
         **dag_callbacks(),
         doc_md="""### Collect consumer reads
 
-Adds the statements each agency login role ran on its views since the last run (from `pg_stat_statements`) to
-`ndc_meta.consumer_reads` (day, role, agency, view) and writes one ledger row (`kind = reads`).
-`ndc_meta.sharing_transactions` counts them as the unit `read`. Needs `pg_stat_statements` in
-`shared_preload_libraries`; without it the task fails saying so. By hand: `ndc reads collect`.
+Adds the statements each agency login ran on its views since the last run (counted by the views themselves, per
+login and view, whatever the statement's text) to `ndc_meta.consumer_reads` (day, login, agency, view) and writes
+one ledger row (`kind = reads`). `ndc_meta.sharing_transactions` counts them as the unit `read`. By hand:
+`ndc reads collect`.
 """,
     ) as dag:
         @task(task_id="collect")

@@ -9,8 +9,9 @@ with a role that may only INSERT and SELECT there, so the ledger's writer cannot
 compares the chain with it (:func:`ndc.audit.ledger.verify`).
 
 Anchoring happens after the ledger row commits. If the anchor database is unreachable the hand-off still
-succeeds (it is logged); ``ndc ledger anchor`` anchors every row not yet anchored, and ``verify`` reports rows that
-are not anchored yet as a warning, not as tampering.
+succeeds (it is logged) and the row waits to be anchored: ``ndc ledger anchor`` verifies the chain, then anchors every
+row not yet anchored. ``verify`` reports a row waiting less than ``NDC_LEDGER_ANCHOR_GRACE_SECONDS`` as a warning
+and fails once one waits longer (it could have been rewritten before it was sealed).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from datetime import datetime
 
 import psycopg
 from psycopg import sql
@@ -116,12 +118,19 @@ def record(url: str, ledger_uuid: str, ledger_database: str, rows: list[tuple[in
 
 def anchored(url: str, ledger_uuid: str) -> dict[int, str] | None:
     """The anchored hashes of one ledger by id; None when the anchor database cannot be read."""
+    found = anchored_with_times(url, ledger_uuid)
+    return None if found is None else {i: h for i, (h, _) in found.items()}
+
+
+def anchored_with_times(url: str, ledger_uuid: str) -> dict[int, tuple[str, datetime]] | None:
+    """The anchored hash and the anchor's time of each row of one ledger; None when the anchor cannot be read."""
     try:
         with psycopg.connect(url, connect_timeout=10) as conn:
             if conn.execute("select to_regclass('ledger_anchor.anchors')").fetchone()[0] is None:
                 return {}
-            return dict(conn.execute("select ledger_id, row_hash from ledger_anchor.anchors where ledger_uuid = %s",
-                                     (ledger_uuid,)).fetchall())
+            return {i: (h, at) for i, h, at in conn.execute(
+                "select ledger_id, row_hash, anchored_at from ledger_anchor.anchors where ledger_uuid = %s",
+                (ledger_uuid,)).fetchall()}
     except psycopg.OperationalError as exc:
         if "does not exist" in str(exc):
             return {}

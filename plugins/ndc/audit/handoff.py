@@ -11,8 +11,14 @@ on success it closes the dataset's open alerts. The rules every hand-off shares 
   (``run.blocked``); a run that failed for another reason checked nothing;
 - a warehouse session that went away gets no ledger write (the error that propagates says so), and a ledger write
   that fails never hides the run's own error;
-- the error text is the body's own description when it set one (an exchange keeps row values out of it), else
-  ``<Exception>: <message>``.
+- the ledger is append-only and never purged, so its ``details`` hold check names, error classes and counts,
+  never row values: the error text is the body's own description when it set one (an exchange keeps row values
+  out of it), else :func:`ledger_error` — a platform error's own message (a contract violation's ``summary``), and
+  of any other error (the database's, pandera's, a library's: their text can quote the data) only its class,
+  SQLSTATE and the names of the constraint, table and column it concerns. The full message goes to the task log;
+- a safety override the run used (``accept_row_drop``, ``accept_row_change``, ``accept_stale``,
+  ``allow_mass_delete``, a purge's ``retention_days``) is in ``details["overrides"]`` (name → whether it took
+  effect, and what it let through), only when one was set: :meth:`Handoff.override`.
 
 Events that are not runs (an agreement applied or revoked, a delivery, a deprecation notice) are one ledger row
 each: :func:`record_event`.
@@ -32,6 +38,7 @@ from typing import TYPE_CHECKING
 import psycopg
 
 from ndc.audit import alerts, contract_results, ledger
+from ndc.errors import ContractViolation, NdcError
 
 if TYPE_CHECKING:
     from ndc.contracts import Contract
@@ -72,12 +79,20 @@ class Handoff:
     rows_failed: int | None = None
     failed_by_check: Counter = field(default_factory=Counter)
     details: dict = field(default_factory=dict)
+    overrides: dict = field(default_factory=dict)  # the safety overrides given: details["overrides"] when any
     error: str | None = None
     blocked: str | None = None     # the contract rule that stopped the run (its result is still recorded)
     interrupted_note: str = ""     # what an interruption left behind, for the ledger row's error
     began: float = field(default_factory=time.monotonic)
     ledger_id: int | None = None
     ledger_hash: str | None = None
+
+    def override(self, name: str, took_effect: bool, **what) -> None:
+        """Record that the run was given safety override ``name`` (``took_effect``: whether it let through
+        something the rule would have stopped; ``what``: counts or names, never row values)."""
+        self.overrides[name] = {"took_effect": bool(took_effect), **what}
+        log.warning("%s %s: override %s given%s %s", self.kind, self.run_id, name,
+                    " and it took effect:" if took_effect else "; it did not take effect", what or "")
 
     @property
     def seconds(self) -> float:
@@ -89,6 +104,8 @@ class Handoff:
 
     def entry(self) -> ledger.LedgerEntry:
         details = dict(self.details)
+        if self.overrides:
+            details["overrides"] = self.overrides
         if self.error:
             details["error"] = self.error
         return ledger.LedgerEntry(
@@ -110,8 +127,29 @@ class Handoff:
             blocked=self.blocked)
 
 
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+# What of a database error's diagnostics may be stored: names of schema objects, never the values it quotes.
+_DIAG_NAMES = ("schema_name", "table_name", "column_name", "constraint_name", "datatype_name")
+
+
+def ledger_error(exc: BaseException) -> str:
+    """What the ledger keeps of ``exc``: a contract violation's ``summary`` (check names and counts); a platform
+    error's own message (it names what to fix: file, field, source, table, column); of any other error only its
+    class, SQLSTATE and the schema objects it names — the database's and the libraries' messages quote row values
+    (a key in a unique violation, a value that did not parse, pandera's failure cases)."""
+    name = type(exc).__name__
+    if isinstance(exc, ContractViolation):
+        return f"{name}: {exc.summary}"[:2000]
+    if isinstance(exc, NdcError):
+        return f"{name}: {exc}"[:2000]
+    facts = []
+    if sqlstate := getattr(exc, "sqlstate", None):
+        facts.append(f"SQLSTATE {sqlstate}")
+    diag = getattr(exc, "diag", None)
+    for attribute in _DIAG_NAMES if diag is not None else ():
+        if value := getattr(diag, attribute, None):
+            facts.append(f"{attribute.removesuffix('_name')} {value}")
+    return f"{name}{' (' + ', '.join(facts) + ')' if facts else ''}: message not kept (it may quote row values);" \
+        " see the task log"
 
 
 @contextmanager
@@ -120,7 +158,10 @@ def recorded(conn: psycopg.Connection, run: Handoff) -> Iterator[Handoff]:
     try:
         yield run
     except Exception as exc:
-        run.error = run.error or _describe(exc)
+        if run.error is None:
+            run.error = ledger_error(exc)
+            if run.error != f"{type(exc).__name__}: {exc}":
+                log.error("%s %s failed: %s: %s", run.kind, run.run_id, type(exc).__name__, exc)
         raise
     except BaseException as exc:  # interrupted: a failed run, never a success
         run.error = f"{type(exc).__name__}: the run was interrupted{run.interrupted_note}"

@@ -2,10 +2,13 @@
 
 Each row carries the hash of the row before it (the first row's ``prev_hash`` is 64 zeros) and its own hash,
 ``sha256(prev_hash + canonical JSON of its fields)``. Rows are appended under a table lock so the chain never
-forks; a trigger refuses UPDATE, DELETE and TRUNCATE. Each appended row's id and hash are also written to the
-anchor (:mod:`ndc.audit.anchor`, a database the ledger's writer cannot rewrite). ``verify`` recomputes the chain from
-the first row and compares it with the anchor, so an edited row, a deleted row, a deleted tail and a rewritten
-chain are each named.
+forks; a trigger refuses UPDATE, DELETE and TRUNCATE, and another refuses a row that does not extend the chain.
+In a deployment the ledger belongs to ``ndc_custodian``: its writer (the runtime role) may only INSERT and SELECT,
+so it cannot disable those triggers. Each appended row's id and hash are also written to the anchor
+(:mod:`ndc.audit.anchor`, a database the ledger's writer cannot rewrite). ``verify`` recomputes the chain from the
+first row and compares it with the anchor, so an edited row, a deleted row, a deleted tail and a rewritten chain
+are each named; it also checks each row's ``recorded_at`` against the anchor's time, and fails when a row has
+waited longer than the grace (``NDC_LEDGER_ANCHOR_GRACE_SECONDS``) to be anchored.
 """
 
 from __future__ import annotations
@@ -13,15 +16,19 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from ndc.audit import anchor
+from ndc.errors import NdcError
+from ndc.settings import get_settings
 
 GENESIS = "0" * 64
+LEDGER_LOCK = 727_007
+CLOCK_SKEW = timedelta(minutes=5)  # between the writer's clock and the anchor's
 _FIELDS = (
     "ledger_id", "recorded_at", "kind", "source", "target", "run_id", "interval_start", "interval_end",
     "rows_in", "rows_loaded", "rows_quarantined", "contract_name", "contract_version", "duration_ms",
@@ -64,7 +71,8 @@ def append(conn: psycopg.Connection, entry: LedgerEntry) -> tuple[int, str]:
     an outer transaction, the row is not anchored (it could still roll back): ``ndc ledger anchor`` does it later."""
     outer = conn.info.transaction_status.name != "IDLE"
     with conn.transaction():
-        conn.execute("lock table ndc_meta.ledger in share row exclusive mode")
+        # Appenders queue here (the writer may not LOCK the table: it has INSERT and SELECT only).
+        conn.execute("select pg_advisory_xact_lock(%s)", (LEDGER_LOCK,))
         last = conn.execute(
             "select ledger_id, row_hash from ndc_meta.ledger order by ledger_id desc limit 1").fetchone()
         ledger_id, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
@@ -110,7 +118,8 @@ def verify(conn: psycopg.Connection) -> VerifyResult:
     """Recompute the chain from the first row; every broken link is named by its ledger id."""
     problems: list[str] = []
     hashes: dict[int, str] = {}
-    prev, expected_id, count = GENESIS, 1, 0
+    recorded: dict[int, datetime] = {}
+    prev, expected_id, count, latest = GENESIS, 1, 0, None
     with conn.cursor(name="ndc_ledger_verify") as cur:
         cur.execute(f"select {', '.join(_FIELDS)}, prev_hash, row_hash from ndc_meta.ledger order by ledger_id")
         for row in cur:
@@ -122,14 +131,20 @@ def verify(conn: psycopg.Connection) -> VerifyResult:
                 problems.append(f"ledger_id {values['ledger_id']}: prev_hash does not match the row before")
             if row_hash(values["prev_hash"], values) != values["row_hash"]:
                 problems.append(f"ledger_id {values['ledger_id']}: contents do not match its hash")
+            if latest is not None and values["recorded_at"] < latest - CLOCK_SKEW:
+                problems.append(f"ledger_id {values['ledger_id']}: recorded_at {values['recorded_at']} is before the "
+                                f"row before it ({latest}): backdated")
+            latest = values["recorded_at"] if latest is None else max(latest, values["recorded_at"])
             prev, expected_id = values["row_hash"], values["ledger_id"] + 1
             hashes[values["ledger_id"]] = values["row_hash"]
+            recorded[values["ledger_id"]] = values["recorded_at"]
     result = VerifyResult(rows=count, head=prev, problems=problems)
-    _compare_with_anchor(conn, hashes, result)
+    _compare_with_anchor(conn, hashes, recorded, result)
     return result
 
 
-def _compare_with_anchor(conn: psycopg.Connection, hashes: dict[int, str], result: VerifyResult) -> None:
+def _compare_with_anchor(conn: psycopg.Connection, hashes: dict[int, str], recorded: dict[int, datetime],
+                         result: VerifyResult) -> None:
     """What the chain alone cannot show: a deleted tail, a rewritten chain, a replaced ledger."""
     with conn.transaction():
         identity = conn.execute("select ledger_uuid::text from ndc_meta.ledger_identity").fetchone()
@@ -137,7 +152,8 @@ def _compare_with_anchor(conn: psycopg.Connection, hashes: dict[int, str], resul
         result.problems.append("ndc_meta.ledger_identity is empty: the ledger's identity was removed")
         return
     url = anchor.anchor_url(url_of(conn))
-    anchored = anchor.anchored(url, identity[0])
+    sealed = anchor.anchored_with_times(url, identity[0])
+    anchored = None if sealed is None else {i: h for i, (h, _) in sealed.items()}
     if anchored is None:
         result.problems.append("the anchor could not be read: the chain alone cannot show a deleted tail or a "
                                "rewritten chain")
@@ -158,17 +174,62 @@ def _compare_with_anchor(conn: psycopg.Connection, hashes: dict[int, str], resul
     for other, highest in anchor.other_ledgers(url, conn.info.dbname, identity[0]):
         result.problems.append(f"the anchor holds another ledger of database {conn.info.dbname} (identity {other}, "
                                f"up to ledger_id {highest}): this ledger replaced it")
-    unanchored = [i for i in hashes if i not in anchored]
-    if unanchored:
-        result.warnings.append(f"{len(unanchored)} row(s) not anchored yet (from ledger_id {min(unanchored)}): "
-                               "`ndc ledger anchor` anchors them")
+    _check_times(recorded, sealed, result)
 
 
-def anchor_missing(conn: psycopg.Connection) -> int:
-    """Anchor every ledger row not anchored yet (after the anchor was unreachable); returns how many."""
+def _check_times(recorded: dict[int, datetime], sealed: dict[int, tuple[str, datetime]], result: VerifyResult) -> None:
+    """A row is sealed after it was recorded, and within the grace; a row waiting longer fails verification."""
+    grace = get_settings().ledger_anchor_grace
+    now = datetime.now(UTC)
+    before = sorted(i for i, (_, at) in sealed.items() if i in recorded and at < recorded[i] - CLOCK_SKEW)
+    if before:
+        result.problems.append(f"ledger_id {before[0]}: recorded_at {recorded[before[0]]} is after the anchor sealed "
+                               f"it ({sealed[before[0]][1]}): {len(before)} row(s) claim a time they were not "
+                               "written at")
+    late = sorted(i for i, (_, at) in sealed.items() if i in recorded and at - recorded[i] > grace)
+    if late:
+        result.warnings.append(f"{len(late)} row(s) were anchored more than {grace} after they were recorded "
+                               f"(from ledger_id {late[0]}): sealed late, with `ndc ledger anchor --late`")
+    waiting = sorted(i for i in recorded if i not in sealed)
+    overdue = [i for i in waiting if now - recorded[i] > grace]
+    if overdue:
+        result.problems.append(f"{len(overdue)} row(s) not anchored for more than {grace} (from ledger_id "
+                               f"{overdue[0]}, recorded {recorded[overdue[0]]}): they could have been rewritten "
+                               "before they were sealed. Restore the anchor, then `ndc ledger anchor --late`")
+    elif waiting:
+        result.warnings.append(f"{len(waiting)} row(s) not anchored yet (from ledger_id {waiting[0]}): `ndc ledger "
+                               f"anchor` anchors them; verify fails once one waits longer than {grace}")
+
+
+def anchor_missing(conn: psycopg.Connection, *, late: bool = False) -> int:
+    """Anchor every ledger row not anchored yet (after the anchor was unreachable); returns how many.
+
+    The chain is verified first: a ledger that does not verify is not sealed as it is. A row waiting longer than
+    the grace is sealed only with ``late`` (an operator's decision, itself recorded as a ledger row)."""
+    result = verify(conn)
+    conn.commit()
+    problems = [p for p in result.problems if "not anchored for more than" not in p]
+    if problems:
+        raise NdcError("the ledger does not verify, so its rows are not anchored as they are:\n  "
+                       + "\n  ".join(problems))
+    grace = get_settings().ledger_anchor_grace
     with conn.transaction():
         identity = conn.execute("select ledger_uuid::text from ndc_meta.ledger_identity").fetchone()
-        rows = conn.execute("select ledger_id, row_hash from ndc_meta.ledger order by ledger_id").fetchall()
+        rows = conn.execute("select ledger_id, row_hash, recorded_at from ndc_meta.ledger order by ledger_id"
+                            ).fetchall()
     url = anchor.anchor_url(url_of(conn))
-    known = anchor.anchored(url, identity[0]) or {}
-    return anchor.record(url, identity[0], conn.info.dbname, [(i, h) for i, h in rows if i not in known])
+    known = anchor.anchored(url, identity[0])
+    if known is None:
+        raise NdcError("the anchor cannot be read: nothing anchored")
+    waiting = [(i, h, at) for i, h, at in rows if i not in known]
+    overdue = [i for i, _, at in waiting if datetime.now(UTC) - at > grace]
+    if overdue and not late:
+        raise NdcError(f"{len(overdue)} row(s) waited longer than {grace} to be anchored (from ledger_id "
+                       f"{overdue[0]}): check them, then `ndc ledger anchor --late` seals them and records that "
+                       "they were sealed late")
+    count = anchor.record(url, identity[0], conn.info.dbname, [(i, h) for i, h, _ in waiting])
+    if overdue and count:
+        append(conn, LedgerEntry(kind="ledger_anchored_late", source="ledger", target="ledger_anchor", rows_in=count,
+                                 rows_loaded=count, rows_quarantined=0, duration_ms=0, outcome="success",
+                                 details={"ledger_ids": [overdue[0], overdue[-1]], "rows": len(overdue)}))
+    return count

@@ -40,7 +40,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from ndc.audit.handoff import Handoff, new_run_id, recorded
+from ndc.audit.handoff import Handoff, ledger_error, new_run_id, recorded
 from ndc.contracts.validation import PK_NOT_NULL
 from ndc.errors import NdcError
 from ndc.identifiers import ident
@@ -281,7 +281,7 @@ def replay(dataset: str, *, check: str | None = None, ids: list[int] | None = No
             try:
                 outcome = _replay(conn, target, rows, result, run.run_id, started_at, dry_run)
             except NdcError as exc:
-                run.blocked = str(exc)
+                run.blocked = ledger_error(exc)  # kept with the contract result: no row values
                 raise
             run.rows_failed = len(outcome.failing_checks)
             run.failed_by_check.update(c for checks in outcome.failing_checks for c in checks)

@@ -37,11 +37,14 @@ def ledger_verify() -> None:
 
 
 @ledger.command("anchor")
-def ledger_anchor() -> None:
-    """Anchor every ledger row not anchored yet (after the anchor database was unreachable)."""
+@click.option("--late", is_flag=True, help="also seal rows that waited longer than NDC_LEDGER_ANCHOR_GRACE_SECONDS "
+              "(recorded in the ledger)")
+def ledger_anchor(late: bool) -> None:
+    """Verify the chain, then anchor every ledger row not anchored yet (after the anchor database was
+    unreachable)."""
     from ndc.audit import ledger as ledger_module
     from ndc.warehouse import database
 
     with database.connect(warehouse_url()) as conn:
         database.ensure_meta(conn)
-        click.echo(f"anchored {ledger_module.anchor_missing(conn)} ledger row(s)")
+        click.echo(f"anchored {ledger_module.anchor_missing(conn, late=late)} ledger row(s)")

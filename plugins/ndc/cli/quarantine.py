@@ -93,8 +93,9 @@ def quarantine_replay(dataset: str, check: str | None, ids: tuple[int, ...], dry
 @click.option("--dry-run", is_flag=True, help="Count what would be purged; delete nothing.")
 @click.option("--run-id", help="Run id recorded in the ledger.")
 def purge(retention_days: int | None, dry_run: bool, run_id: str | None) -> None:
-    """Delete personal data past retention: quarantine rows and landing history versions that are no longer
-    current. The current state is never purged; one ledger row records the counts."""
+    """Delete personal data past retention: quarantine rows, landing history versions that are no longer
+    current and residence-snapshot versions superseded before the cutoff. The current state is never purged; one
+    ledger row records the counts (and --retention-days, when given, as an override)."""
     from dataclasses import asdict
 
     from ndc.audit.retention import purge as purge_personal_data

@@ -52,7 +52,7 @@ def trace(relation: str, key: str) -> None:
 
 @click.group()
 def reads() -> None:
-    """Consumer reads per role and view (from pg_stat_statements)."""
+    """Consumer reads per login and view (counted by the agency views themselves)."""
 
 
 @reads.command("collect")
@@ -89,9 +89,11 @@ def agreements_validate() -> None:
 @agreements.command("approve")
 @click.argument("agreement_id")
 @click.option("--note", help="Recorded with the approval (e.g. the decision's reference).")
-def agreements_approve(agreement_id: str, note: str | None) -> None:
-    """Approve AGREEMENT_ID as it is now (its file's SHA-256), connecting as NDC_APPROVER_URL: a member of
-    ndc_approver, never the role that deploys the platform."""
+@click.option("--yes", is_flag=True, help="Approve without asking (the parsed agreement is still shown).")
+def agreements_approve(agreement_id: str, note: str | None, yes: bool) -> None:
+    """Show AGREEMENT_ID as parsed (views, columns, masks, filters, dates, the consumer's logins), then approve it
+    as it is now (its file's SHA-256 and those logins), connecting as NDC_APPROVER_URL: a member of ndc_approver,
+    never the role that deploys the platform. The approval is recorded in the ledger."""
     from ndc.config.agreements import load_agencies, load_agreements
     from ndc.conform import dbt
     from ndc.settings import get_settings
@@ -100,11 +102,56 @@ def agreements_approve(agreement_id: str, note: str | None) -> None:
     url = get_settings().approver_url
     if not url:
         raise NdcError("set NDC_APPROVER_URL: the approver's own connection (a member of ndc_approver)")
-    found = load_agreements(agencies=load_agencies(), shared=dbt.shared_models())
+    agencies = load_agencies()
+    found = load_agreements(agencies=agencies, shared=dbt.shared_models())
     if agreement_id not in found:
         raise NdcError(f"no agreement {agreement_id!r} (agreements: {', '.join(found) or 'none'})")
-    approve(url, found[agreement_id], note)
-    click.echo(f"approved {agreement_id} (sha256 {found[agreement_id].content_sha256[:16]}…)")
+    agreement = found[agreement_id]
+    agency = agencies[agreement.consumer]
+    click.echo(describe(agreement, agency))
+    if not yes and not click.confirm("Approve exactly this?", default=False):
+        raise NdcError(f"{agreement_id}: not approved")
+    approval = approve(url, agreement, agency, note)
+    click.echo(f"approved {agreement_id} (approval {approval}, sha256 {agreement.content_sha256[:16]}…, "
+               f"logins {', '.join(sorted(u.login for u in agency.users))}); recorded in the ledger")
+
+
+def describe(agreement, agency) -> str:
+    """The agreement as the platform parsed it: what the approver approves (not the file's text, which YAML may
+    read otherwise than it looks)."""
+    lines = [f"agreement {agreement.id} ({agreement.path}, sha256 {agreement.content_sha256})",
+             f"  consumer: {agency.name} ({agency.full_name})",
+             f"  logins: {', '.join(sorted(u.login for u in agency.users))}",
+             f"  purpose: {' '.join(agreement.purpose.split())}",
+             f"  valid: {agreement.start} to {agreement.expires} (inclusive, Việt Nam time)"]
+    if agreement.purpose_allows_identifiers:
+        lines.append("  purpose allows personal identifiers in clear")
+    if agreement.quasi_identifiers_in_clear:
+        clear = ", ".join(agreement.quasi_identifiers_in_clear)
+        lines.append(f"  quasi-identifiers in clear beside a pseudonym: {clear}")
+    for view in agreement.views:
+        lines.append(f"  view agency_{agency.name}.{view.shared} over shared.{view.shared}")
+        lines.append(f"    columns: {', '.join(view.columns)}")
+        lines.append(f"    masked: {', '.join(f'{c} ({m})' for c, m in view.masked.items()) or 'none'}")
+        rows = " and ".join(f"{c} in {v if isinstance(v, list) else [v]}" for c, v in view.row_filter.items())
+        lines.append(f"    rows: {rows or 'ALL ROWS (no row filter)'}")
+    return "\n".join(lines)
+
+
+@agreements.command("withdraw")
+@click.argument("agreement_id")
+@click.option("--reason", required=True, help="Why the approval is withdrawn (recorded).")
+def agreements_withdraw(agreement_id: str, reason: str) -> None:
+    """Withdraw the approval of AGREEMENT_ID, connecting as NDC_APPROVER_URL; recorded in the ledger. The next
+    `ndc agreements apply` revokes its views."""
+    from ndc.settings import get_settings
+    from ndc.sharing.agreements import withdraw
+
+    url = get_settings().approver_url
+    if not url:
+        raise NdcError("set NDC_APPROVER_URL: the approver's own connection (a member of ndc_approver)")
+    ids = withdraw(url, agreement_id, reason)
+    click.echo(f"withdrew approval(s) {', '.join(map(str, ids))} of {agreement_id}; recorded in the ledger")
 
 
 @agreements.command("apply")

@@ -39,3 +39,25 @@ def warehouse_current() -> None:
         click.echo(f"{revision} (newer than this release's head, {head})")
     else:
         click.echo(f"{revision or 'none'} (head is {head}: `ndc warehouse upgrade`)")
+
+
+@warehouse.command("bootstrap")
+def warehouse_bootstrap() -> None:
+    """Run once by the database administrator (NDC_ADMIN_URL), and again for a release with a new schema revision:
+    the platform's roles, the warehouse database, the schema (owned by ndc_custodian) and the runtime role's
+    grants (the user of NDC_WAREHOUSE_URL, which gets no CREATEROLE or CREATEDB), and the ledger's anchor when
+    NDC_LEDGER_ANCHOR_URL names one (its writer may only INSERT and SELECT). See docs/security.md."""
+    from ndc.errors import NdcError
+    from ndc.settings import get_settings
+    from ndc.warehouse.bootstrap import bootstrap, bootstrap_anchor
+
+    settings = get_settings()
+    admin = settings.admin_url
+    if not admin:
+        raise NdcError("set NDC_ADMIN_URL: the database administrator's connection (used by the bootstrap only)")
+    done = bootstrap(admin, warehouse_url())
+    if settings.ledger_anchor_url:
+        done.steps += bootstrap_anchor(admin, settings.ledger_anchor_url)
+    for step in done.steps:
+        click.echo(step)
+    click.echo(f"bootstrapped {done.database} for runtime role {done.runtime} (schema {done.revision})")

@@ -42,6 +42,11 @@ class Agency(files.StrictConfig):
 
     _name = field_validator("name")(files.check_identifier)
 
+    @model_validator(mode="after")
+    def _logins(self) -> Agency:
+        files.refuse_repeated([u.login for u in self.users], "a login is listed once")
+        return self
+
     @property
     def group_role(self) -> str:
         return f"ndc_agency_{self.name}"
@@ -54,7 +59,9 @@ class Agency(files.StrictConfig):
 class ViewGrant(files.StrictConfig):
     shared: str = Field(description="the shared view (shared.<name>)")
     columns: list[str] = Field(min_length=1, description="columns granted as they are")
-    masked: dict[str, Literal["pseudonym", "partial"]] = Field(default_factory=dict)
+    masked: dict[str, Literal["pseudonym", "partial", "year"]] = Field(
+        default_factory=dict, description="pseudonym (keyed HMAC), partial (last four characters) or year (a date "
+                                          "generalised to its year)")
     row_filter: dict[str, str | list[str]] = Field(default_factory=dict,
                                                   description="column: value, or column: [values]")
 
@@ -73,8 +80,11 @@ class Agreement(files.StrictConfig):
     id: str
     consumer: str
     purpose: str = Field(min_length=10, description="the legal purpose and basis")
-    purpose_allowscheck_identifiers: bool = Field(
+    purpose_allows_identifiers: bool = Field(
         default=False, description="the purpose allows unmasked personal identifiers (e.g. PIN)")
+    quasi_identifiers_in_clear: list[str] = Field(
+        default_factory=list, description="quasi-identifiers (name, birth date, sex, place) the purpose needs in clear "
+                                          "beside a pseudonym: with them, agencies could join their masked data")
     start: date
     expires: date
     views: list[ViewGrant] = Field(min_length=1)
@@ -94,8 +104,12 @@ class Agreement(files.StrictConfig):
         return hashlib.sha256(self.path.read_bytes()).hexdigest() if self.path else ""
 
 
-# Personal identifiers that must be masked unless the purpose allows them.
+# Personal identifiers that must be masked (by pseudonym: `partial` shows the PIN's last digits, and its digits 4-6
+# follow from birth date and sex) unless the purpose allows them.
 IDENTIFIERS = {"citizen_id"}
+# Columns that identify a person in combination: beside a pseudonym they let two agencies join their masked data.
+QUASI_IDENTIFIERS = {"full_name", "birth_date", "death_date", "sex", "household_id", "historic_province_code",
+                     "historic_province_name", "current_province_code", "current_province_name"}
 
 
 def _load(path: Path, model: type[BaseModel], name_field: str) -> BaseModel:
@@ -103,8 +117,21 @@ def _load(path: Path, model: type[BaseModel], name_field: str) -> BaseModel:
 
 
 def load_agencies(directory: Path | None = None) -> dict[str, Agency]:
-    """Every agency file; one ConfigError names every invalid one."""
-    return {a.name: a for a in files.load_all(directory or agencies_dir(), lambda path: _load(path, Agency, "name"))}
+    """Every agency file; one ConfigError names every invalid one, and every login listed by two agencies (a login
+    belongs to one agency)."""
+    problems: list[str] = []
+    found = {a.name: a for a in files.load_all(directory or agencies_dir(), lambda path: _load(path, Agency, "name"),
+                                               problems)}
+    owners: dict[str, Agency] = {}
+    for agency in found.values():
+        for n, user in enumerate(agency.users):
+            other = owners.setdefault(user.login, agency)
+            if other is not agency:
+                problems.append(f"{agency.path}: field 'users.{n}.login': {user.login} is already a login of agency "
+                                f"{other.name} ({other.path}): a login belongs to one agency")
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return found
 
 
 def load_agreements(directory: Path | None = None, *, agencies: dict[str, Agency] | None = None,
@@ -140,10 +167,29 @@ def check_agreement(agreement: Agreement, agencies: dict[str, Agency] | None,
             if unknown:
                 problems.append(f"field '{where}': shared.{view.shared} has no column {', '.join(unknown)}")
         exposed = sorted(IDENTIFIERS & set(view.columns))
-        if exposed and not agreement.purpose_allowscheck_identifiers:
+        if exposed and not agreement.purpose_allows_identifiers:
             problems.append(f"field '{where}.columns': {', '.join(exposed)} is a personal identifier: mask it "
-                            "(masked: {column: pseudonym}) unless purpose_allowscheck_identifiers is true")
+                            "(masked: {column: pseudonym}) unless purpose_allows_identifiers is true")
+        partial = sorted(c for c in IDENTIFIERS if view.masked.get(c) == "partial")
+        if partial:
+            problems.append(f"field '{where}.masked': {', '.join(partial)} may not be masked 'partial' (its last "
+                            "digits, with birth date and sex, narrow it to a few people): use pseudonym")
+        problems += _joinable(agreement, view, where)
     return problems
+
+
+def _joinable(agreement: Agreement, view: ViewGrant, where: str) -> list[str]:
+    """A pseudonymised view showing quasi-identifiers in clear lets agencies join their masked data on them: each
+    must be generalised (``year``), fixed by the row filter to one value, or allowed by the purpose."""
+    if "pseudonym" not in view.masked.values():
+        return []
+    fixed = {c for c, v in view.row_filter.items() if not isinstance(v, list) or len(v) == 1}
+    clear = sorted((QUASI_IDENTIFIERS & set(view.columns)) - fixed - set(agreement.quasi_identifiers_in_clear))
+    if not clear:
+        return []
+    return [f"field '{where}.columns': {', '.join(clear)} beside a pseudonym: two agencies could join their masked "
+            "data on these quasi-identifiers. Generalise them (masked: {birth_date: year}), leave them out, or list "
+            "those the purpose needs in quasi_identifiers_in_clear"]
 
 
 def agencies_dir() -> Path:

@@ -38,6 +38,24 @@ _ConfigLoader.yaml_implicit_resolvers = {
 }
 
 
+def _mapping_without_repeats(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
+    """A mapping whose keys are each given once: YAML would keep the last of a repeated key silently (say, a second
+    ``row_filter: {}`` that drops the first's filter), so a repeat is an error naming both lines."""
+    loader.flatten_mapping(node)
+    first: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in first:
+            raise yaml.constructor.ConstructorError(
+                "while reading a mapping", node.start_mark,
+                f"the key {key!r} is given twice (first on line {first[key] + 1}): each key once", key_node.start_mark)
+        first[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=True)
+
+
+_ConfigLoader.add_constructor("tag:yaml.org,2002:map", _mapping_without_repeats)
+
+
 def _format_errors(path: Path, exc: ValidationError, kind: str) -> str:
     lines = [f"{path}: invalid {kind} file"]
     for err in exc.errors():

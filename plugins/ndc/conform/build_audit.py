@@ -233,7 +233,9 @@ def _record(cases: pl.DataFrame, frame: pl.DataFrame, relation: str, key: list[s
         index = case["index"]
         if index is None:  # a whole-frame failure (a column of the wrong type): not pinned on rows
             failure.rows = max(failure.rows, frame.height)
-            failure.detail = f"{case['failure_case']}"
+            failure.detail = "whole batch"  # stored with the contract result: its failure case is in the sample
+            if len(failure.sample) < SAMPLE_ROWS:
+                failure.sample.append({"failure_case": _plain(case["failure_case"])})
             continue
         if label not in per_row.setdefault(int(index), set()):
             failure.rows += 1
@@ -261,10 +263,12 @@ def _key_enforced(conn: psycopg.Connection, schema: str, relation: str, key: lis
 
 def table_rules(conn: psycopg.Connection, build_schema: str, published: str | None, relation: str,
                 contract: Contract, as_of: datetime, accept_row_change: bool, *, before: int | None = None,
-                changed_keys: sql.Composable | None = None) -> list[Failure]:
+                changed_keys: sql.Composable | None = None, waived: list[str] | None = None) -> list[Failure]:
     """The whole-table rules on ``build_schema.relation``. A delta is audited on the published table with the
     delta applied, inside the applying transaction: ``before`` is then the row count before it was applied, and
-    ``changed_keys`` the keys it replaced (a landing reconciliation looks at those only)."""
+    ``changed_keys`` the keys it replaced (a landing reconciliation looks at those only). With
+    ``accept_row_change`` a row-count change the rule would block is let through, and ``relation`` is added to
+    ``waived`` (the publish's ledger row records the override)."""
     failures = []
     built = ident(build_schema, relation)
     key = _primary_key(contract)
@@ -283,13 +287,8 @@ def table_rules(conn: psycopg.Connection, build_schema: str, published: str | No
         rows = conn.execute(sql.SQL("select count(*) from {}").format(built)).fetchone()[0]
         if before is None and published and _exists(conn, published, relation):
             before = conn.execute(sql.SQL("select count(*) from {}").format(ident(published, relation))).fetchone()[0]
-        if before is not None and not accept_row_change:
-            share = get_settings().publish_max_row_change
-            if before >= MIN_ROWS_FOR_CHANGE_RULE and abs(rows - before) / before > share:
-                failures.append(Failure(
-                    relation, "row_count_change", abs(rows - before),
-                    f"{rows:,} rows built against {before:,} published, a change of {abs(rows - before) / before:.1%}"
-                    f" (NDC_PUBLISH_MAX_ROW_CHANGE {share:.0%}; trigger with accept_row_change if it is real)"))
+        if before is not None:
+            failures += _row_count_change(relation, rows, before, accept_row_change, waived)
         for rule in TABLE_RULES.get(contract.name, ()):
             if isinstance(rule, LandingReconcile):
                 failures += _reconcile(conn, rule, built, relation, as_of, changed_keys)
@@ -299,6 +298,23 @@ def table_rules(conn: psycopg.Connection, build_schema: str, published: str | No
             if not ok:
                 failures.append(Failure(relation, rule.name, rows, detail))
     return failures
+
+
+def _row_count_change(relation: str, rows: int, before: int, accept_row_change: bool,
+                      waived: list[str] | None) -> list[Failure]:
+    """The row-count rule; a change it would block is let through with ``accept_row_change`` (and noted in
+    ``waived``)."""
+    share = get_settings().publish_max_row_change
+    if before < MIN_ROWS_FOR_CHANGE_RULE or abs(rows - before) / before <= share:
+        return []
+    if accept_row_change:
+        log.warning("gate 2: %s changed from %d to %d rows: let through by accept_row_change", relation, before, rows)
+        if waived is not None:
+            waived.append(relation)
+        return []
+    return [Failure(relation, "row_count_change", abs(rows - before),
+                    f"{rows:,} rows built against {before:,} published, a change of {abs(rows - before) / before:.1%}"
+                    f" (NDC_PUBLISH_MAX_ROW_CHANGE {share:.0%}; trigger with accept_row_change if it is real)")]
 
 
 def _reconcile(conn: psycopg.Connection, rule: LandingReconcile, built: sql.Composable, relation: str,
@@ -354,14 +370,16 @@ def _conclude(conn: psycopg.Connection, what: str, found: dict[str, tuple[contra
 
 
 def audit(conn: psycopg.Connection, build_schema: str, published: str | None, relations: dict[str, list[str]],
-          *, run_id: str | None, as_of: datetime, accept_row_change: bool = False) -> dict[str, int]:
+          *, run_id: str | None, as_of: datetime, accept_row_change: bool = False,
+          waived: list[str] | None = None) -> dict[str, int]:
     """Validate every built shared relation; record one contract result each; raise PublishBlockedError listing
     every failed check if any failed. Returns the rows checked per relation."""
     found = {}
     for relation in sorted(relations):
         contract, result = _new_result(relation, run_id)
         failed = validate_rows(conn, build_schema, published, relation, contract, result)
-        failed += table_rules(conn, build_schema, published, relation, contract, as_of, accept_row_change)
+        failed += table_rules(conn, build_schema, published, relation, contract, as_of, accept_row_change,
+                              waived=waived)
         found[relation] = (result, failed)
     return _conclude(conn, build_schema, found)
 
@@ -382,7 +400,7 @@ class _Blocked(Exception):
 
 def audit_delta(conn: psycopg.Connection, delta_schema: str, published: str, relations: dict[str, list[str]],
                 apply, commit, *, run_id: str | None, as_of: datetime,
-                accept_row_change: bool = False) -> dict[str, int]:
+                accept_row_change: bool = False, waived: list[str] | None = None) -> dict[str, int]:
     """Gate 2 on a delta: the delta's rows that differ from the published ones through each contract; then, in one
     transaction, ``apply(conn) -> {relation: Applied}`` writes the delta into the published tables, the
     whole-table rules run on the result (what consumers would read) and ``commit(conn, applied)`` records the
@@ -402,7 +420,7 @@ def audit_delta(conn: psycopg.Connection, delta_schema: str, published: str, rel
                     done = applied[relation]
                     found[relation][1].extend(table_rules(
                         conn, published, None, relation, contracts[relation], as_of, accept_row_change,
-                        before=done.rows_before, changed_keys=done.changed_keys))
+                        before=done.rows_before, changed_keys=done.changed_keys, waived=waived))
                 if any(failed for _, failed in found.values()):
                     raise _Blocked
                 commit(conn, applied)

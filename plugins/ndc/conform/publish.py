@@ -34,8 +34,19 @@ from ndc.conform import build_audit
 from ndc.conform.dbt import BUILD_SCHEMAS
 from ndc.errors import ContractViolation, NdcError
 from ndc.identifiers import column_list, ident
+from ndc.warehouse import locks
 
 log = logging.getLogger(__name__)
+
+
+def _record_overrides(run: Handoff, accept_row_change: bool, waived: list[str], given: dict | None) -> None:
+    """The safety overrides this conform run was given, on its publish ledger row: those decided before the build
+    (``given``: the plan's, e.g. ``accept_stale``) and ``accept_row_change`` (``waived``: the relations whose
+    row-count change it let through)."""
+    for name, what in (given or {}).items():
+        run.overrides[name] = what
+    if accept_row_change:
+        run.override("accept_row_change", bool(waived), relations=sorted(set(waived)))
 
 def active_schema(conn: psycopg.Connection) -> str | None:
     """The build schema consumers read now (None before the first publish). Needs ``ensure_meta`` first."""
@@ -70,31 +81,37 @@ class Publication:
 
 def publish(conn: psycopg.Connection, build_schema: str, models: dict[str, list[str]],
             run_id: str | None = None, *, as_of: datetime | None = None, accept_row_change: bool = False,
-            deprecations: dict[str, str] | None = None, conform_seq: int | None = None) -> Publication:
+            deprecations: dict[str, str] | None = None, conform_seq: int | None = None,
+            overrides: dict | None = None) -> Publication:
     """Gate 2, then switch every ``shared.<relation>`` view to ``build_schema`` at once; ledger either way.
 
     ``as_of``: when the build started (landing rows loaded later were not read by it; default now).
     ``deprecations``: relation → deprecation date, from the dbt model versions.
+    ``overrides``: safety overrides the run was given before the build (the plan's), for the ledger row.
     """
     if build_schema not in BUILD_SCHEMAS:
         raise NdcError(f"build schema must be one of {BUILD_SCHEMAS}, got {build_schema!r}")
     run = Handoff(kind="publish", source=build_schema, target="shared", run_id=run_id, dataset="shared")
+    waived: list[str] = []
     with recorded(conn, run):
         try:
             with conn.transaction():  # committed blocks: the gate's results and the ledger survive a blocked publish
                 check_columns(conn, build_schema, models)
             checked = build_audit.audit(conn, build_schema, active_schema(conn), models, run_id=run_id,
-                                        as_of=as_of or datetime.now(UTC), accept_row_change=accept_row_change)
+                                        as_of=as_of or datetime.now(UTC), accept_row_change=accept_row_change,
+                                        waived=waived)
         except ContractViolation as exc:
-            # Counts and check names only: the exception's sample rows (personal data) stay in the task log.
+            # Counts and check names only: the exception's sample rows (personal data) stay in the task log; any
+            # other error is described by the hand-off (ndc.audit.handoff.ledger_error), never by its message.
             run.details = {"blocked_by": exc.check, "relation": exc.dataset, "failures": exc.failures}
-            run.error = f"{type(exc).__name__}: {exc.summary}"[:2000]
             raise
-        except Exception as exc:
-            run.error = f"{type(exc).__name__}: {exc}"[:2000]
-            raise
+        finally:
+            _record_overrides(run, accept_row_change, waived, overrides)
         previous = active_schema(conn)
-        rows, publication_id = _switch(conn, build_schema, models, deprecations, run_id, conform_seq)
+        rows, publication_id = locks.bounded(
+            conn, f"publish of {build_schema}: switching the shared views",
+            lambda: _switch(conn, build_schema, models, deprecations, run_id, conform_seq), dataset="shared",
+            run_id=run_id)
         total = sum(rows.values())
         run.rows_in = run.rows_loaded = total
         run.details = {"models": rows, "gate2_rows_checked": checked, "publication_id": publication_id}
@@ -135,7 +152,7 @@ def drop_stale(conn: psycopg.Connection, schema: str, models: list[str]) -> list
 
 def publish_delta(conn: psycopg.Connection, plan, models: dict[str, list[str]], run_id: str | None = None, *,
                   as_of: datetime | None = None, accept_row_change: bool = False,
-                  deprecations: dict[str, str] | None = None) -> Publication:
+                  deprecations: dict[str, str] | None = None, overrides: dict | None = None) -> Publication:
     """Gate 2 on the delta a run built in ``shared_delta`` (``plan``: its :class:`ndc.conform.run_plan.RunPlan`),
     applied to the published tables in one transaction with the whole-table rules inside it; ledger either way.
     ``models``: relation -> contract columns of the relations the run built."""
@@ -164,21 +181,20 @@ def publish_delta(conn: psycopg.Connection, plan, models: dict[str, list[str]], 
             (target, sorted(models), run_id, plan.conform_seq)).fetchone()[0]
         outcome["applied"] = applied
 
+    waived: list[str] = []
     with recorded(conn, run):
         try:
             with conn.transaction():
                 check_columns(conn, DELTA_SCHEMA, models)
             checked = build_audit.audit_delta(conn, DELTA_SCHEMA, target, models, apply, commit, run_id=run_id,
                                               as_of=as_of or datetime.now(UTC),
-                                              accept_row_change=accept_row_change)
+                                              accept_row_change=accept_row_change, waived=waived)
         except ContractViolation as exc:
             run.details = {"blocked_by": exc.check, "relation": exc.dataset, "failures": exc.failures,
                            "mode": "delta", "conform_seq": plan.conform_seq}
-            run.error = f"{type(exc).__name__}: {exc.summary}"[:2000]
             raise
-        except Exception as exc:
-            run.error = f"{type(exc).__name__}: {exc}"[:2000]
-            raise
+        finally:
+            _record_overrides(run, accept_row_change, waived, overrides)
         applied = outcome["applied"]
         rows = {m: a.rows_before - a.rows_deleted + a.rows_inserted for m, a in applied.items()}
         run.rows_in = run.rows_loaded = sum(a.rows_inserted for a in applied.values())

@@ -83,6 +83,8 @@ class RunPlan:
     nodes: list[str] = field(default_factory=list)  # dbt unique ids a delta run builds (empty: the whole project)
     published: dict[str, dict] = field(default_factory=dict)  # relation -> {"seq", "through"} of its publication
     changes_through: str = ""
+    # safety overrides given before the build (accept_stale): the run's publish ledger row records them
+    overrides: dict = field(default_factory=dict)
 
     @property
     def is_delta(self) -> bool:

@@ -150,10 +150,12 @@ def _validate_typed(frame: pl.DataFrame, contract: Contract) -> GateResult:
     unroutable = failures.filter(pl.col("index").is_null())
     if unroutable.height:
         first = unroutable.row(0, named=True)
+        where = (f"contract {contract.name} v{contract.version}: check {first['check']} failed on column "
+                 f"{first['column']} for the whole batch")
         raise ContractViolation(
-            f"contract {contract.name} v{contract.version}: check {first['check']} failed on column "
-            f"{first['column']} for the whole batch ({first['failure_case']}); batch blocked, nothing loaded",
-            dataset=contract.name, check=str(first["check"]))
+            f"{where} ({first['failure_case']}); batch blocked, nothing loaded",
+            # what the ledger keeps: pandera's failure case can be a row's value
+            summary=f"{where}; batch blocked, nothing loaded", dataset=contract.name, check=str(first["check"]))
     labelled = failures.with_columns(
         pl.struct("check", "column", "schema_context").map_elements(
             lambda f: _check_label(f["check"], f["column"], f["schema_context"]), return_dtype=pl.String

@@ -3,10 +3,12 @@
 A separate, scheduled task per table (``compare_<source>`` DAG; ``ndc compare``): every current key of the
 source table is streamed into a session temp table and compared with landing's latest state. Rows whose key is
 gone are marked ``_ndc_deleted_at`` / ``_ndc_deleted_by = 'full_compare'`` (kept, not dropped: the history and
-the mark are the audit trail); a key that comes back is unmarked. One ledger row records what was found.
+the mark are the audit trail); a key that comes back is unmarked. One ledger row records what was found: counts
+only (the sample of deleted keys is in the result and the task log; the ledger is never purged and a key is
+personal data).
 
 A source answering with no keys, or with most keys gone, is more likely broken than emptied: the compare then
-fails unless ``allow_mass_delete`` is given.
+fails unless ``allow_mass_delete`` is given (the ledger row then records the override and whether it took effect).
 """
 
 from __future__ import annotations
@@ -75,20 +77,21 @@ def compare_table(source: SourceConfig | str, table_name: str, *, run_id: str | 
         source = find_source(settings.sources_dir, source)
     target, table = landing_target(source, table_name), source.table(table_name)
     run = Handoff(kind="full_compare", source=source.name, target=f"{target.schema}.{target.table}",
-                  run_id=run_id or new_run_id(), contract=target.contract)
+                  run_id=run_id or new_run_id(), contract=target.contract,
+                  # recorded even if the run fails before the keys are compared; _compare says if it took effect
+                  overrides={"allow_mass_delete": {"took_effect": False}} if allow_mass_delete else {})
     with database.connect(settings.warehouse_url) as wh:
         database.ensure_meta(wh)
         ensure_landing(wh, target)
         with recorded(wh, run):
-            result = _compare(wh, source, target, table, run.run_id, allow_mass_delete)
+            result = _compare(wh, source, target, table, run, allow_mass_delete)
             run.rows_in, run.rows_loaded = result.source_keys, result.newly_deleted
-            run.details = {"landing_rows": result.landing_rows, "restored": result.restored,
-                           "sample_deleted": result.sample_deleted}
+            run.details = {"landing_rows": result.landing_rows, "restored": result.restored}
     log.info("%s full compare: %s", target.dataset, result)
     return result
 
 
-def _compare(wh, source: SourceConfig, target: LandingTarget, table, run_id: str,
+def _compare(wh, source: SourceConfig, target: LandingTarget, table, run: Handoff,
              allow_mass_delete: bool) -> CompareResult:
     if not source.compares_keys:
         raise NdcError(f"source {source.name}: the full compare needs a SQL source with full_compare_schedule "
@@ -109,8 +112,11 @@ def _compare(wh, source: SourceConfig, target: LandingTarget, table, run_id: str
         wh.execute("analyze _ndc_keys")
         live = wh.execute(sql.SQL("select count(*) from {} where _ndc_deleted_at is null").format(
             ident(target.schema, target.table))).fetchone()[0]
-        deleted, restored, sample = _mark(wh, target, run_id)
-        if deleted and not allow_mass_delete and (seen == 0 or deleted > max(10, MASS_DELETE_SHARE * live)):
+        deleted, restored, sample = _mark(wh, target, run.run_id)
+        mass = bool(deleted) and (seen == 0 or deleted > max(10, MASS_DELETE_SHARE * live))
+        if allow_mass_delete:
+            run.override("allow_mass_delete", mass, rows_marked_deleted=deleted, landing_rows=live)
+        if mass and not allow_mass_delete:
             raise NdcError(f"{target.dataset}: the source lists {seen:,} keys and {deleted:,} of {live:,} landing "
                            "rows would be marked deleted; refusing (the source may be broken). Rerun with "
                            "--allow-mass-delete if the deletes are real.")

@@ -1,21 +1,24 @@
 """Consumer agencies and sharing agreements, declared as data, approved by a separate role, applied idempotently.
 
 * **Agencies** (``dags/agencies/<name>.yml``): a NOLOGIN group role ``ndc_agency_<name>`` and LOGIN roles for its
-  users or services (members of it), each with a ``statement_timeout`` and a connection limit, and a schema
-  ``agency_<name>`` holding its views. No role gets CREATE anywhere.
+  users or services, each with statement, idle-in-transaction and transaction time limits and a connection limit,
+  and a schema ``agency_<name>`` holding its views. Roles are made by ``ndc_custodian``'s functions (migration
+  0005): a login belongs to one agency, and is admitted to its group only while an approval lists it.
 * **Agreements** (``dags/agreements/<id>.yml``): the consumer agency, the legal purpose, start and expiry dates and,
   per shared view, the columns granted, the columns masked (``pseudonym``: an HMAC-SHA256 of the value keyed per
-  agreement, so two agencies cannot join their masked data; ``partial``: all but the last four characters
-  starred) and a row filter (column = value, or column in a list).
-* **Approval** is a row in ``ndc_meta.agreement_approvals`` binding the agreement's id to the SHA-256 of its file:
-  inserted by ``ndc agreements approve`` connecting as a member of ``ndc_approver`` (``NDC_APPROVER_URL``); a
-  trigger refuses it from the role that owns the platform's schemas (whoever deploys DAGs). An agreement whose file
-  changed after approval is unapproved again.
-* **Apply** (``ndc agreements apply``): for each approved agreement, ``security_barrier`` views
-  ``agency_<consumer>.<view>`` over ``shared.<view>`` (so they survive every publish) with the granted columns,
-  masks, the row filter and the validity dates — the view itself returns nothing outside them, so expiry holds at
-  read time — and SELECT to the agency's group role. Views no approved, current agreement backs are dropped (an
-  expired or removed agreement is revoked). Each grant and revocation is a ledger row.
+  agreement and consumer, so two agencies cannot join their masked data; ``partial``: all but the last four
+  characters starred; ``year``: a date generalised to its year) and a row filter.
+* **Approval** is a row in ``ndc_meta.agreement_approvals`` binding the agreement's id to the SHA-256 of its file and
+  to the consumer's logins: inserted by ``ndc agreements approve`` connecting as a member of ``ndc_approver``
+  (``NDC_APPROVER_URL``), never by the platform's role, and recorded in the ledger. Approvals are append-only; an
+  approver withdraws one with ``ndc agreements withdraw`` (recorded too). An agreement whose file changed after
+  approval is unapproved again.
+* **Apply** (``ndc agreements apply``) re-checks every approval (in force, recorded in the ledger, for this file)
+  and creates ``security_barrier`` views ``agency_<consumer>.<view>`` over ``shared.<view>`` with the granted
+  columns, masks and row filter. Each view calls ``ndc_meta.agency_read`` once per statement: it returns nothing
+  outside the agreement's validity at the statement's time (an open transaction does not extend it) and counts the
+  read per login and view. Views no approved, current agreement backs are dropped. DDL waits for readers' locks a
+  bounded time (:mod:`ndc.warehouse.locks`). Each grant and revocation is a ledger row.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg import sql
@@ -32,25 +36,75 @@ from ndc.audit.handoff import record_event
 from ndc.config.agreements import Agency, Agreement, ViewGrant, load_agencies, load_agreements
 from ndc.errors import NdcError
 from ndc.identifiers import ident
-from ndc.warehouse import database
-from ndc.warehouse.connections import database_of
+from ndc.settings import get_settings
+from ndc.warehouse import database, locks
 
 log = logging.getLogger(__name__)
 APPROVER_ROLE = "ndc_approver"
+VIETNAM = ZoneInfo("Asia/Ho_Chi_Minh")
 
 
-def approve(approver_url: str, agreement: Agreement, note: str | None = None) -> None:
-    """Record the approval of ``agreement`` (this exact file) as the approver connected with ``approver_url``."""
-    with psycopg.connect(approver_url) as conn:
+def approve(approver_url: str, agreement: Agreement, agency: Agency, note: str | None = None) -> int:
+    """Record the approval of ``agreement`` (this exact file) and of ``agency``'s logins, as the approver connected
+    with ``approver_url``, in the approvals and in the ledger. Returns the approval's id."""
+    if agency.name != agreement.consumer:
+        raise NdcError(f"{agreement.path}: the consumer is {agreement.consumer}, not {agency.name}")
+    logins = sorted(u.login for u in agency.users)
+    with database.connect(approver_url) as conn:
         try:
-            conn.execute("insert into ndc_meta.agreement_approvals (agreement_id, content_sha256, note)"
-                         " values (%s, %s, %s) on conflict (agreement_id, content_sha256) do nothing",
-                         (agreement.id, agreement.content_sha256, note))
+            with conn.transaction():
+                found = conn.execute(
+                    "select approval_id from ndc_meta.approvals_in_force where agreement_id = %s and"
+                    " content_sha256 = %s and consumer = %s and logins = %s::text[] order by 1 desc limit 1",
+                    (agreement.id, agreement.content_sha256, agency.name, logins)).fetchone()
+                if found:  # approved already, as it is: nothing to add
+                    return found[0]
+                row = conn.execute(
+                    "insert into ndc_meta.agreement_approvals (agreement_id, content_sha256, note, consumer, logins)"
+                    " values (%s, %s, %s, %s, %s) returning approval_id, approved_by",
+                    (agreement.id, agreement.content_sha256, note, agency.name, logins)).fetchone()
         except psycopg.errors.RaiseException as exc:
             raise NdcError(f"{agreement.path}: approval refused: {exc.diag.message_primary}") from None
         except psycopg.errors.InsufficientPrivilege:
             raise NdcError(f"{agreement.path}: approval refused: the role of NDC_APPROVER_URL may not write "
                            "approvals (it must be a member of ndc_approver)") from None
+        record_event(conn, "agreement_approved", "approver", agreement.id, None,
+                     {"approval_id": row[0], "agreement": agreement.id, "sha256": agreement.content_sha256,
+                      "consumer": agency.name, "logins": logins, "approved_by": row[1]})
+        return row[0]
+
+
+def withdraw(approver_url: str, agreement_id: str, reason: str) -> list[int]:
+    """Withdraw every approval in force of ``agreement_id`` as the approver of ``approver_url``; each withdrawal is
+    recorded in the ledger. The next apply revokes the agreement's views. Returns the approvals withdrawn."""
+    with database.connect(approver_url) as conn:
+        try:
+            with conn.transaction():
+                ids = [r[0] for r in conn.execute(
+                    "insert into ndc_meta.approval_withdrawals (approval_id, reason) select a.approval_id, %s"
+                    " from ndc_meta.agreement_approvals a where a.agreement_id = %s and not exists (select from"
+                    " ndc_meta.approval_withdrawals w where w.approval_id = a.approval_id) returning approval_id",
+                    (reason, agreement_id)).fetchall()]
+        except psycopg.errors.RaiseException as exc:
+            raise NdcError(f"withdrawal of {agreement_id} refused: {exc.diag.message_primary}") from None
+        except psycopg.errors.CheckViolation:
+            raise NdcError(f"withdrawal of {agreement_id} refused: give a reason (--reason)") from None
+        except psycopg.errors.InsufficientPrivilege:
+            raise NdcError(f"withdrawal of {agreement_id} refused: the role of NDC_APPROVER_URL may not withdraw "
+                           "approvals (it must be a member of ndc_approver)") from None
+        if not ids:
+            raise NdcError(f"agreement {agreement_id} has no approval in force to withdraw")
+        record_event(conn, "approval_withdrawn", "approver", agreement_id, None,
+                     {"agreement": agreement_id, "approval_ids": ids, "reason": reason,
+                      "withdrawn_by": conn.info.user})
+        return ids
+
+
+def validity(agreement: Agreement) -> tuple[datetime, datetime]:
+    """The agreement's validity as instants: from its start day's midnight to the end of its expiry day, both in
+    Việt Nam's time."""
+    return (datetime.combine(agreement.start, time(), VIETNAM),
+            datetime.combine(agreement.expires + timedelta(days=1), time(), VIETNAM))
 
 
 @dataclass
@@ -59,6 +113,7 @@ class ApplyResult:
     unapproved: list[str]
     revoked: list[str]
     roles: list[str]
+    awaiting: list[str]
 
 
 def apply(conn: psycopg.Connection, warehouse_url: str, *, agencies: dict[str, Agency] | None = None,
@@ -71,26 +126,21 @@ def apply(conn: psycopg.Connection, warehouse_url: str, *, agencies: dict[str, A
     shared = dbt.shared_models()
     agencies = agencies if agencies is not None else load_agencies()
     agreements = agreements if agreements is not None else load_agreements(agencies=agencies, shared=shared)
-    today = today or datetime.now(UTC).date()
-    result = ApplyResult([], [], [], [])
+    today = today or datetime.now(VIETNAM).date()
+    result = ApplyResult([], [], [], [], [])
+    approved = _approvals(conn)
     for agency in agencies.values():
-        result.roles += _apply_agency(conn, agency, warehouse_url)
-    result.revoked += _close_undeclared(conn, agencies, warehouse_url)
-    # An approval counts while its approver is still an approver and is not the platform's own role.
-    valid = ("select agreement_id, content_sha256 from ndc_meta.agreement_approvals a"
-             " where exists (select from pg_roles r where r.rolname = a.approved_by"
-             " and pg_has_role(r.oid, 'ndc_approver', 'member'))"
-             " and a.approved_by <> (select pg_get_userbyid(nspowner) from pg_namespace where nspname = 'ndc_meta')")
-    approved = {r[0]: r[1] for r in conn.execute(valid)}
-    approved_pairs = set(conn.execute(valid))
-    conn.commit()
+        roles, awaiting = _apply_agency(conn, agency)
+        result.roles += roles
+        result.awaiting += awaiting
+    result.revoked += _close_undeclared(conn, agencies)
     wanted: dict[tuple[str, str], tuple[Agreement, ViewGrant]] = {}
     for agreement in agreements.values():
-        if (agreement.id, agreement.content_sha256) not in approved_pairs:
+        if (agreement.id, agreement.content_sha256) not in approved:
             result.unapproved.append(agreement.id)
             log.warning("agreement %s is not approved (file %s, sha256 %s%s): not applied", agreement.id,
                         agreement.path, agreement.content_sha256[:12],
-                        "; an earlier version was" if agreement.id in approved else "")
+                        "; an earlier version was" if any(i == agreement.id for i, _ in approved) else "")
             continue
         if agreement.expires < today:
             continue  # expired: revoked below
@@ -98,24 +148,32 @@ def apply(conn: psycopg.Connection, warehouse_url: str, *, agencies: dict[str, A
             wanted[(agencies[agreement.consumer].schema, view.shared)] = (agreement, view)
     with conn.transaction():
         hmac = _pgcrypto_schema(conn)
-    for _, (agreement, view) in sorted(wanted.items(), key=lambda item: item[0]):
-        _apply_view(conn, agencies[agreement.consumer], agreement, view, hmac)
+    locks.end_long_agency_transactions(conn)
     changed = []
     for agreement in {a.id: a for a, _ in wanted.values()}.values():
         result.applied.append(agreement.id)
+        starts_at, expires_at = validity(agreement)
         with conn.transaction():
             before = conn.execute("select content_sha256 from ndc_meta.applied_agreements where agreement_id = %s",
                                   (agreement.id,)).fetchone()
             if before is None or before[0] != agreement.content_sha256:
                 changed.append(agreement.id)
             conn.execute("insert into ndc_meta.applied_agreements (agreement_id, consumer, views, content_sha256,"
-                         " starts_on, expires_on) values (%s, %s, %s, %s, %s, %s) on conflict (agreement_id) do"
-                         " update set views = excluded.views, content_sha256 = excluded.content_sha256,"
-                         " starts_on = excluded.starts_on, expires_on = excluded.expires_on, applied_at = now()",
+                         " starts_on, expires_on, starts_at, expires_at) values (%s, %s, %s, %s, %s, %s, %s, %s)"
+                         " on conflict (agreement_id) do update set consumer = excluded.consumer,"
+                         " views = excluded.views, content_sha256 = excluded.content_sha256,"
+                         " starts_on = excluded.starts_on, expires_on = excluded.expires_on,"
+                         " starts_at = excluded.starts_at, expires_at = excluded.expires_at, applied_at = now()",
                          (agreement.id, agreement.consumer, [v.shared for v in agreement.views],
-                          agreement.content_sha256, agreement.start, agreement.expires))
+                          agreement.content_sha256, agreement.start, agreement.expires, starts_at, expires_at))
+    for _, (agreement, view) in sorted(wanted.items(), key=lambda item: item[0]):
+        agency = agencies[agreement.consumer]
+        locks.bounded(conn, f"agreement {agreement.id}: view {agency.schema}.{view.shared}",
+                      lambda a=agreement, v=view, g=agency: _apply_view(conn, g, a, v, hmac), dataset="agreements",
+                      run_id=run_id)
     result.revoked += _revoke_unbacked(conn, {(s, v) for s, v in wanted}, {a.id for a, _ in wanted.values()},
                                       run_id)
+    _agreements_views(conn, agencies, agreements, {a.id for a, _ in wanted.values()})
     conn.commit()
     for agreement_id in changed:  # the ledger records a grant when it changes, not every idempotent apply
         agreement = agreements[agreement_id]
@@ -126,6 +184,21 @@ def apply(conn: psycopg.Connection, warehouse_url: str, *, agencies: dict[str, A
 
     catalog.refresh(conn)
     return result
+
+
+def _approvals(conn: psycopg.Connection) -> set[tuple[str, str]]:
+    """(agreement, sha256) of every approval in force that the ledger records: an approval row alone (say, one
+    written by the approvals' owner behind the approvers' backs) is not enough."""
+    with conn.transaction():
+        in_force = conn.execute("select approval_id, agreement_id, content_sha256 from ndc_meta.approvals_in_force"
+                                ).fetchall()
+        recorded = {int(r[0]) for r in conn.execute(
+            "select details->>'approval_id' from ndc_meta.ledger where kind = 'agreement_approved'"
+            " and target = any(%s)", (sorted({r[1] for r in in_force}),)) if r[0]}
+    missing = sorted(r[0] for r in in_force if r[0] not in recorded)
+    if missing:
+        log.warning("approval(s) %s are not recorded in the ledger: not counted as approvals", missing)
+    return {(agreement, sha) for approval, agreement, sha in in_force if approval in recorded}
 
 
 def deliver(conn: psycopg.Connection, publication_id: int, run_id: str | None = None) -> int:
@@ -150,36 +223,32 @@ def deliver(conn: psycopg.Connection, publication_id: int, run_id: str | None = 
     return len(applied)
 
 
-def refuse_superuser(conn: psycopg.Connection, role: str) -> None:
-    """An agency role must not be a superuser. Only a superuser may change that attribute (the platform's own
-    role, in a deployment, is not one), so a superuser role of that name is refused rather than altered."""
-    if conn.execute("select rolsuper from pg_roles where rolname = %s", (role,)).fetchone() == (True,):
-        raise NdcError(f"role {role} is a superuser: an agency role must not be. A database superuser must run"
-                       f" ALTER ROLE {role} NOSUPERUSER (or pick another login name in the agency file)")
-
-
-def _apply_agency(conn: psycopg.Connection, agency: Agency, warehouse_url: str) -> list[str]:
+def _apply_agency(conn: psycopg.Connection, agency: Agency) -> tuple[list[str], list[str]]:
+    """The agency's group, its logins (admitted only while an approval lists them) and its schema. Returns the
+    roles and the logins awaiting an approval."""
+    settings = get_settings()
     group, schema = ident(agency.group_role), ident(agency.schema)
-    roles = [agency.group_role]
+    roles, awaiting = [agency.group_role], []
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(727005)")
-        _create_role(conn, agency.group_role, login=False)
-        refuse_superuser(conn, agency.group_role)
-        conn.execute(sql.SQL("alter role {} nocreatedb nocreaterole nologin").format(group))
-        for user in agency.users:
-            login = ident(user.login)
-            _create_role(conn, user.login, login=True)
-            refuse_superuser(conn, user.login)
-            conn.execute(sql.SQL("alter role {} nocreatedb nocreaterole login inherit connection limit {}")
-                         .format(login, sql.Literal(user.connection_limit)))
-            conn.execute(sql.SQL("alter role {} set statement_timeout = {}").format(
-                login, sql.Literal(user.statement_timeout)))
-            conn.execute(sql.SQL("grant {} to {}").format(group, login))
-            roles.append(user.login)
+        try:
+            conn.execute("select ndc_meta.ensure_agency_group(%s)", (agency.name,))
+            for user in agency.users:
+                state = conn.execute(
+                    "select ndc_meta.ensure_agency_login(%s, %s, %s, %s, %s, %s)",
+                    (user.login, agency.name, user.statement_timeout, user.connection_limit,
+                     f"{int(settings.agency_idle_in_transaction.total_seconds())}s",
+                     f"{int(settings.agency_transaction_limit.total_seconds())}s")).fetchone()[0]
+                roles.append(user.login)
+                if state != "admitted":
+                    awaiting.append(user.login)
+                    log.warning("login %s of agency %s awaits an approval that lists it: not admitted",
+                                user.login, agency.name)
+        except psycopg.errors.RaiseException as exc:
+            raise NdcError(f"{agency.path}: {exc.diag.message_primary}") from None
         conn.execute(sql.SQL("create schema if not exists {}").format(schema))
         conn.execute(sql.SQL("revoke all on schema {} from public").format(schema))
         conn.execute(sql.SQL("grant usage on schema {} to {}").format(schema, group))
-        conn.execute(sql.SQL("grant connect on database {} to {}").format(ident(database_of(warehouse_url)), group))
         receipts = ident(agency.schema, "delivery_receipts")
         conn.execute(sql.SQL("create or replace view {} with (security_barrier = true) as select delivery_id,"
                              " agreement_id, publication_id, views, ledger_id, ledger_hash, delivered_at"
@@ -188,37 +257,53 @@ def _apply_agency(conn: psycopg.Connection, agency: Agency, warehouse_url: str) 
         conn.execute(sql.SQL("comment on view {} is {}").format(receipts, sql.Literal(
             f"delivery receipts of {agency.name}: each carries the ledger's hash at delivery")))
         conn.execute(sql.SQL("grant select on {} to {}").format(receipts, group))
-    return roles
+    return roles, awaiting
 
 
-def _close_undeclared(conn: psycopg.Connection, agencies: dict[str, Agency], warehouse_url: str) -> list[str]:
-    """Members of an agency group no longer listed in its file, and every member of a group whose agency file is
-    gone, lose the membership and their login; a gone agency's group loses CONNECT. Returns what was closed."""
-    listed = {(a.group_role, u.login) for a in agencies.values() for u in a.users}
+def _close_undeclared(conn: psycopg.Connection, agencies: dict[str, Agency]) -> list[str]:
+    """Agency logins no longer listed in their agency's file, and every login of an agency whose file is gone,
+    leave the group and lose their login; a gone agency's group loses CONNECT. Returns what was closed."""
+    listed = {(a.name, u.login) for a in agencies.values() for u in a.users}
     closed = []
     with conn.transaction():
-        members = conn.execute(
-            "select g.rolname, m.rolname from pg_auth_members am join pg_roles g on g.oid = am.roleid"
-            " join pg_roles m on m.oid = am.member where g.rolname like 'ndc\\_agency\\_%'").fetchall()
-        for group, member in members:
-            if (group, member) in listed:
-                continue
-            conn.execute(sql.SQL("revoke {} from {}").format(ident(group), ident(member)))
-            conn.execute(sql.SQL("alter role {} nologin").format(ident(member)))
-            closed.append(f"role {member} (was in {group})")
-        declared = {a.group_role for a in agencies.values()}
-        for (group,) in conn.execute("select rolname from pg_roles where rolname like 'ndc\\_agency\\_%'"
-                                     " and not rolcanlogin").fetchall():
-            if group not in declared:
-                conn.execute(sql.SQL("revoke connect on database {} from {}").format(
-                    ident(database_of(warehouse_url)), ident(group)))
+        registered = conn.execute("select role, agency, kind from ndc_meta.agency_roles order by 1").fetchall()
+        for role, agency, kind in registered:
+            if kind == "login" and (agency, role) not in listed:
+                open_login = conn.execute(
+                    "select rolcanlogin or exists (select from pg_auth_members m where m.member = r.oid)"
+                    " from pg_roles r where rolname = %s", (role,)).fetchone()
+                if open_login and open_login[0]:
+                    conn.execute("select ndc_meta.close_agency_login(%s)", (role,))
+                    closed.append(f"role {role} (was in ndc_agency_{agency})")
+            elif kind == "group" and agency not in agencies:
+                conn.execute("select ndc_meta.close_agency_group(%s)", (role,))
     conn.commit()
     return closed
 
 
-def _create_role(conn: psycopg.Connection, name: str, *, login: bool) -> None:
-    if not conn.execute("select 1 from pg_roles where rolname = %s", (name,)).fetchone():
-        conn.execute(sql.SQL("create role {} {}").format(ident(name), sql.SQL("login" if login else "nologin")))
+def _agreements_views(conn: psycopg.Connection, agencies: dict[str, Agency], agreements: dict[str, Agreement],
+                      applied: set[str]) -> None:
+    """``agency_<x>.agreements``: the agency's own applied agreements, their purposes and dates — the only place
+    an agency reads them (view comments and definitions are not readable by other logins)."""
+    for agency in agencies.values():
+        mine = [a for a in agreements.values() if a.consumer == agency.name and a.id in applied]
+        rows = [sql.SQL("select {}::text, {}::text, {}::date, {}::date, {}::text[]").format(
+            sql.Literal(a.id), sql.Literal(a.purpose.strip()), sql.Literal(a.start), sql.Literal(a.expires),
+            sql.Literal([v.shared for v in a.views])) for a in mine]
+        body = sql.SQL(" union all ").join(rows) if rows else sql.SQL(
+            "select null::text, null::text, null::date, null::date, null::text[] where false")
+        target = ident(agency.schema, "agreements")
+        with conn.transaction():
+            conn.execute(sql.SQL("create or replace view {} (agreement_id, purpose, starts_on, expires_on, views) as "
+                                 "{}").format(target, body))
+            conn.execute(sql.SQL("revoke all on {} from public").format(target))
+            conn.execute(sql.SQL("grant select on {} to {}").format(target, ident(agency.group_role)))
+
+
+def _meters(conn: psycopg.Connection, agency: Agency, view: str) -> None:
+    """A read meter per login of the agency and view (the view counts every statement on it)."""
+    for user in agency.users:
+        conn.execute("select ndc_meta.ensure_read_meter(%s, %s, %s)", (user.login, agency.name, view))
 
 
 def _pgcrypto_schema(conn: psycopg.Connection) -> str:
@@ -230,68 +315,81 @@ def _pgcrypto_schema(conn: psycopg.Connection) -> str:
     return row[0]
 
 
-def _key(conn: psycopg.Connection, agreement_id: str) -> None:
-    conn.execute("insert into ndc_meta.agreement_keys (agreement_id, hmac_key) values (%s, %s)"
-                 " on conflict (agreement_id) do nothing", (agreement_id, secrets.token_bytes(32)))
+def _key(conn: psycopg.Connection, agreement: Agreement) -> None:
+    """The agreement's HMAC key for its consumer: an agreement id reused for another consumer gets a new key."""
+    conn.execute("insert into ndc_meta.agreement_keys (agreement_id, consumer, hmac_key) values (%s, %s, %s)"
+                 " on conflict (agreement_id, consumer) do nothing",
+                 (agreement.id, agreement.consumer, secrets.token_bytes(32)))
 
 
 def _apply_view(conn: psycopg.Connection, agency: Agency, agreement: Agreement, view: ViewGrant,
                 hmac_schema: str) -> None:
-    """``agency_<x>.<view>``: granted columns, masked columns, the row filter and the validity dates."""
+    """``agency_<x>.<view>``: granted columns, masked columns, the row filter, and the statement-time validity and
+    read meter of ``ndc_meta.agency_read``. Runs inside :func:`ndc.warehouse.locks.bounded`'s transaction."""
     items = [ident(c) for c in view.columns]
     hmac = ident(hmac_schema, "hmac")
     for column, how in view.masked.items():
         if how == "pseudonym":
             items.append(sql.SQL(
                 "encode({hmac}(convert_to({c}::text, 'UTF8'), (select k.hmac_key from ndc_meta.agreement_keys k"
-                " where k.agreement_id = {id}), 'sha256'), 'hex') as {alias}").format(
-                hmac=hmac, c=ident(column), id=sql.Literal(agreement.id), alias=ident(f"{column}_pseudonym")))
+                " where k.agreement_id = {id} and k.consumer = {consumer}), 'sha256'), 'hex') as {alias}").format(
+                hmac=hmac, c=ident(column), id=sql.Literal(agreement.id), consumer=sql.Literal(agreement.consumer),
+                alias=ident(f"{column}_pseudonym")))
+        elif how == "year":
+            items.append(sql.SQL("extract(year from {c})::int as {alias}").format(
+                c=ident(column), alias=ident(f"{column}_year")))
         else:
             items.append(sql.SQL("repeat('*', greatest(length({c}::text) - 4, 0)) || right({c}::text, 4) as {alias}")
                          .format(c=ident(column), alias=ident(f"{column}_masked")))
-    # The Việt Nam date, whatever TimeZone the reader sets in their session.
-    today = sql.SQL("(now() at time zone 'Asia/Ho_Chi_Minh')::date")
-    conditions = [sql.SQL("{today} >= {} and {today} <= {}").format(
-        sql.Literal(agreement.start), sql.Literal(agreement.expires), today=today)]
+    # Once per statement (an uncorrelated subquery): validity at the statement's time, and the read meter.
+    conditions = [sql.SQL("(select ndc_meta.agency_read({}, {}))").format(
+        sql.Literal(agreement.id), sql.Literal(f"{agency.schema}.{view.shared}"))]
     for column, value in view.row_filter.items():
         values = value if isinstance(value, list) else [value]
         conditions.append(sql.SQL("{} = any({})").format(ident(column), sql.Literal(values)))
     target = ident(agency.schema, view.shared)
-    with conn.transaction():
-        _key(conn, agreement.id)
-        existing = conn.execute("select 1 from pg_views where schemaname = %s and viewname = %s",
-                                (agency.schema, view.shared)).fetchone()
-        if existing:  # the columns may change between versions of an agreement: replace, not alter
-            conn.execute(sql.SQL("drop view {}").format(target))
-        conn.execute(sql.SQL("create view {target} with (security_barrier = true) as select {items} from {source}"
-                             " where {conditions}").format(
-            target=target, items=sql.SQL(", ").join(items), source=ident("shared", view.shared),
-            conditions=sql.SQL(" and ").join(conditions)))
-        conn.execute(sql.SQL("comment on view {} is {}").format(target, sql.Literal(
-            f"agreement {agreement.id} ({agreement.start} to {agreement.expires}): {agreement.purpose}")))
-        conn.execute(sql.SQL("revoke all on {} from public").format(target))
-        conn.execute(sql.SQL("grant select on {} to {}").format(target, ident(agency.group_role)))
+    _key(conn, agreement)
+    existing = conn.execute("select 1 from pg_views where schemaname = %s and viewname = %s",
+                            (agency.schema, view.shared)).fetchone()
+    if existing:  # the columns may change between versions of an agreement: replace, not alter
+        conn.execute(sql.SQL("drop view {}").format(target))
+    conn.execute(sql.SQL("create view {target} with (security_barrier = true) as select {items} from {source}"
+                         " where {conditions}").format(
+        target=target, items=sql.SQL(", ").join(items), source=ident("shared", view.shared),
+        conditions=sql.SQL(" and ").join(conditions)))
+    conn.execute(sql.SQL("revoke all on {} from public").format(target))
+    conn.execute(sql.SQL("grant select on {} to {}").format(target, ident(agency.group_role)))
+    _meters(conn, agency, f"{agency.schema}.{view.shared}")
 
 
 def _revoke_unbacked(conn: psycopg.Connection, wanted: set[tuple[str, str]], applied: set[str],
                      run_id: str | None) -> list[str]:
-    """Drop agency views no approved, current agreement backs; forget agreements no longer applied."""
-    revoked = []
-    with conn.transaction():
-        views = conn.execute("select schemaname, viewname from pg_views where schemaname like 'agency\\_%'"
-                             " and viewname <> 'delivery_receipts'").fetchall()
-    for schema, view in views:
-        if (schema, view) not in wanted:
-            with conn.transaction():
-                conn.execute(sql.SQL("drop view {}").format(ident(schema, view)))
-            revoked.append(f"{schema}.{view}")
+    """Forget agreements no longer applied — from that commit on, their views return nothing, even to a session
+    that holds them open — then drop agency views no approved, current agreement backs (each waits a bounded
+    time for readers' locks; a view still held is named in the error and dropped by the next apply)."""
     with conn.transaction():
         gone = [r[0] for r in conn.execute("select agreement_id from ndc_meta.applied_agreements"
                                            " where not (agreement_id = any(%s))", (sorted(applied),))]
+        views = conn.execute("select schemaname, viewname from pg_views where schemaname like 'agency\\_%'"
+                             " and viewname not in ('delivery_receipts', 'agreements')").fetchall()
+    with conn.transaction():
+        conn.execute("delete from ndc_meta.applied_agreements where agreement_id = any(%s)", (gone,))
+    revoked, held = [], []
+    for schema, view in views:
+        if (schema, view) in wanted:
+            continue
+        try:
+            locks.bounded(conn, f"revoking {schema}.{view}",
+                          lambda s=schema, v=view: conn.execute(sql.SQL("drop view {}").format(ident(s, v))),
+                          dataset="agreements", run_id=run_id)
+            revoked.append(f"{schema}.{view}")
+        except NdcError as exc:
+            held.append(str(exc))
     for agreement_id in gone:
-        with conn.transaction():
-            conn.execute("delete from ndc_meta.applied_agreements where agreement_id = %s", (agreement_id,))
         record_event(conn, "agreement_revoked", "shared", agreement_id, run_id,
                      {"agreement": agreement_id, "views_dropped": revoked})
     conn.commit()
+    if held:
+        raise NdcError("access is revoked (the views return nothing), but not every view could be dropped:\n  "
+                       + "\n  ".join(held))
     return revoked

@@ -38,10 +38,18 @@ def ensure_database(url: str) -> None:
     """
     name = database_of(url)
     with connect(with_database(url, "postgres"), autocommit=True) as admin:
-        exists = admin.execute("select 1 from pg_database where datname = %s", (name,)).fetchone()
-        if not exists:
-            admin.execute(sql.SQL("create database {}").format(ident(name)))
-        admin.execute(sql.SQL("revoke connect, temporary on database {} from public").format(ident(name)))
+        owned = admin.execute("select pg_has_role(datdba, 'usage') from pg_database where datname = %s",
+                              (name,)).fetchone()
+        if owned is None:
+            try:
+                admin.execute(sql.SQL("create database {}").format(ident(name)))
+            except psycopg.errors.InsufficientPrivilege:
+                raise NdcError(f"database {name} does not exist and role {admin.info.user} may not create it: in a "
+                               "deployment the database administrator creates it (`ndc warehouse bootstrap`)"
+                               ) from None
+            owned = (True,)
+        if owned[0]:  # a database another role owns (the warehouse, in a deployment) is its owner's to lock down
+            admin.execute(sql.SQL("revoke connect, temporary on database {} from public").format(ident(name)))
 
 
 def drop_database(url: str) -> None:
@@ -68,6 +76,11 @@ def ensure_meta(conn: psycopg.Connection) -> None:
     needs an exclusive lock and runs only on upgrade, under the DDL lock, so concurrent first runs do not collide."""
     if schema.is_current(schema.current(conn)):
         return
-    with conn.transaction():
-        conn.execute("select pg_advisory_xact_lock(%s)", (DDL_LOCK,))
-        schema.upgrade(conn)
+    try:
+        with conn.transaction():
+            conn.execute("select pg_advisory_xact_lock(%s)", (DDL_LOCK,))
+            schema.upgrade(conn)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise NdcError(f"the warehouse's schema needs revision {schema.head()} and role {conn.info.user} may not "
+                       f"install it ({exc.diag.message_primary}): in a deployment the database administrator runs "
+                       "`ndc warehouse bootstrap` (NDC_ADMIN_URL) for each release with a new revision") from None

@@ -10,9 +10,22 @@ from typing import Protocol
 import polars as pl
 
 from ndc.config.sources import TableConfig
+from ndc.errors import BatchBlockedError
 
 # Row-based connectors size batches from the byte budget at about this many bytes per row.
 BYTES_PER_ROW = 160
+
+
+class InputLimitError(BatchBlockedError):
+    """Source input over one of the connectors' limits (a dropped file too large, a Parquet file that decodes too
+    large, a symbolic link in a drop folder; an API body too large, an extract past its deadline, too many pages, a
+    cursor that repeats). Like any whole-batch rule it blocks the hand-off: the run's staged batches are discarded,
+    nothing of it is merged, and a dropped file stays where it is, pending. The message names the file or URL, the
+    limit, what was measured and the setting to change; ``check`` is ``input_limit(<setting or kind>)``;
+    ``summary`` (what the ledger and alerts keep) leaves out what may quote source data, e.g. an API cursor."""
+
+    def __init__(self, message: str, *, limit: str, summary: str | None = None) -> None:
+        super().__init__(message, check=f"input_limit({limit})", summary=summary)
 
 
 @dataclass(frozen=True)
