@@ -58,6 +58,24 @@ def test_the_runtime_role_cannot_forge_an_approval(sharing):
                      (edited, QN))
 
 
+def test_a_grant_made_by_hand_is_revoked_by_the_next_apply(sharing):
+    """What the runtime role can still do (it owns the shared views): grant one to an agency without an agreement.
+    The next apply revokes it and the ledger records it."""
+    login = sharing.login("quang_ngai_ap")
+    with psycopg.connect(sharing.deployment.runtime, autocommit=True) as conn:
+        conn.execute("grant usage on schema shared to ndc_agency_quang_ngai_ap")
+        conn.execute("grant select on shared.enterprises to ndc_agency_quang_ngai_ap")
+    assert _rows(login, "shared.enterprises") > 0
+    result = sharing.apply()
+    assert {"SELECT on shared.enterprises from ndc_agency_quang_ngai_ap",
+            "USAGE on shared from ndc_agency_quang_ngai_ap"} <= set(result.revoked)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        _rows(login, "shared.enterprises")
+    assert query(sharing.deployment.admin, "select target, details->>'role' from ndc_meta.ledger where kind ="
+                 " 'stray_grant_revoked' order by 1") == [("shared", "ndc_agency_quang_ngai_ap"),
+                                                         ("shared.enterprises", "ndc_agency_quang_ngai_ap")]
+
+
 def test_every_approval_is_in_the_ledger_and_an_unrecorded_one_does_not_count(sharing):
     recorded = query(sharing.deployment.admin, "select target, details->>'approved_by', details->'logins'"
                      " from ndc_meta.ledger where kind = 'agreement_approved' and target = any(%s) order by 1",

@@ -134,6 +134,7 @@ def apply(conn: psycopg.Connection, warehouse_url: str, *, agencies: dict[str, A
         result.roles += roles
         result.awaiting += awaiting
     result.revoked += _close_undeclared(conn, agencies)
+    result.revoked += _revoke_stray_grants(conn, run_id)
     wanted: dict[tuple[str, str], tuple[Agreement, ViewGrant]] = {}
     for agreement in agreements.values():
         if (agreement.id, agreement.content_sha256) not in approved:
@@ -279,6 +280,29 @@ def _close_undeclared(conn: psycopg.Connection, agencies: dict[str, Agency]) -> 
                 conn.execute("select ndc_meta.close_agency_group(%s)", (role,))
     conn.commit()
     return closed
+
+
+def _revoke_stray_grants(conn: psycopg.Connection, run_id: str | None) -> list[str]:
+    """Privileges an agency role holds on a relation outside its own schema (granted by hand, say by someone with
+    the runtime role, with no approval behind them) are revoked, and each revocation is a ledger row."""
+    with conn.transaction():
+        stray = conn.execute(
+            "select 'table', c.oid::regclass::text, r.role, r.agency, a.privilege_type from pg_class c"
+            " cross join lateral aclexplode(c.relacl) a join pg_roles g on g.oid = a.grantee"
+            " join ndc_meta.agency_roles r on r.role = g.rolname"
+            " where c.relnamespace <> coalesce(to_regnamespace('agency_' || r.agency), 0)::oid"
+            " union all select 'schema', quote_ident(n.nspname), r.role, r.agency, a.privilege_type"
+            " from pg_namespace n cross join lateral aclexplode(n.nspacl) a join pg_roles g on g.oid = a.grantee"
+            " join ndc_meta.agency_roles r on r.role = g.rolname where n.nspname <> 'agency_' || r.agency"
+            " order by 2, 3, 5").fetchall()
+        for kind, name, role, _, privilege in stray:
+            conn.execute(sql.SQL("revoke {} on {} {} from {}").format(
+                sql.SQL(privilege), sql.SQL("schema" if kind == "schema" else "table"), sql.SQL(name), ident(role)))
+    for kind, name, role, agency, privilege in stray:
+        log.warning("revoked %s on %s %s from %s: no agreement backs it", privilege, kind, name, role)
+        record_event(conn, "stray_grant_revoked", "shared", name, run_id,
+                     {"role": role, "agency": agency, "privilege": privilege, "on": kind})
+    return [f"{privilege} on {name} from {role}" for _, name, role, _, privilege in stray]
 
 
 def _agreements_views(conn: psycopg.Connection, agencies: dict[str, Agency], agreements: dict[str, Agreement],
