@@ -2,7 +2,13 @@
 
 
 class NdcError(Exception):
-    """Base class: an error the platform explains to its user."""
+    """Base class: an error the platform explains to its user. ``summary``, when given, is what the ledger and
+    alerts keep instead of the message: the message may quote a source's own text (a parse error, an API's body),
+    which can hold row values."""
+
+    def __init__(self, *args: object, summary: str | None = None) -> None:
+        super().__init__(*args)
+        self.summary = summary
 
 
 class ConfigError(NdcError):

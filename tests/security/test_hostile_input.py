@@ -369,3 +369,22 @@ def test_the_whole_extract_has_a_deadline(dbs, api, monkeypatch, slow):
     else:
         assert 3 <= len(server.cursors) <= 10
 
+
+
+def test_an_api_error_quoting_a_citizen_stays_out_of_the_ledger(dbs, api):
+    """Item 11: an API's error body can quote what it was asked about. The error names the URL, status and body for
+    the task log; the ledger keeps the URL and status only."""
+    pin = "079204001234"
+
+    def refuse(handler, n, cursor):
+        body = json.dumps({"error": f"employer of citizen {pin} (Trần Thị Bình) is sealed"}).encode()
+        handler.send_head(403, {"Content-Length": str(len(body))})
+        handler.wfile.write(body)
+
+    api(refuse)
+    from ndc.errors import NdcError
+
+    with pytest.raises(NdcError, match=f"HTTP 403: .*{pin}"):
+        extract_table("insurance", "employers", *WINDOW, run_id="http-error-body")
+    kept = scalar(dbs.warehouse, "select details::text from ndc_meta.ledger where run_id = 'http-error-body'")
+    assert "HTTP 403" in kept and pin not in kept and "Bình" not in kept, kept

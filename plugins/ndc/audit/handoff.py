@@ -140,7 +140,7 @@ def ledger_error(exc: BaseException) -> str:
     if isinstance(exc, ContractViolation):
         return f"{name}: {exc.summary}"[:2000]
     if isinstance(exc, NdcError):
-        return f"{name}: {exc}"[:2000]
+        return f"{name}: {exc.summary or exc}"[:2000]
     facts = []
     if sqlstate := getattr(exc, "sqlstate", None):
         facts.append(f"SQLSTATE {sqlstate}")

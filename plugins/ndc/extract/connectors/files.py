@@ -64,9 +64,10 @@ def _readable(path: Path, read, *args, **kwargs):
         return read(*args, **kwargs)
     except (pl.exceptions.PolarsError, OSError) as exc:
         detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise NdcError(f"{path}: cannot be read as {path.suffix.lstrip('.').upper() or 'CSV'}: truncated or "
-                       f"malformed ({detail}); file blocked, nothing of it loaded — replace it with a complete copy"
-                       ) from None
+        kind = path.suffix.lstrip('.').upper() or 'CSV'
+        raise NdcError(f"{path}: cannot be read as {kind}: truncated or malformed ({detail}); file blocked, nothing "
+                       "of it loaded — replace it with a complete copy",
+                       summary=f"{path}: cannot be read as {kind} ({type(exc).__name__}); file blocked") from None
 
 
 def _size(path: Path, text: str) -> str:

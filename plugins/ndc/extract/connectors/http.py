@@ -158,7 +158,8 @@ class HttpConnector:
                         problem, retry_after = _bad_json(body, headers.get("Content-Length"), exc), None
                 elif status not in RETRYABLE:
                     text = body.decode("utf-8", errors="replace")
-                    raise NdcError(f"GET {shown}: HTTP {status}: {text[:300]}")
+                    raise NdcError(f"GET {shown}: HTTP {status}: {text[:300]}",
+                                   summary=f"GET {self.base_url}{path}: HTTP {status}")
                 else:
                     problem, retry_after = f"HTTP {status}", headers.get("Retry-After")
             seen[problem.split(" (", 1)[0]] += 1
