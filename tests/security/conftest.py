@@ -76,7 +76,7 @@ def deployment(pg_server: str) -> Iterator[Deployment]:
                 conn.execute(f'drop role if exists "{role}"')
 
 
-SPEC = SourceSpec(citizens=1_500, seed=2121, defect_rate=0.002)
+SPEC = SourceSpec(citizens=600, seed=2121, defect_rate=0.002)
 
 
 @pytest.fixture(scope="session")
