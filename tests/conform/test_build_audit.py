@@ -20,19 +20,12 @@ from ndc_lab.simulate.common import SourceSpec
 from ndc.conform import dbt
 from ndc.conform.publish import active_schema
 from ndc.errors import PublishBlockedError
-from ndc.tasks import prepare_conform, publish_build
+from ndc.tasks import publish_build
 from ndc.warehouse import database
+from tests.helpers.conform import build
 from tests.helpers.database import query, scalar
 
 SPEC = SourceSpec(citizens=3_000, seed=606, defect_rate=0.005)
-
-
-def build() -> dict:
-    """What the conform DAG does before publishing: the freshness gate, then dbt build into the inactive schema."""
-    prepared = prepare_conform(accept_stale=True)
-    result = dbt.run(["build"], build_schema=prepared["build_schema"])
-    assert result.returncode == 0, result.output[-3000:]
-    return prepared
 
 
 @pytest.fixture(scope="module")
@@ -251,9 +244,7 @@ def test_removing_a_column_needs_a_new_version_and_v1_and_v2_are_both_published(
     relations = dbt.shared_models(manifest)
     assert {"data_quality_summary", "data_quality_summary_v2"} <= set(relations)
 
-    prepared = prepare_conform(accept_stale=True)
-    result = dbt.run(["build"], build_schema=prepared["build_schema"])
-    assert result.returncode == 0, result.output[-3000:]
+    prepared = build()
     with database.connect(dbs.warehouse) as conn:
         publish(conn, prepared["build_schema"], relations, run_id="v2", deprecations=dbt.deprecations(manifest))
     v1_rows = query(dbs.warehouse, "select source_name, dataset, linked_records from shared.data_quality_summary")

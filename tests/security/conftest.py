@@ -8,6 +8,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -22,12 +23,12 @@ from ndc_lab.simulate.common import SourceSpec
 from ndc.config.agreements import Agency, Agreement, load_agencies, load_agreements
 from ndc.conform import dbt
 from ndc.sharing.agreements import ApplyResult, apply, approve
-from ndc.tasks import prepare_conform, publish_build
 from ndc.warehouse import database
 from ndc.warehouse.bootstrap import bootstrap, bootstrap_anchor
 from ndc.warehouse.connections import with_database, with_user
 from ndc.warehouse.database import drop_database
 from tests.helpers import REPO
+from tests.helpers.conform import build_and_publish
 
 ENVIRONMENT = ("NDC_WAREHOUSE_URL", "NDC_LEDGER_ANCHOR_URL", "NDC_APPROVER_URL", "NDC_ADMIN_URL")
 
@@ -60,14 +61,9 @@ def deployment(pg_server: str) -> Iterator[Deployment]:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'create role "{approver_role}" login in role ndc_approver')
         conn.execute(f'grant connect on database "{name}" to "{approver_role}"')
-    saved = snapshot(ENVIRONMENT)
-    os.environ.update({"NDC_WAREHOUSE_URL": found.runtime, "NDC_LEDGER_ANCHOR_URL": found.anchor,
-                       "NDC_APPROVER_URL": found.approver})
-    os.environ.pop("NDC_ADMIN_URL", None)
     try:
         yield found
     finally:
-        restore(saved)
         with psycopg.connect(admin, autocommit=True) as conn:
             logins = [r[0] for r in conn.execute("select role from ndc_meta.agency_roles where kind = 'login'")]
         drop_database(admin)
@@ -79,17 +75,36 @@ def deployment(pg_server: str) -> Iterator[Deployment]:
 SPEC = SourceSpec(citizens=600, seed=2121, defect_rate=0.002)
 
 
+@contextmanager
+def environment_of(deployment: Deployment) -> Iterator[Deployment]:
+    """The platform's environment pointed at ``deployment`` (its runtime role, anchor writer and approver; no
+    administrator), as it was before afterwards: tests of other packages never see it."""
+    saved = snapshot(ENVIRONMENT)
+    os.environ.update({"NDC_WAREHOUSE_URL": deployment.runtime, "NDC_LEDGER_ANCHOR_URL": deployment.anchor,
+                       "NDC_APPROVER_URL": deployment.approver})
+    os.environ.pop("NDC_ADMIN_URL", None)
+    try:
+        yield deployment
+    finally:
+        restore(saved)
+
+
 @pytest.fixture(scope="session")
-def published(deployment: Deployment, mariadb_server: str, tmp_path_factory) -> Deployment:
+def built(deployment: Deployment, mariadb_server: str, tmp_path_factory) -> Deployment:
     """The five sources extracted, conformed and published by the runtime role (a real `dbt build` and publish):
-    the deployment's layout runs the platform, not only the attacks."""
-    with five_sources(deployment.admin, SPEC, run=deployment.run, drops=tmp_path_factory.mktemp("drops"),
-                      mariadb_url=mariadb_server):
+    the deployment's layout runs the platform, not only the attacks. Built once per session."""
+    with environment_of(deployment), five_sources(deployment.admin, SPEC, run=deployment.run,
+                                                   drops=tmp_path_factory.mktemp("drops"), mariadb_url=mariadb_server):
         dbt.parse()
-        prepared = prepare_conform(accept_stale=True)
-        assert dbt.run(["build"], build_schema=prepared["build_schema"]).returncode == 0
-        publish_build(prepared["build_schema"], run_id="security", as_of=prepared["started_at"])
+        build_and_publish("security")
     return deployment
+
+
+@pytest.fixture(scope="module")
+def published(built: Deployment) -> Iterator[Deployment]:
+    """The published deployment, with the module's environment pointed at it."""
+    with environment_of(built) as deployment:
+        yield deployment
 
 
 @dataclass

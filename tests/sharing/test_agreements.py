@@ -19,9 +19,9 @@ from ndc.config.agreements import load_agencies, load_agreements
 from ndc.conform import dbt
 from ndc.errors import ConfigError, NdcError
 from ndc.sharing.agreements import apply, approve
-from ndc.tasks import prepare_conform, publish_build
 from ndc.warehouse import database
 from tests.helpers import REPO
+from tests.helpers.conform import build_and_publish
 from tests.helpers.database import query, scalar
 
 SPEC = SourceSpec(citizens=2_000, seed=707, defect_rate=0.002)
@@ -58,9 +58,7 @@ def setup(request, dbs, tmp_path_factory):
     with five_sources(dbs.warehouse, SPEC, run=dbs.run, drops=tmp_path_factory.mktemp("drops"),
                       mariadb_url=mariadb):
         dbt.parse()
-        prepared = prepare_conform(accept_stale=True)
-        assert dbt.run(["build"], build_schema=prepared["build_schema"]).returncode == 0
-        publish_build(prepared["build_schema"], run_id="agreements", as_of=prepared["started_at"])
+        build_and_publish("agreements")
         with database.connect(dbs.warehouse) as conn:
             database.ensure_meta(conn)
             conn.execute(f'create role "{approver}" login in role ndc_approver')
@@ -194,9 +192,7 @@ def test_a_leaky_function_sees_only_the_agency_rows(setup, applied):
 
 
 def test_each_publish_delivers_under_each_agreement_with_a_receipt(setup, applied):
-    prepared = prepare_conform(accept_stale=True)
-    assert dbt.run(["build"], build_schema=prepared["build_schema"]).returncode == 0
-    publish_build(prepared["build_schema"], run_id="delivered", as_of=prepared["started_at"])
+    build_and_publish("delivered")
     deliveries = query(setup["url"], "select details->>'agreement', row_hash, ledger_id from ndc_meta.ledger"
                        " where kind = 'delivery' and run_id = 'delivered' order by 1")
     assert [d[0] for d in deliveries] == sorted(applied)

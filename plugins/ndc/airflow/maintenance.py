@@ -99,7 +99,7 @@ one ledger row (`kind = reads`). `ndc_meta.sharing_transactions` counts them as 
             with database.connect(get_settings().warehouse_url) as conn:
                 database.ensure_meta(conn)
                 found = collect_reads(conn, run_id=run_id)
-            return {"statements": found.statements, "reads": found.reads}
+            return {"reads": found.reads}
 
         collect()
     return dag

@@ -108,6 +108,10 @@ class VerifyResult:
     problems: list[str]
     warnings: list[str] = field(default_factory=list)
     anchored: int = 0
+    identity: str | None = None
+    waiting: list[tuple[int, str]] = field(default_factory=list)  # (ledger_id, row_hash) not anchored yet
+    overdue: list[int] = field(default_factory=list)  # of those, waiting longer than the grace
+    sealable: list[str] = field(default_factory=list)  # the problems `ndc ledger anchor --late` resolves
 
     @property
     def ok(self) -> bool:
@@ -151,6 +155,7 @@ def _compare_with_anchor(conn: psycopg.Connection, hashes: dict[int, str], recor
     if identity is None:
         result.problems.append("ndc_meta.ledger_identity is empty: the ledger's identity was removed")
         return
+    result.identity = identity[0]
     url = anchor.anchor_url(url_of(conn))
     sealed = anchor.anchored_with_times(url, identity[0])
     anchored = None if sealed is None else {i: h for i, (h, _) in sealed.items()}
@@ -159,8 +164,9 @@ def _compare_with_anchor(conn: psycopg.Connection, hashes: dict[int, str], recor
                                "rewritten chain")
         return
     if not anchored and hashes:
-        result.problems.append(f"the anchor holds none of this ledger's {len(hashes)} rows (dropped or never "
-                               "written): `ndc ledger anchor` re-anchors only if the chain is trusted")
+        result.sealable.append(f"the anchor holds none of this ledger's {len(hashes)} rows (dropped or never "
+                               "written): `ndc ledger anchor --late` re-anchors them, only if the chain is trusted")
+        result.problems.append(result.sealable[-1])
     result.anchored = len(anchored)
     last = max(hashes, default=0)
     tail = sorted(i for i in anchored if i > last)
@@ -174,6 +180,7 @@ def _compare_with_anchor(conn: psycopg.Connection, hashes: dict[int, str], recor
     for other, highest in anchor.other_ledgers(url, conn.info.dbname, identity[0]):
         result.problems.append(f"the anchor holds another ledger of database {conn.info.dbname} (identity {other}, "
                                f"up to ledger_id {highest}): this ledger replaced it")
+    result.waiting = [(i, h) for i, h in hashes.items() if i not in sealed]
     _check_times(recorded, sealed, result)
 
 
@@ -191,11 +198,12 @@ def _check_times(recorded: dict[int, datetime], sealed: dict[int, tuple[str, dat
         result.warnings.append(f"{len(late)} row(s) were anchored more than {grace} after they were recorded "
                                f"(from ledger_id {late[0]}): sealed late, with `ndc ledger anchor --late`")
     waiting = sorted(i for i in recorded if i not in sealed)
-    overdue = [i for i in waiting if now - recorded[i] > grace]
+    result.overdue = overdue = [i for i in waiting if now - recorded[i] > grace]
     if overdue:
-        result.problems.append(f"{len(overdue)} row(s) not anchored for more than {grace} (from ledger_id "
+        result.sealable.append(f"{len(overdue)} row(s) not anchored for more than {grace} (from ledger_id "
                                f"{overdue[0]}, recorded {recorded[overdue[0]]}): they could have been rewritten "
                                "before they were sealed. Restore the anchor, then `ndc ledger anchor --late`")
+        result.problems.append(result.sealable[-1])
     elif waiting:
         result.warnings.append(f"{len(waiting)} row(s) not anchored yet (from ledger_id {waiting[0]}): `ndc ledger "
                                f"anchor` anchors them; verify fails once one waits longer than {grace}")
@@ -208,28 +216,18 @@ def anchor_missing(conn: psycopg.Connection, *, late: bool = False) -> int:
     the grace is sealed only with ``late`` (an operator's decision, itself recorded as a ledger row)."""
     result = verify(conn)
     conn.commit()
-    problems = [p for p in result.problems if "not anchored for more than" not in p]
+    problems = [p for p in result.problems if p not in result.sealable]
     if problems:
         raise NdcError("the ledger does not verify, so its rows are not anchored as they are:\n  "
                        + "\n  ".join(problems))
-    grace = get_settings().ledger_anchor_grace
-    with conn.transaction():
-        identity = conn.execute("select ledger_uuid::text from ndc_meta.ledger_identity").fetchone()
-        rows = conn.execute("select ledger_id, row_hash, recorded_at from ndc_meta.ledger order by ledger_id"
-                            ).fetchall()
-    url = anchor.anchor_url(url_of(conn))
-    known = anchor.anchored(url, identity[0])
-    if known is None:
-        raise NdcError("the anchor cannot be read: nothing anchored")
-    waiting = [(i, h, at) for i, h, at in rows if i not in known]
-    overdue = [i for i, _, at in waiting if datetime.now(UTC) - at > grace]
-    if overdue and not late:
-        raise NdcError(f"{len(overdue)} row(s) waited longer than {grace} to be anchored (from ledger_id "
-                       f"{overdue[0]}): check them, then `ndc ledger anchor --late` seals them and records that "
-                       "they were sealed late")
-    count = anchor.record(url, identity[0], conn.info.dbname, [(i, h) for i, h, _ in waiting])
-    if overdue and count:
+    if result.sealable and not late:
+        raise NdcError("rows wait to be anchored longer than they may (NDC_LEDGER_ANCHOR_GRACE_SECONDS): check them, "
+                       "then `ndc ledger anchor --late` seals them and records that they were sealed late:\n  "
+                       + "\n  ".join(result.sealable))
+    count = anchor.record(anchor.anchor_url(url_of(conn)), result.identity, conn.info.dbname, result.waiting)
+    if result.sealable and count:
+        late_ids = result.overdue or [i for i, _ in result.waiting]
         append(conn, LedgerEntry(kind="ledger_anchored_late", source="ledger", target="ledger_anchor", rows_in=count,
                                  rows_loaded=count, rows_quarantined=0, duration_ms=0, outcome="success",
-                                 details={"ledger_ids": [overdue[0], overdue[-1]], "rows": len(overdue)}))
+                                 details={"ledger_ids": [late_ids[0], late_ids[-1]], "rows": len(late_ids)}))
     return count

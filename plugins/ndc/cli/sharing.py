@@ -64,7 +64,7 @@ def reads_collect() -> None:
     with database.connect(warehouse_url()) as conn:
         database.ensure_meta(conn)
         found = collect(conn)
-    click.echo(f"{found.reads} read(s) in {found.statements} statement(s): "
+    click.echo(f"{found.reads} read(s): "
                + ", ".join(f"{r} {v} {n}" for (r, v), n in sorted(found.per_view.items())))
 
 

@@ -25,8 +25,7 @@ from ndc.audit.handoff import Handoff, recorded
 
 @dataclass
 class Collected:
-    statements: int = 0
-    reads: int = 0
+    reads: int = 0  # statements on agency views (one per view a statement scans)
     per_view: Counter = field(default_factory=Counter)  # (login, view) -> reads
 
 
@@ -53,7 +52,6 @@ def _count_new_reads(conn: psycopg.Connection, result: Collected) -> None:
             if new <= 0:
                 continue
             conn.execute("select ndc_meta.mark_reads_counted(%s, %s)", (meter, reads))
-            result.statements += new
             result.reads += new
             result.per_view[(role, view)] += new
             conn.execute("insert into ndc_meta.consumer_reads (day, role, agency, view, reads)"

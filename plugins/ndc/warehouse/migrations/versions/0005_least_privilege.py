@@ -16,6 +16,7 @@
 * **Reads are metered by the views themselves**: every agency view calls ``ndc_meta.agency_read(agreement, view)``
   once per statement. It refuses rows outside the agreement's validity (checked against the statement's time, not
   the transaction's) and counts the read on a sequence per login and view, whatever the statement's text says.
+  ``ndc_meta.read_counters`` (the ``pg_stat_statements`` counters this replaces) is dropped.
 * **HMAC keys are per agreement and consumer**: an agreement id reused for another consumer gets a new key.
 
 Revision ID: 0005
@@ -345,6 +346,8 @@ create function ndc_meta.mark_reads_counted(p_meter bigint, p_counted bigint) re
 $$;
 revoke all on function ndc_meta.ensure_read_meter(text, text, text), ndc_meta.read_meter_totals(),
     ndc_meta.mark_reads_counted(bigint, bigint) from public;
+-- The pg_stat_statements counters the meters replace.
+drop table if exists ndc_meta.read_counters;
 
 -- One HMAC key per agreement and consumer: an agreement id reused for another consumer never gets the old key.
 alter table ndc_meta.agreement_keys add column if not exists consumer text;
