@@ -18,6 +18,7 @@ from ndc_lab.environment import restore, snapshot
 from ndc.warehouse.connections import with_database
 from ndc.warehouse.database import drop_database, ensure_database
 from tests.helpers.database import mysql_connect
+from tests.helpers.deployment import built, deployment, published  # noqa: F401  (fixtures of tests/security, service)
 
 SERVER = os.environ.get("NDC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 

@@ -300,6 +300,41 @@ class Settings:
         meaning="an agency transaction older than this is ended (by PostgreSQL 17+ itself; before 17, by "
                 "`ndc agreements apply` and the publish before they wait for a lock)", shown="900")
 
+    # --- the data-sharing service (`ndc service serve`) ---
+    service_url = Setting(
+        "NDC_SERVICE_URL", POSTGRESQL_URL, derived=lambda settings: settings.warehouse_url,
+        meaning="the sharing service's warehouse login (a member of `ndc_service`: it answers each request as the "
+                "calling agency's login, with `SET LOCAL ROLE`)", shown="the warehouse URL")
+    service_host = Setting("NDC_SERVICE_HOST", lambda _name, raw: raw, default="127.0.0.1",
+                           meaning="the address the sharing service listens on", shown="127.0.0.1")
+    service_port = Setting("NDC_SERVICE_PORT", whole_number(1, 65535), default=8710,
+                           meaning="the sharing service's port", shown="8710")
+    service_rate = Setting(
+        "NDC_SERVICE_RATE_PER_SECOND", real_number(above=0), default=50.0,
+        meaning="requests per second each agency may make to the sharing service (a token bucket per agency); "
+                "beyond it, HTTP 429 with `Retry-After`", shown="50")
+    service_burst = Setting(
+        "NDC_SERVICE_RATE_BURST", whole_number(1), derived=lambda settings: max(1, int(settings.service_rate * 2)),
+        meaning="requests an agency may make at once before its rate applies", shown="twice the rate")
+    service_pool = Setting("NDC_SERVICE_POOL_SIZE", whole_number(1, 200), default=8,
+                           meaning="warehouse connections the sharing service answers with", shown="8")
+    service_flush_ms = Setting(
+        "NDC_SERVICE_LOG_FLUSH_MS", whole_number(1, 1000), default=5,
+        meaning="the request log's group commit: requests wait at most this long for their log rows to be written "
+                "together; no answer leaves before its row is committed", shown="5")
+    service_batch_requests = Setting(
+        "NDC_SERVICE_BATCH_REQUESTS", whole_number(1), default=20_000,
+        meaning="requests per sealed batch of the request log (one ledger row holds the batch's SHA-256)",
+        shown="20,000")
+    service_batch_seconds = Setting(
+        "NDC_SERVICE_BATCH_SECONDS", duration(minimum_seconds=0.1), default=timedelta(seconds=10),
+        meaning="a batch of the request log is sealed at most this long after its first request", shown="10")
+    service_cache_seconds = Setting(
+        "NDC_SERVICE_CACHE_SECONDS", duration(minimum_seconds=0), default=timedelta(seconds=2),
+        meaning="how long the service trusts what it read of tokens, agreements and publications (a revoked "
+                "token is refused within this; validity and rows are always the database's, per request)",
+        shown="2")
+
     # --- extract and load ---
     batch_bytes = Setting("NDC_BATCH_BYTES", whole_number(1024), default=DEFAULT_BATCH_BYTES,
                           meaning="size of one streamed extract batch", shown="8 MiB")

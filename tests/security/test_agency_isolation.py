@@ -9,7 +9,7 @@ import pytest
 from ndc.sharing.reads import collect
 from ndc.warehouse import database
 from tests.helpers.database import query
-from tests.security.conftest import sharing_in
+from tests.helpers.deployment import sharing_in
 
 QN_VIEW, VSS_VIEW = "agency_quang_ngai_is.citizens", "agency_social_insurance_is.citizens"
 

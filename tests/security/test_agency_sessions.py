@@ -12,7 +12,7 @@ import pytest
 from ndc.errors import NdcError
 from ndc.tasks import publish_build
 from tests.helpers.database import query, scalar
-from tests.security.conftest import sharing_in
+from tests.helpers.deployment import sharing_in
 
 QN = "quang_ngai_residents_ss"
 VIEW = "agency_quang_ngai_ss.citizens"

@@ -13,7 +13,7 @@ import yaml
 from ndc.errors import ConfigError, NdcError
 from ndc.sharing.agreements import withdraw
 from tests.helpers.database import query, scalar
-from tests.security.conftest import sharing_in
+from tests.helpers.deployment import sharing_in
 
 QN, VSS = "quang_ngai_residents_ap", "social_insurance_contributors_ap"
 

@@ -14,7 +14,19 @@ import sys
 
 import click
 
-from ndc.cli import conform, contracts, embedded, exchange, extract, ledger, quarantine, sharing, sources, warehouse
+from ndc.cli import (
+    conform,
+    contracts,
+    embedded,
+    exchange,
+    extract,
+    ledger,
+    quarantine,
+    service,
+    sharing,
+    sources,
+    warehouse,
+)
 from ndc.errors import NdcError
 
 # Command name -> attribute of ndc_lab.cli (the tooling beside the platform; absent from a platform-only install).
@@ -55,5 +67,5 @@ def main(verbose: bool) -> None:
 for command in (extract.extract, extract.compare, ledger.ledger, sources.sources, contracts.contracts_group,
                 exchange.exchange, quarantine.quarantine, quarantine.purge, sharing.catalog, sharing.trace,
                 sharing.reads, sharing.agreements, conform.dbt_group, conform.conform, embedded.stop,
-                warehouse.warehouse):
+                warehouse.warehouse, service.service, service.tracker):
     main.add_command(command)

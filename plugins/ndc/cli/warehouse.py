@@ -46,7 +46,8 @@ def warehouse_bootstrap() -> None:
     """Run once by the database administrator (NDC_ADMIN_URL), and again for a release with a new schema revision:
     the platform's roles, the warehouse database, the schema (owned by ndc_custodian) and the runtime role's
     grants (the user of NDC_WAREHOUSE_URL, which gets no CREATEROLE or CREATEDB), and the ledger's anchor when
-    NDC_LEDGER_ANCHOR_URL names one (its writer may only INSERT and SELECT). See docs/security.md."""
+    NDC_LEDGER_ANCHOR_URL names one (its writer may only INSERT and SELECT), and the sharing service's login when
+    NDC_SERVICE_URL names one (a member of ndc_service). See docs/security.md."""
     from ndc.errors import NdcError
     from ndc.settings import get_settings
     from ndc.warehouse.bootstrap import bootstrap, bootstrap_anchor
@@ -55,7 +56,7 @@ def warehouse_bootstrap() -> None:
     admin = settings.admin_url
     if not admin:
         raise NdcError("set NDC_ADMIN_URL: the database administrator's connection (used by the bootstrap only)")
-    done = bootstrap(admin, warehouse_url())
+    done = bootstrap(admin, warehouse_url(), settings.service_url if settings.raw("NDC_SERVICE_URL") else None)
     if settings.ledger_anchor_url:
         done.steps += bootstrap_anchor(admin, settings.ledger_anchor_url)
     for step in done.steps:

@@ -85,12 +85,22 @@ class Agreement(files.StrictConfig):
     quasi_identifiers_in_clear: list[str] = Field(
         default_factory=list, description="quasi-identifiers (name, birth date, sex, place) the purpose needs in clear "
                                           "beside a pseudonym: with them, agencies could join their masked data")
+    purposes: list[str] = Field(
+        default_factory=list, description="the request purposes (lower-case codes) a caller of the sharing service may "
+                                          "name under this agreement; none: the agreement is read with SQL only")
     start: date
     expires: date
     views: list[ViewGrant] = Field(min_length=1)
     path: Path | None = Field(default=None, exclude=True)
 
     _ids = field_validator("id", "consumer")(files.check_identifier)
+
+    @field_validator("purposes")
+    @classmethod
+    def _purposes(cls, value: list[str]) -> list[str]:
+        files.identifiers(value)
+        files.refuse_repeated(value, "a purpose is listed once")
+        return value
 
     @model_validator(mode="after")
     def _dates(self) -> Agreement:

@@ -83,6 +83,12 @@ def shared_models(manifest_path: Path | None = None) -> dict[str, list[str]]:
     return {n["alias"]: list(n["columns"]) for n in _shared_nodes(manifest_path)}
 
 
+def primary_keys(manifest_path: Path | None = None) -> dict[str, list[str]]:
+    """Shared relations and the columns of their contract's primary key (none: the relation declares none)."""
+    return {n["alias"]: next((list(c.get("columns") or []) for c in n.get("constraints") or []
+                              if c.get("type") == "primary_key"), []) for n in _shared_nodes(manifest_path)}
+
+
 def deprecations(manifest_path: Path | None = None) -> dict[str, str]:
     """Shared relations with a deprecation date (dbt model versions' ``deprecation_date``), as ISO dates."""
     return {n["alias"]: str(n["deprecation_date"])[:10] for n in _shared_nodes(manifest_path)

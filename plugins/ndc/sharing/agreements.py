@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from ndc.audit.handoff import record_event
 from ndc.config.agreements import Agency, Agreement, ViewGrant, load_agencies, load_agreements
@@ -151,22 +152,27 @@ def apply(conn: psycopg.Connection, warehouse_url: str, *, agencies: dict[str, A
         hmac = _pgcrypto_schema(conn)
     locks.end_long_agency_transactions(conn)
     changed = []
+    keys = dbt.primary_keys()
     for agreement in {a.id: a for a, _ in wanted.values()}.values():
         result.applied.append(agreement.id)
         starts_at, expires_at = validity(agreement)
+        lookups = {v.shared: found for v in agreement.views if (found := view_access(v, keys.get(v.shared, [])))}
         with conn.transaction():
             before = conn.execute("select content_sha256 from ndc_meta.applied_agreements where agreement_id = %s",
                                   (agreement.id,)).fetchone()
             if before is None or before[0] != agreement.content_sha256:
                 changed.append(agreement.id)
             conn.execute("insert into ndc_meta.applied_agreements (agreement_id, consumer, views, content_sha256,"
-                         " starts_on, expires_on, starts_at, expires_at) values (%s, %s, %s, %s, %s, %s, %s, %s)"
+                         " starts_on, expires_on, starts_at, expires_at, purposes, lookup_keys)"
+                         " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                          " on conflict (agreement_id) do update set consumer = excluded.consumer,"
                          " views = excluded.views, content_sha256 = excluded.content_sha256,"
                          " starts_on = excluded.starts_on, expires_on = excluded.expires_on,"
-                         " starts_at = excluded.starts_at, expires_at = excluded.expires_at, applied_at = now()",
+                         " starts_at = excluded.starts_at, expires_at = excluded.expires_at,"
+                         " purposes = excluded.purposes, lookup_keys = excluded.lookup_keys, applied_at = now()",
                          (agreement.id, agreement.consumer, [v.shared for v in agreement.views],
-                          agreement.content_sha256, agreement.start, agreement.expires, starts_at, expires_at))
+                          agreement.content_sha256, agreement.start, agreement.expires, starts_at, expires_at,
+                          agreement.purposes, Jsonb(lookups)))
     for _, (agreement, view) in sorted(wanted.items(), key=lambda item: item[0]):
         agency = agencies[agreement.consumer]
         locks.bounded(conn, f"agreement {agreement.id}: view {agency.schema}.{view.shared}",
@@ -185,6 +191,27 @@ def apply(conn: psycopg.Connection, warehouse_url: str, *, agencies: dict[str, A
 
     catalog.refresh(conn)
     return result
+
+
+def view_access(view: ViewGrant, primary_key: list[str]) -> dict[str, object]:
+    """How the sharing service reads the agency's view: ``order``, the columns pages are read in (the shared
+    relation's primary key as the view shows it) and, for a single-column key granted in clear or as the
+    agreement's pseudonym, ``key`` (the shared column), ``column`` (what a lookup matches) and ``given``
+    (``key`` or ``pseudonym``: what the caller gives). Empty when the view shows no key: read with SQL only."""
+    shown = []
+    for column in primary_key:
+        if column in view.columns:
+            shown.append((column, "key"))
+        elif view.masked.get(column) == "pseudonym":
+            shown.append((f"{column}_pseudonym", "pseudonym"))
+        else:
+            return {}
+    if not shown:
+        return {}
+    access: dict[str, object] = {"order": [c for c, _ in shown]}
+    if len(shown) == 1:
+        access.update(column=shown[0][0], given=shown[0][1], key=primary_key[0])
+    return access
 
 
 def _approvals(conn: psycopg.Connection) -> set[tuple[str, str]]:
@@ -234,6 +261,7 @@ def _apply_agency(conn: psycopg.Connection, agency: Agency) -> tuple[list[str], 
         conn.execute("select pg_advisory_xact_lock(727005)")
         try:
             conn.execute("select ndc_meta.ensure_agency_group(%s)", (agency.name,))
+            conn.execute("select ndc_meta.ensure_service_member(%s)", (agency.group_role,))
             for user in agency.users:
                 state = conn.execute(
                     "select ndc_meta.ensure_agency_login(%s, %s, %s, %s, %s, %s)",
@@ -241,6 +269,7 @@ def _apply_agency(conn: psycopg.Connection, agency: Agency) -> tuple[list[str], 
                      f"{int(settings.agency_idle_in_transaction.total_seconds())}s",
                      f"{int(settings.agency_transaction_limit.total_seconds())}s")).fetchone()[0]
                 roles.append(user.login)
+                conn.execute("select ndc_meta.ensure_service_member(%s)", (user.login,))
                 if state != "admitted":
                     awaiting.append(user.login)
                     log.warning("login %s of agency %s awaits an approval that lists it: not admitted",

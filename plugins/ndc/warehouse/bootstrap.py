@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 CUSTODIAN = "ndc_custodian"
 # What the runtime role must never hold (directly or through another role).
 FORBIDDEN_ROLES = ("pg_execute_server_program", "pg_read_server_files", "pg_write_server_files",
-                   "ndc_approver", CUSTODIAN)
+                   "ndc_approver", CUSTODIAN, "ndc_service")
 # The platform's evidence: the runtime role reads it, appends to the ledger and to the HMAC keys, nothing else.
 EVIDENCE = {
     "ndc_meta.ledger": "select, insert",
@@ -46,6 +46,7 @@ EVIDENCE = {
     "ndc_meta.read_meters": "select",
     "ndc_meta.agreement_keys": "select, insert",
     "ndc_meta.alembic_version": "select",
+    "ndc_meta.service_requests": "select",
 }
 # Catalog functions that show any view's definition to any login (an agency's row filter, masks, agreement).
 VIEW_DEFINITIONS = ("pg_catalog.pg_get_viewdef(oid)", "pg_catalog.pg_get_viewdef(oid, boolean)",
@@ -61,8 +62,9 @@ class Bootstrapped:
     steps: list[str] = field(default_factory=list)
 
 
-def bootstrap(admin_url: str, warehouse_url: str) -> Bootstrapped:
-    """Roles, the warehouse database, the schema (as ``ndc_custodian``) and the runtime role's grants."""
+def bootstrap(admin_url: str, warehouse_url: str, service_url: str | None = None) -> Bootstrapped:
+    """Roles, the warehouse database, the schema (as ``ndc_custodian``) and the runtime role's grants; with
+    ``service_url``, its user becomes the sharing service's login (a member of ``ndc_service``)."""
     from ndc.warehouse import database, schema
 
     runtime, name = psycopg.conninfo.conninfo_to_dict(warehouse_url).get("user"), database_of(warehouse_url)
@@ -95,6 +97,8 @@ def bootstrap(admin_url: str, warehouse_url: str) -> Bootstrapped:
         with conn.transaction():
             _grants(conn, runtime)
             _hide_other_agencies(conn, runtime)
+            if service_url:
+                _service_login(conn, service_url, runtime, name, done)
     done.steps.append(f"schema at revision {done.revision}, owned by {CUSTODIAN}; {runtime} granted what it runs")
     return done
 
@@ -163,6 +167,27 @@ def _roles(admin: psycopg.Connection, runtime: str, done: Bootstrapped) -> None:
     # The runtime role reads quarantine and history (personal data) as their owner, and may read the operator's
     # views; it is a member of nothing else.
     admin.execute(sql.SQL("grant ndc_operator, ndc_personal_data to {}").format(ident(runtime)))
+
+
+def _service_login(conn: psycopg.Connection, service_url: str, runtime: str, database: str,
+                   done: Bootstrapped) -> None:
+    """The sharing service's login: a member of ``ndc_service`` (which acts as agency logins only by SET ROLE),
+    never the runtime role (which may not write the request log)."""
+    login = psycopg.conninfo.conninfo_to_dict(service_url).get("user")
+    if not login or login == runtime:
+        raise NdcError(f"NDC_SERVICE_URL ({redact(service_url)}) must name its own user, not the runtime role's: "
+                       "the service's login writes the request log, which the runtime role may only read")
+    row = conn.execute("select rolsuper from pg_roles where rolname = %s", (login,)).fetchone()
+    if row is None:
+        conn.execute(sql.SQL("create role {} login").format(ident(login)))
+        done.steps.append(f"created role {login} (set its password: ALTER ROLE ... PASSWORD)")
+    elif row[0]:
+        raise NdcError(f"the service's login {login} (the user of NDC_SERVICE_URL) is a superuser")
+    conn.execute(sql.SQL("alter role {} login inherit nocreaterole nocreatedb noreplication nobypassrls").format(
+        ident(login)))
+    conn.execute(sql.SQL("grant ndc_service to {}").format(ident(login)))
+    conn.execute(sql.SQL("grant connect on database {} to {}").format(ident(database), ident(login)))
+    done.steps.append(f"{login} is the sharing service's login (ndc_service)")
 
 
 def _grants(conn: psycopg.Connection, runtime: str) -> None:

@@ -1,6 +1,7 @@
-"""A warehouse with the deployment's role layout: bootstrapped by the database administrator (the test server's
-superuser, as ``ndc warehouse bootstrap`` runs in the compose deployment), the platform running as a runtime role
-without CREATEROLE or CREATEDB, the ledger anchored by an INSERT-only writer, and an approver login."""
+"""A warehouse with the deployment's role layout (fixtures registered by ``tests/conftest.py``): bootstrapped by
+the database administrator (the test server's superuser, as ``ndc warehouse bootstrap`` runs in the compose
+deployment), the platform running as a runtime role without CREATEROLE or CREATEDB, the ledger anchored by an
+INSERT-only writer, an approver login and the sharing service's login."""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ class Deployment:
     approver: str
     approver_role: str
     anchor: str
+    service: str  # the sharing service's login (a member of ndc_service)
     run: str
 
     def login(self, role: str) -> str:
@@ -53,10 +55,12 @@ def deployment(pg_server: str) -> Iterator[Deployment]:
     name = f"ndc_sec_{run}"
     admin = with_database(pg_server, name)
     runtime_role, writer, approver_role = f"ndc_rt_{run}", f"ndc_aw_{run}", f"ndc_ap_{run}"
+    service_role = f"ndc_sv_{run}"
     found = Deployment(admin=admin, runtime=with_user(admin, runtime_role), runtime_role=runtime_role,
                        approver=with_user(admin, approver_role), approver_role=approver_role,
-                       anchor=with_user(with_database(pg_server, f"{name}_ledger_anchor"), writer), run=run)
-    bootstrap(pg_server, found.runtime)
+                       anchor=with_user(with_database(pg_server, f"{name}_ledger_anchor"), writer),
+                       service=with_user(admin, service_role), run=run)
+    bootstrap(pg_server, found.runtime, found.service)
     bootstrap_anchor(pg_server, found.anchor)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'create role "{approver_role}" login in role ndc_approver')
@@ -68,7 +72,7 @@ def deployment(pg_server: str) -> Iterator[Deployment]:
             logins = [r[0] for r in conn.execute("select role from ndc_meta.agency_roles where kind = 'login'")]
         drop_database(admin)
         with psycopg.connect(pg_server, autocommit=True) as conn:
-            for role in (runtime_role, writer, approver_role, *logins):
+            for role in (runtime_role, writer, approver_role, service_role, *logins):
                 conn.execute(f'drop role if exists "{role}"')
 
 

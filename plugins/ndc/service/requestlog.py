@@ -1,0 +1,276 @@
+"""The request log: every request to the sharing service, refused ones too, is a row of the append-only,
+day-partitioned ``ndc_meta.service_requests`` before its answer leaves.
+
+Requests are written by group commit: a writer thread takes what is pending every ``NDC_SERVICE_LOG_FLUSH_MS``
+(or sooner when many are), inserts it in one statement and only then releases the answers; when the write fails the
+requests get HTTP 503 and no data. Keys asked for and keys a page returned are turned into the agreement's HMAC by
+the database as they are written (``ndc_meta.request_key_digest``); no key in clear and no row value is stored.
+
+Rows belong to the writer's open *batch*. A batch is sealed after ``NDC_SERVICE_BATCH_REQUESTS`` requests or
+``NDC_SERVICE_BATCH_SECONDS``: one ledger row (``kind = service_requests``) holds its count, its time span, the
+SHA-256 of its rows (each ``row_to_json`` in UTC, in order) and its counts per agency and view, which
+``ndc_meta.sharing_transactions`` and the operator's page add up. :func:`verify` recomputes every sealed batch;
+:func:`seal_unsealed` seals batches a stopped service left open (marked ``late``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from ndc.audit.handoff import record_event
+from ndc.warehouse import database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Request:
+    """One request as the log keeps it. ``key`` and ``returned`` are in clear only on their way to the database
+    (which stores their HMACs); ``key_digest``/``returned_digests`` are set when the caller gave HMACs already."""
+    operation: str
+    status: int
+    reason: str | None = None
+    agency: str | None = None
+    login: str | None = None
+    agreement_id: str | None = None
+    agreement_sha256: str | None = None
+    purpose: str | None = None
+    view: str | None = None
+    key: str | None = None
+    key_digest: str | None = None
+    returned: list[str] | None = None
+    returned_are_digests: bool = False
+    rows: int = 0
+    db_ms: float | None = None
+    total_ms: float | None = None
+    publication_id: int | None = None
+    contract_version: str | None = None
+    requested_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+INSERT = """
+insert into ndc_meta.service_requests (requested_at, batch_id, seq, operation, status, reason, agency, login,
+    agreement_id, agreement_sha256, purpose, view, key_digest, returned_digests, rows, db_ms, total_ms,
+    publication_id, contract_version)
+select r.requested_at, %(batch)s, %(first)s + o.n - 1, r.operation, r.status, r.reason, r.agency, r.login,
+    r.agreement_id, r.agreement_sha256, r.purpose, r.view,
+    coalesce(r.key_digest, case when r.key is not null and r.agreement_id is not null
+                                then ndc_meta.request_key_digest(r.agreement_id, r.key) end),
+    case when r.returned is null then null
+         when r.returned_are_digests then array(select jsonb_array_elements_text(r.returned))
+         else array(select ndc_meta.request_key_digest(r.agreement_id, k) from jsonb_array_elements_text(r.returned) k)
+    end,
+    r.rows, r.db_ms, r.total_ms, r.publication_id, r.contract_version
+from jsonb_array_elements(%(rows)s::jsonb) with ordinality as o(x, n)
+cross join lateral jsonb_to_record(o.x) as r(requested_at timestamptz, operation text, status smallint, reason text,
+    agency text, login text, agreement_id text, agreement_sha256 text, purpose text, view text, key text,
+    key_digest text, returned jsonb, returned_are_digests boolean, rows int, db_ms real, total_ms real,
+    publication_id bigint, contract_version text)
+"""
+
+# The canonical text of a batch: its rows' JSON (timestamps in UTC), in order, one per line.
+BATCH_DIGEST = """
+select count(*), min(requested_at), max(requested_at),
+    encode(sha256(convert_to(coalesce(string_agg(row_to_json(r)::text, E'\\n' order by r.seq), ''), 'UTF8')), 'hex')
+from ndc_meta.service_requests r where r.batch_id = %(batch)s and r.requested_at between %(first)s and %(last)s
+"""
+BATCH_COUNTS = """
+select coalesce(agency, ''), coalesce(view, ''), count(*) filter (where status = 200),
+    coalesce(sum(rows) filter (where status = 200), 0), count(*) filter (where status <> 200)
+from ndc_meta.service_requests where batch_id = %(batch)s and requested_at between %(first)s and %(last)s
+group by 1, 2 order by 1, 2
+"""
+
+
+def _jsonable(request: Request) -> dict:
+    row = asdict(request)
+    row["requested_at"] = request.requested_at.isoformat()
+    return row
+
+
+def ensure_partitions(conn: psycopg.Connection, day: datetime | None = None, days: int = 3) -> int:
+    """Days of the request log from yesterday (UTC) on: made ahead, so a request never waits for DDL."""
+    start = (day or datetime.now(UTC)).date() - timedelta(days=1)
+    with conn.transaction():
+        return conn.execute("select ndc_meta.ensure_request_partitions(%s, %s)", (start, days)).fetchone()[0]
+
+
+def seal(conn: psycopg.Connection, batch_id: int, first: datetime, last: datetime, *, late: bool = False) -> int:
+    """One ledger row for ``batch_id``'s rows written between ``first`` and ``last``: their count, span,
+    SHA-256 and counts per agency and view. Returns the rows sealed (0: nothing to seal, no ledger row)."""
+    params = {"batch": batch_id, "first": first, "last": last}
+    with conn.transaction():
+        conn.execute("set local timezone = 'UTC'")
+        count, first_at, last_at, digest = conn.execute(BATCH_DIGEST, params).fetchone()
+        counts = conn.execute(BATCH_COUNTS, params).fetchall()
+    if not count:
+        return 0
+    record_event(conn, "service_requests", "service", "ndc_meta.service_requests", None,
+                 {"batch_id": batch_id, "requests": count, "first_at": first_at.isoformat(),
+                  "last_at": last_at.isoformat(), "sha256": digest, "late": late,
+                  "counts": [{"agency": a, "view": v, "answered": n, "rows": r, "refused": x}
+                             for a, v, n, r, x in counts]}, rows=count)
+    return count
+
+
+def verify(conn: psycopg.Connection) -> tuple[int, list[str]]:
+    """Recompute every sealed batch from the log. Returns the batches checked and the problems: a batch whose
+    rows no longer hash to what the ledger holds (a row changed, removed or added)."""
+    sealed = conn.execute("select ledger_id, (details->>'batch_id')::bigint, (details->>'requests')::bigint,"
+                          " (details->>'first_at')::timestamptz, (details->>'last_at')::timestamptz,"
+                          " details->>'sha256' from ndc_meta.ledger where kind = 'service_requests'"
+                          " order by ledger_id").fetchall()
+    conn.commit()
+    problems = []
+    for ledger_id, batch_id, requests, first, last, expected in sealed:
+        with conn.transaction():
+            conn.execute("set local timezone = 'UTC'")
+            count, _, _, digest = conn.execute(BATCH_DIGEST, {"batch": batch_id, "first": first, "last": last}
+                                               ).fetchone()
+        if count != requests or digest != expected:
+            problems.append(f"request batch {batch_id} (ledger row {ledger_id}): {count} rows hash to "
+                            f"{digest[:16]}…, the ledger sealed {requests} rows hashing to {expected[:16]}…")
+    return len(sealed), problems
+
+
+def seal_unsealed(conn: psycopg.Connection, older_than: timedelta) -> list[int]:
+    """Seal (``late``) every batch in the log that no ledger row holds and that got no request for
+    ``older_than``: a service that stopped without sealing. Returns the batches sealed."""
+    open_batches = conn.execute(
+        "select r.batch_id, min(r.requested_at), max(r.requested_at) from ndc_meta.service_requests r"
+        " where not exists (select from ndc_meta.ledger l where l.kind = 'service_requests'"
+        " and (l.details->>'batch_id')::bigint = r.batch_id) group by 1 having max(r.requested_at) < now() - %s"
+        " order by 1", (older_than,)).fetchall()
+    conn.commit()
+    for batch_id, first, last in open_batches:
+        seal(conn, batch_id, first, last, late=True)
+    return [b for b, _, _ in open_batches]
+
+
+class RequestLog:
+    """The service's writer: :meth:`submit` returns a future settled once the request's row is committed."""
+
+    def __init__(self, url: str, *, flush_ms: int, batch_requests: int, batch_seconds: float) -> None:
+        self._url, self._flush = url, flush_ms / 1000
+        self._batch_requests, self._batch_seconds = batch_requests, batch_seconds
+        self._pending: list[tuple[Request, asyncio.Future, asyncio.AbstractEventLoop]] = []
+        self._ready = threading.Condition()
+        self._stopping = False
+        self._conn: psycopg.Connection | None = None
+        self._batch: int | None = None
+        self._batch_rows = 0
+        self._batch_span: tuple[datetime, datetime] | None = None
+        self._batch_opened = 0.0
+        self._partitions_day = None
+        self._thread = threading.Thread(target=self._run, name="ndc-request-log", daemon=True)
+        self.written = 0
+
+    def start(self) -> None:
+        self._conn = database.connect(self._url)
+        self._ensure_partitions()
+        self._thread.start()
+
+    def submit(self, request: Request) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._ready:
+            self._pending.append((request, future, loop))
+            if len(self._pending) == 1:
+                self._ready.notify()
+        return future
+
+    def stop(self) -> None:
+        with self._ready:
+            self._stopping = True
+            self._ready.notify()
+        self._thread.join(timeout=30)
+        if self._conn is not None:
+            self._seal_open()
+            self._conn.close()
+
+    def _ensure_partitions(self) -> None:
+        today = datetime.now(UTC).date()
+        if self._partitions_day != today:
+            ensure_partitions(self._conn)
+            self._partitions_day = today
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._pending and not self._stopping:
+                    if not self._ready.wait(timeout=self._due_in()):
+                        break
+                if self._pending and not self._stopping:
+                    self._ready.wait(timeout=self._flush)  # let more requests join this commit
+                taken, self._pending = self._pending, []
+                stopping = self._stopping
+            if taken:
+                self._write(taken)
+            if self._batch is not None and (self._batch_rows >= self._batch_requests
+                                            or time.monotonic() - self._batch_opened >= self._batch_seconds):
+                self._seal_open()
+            if stopping and not self._pending:
+                return
+
+    def _due_in(self) -> float | None:
+        return None if self._batch is None else max(0.01, self._batch_opened + self._batch_seconds
+                                                    - time.monotonic())
+
+    def _write(self, taken: list[tuple[Request, asyncio.Future, asyncio.AbstractEventLoop]]) -> None:
+        error: Exception | None = None
+        try:
+            self._ensure_partitions()
+            if self._batch is None:
+                self._batch = self._conn.execute("select nextval('ndc_meta.service_request_batches')").fetchone()[0]
+                self._conn.commit()
+                self._batch_rows, self._batch_opened, self._batch_span = 0, time.monotonic(), None
+            requests = [r for r, _, _ in taken]
+            with self._conn.transaction():
+                self._conn.execute(INSERT, {"batch": self._batch, "first": self._batch_rows + 1,
+                                            "rows": json.dumps([_jsonable(r) for r in requests])})
+            first = min(r.requested_at for r in requests)
+            last = max(r.requested_at for r in requests)
+            span = self._batch_span
+            self._batch_span = (min(first, span[0]), max(last, span[1])) if span else (first, last)
+            self._batch_rows += len(requests)
+            self.written += len(requests)
+        except Exception as exc:  # the answers are withheld (HTTP 503): no data leaves unlogged
+            log.exception("the request log could not be written: %d requests refused", len(taken))
+            error = exc
+            self._reconnect()
+        for _, future, loop in taken:
+            loop.call_soon_threadsafe(_settle, future, error)
+
+    def _seal_open(self) -> None:
+        if self._batch is None or self._batch_span is None:
+            self._batch = None
+            return
+        try:
+            seal(self._conn, self._batch, *self._batch_span)
+        except Exception:  # sealed later by `ndc service seal --late`
+            log.exception("request batch %s could not be sealed in the ledger", self._batch)
+            self._reconnect()
+        self._batch, self._batch_span, self._batch_rows = None, None, 0
+
+    def _reconnect(self) -> None:
+        try:
+            self._conn.close()
+            self._conn = database.connect(self._url)
+        except Exception:
+            log.exception("the request log's connection could not be reopened")
+
+
+def _settle(future: asyncio.Future, error: Exception | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
