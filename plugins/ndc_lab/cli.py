@@ -355,3 +355,37 @@ def bench_gate2(citizens: int | None, json_out: str | None) -> None:
     if json_out:
         with open(json_out, "w", encoding="utf-8") as handle:
             json.dump(figures, handle, indent=2, default=str)
+
+
+@bench.command("service")
+@click.option("--server", help="PostgreSQL server for the bench database ndc_bench_service [default: the warehouse's"
+                               " server].")
+@click.option("--citizens", type=click.IntRange(min=1000), default=200_000, show_default=True,
+              help="Synthetic citizens in shared.citizens; each request looks up a random one.")
+@click.option("--connections", type=click.IntRange(1, 80), default=32, show_default=True,
+              help="Concurrent connections of wrk (to the service) and of pgbench (to the database).")
+@click.option("--seconds", type=click.IntRange(min=1), default=15, show_default=True,
+              help="Duration of each load run.")
+@click.option("--runs", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Interleaved rounds of SQL then service; the medians are reported.")
+@click.option("--keep", is_flag=True, help="Keep the bench database and its roles afterwards.")
+@click.option("--json-out", type=click.Path(dir_okay=False), help="Also write the figures as JSON here.")
+def bench_service(server: str | None, citizens: int, connections: int, seconds: int, runs: int, keep: bool,
+                  json_out: str | None) -> None:
+    """The sharing service's lookups (wrk, one process, on loopback) ÷ the same lookups in SQL (pgbench as the
+    agency login), interleaved; checks every answer was 2xx and the request log holds every request. Targets:
+    ≥ 2,000 lookups/s, p99 ≤ 50 ms, service ÷ SQL ≥ 0.5 (a missed target is a result). Exits 1 when a check
+    fails, 2 when the setup fails. Needs wrk and pgbench (Debian packages wrk and postgresql-client)."""
+    from ndc_lab.bench import service as module
+
+    options = module.Options(server=server or warehouse_url(), citizens=citizens, connections=connections,
+                             seconds=seconds, runs=runs, keep=keep)
+    document = module.run(options, click.echo)
+    click.echo("\n" + module.table(document))
+    if json_out:
+        with open(json_out, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, indent=2, default=str)
+    failed = module.checks_failed(document)
+    if failed:
+        click.secho(f"failed checks: {', '.join(failed)}", fg="red", err=True)
+        raise SystemExit(1)

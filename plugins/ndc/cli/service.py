@@ -24,15 +24,16 @@ def serve(host: str | None, port: int | None) -> None:
     """Run the service (uvicorn, one process: the rate limit and the request log's batches are per process)."""
     import uvicorn
 
-    from ndc.service.app import create_app
+    from ndc.service.app import FastLookups, create_app
     from ndc.settings import get_settings
     from ndc.warehouse import database
 
     settings = get_settings()
     with database.connect(warehouse_url()) as conn:
         database.ensure_meta(conn)
-    uvicorn.run(create_app(settings), host=host or settings.service_host, port=port or settings.service_port,
-                loop="uvloop", http="httptools", access_log=False, log_level="warning")
+    uvicorn.run(FastLookups(create_app(settings)), host=host or settings.service_host,
+                port=port or settings.service_port, loop="uvloop", http="httptools", access_log=False,
+                log_level="warning")
 
 
 @service.group("token")

@@ -20,10 +20,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
+import hashlib
 import json
 import logging
 import re
 import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -39,7 +42,7 @@ from psycopg import sql
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ndc.identifiers import ident
+from ndc.identifiers import is_identifier
 from ndc.service import tokens
 from ndc.service.ratelimit import RateLimit
 from ndc.service.requestlog import Request as Logged
@@ -115,17 +118,17 @@ class Pool:
     def __init__(self, url: str, size: int) -> None:
         self._url, self._size = url, size
         self._idle: asyncio.Queue[psycopg.AsyncConnection] = asyncio.Queue()
+        self.prepared: weakref.WeakKeyDictionary[psycopg.AsyncConnection, set[str]] = weakref.WeakKeyDictionary()
 
     async def open(self) -> None:
         for _ in range(self._size):
             self._idle.put_nowait(await self._connect())
 
     async def _connect(self) -> psycopg.AsyncConnection:
-        conn = await psycopg.AsyncConnection.connect(self._url, connect_timeout=10)
-        conn.prepare_threshold = 0
+        conn = await psycopg.AsyncConnection.connect(self._url, connect_timeout=10, autocommit=True)
         await conn.execute("set timezone = 'UTC'")
         await conn.execute("set statement_timeout = '10s'")
-        await conn.commit()
+        self.prepared[conn] = set()
         return conn
 
     @asynccontextmanager
@@ -233,6 +236,11 @@ async def _authenticate(service: Service, auth: HTTPAuthorizationCredentials | N
 async def _agreement(service: Service, credential: tokens.Credential, agreement_id: str, view: str,
                      purpose: str | None, logged: Logged) -> tuple[Applied, str | None]:
     agreements, contracts = await service.agreements()
+    return _agreement_of(agreements, contracts, credential, agreement_id, view, purpose, logged)
+
+
+def _agreement_of(agreements: dict[str, Applied], contracts: dict[str, str], credential: tokens.Credential,
+                  agreement_id: str, view: str, purpose: str | None, logged: Logged) -> tuple[Applied, str | None]:
     applied = agreements.get(agreement_id)
     if applied is None or applied.consumer != credential.agency:
         raise Refused(403, f"agency {credential.agency} has no agreement {agreement_id} in force")
@@ -248,23 +256,54 @@ async def _agreement(service: Service, credential: tokens.Credential, agreement_
     return applied, contracts.get(view)
 
 
-IN_FORCE = ("select set_config('role', %s, true), (select a.content_sha256 from ndc_meta.applied_agreements a"
-            " where a.agreement_id = %s and statement_timestamp() >= a.starts_at"
+# Run as the service, then (after the role switch) as the login, in one transaction sent as one query string
+# (values quoted by psycopg): one round trip. Lookups run as statements prepared once per connection (EXECUTE in the
+# same string), so a lookup is planned once, not per request.
+IN_FORCE = ("select set_config('role', $1, true), (select a.content_sha256 from ndc_meta.applied_agreements a"
+            " where a.agreement_id = $2 and statement_timestamp() >= a.starts_at"
             " and statement_timestamp() < a.expires_at), (select max(publication_id) from ndc_meta.publications)")
+IN_FORCE_NAME = "ndc_in_force"
 
 
-async def _read(service: Service, login: str, agreement_id: str, statement: sql.Composed, params: tuple,
+PLAIN = re.compile(r"^[0-9A-Za-z_.-]{1,64}$")
+
+
+def _literal(conn: psycopg.AsyncConnection, value: object) -> str:
+    """``value`` as an SQL literal: a plain name or key (letters, digits, ``_.-``: nothing to escape) directly,
+    anything else quoted by psycopg."""
+    if isinstance(value, str) and PLAIN.match(value):
+        return f"'{value}'"
+    return sql.Literal(value).as_string(conn)
+
+
+async def _read(service: Service, login: str, agreement_id: str, statement: str, values: tuple,
                 logged: Logged) -> tuple:
-    """The agreement in force now and the latest publication (as the service), then ``statement`` as ``login``,
-    in one pipelined transaction. Returns the statement's row."""
+    """The agreement in force now and the latest publication (as the service), then ``statement`` (its ``$n``
+    bound to ``values``) as ``login``, in one transaction. Returns the statement's row."""
     started = time.perf_counter()
     try:
         async with service.pool.connection() as conn:
-            async with conn.pipeline(), conn.transaction():
-                check = await conn.execute(IN_FORCE, (login, agreement_id), prepare=True)
-                rows = await conn.execute(statement, params, prepare=True)
-            _, sha, publication = await check.fetchone()
-            found = await rows.fetchone()
+            prepared = service.pool.prepared.setdefault(conn, set())
+            name = "ndc_" + hashlib.sha256(statement.encode()).hexdigest()[:20]
+            # prepared as the service (the check) and as the login (the read: only it may name the agency's schema)
+            check = "" if IN_FORCE_NAME in prepared else f"prepare {IN_FORCE_NAME} as {IN_FORCE}; "
+            read = "" if name in prepared else f"prepare {name} as {statement}; "
+            arguments = f"({', '.join(_literal(conn, v) for v in values)})" if values else ""
+            cursor = psycopg.AsyncClientCursor(conn)
+            try:
+                await cursor.execute(f"{check}begin; execute {IN_FORCE_NAME}({_literal(conn, login)}, "
+                                     f"{_literal(conn, agreement_id)}); {read}execute {name}{arguments}; commit")
+            except psycopg.DatabaseError:
+                await _forget_prepared(conn, prepared)
+                raise
+            prepared.update((IN_FORCE_NAME, name))
+            while cursor.description is None:  # past PREPARE and BEGIN
+                cursor.nextset()
+            _, sha, publication = await cursor.fetchone()
+            cursor.nextset()
+            while cursor.description is None:  # past PREPARE
+                cursor.nextset()
+            found = await cursor.fetchone()
     except psycopg.errors.InsufficientPrivilege:
         raise Refused(403, f"login {login} is not admitted to this agreement's views (an approval must list it)"
                       ) from None
@@ -280,6 +319,35 @@ async def _read(service: Service, login: str, agreement_id: str, statement: sql.
     if sha is None:
         raise Refused(403, f"agreement {agreement_id} is not in force (expired, withdrawn or not yet valid)")
     return found
+
+
+async def _forget_prepared(conn: psycopg.AsyncConnection, prepared: set[str]) -> None:
+    """After an error the connection's prepared statements are unknown (PREPARE outlives a rollback): start over."""
+    prepared.clear()
+    if conn.info.transaction_status.name == "INERROR":
+        await conn.rollback()
+    if not conn.closed:
+        await conn.execute("deallocate all")
+
+
+@functools.lru_cache(maxsize=4096)
+def _statement(kind: str, schema: str, view: str, columns: tuple[str, ...], limit: int = 0) -> str:
+    """The read of a lookup or a page, identifiers quoted, values as ``$1``... (bound per request). Identifiers
+    come from applied agreements and were checked at apply; they are checked again here."""
+    target = ".".join(f'"{part}"' for part in (_checked(schema), _checked(view)))
+    names = ", ".join(f'"{_checked(c)}"' for c in columns)
+    if kind == "lookup":
+        return f"select coalesce(json_agg(v), '[]')::text, count(*) from {target} v where v.{names} = $1"
+    bound = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
+    condition = f"where ({names}) > ({bound})" if kind == "after" else ""
+    return (f"select coalesce(json_agg(t), '[]')::text, count(*) from (select * from {target} v {condition}"
+            f" order by {names} limit {int(limit)}) t")
+
+
+def _checked(name: str) -> str:
+    if not is_identifier(name):
+        raise Refused(400, f"not a valid name: {name!r}")
+    return name
 
 
 def _cursor(values: list) -> str:
@@ -299,7 +367,7 @@ def _uncursor(cursor: str, width: int) -> list:
 
 async def _lookup(service: Service, auth: HTTPAuthorizationCredentials | None, agreement_id: str, view: str,
                   key: str, purpose: str | None, logged: Logged) -> Response:
-    agreements, _ = await service.agreements()
+    agreements, contracts = await service.agreements()
     known = agreements.get(agreement_id)
     spec = known.lookup_keys.get(view) or {} if known else {}
     if spec.get("given") == "pseudonym" and PSEUDONYM.match(key):
@@ -307,7 +375,7 @@ async def _lookup(service: Service, auth: HTTPAuthorizationCredentials | None, a
     elif spec.get("given") == "key":
         logged.key = key
     credential = await _authenticate(service, auth, "agency", logged)
-    applied, contract = await _agreement(service, credential, agreement_id, view, purpose, logged)
+    applied, contract = _agreement_of(agreements, contracts, credential, agreement_id, view, purpose, logged)
     logged.contract_version = contract
     if "column" not in spec:
         raise Refused(400, f"view {view} of agreement {agreement_id} has no single key to look up: read "
@@ -315,8 +383,7 @@ async def _lookup(service: Service, auth: HTTPAuthorizationCredentials | None, a
     if spec["given"] == "pseudonym" and not PSEUDONYM.match(key):
         raise Refused(400, "this view is looked up by the agreement's pseudonym (64 hexadecimal characters), not "
                            "by the key in clear")
-    statement = sql.SQL("select coalesce(json_agg(v), '[]')::text, count(*) from {} v where v.{} = %s"
-                        ).format(ident(f"agency_{applied.consumer}", view), ident(spec["column"]))
+    statement = _statement("lookup", f"agency_{applied.consumer}", view, (spec["column"],))
     body, count = await _read(service, credential.login, agreement_id, statement, (key,), logged)
     logged.rows = count
     if not count:
@@ -335,17 +402,9 @@ async def _page(service: Service, auth: HTTPAuthorizationCredentials | None, agr
     order = spec.get("order") or []
     if not order:
         raise Refused(400, f"view {view} of agreement {agreement_id} shows no key to page by")
-    columns = sql.SQL(", ").join(ident(c) for c in order)
-    bound = _uncursor(after, len(order)) if after else None
-    condition = (sql.SQL("where ({}) > ({})").format(columns, sql.SQL(", ").join([sql.Placeholder()] *
-                                                                                  len(order)))
-                 if bound else sql.SQL(""))
-    statement = sql.SQL(
-        "select coalesce(json_agg(t), '[]')::text, count(*) from (select * from {} v {} order by {}"
-        " limit {}) t").format(ident(f"agency_{applied.consumer}", view), condition, columns,
-                               sql.Literal(limit))
-    body, count = await _read(service, credential.login, agreement_id, statement, tuple(bound or ()),
-                              logged)
+    bound = _uncursor(after, len(order)) if after else ()
+    statement = _statement("after" if bound else "first", f"agency_{applied.consumer}", view, tuple(order), limit)
+    body, count = await _read(service, credential.login, agreement_id, statement, tuple(bound), logged)
     rows = json.loads(body)
     logged.rows = count
     if spec.get("column"):
@@ -449,6 +508,43 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return await _refused_early(service, request, exc.status_code, str(exc.detail))
 
     return app
+
+
+class FastLookups:
+    """The lookup route without FastAPI's per-request machinery (the hot path: one record by key). A request whose
+    path and headers are well formed is answered here by the same code as the route; anything else goes to the
+    FastAPI application, which validates, refuses with the reasons, and describes the API."""
+
+    PATH = re.compile(r"^/v1/agreements/([a-z][a-z0-9_]{0,62})/views/([a-z][a-z0-9_]{0,62})/records/"
+                      r"([0-9A-Za-z_.-]{1,64})$")
+    PURPOSE = re.compile(NAME)
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app, self.service = app, app.state.service
+
+    async def __call__(self, scope, receive, send) -> None:
+        found = self.PATH.match(scope["path"]) if scope["type"] == "http" and scope["method"] == "GET" else None
+        if found is not None:
+            headers = dict(scope["headers"])
+            purpose = headers.get(b"x-ndc-purpose", b"").decode("latin-1") or None
+            if purpose is None or self.PURPOSE.match(purpose):
+                started = time.perf_counter()
+                agreement_id, view, key = found.groups()
+                auth = _bearer(headers.get(b"authorization", b"").decode("latin-1"))
+                logged = Logged(operation="lookup", status=0, agreement_id=agreement_id, view=view, purpose=purpose)
+                response = await _answer(self.service, logged, started,
+                                         lambda: _lookup(self.service, auth, agreement_id, view, key, purpose, logged))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _bearer(header: str) -> HTTPAuthorizationCredentials | None:
+    """As FastAPI's HTTPBearer reads the Authorization header."""
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() != "bearer" or not credentials:
+        return None
+    return HTTPAuthorizationCredentials(scheme=scheme, credentials=credentials)
 
 
 async def _refused_early(service: Service, request: Request, status: int, reason: str) -> Response:

@@ -1,10 +1,12 @@
 """The request log: every request to the sharing service, refused ones too, is a row of the append-only,
 day-partitioned ``ndc_meta.service_requests`` before its answer leaves.
 
-Requests are written by group commit: a writer thread takes what is pending every ``NDC_SERVICE_LOG_FLUSH_MS``
-(or sooner when many are), inserts it in one statement and only then releases the answers; when the write fails the
-requests get HTTP 503 and no data. Keys asked for and keys a page returned are turned into the agreement's HMAC by
-the database as they are written (``ndc_meta.request_key_digest``); no key in clear and no row value is stored.
+Requests are written by group commit: a writer thread writes what is pending in one call of
+``ndc_meta.log_requests`` (the service's only way to write the log) and only then releases the answers; when the
+write fails the requests get HTTP 503 and no data. After an idle spell the writer waits ``NDC_SERVICE_LOG_FLUSH_MS``
+for more requests to join; under load, what arrived during one write is the next write. Keys asked for and keys a
+page returned are turned into the agreement's HMAC by the database as they are written; no key in clear and no row
+value is stored.
 
 Rows belong to the writer's open *batch*. A batch is sealed after ``NDC_SERVICE_BATCH_REQUESTS`` requests or
 ``NDC_SERVICE_BATCH_SECONDS``: one ledger row (``kind = service_requests``) holds its count, its time span, the
@@ -17,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import queue
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -55,25 +58,9 @@ class Request:
     requested_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
-INSERT = """
-insert into ndc_meta.service_requests (requested_at, batch_id, seq, operation, status, reason, agency, login,
-    agreement_id, agreement_sha256, purpose, view, key_digest, returned_digests, rows, db_ms, total_ms,
-    publication_id, contract_version)
-select r.requested_at, %(batch)s, %(first)s + o.n - 1, r.operation, r.status, r.reason, r.agency, r.login,
-    r.agreement_id, r.agreement_sha256, r.purpose, r.view,
-    coalesce(r.key_digest, case when r.key is not null and r.agreement_id is not null
-                                then ndc_meta.request_key_digest(r.agreement_id, r.key) end),
-    case when r.returned is null then null
-         when r.returned_are_digests then array(select jsonb_array_elements_text(r.returned))
-         else array(select ndc_meta.request_key_digest(r.agreement_id, k) from jsonb_array_elements_text(r.returned) k)
-    end,
-    r.rows, r.db_ms, r.total_ms, r.publication_id, r.contract_version
-from jsonb_array_elements(%(rows)s::jsonb) with ordinality as o(x, n)
-cross join lateral jsonb_to_record(o.x) as r(requested_at timestamptz, operation text, status smallint, reason text,
-    agency text, login text, agreement_id text, agreement_sha256 text, purpose text, view text, key text,
-    key_digest text, returned jsonb, returned_are_digests boolean, rows int, db_ms real, total_ms real,
-    publication_id bigint, contract_version text)
-"""
+INSERT = "select ndc_meta.log_requests(%(batch)s, %(first)s, %(rows)s::jsonb)"
+FIELDS = tuple(f for f in Request.__dataclass_fields__ if f != "requested_at")
+
 
 # The canonical text of a batch: its rows' JSON (timestamps in UTC), in order, one per line.
 BATCH_DIGEST = """
@@ -90,7 +77,7 @@ group by 1, 2 order by 1, 2
 
 
 def _jsonable(request: Request) -> dict:
-    row = asdict(request)
+    row = {name: getattr(request, name) for name in FIELDS}
     row["requested_at"] = request.requested_at.isoformat()
     return row
 
@@ -170,12 +157,16 @@ class RequestLog:
         self._batch_opened = 0.0
         self._partitions_day = None
         self._thread = threading.Thread(target=self._run, name="ndc-request-log", daemon=True)
+        # Sealing reads a whole batch back: on its own thread and connection, so writes never wait for it.
+        self._to_seal: queue.Queue[tuple[int, tuple[datetime, datetime]] | None] = queue.Queue()
+        self._sealer = threading.Thread(target=self._seal_batches, name="ndc-request-log-seal", daemon=True)
         self.written = 0
 
     def start(self) -> None:
         self._conn = database.connect(self._url)
         self._ensure_partitions()
         self._thread.start()
+        self._sealer.start()
 
     def submit(self, request: Request) -> asyncio.Future:
         loop = asyncio.get_running_loop()
@@ -191,8 +182,10 @@ class RequestLog:
             self._stopping = True
             self._ready.notify()
         self._thread.join(timeout=30)
+        self._rotate()
+        self._to_seal.put(None)
+        self._sealer.join(timeout=60)
         if self._conn is not None:
-            self._seal_open()
             self._conn.close()
 
     def _ensure_partitions(self) -> None:
@@ -207,15 +200,15 @@ class RequestLog:
                 while not self._pending and not self._stopping:
                     if not self._ready.wait(timeout=self._due_in()):
                         break
-                if self._pending and not self._stopping:
-                    self._ready.wait(timeout=self._flush)  # let more requests join this commit
+                if len(self._pending) == 1 and not self._stopping:
+                    self._ready.wait(timeout=self._flush)  # after an idle spell: let more requests join
                 taken, self._pending = self._pending, []
                 stopping = self._stopping
             if taken:
                 self._write(taken)
             if self._batch is not None and (self._batch_rows >= self._batch_requests
                                             or time.monotonic() - self._batch_opened >= self._batch_seconds):
-                self._seal_open()
+                self._rotate()
             if stopping and not self._pending:
                 return
 
@@ -245,19 +238,30 @@ class RequestLog:
             log.exception("the request log could not be written: %d requests refused", len(taken))
             error = exc
             self._reconnect()
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
         for _, future, loop in taken:
-            loop.call_soon_threadsafe(_settle, future, error)
+            by_loop.setdefault(loop, []).append(future)
+        for loop, futures in by_loop.items():  # one wake-up of each event loop per write
+            loop.call_soon_threadsafe(_settle, futures, error)
 
-    def _seal_open(self) -> None:
-        if self._batch is None or self._batch_span is None:
-            self._batch = None
-            return
-        try:
-            seal(self._conn, self._batch, *self._batch_span)
-        except Exception:  # sealed later by `ndc service seal --late`
-            log.exception("request batch %s could not be sealed in the ledger", self._batch)
-            self._reconnect()
+    def _rotate(self) -> None:
+        """Hand the open batch to the sealer; the next write opens a new one."""
+        if self._batch is not None and self._batch_span is not None:
+            self._to_seal.put((self._batch, self._batch_span))
         self._batch, self._batch_span, self._batch_rows = None, None, 0
+
+    def _seal_batches(self) -> None:
+        conn = None
+        while (item := self._to_seal.get()) is not None:
+            try:
+                conn = conn if conn is not None and not conn.closed else database.connect(self._url)
+                seal(conn, item[0], *item[1])
+            except Exception:  # sealed later by `ndc service seal`
+                log.exception("request batch %s could not be sealed in the ledger", item[0])
+                if conn is not None:
+                    conn.close()
+        if conn is not None:
+            conn.close()
 
     def _reconnect(self) -> None:
         try:
@@ -267,10 +271,11 @@ class RequestLog:
             log.exception("the request log's connection could not be reopened")
 
 
-def _settle(future: asyncio.Future, error: Exception | None) -> None:
-    if future.done():
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
+def _settle(futures: list[asyncio.Future], error: Exception | None) -> None:
+    for future in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)

@@ -13,8 +13,9 @@ sharing transaction.
   TRUNCATE) and partitioned by day (UTC); ``ensure_request_partitions`` makes the days ahead. A row holds who asked,
   under which agreement and purpose, for which view, the key asked for and the keys a page returned as the
   agreement's HMAC (never in clear), the rows returned, the status, timings, the publication and the contract
-  version: no row values. Rows are written in batches; each batch's SHA-256 is one ledger row
-  (``kind = service_requests``), whose per-agency counts a trigger adds to ``sharing_daily`` (unit ``request``).
+  version: no row values. The service writes it only through ``log_requests`` (no INSERT of its own), in
+  batches; each batch's SHA-256 is one ledger row (``kind = service_requests``), whose per-agency counts a trigger
+  adds to ``sharing_daily`` (unit ``request``).
 * **``applied_agreements``** gains the request purposes an agreement allows and, per view, how the service reads
   it (the key order of pages; the column a lookup matches).
 
@@ -103,19 +104,38 @@ begin
     return v_made;
 end $$;
 
--- The agreement's HMAC of a key (as its pseudonym columns compute it): what the request log keeps of a key.
-create function ndc_meta.request_key_digest(p_agreement text, p_key text) returns text language plpgsql stable
+-- The service's writer: one call per group commit. Rows are JSON objects (no key in clear is stored: a key or
+-- the keys a page returned, when given in clear, are stored as the agreement's HMAC, computed here with one join).
+create function ndc_meta.log_requests(p_batch bigint, p_first int, p_rows jsonb) returns int language plpgsql
     security definer set search_path = pg_catalog, pg_temp as $$
 declare
     v_schema text;
-    v_digest text;
+    v_count int;
 begin
     select extnamespace::regnamespace::text into v_schema from pg_extension where extname = 'pgcrypto';
-    execute format('select encode(%I.hmac(convert_to($1, ''UTF8''), k.hmac_key, ''sha256''), ''hex'')'
-                   ' from ndc_meta.agreement_keys k join ndc_meta.applied_agreements a'
-                   ' on a.agreement_id = k.agreement_id and a.consumer = k.consumer where k.agreement_id = $2',
-                   v_schema) into v_digest using p_key, p_agreement;
-    return v_digest;
+    execute format($f$
+        insert into ndc_meta.service_requests (requested_at, batch_id, seq, operation, status, reason, agency,
+            login, agreement_id, agreement_sha256, purpose, view, key_digest, returned_digests, rows, db_ms,
+            total_ms, publication_id, contract_version)
+        select r.requested_at, $1, $2 + o.n - 1, r.operation, r.status, r.reason, r.agency, r.login,
+            r.agreement_id, r.agreement_sha256, r.purpose, r.view,
+            coalesce(r.key_digest, case when r.key is not null and k.hmac_key is not null then
+                encode(%1$I.hmac(convert_to(r.key, 'UTF8'), k.hmac_key, 'sha256'), 'hex') end),
+            case when r.returned is null then null
+                 when r.returned_are_digests then array(select jsonb_array_elements_text(r.returned))
+                 else array(select encode(%1$I.hmac(convert_to(e, 'UTF8'), k.hmac_key, 'sha256'), 'hex')
+                            from jsonb_array_elements_text(r.returned) e) end,
+            r.rows, r.db_ms, r.total_ms, r.publication_id, r.contract_version
+        from jsonb_array_elements($3) with ordinality as o(x, n)
+        cross join lateral jsonb_to_record(o.x) as r(requested_at timestamptz, operation text, status smallint,
+            reason text, agency text, login text, agreement_id text, agreement_sha256 text, purpose text,
+            view text, key text, key_digest text, returned jsonb, returned_are_digests boolean, rows int,
+            db_ms real, total_ms real, publication_id bigint, contract_version text)
+        left join ndc_meta.applied_agreements a on a.agreement_id = r.agreement_id
+        left join ndc_meta.agreement_keys k on k.agreement_id = a.agreement_id and k.consumer = a.consumer
+        $f$, v_schema) using p_batch, p_first, p_rows;
+    get diagnostics v_count = row_count;
+    return v_count;
 end $$;
 
 -- Every agreement's HMAC of one key (a citizen's PIN): what the tracker looks up in the request log.
@@ -176,14 +196,15 @@ where l.kind = 'service_requests' and (c->>'answered')::bigint > 0
 group by 1, 2, 3, 4;
 
 revoke all on ndc_meta.service_tokens, ndc_meta.service_requests from public;
-revoke all on function ndc_meta.ensure_request_partitions(date, int), ndc_meta.request_key_digest(text, text),
+revoke all on function ndc_meta.ensure_request_partitions(date, int), ndc_meta.log_requests(bigint, int, jsonb),
     ndc_meta.key_digests(text), ndc_meta.ensure_service_member(text) from public;
 grant usage on schema ndc_meta to ndc_service;
 grant select on ndc_meta.applied_agreements, ndc_meta.catalog, ndc_meta.publications, ndc_meta.service_tokens,
     ndc_meta.ledger_identity to ndc_service;
-grant select, insert on ndc_meta.service_requests, ndc_meta.ledger to ndc_service;
+grant select on ndc_meta.service_requests to ndc_service;
+grant select, insert on ndc_meta.ledger to ndc_service;
 grant usage on sequence ndc_meta.service_request_batches to ndc_service;
-grant execute on function ndc_meta.ensure_request_partitions(date, int), ndc_meta.request_key_digest(text, text),
+grant execute on function ndc_meta.ensure_request_partitions(date, int), ndc_meta.log_requests(bigint, int, jsonb),
     ndc_meta.key_digests(text) to ndc_service;
 """
 
