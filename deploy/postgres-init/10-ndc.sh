@@ -2,6 +2,7 @@
 # Runs once, when the postgres service starts on an empty data volume (the image runs every file in
 # /docker-entrypoint-initdb.d as the superuser). It creates:
 #   - role airflow, owner of database airflow (Airflow's metadata and the Celery result backend);
+#   - role ndc_service_api, the data-sharing service's login (made a member of ndc_service by ndc-bootstrap);
 #   - role ndc, the platform's runtime role: a plain LOGIN (no CREATEDB, no CREATEROLE, no predefined role),
 #     owner of the simulated source databases and the direct exchange's consumer database. The warehouse (ndc) is
 #     created here and handed over by the ndc-bootstrap service (`ndc warehouse bootstrap`, as this superuser) to
@@ -18,6 +19,7 @@ set -euo pipefail
 : "${NDC_DB_PASSWORD:?set NDC_DB_PASSWORD in .env}"
 : "${NDC_ANCHOR_DB_PASSWORD:?set NDC_ANCHOR_DB_PASSWORD in .env}"
 : "${NDC_OPERATOR_DB_PASSWORD:?set NDC_OPERATOR_DB_PASSWORD in .env}"
+: "${NDC_SERVICE_DB_PASSWORD:?set NDC_SERVICE_DB_PASSWORD in .env}"
 
 run_psql() {
   psql -v ON_ERROR_STOP=1 --no-psqlrc --username "${POSTGRES_USER:-postgres}" "$@"
@@ -25,7 +27,7 @@ run_psql() {
 
 run_psql --dbname postgres \
   -v airflow_pw="$AIRFLOW_DB_PASSWORD" -v ndc_pw="$NDC_DB_PASSWORD" -v anchor_pw="$NDC_ANCHOR_DB_PASSWORD" \
-  -v operator_pw="$NDC_OPERATOR_DB_PASSWORD" <<'SQL'
+  -v operator_pw="$NDC_OPERATOR_DB_PASSWORD" -v service_pw="$NDC_SERVICE_DB_PASSWORD" <<'SQL'
 select format('create role airflow login password %L', :'airflow_pw')
  where not exists (select from pg_roles where rolname = 'airflow') \gexec
 select format('create role ndc login nocreatedb nocreaterole password %L', :'ndc_pw')
@@ -36,6 +38,9 @@ select format('create role ndc_anchor_writer login password %L', :'anchor_pw')
  where not exists (select from pg_roles where rolname = 'ndc_anchor_writer') \gexec
 -- The operator's page reads as this login, a member of the read-only role ndc_operator (its grants come with the
 -- platform's schema, ndc.warehouse.schema), so the API server never holds the platform's role.
+-- The data-sharing service's login (ndc-bootstrap makes it a member of ndc_service, nothing more).
+select format('create role ndc_service_api login nocreatedb nocreaterole password %L', :'service_pw')
+ where not exists (select from pg_roles where rolname = 'ndc_service_api') \gexec
 select 'create role ndc_operator nologin'
  where not exists (select from pg_roles where rolname = 'ndc_operator') \gexec
 select format('create role ndc_operator_page login password %L in role ndc_operator', :'operator_pw')

@@ -167,6 +167,13 @@ def choice(*options: str) -> Parser:
 _MODULE_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
+def host(name: str, raw: str) -> str:
+    """An address to listen on: a host name or an IPv4/IPv6 address."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.:-]{0,252}", raw.strip()):
+        raise _invalid(name, raw, "a host name or an IP address, such as 127.0.0.1 or 0.0.0.0")
+    return raw.strip()
+
+
 def module_names(name: str, raw: str) -> tuple[str, ...]:
     """Importable module names, comma-separated."""
     found = tuple(part.strip() for part in raw.split(",") if part.strip())
@@ -305,7 +312,7 @@ class Settings:
         "NDC_SERVICE_URL", POSTGRESQL_URL, derived=lambda settings: settings.warehouse_url,
         meaning="the sharing service's warehouse login (a member of `ndc_service`: it answers each request as the "
                 "calling agency's login, with `SET LOCAL ROLE`)", shown="the warehouse URL")
-    service_host = Setting("NDC_SERVICE_HOST", lambda _name, raw: raw, default="127.0.0.1",
+    service_host = Setting("NDC_SERVICE_HOST", host, default="127.0.0.1",
                            meaning="the address the sharing service listens on", shown="127.0.0.1")
     service_port = Setting("NDC_SERVICE_PORT", whole_number(1, 65535), default=8710,
                            meaning="the sharing service's port", shown="8710")
@@ -320,8 +327,9 @@ class Settings:
                            meaning="warehouse connections the sharing service answers with", shown="8")
     service_flush_ms = Setting(
         "NDC_SERVICE_LOG_FLUSH_MS", whole_number(1, 1000), default=5,
-        meaning="the request log's group commit: requests wait at most this long for their log rows to be written "
-                "together; no answer leaves before its row is committed", shown="5")
+        meaning="the request log's group commit: after an idle spell the writer waits this long for more requests "
+                "to write together (under load, what arrives during one write is the next); no answer leaves before "
+                "its row is committed", shown="5")
     service_batch_requests = Setting(
         "NDC_SERVICE_BATCH_REQUESTS", whole_number(1), default=20_000,
         meaning="requests per sealed batch of the request log (one ledger row holds the batch's SHA-256)",
@@ -331,8 +339,8 @@ class Settings:
         meaning="a batch of the request log is sealed at most this long after its first request", shown="10")
     service_cache_seconds = Setting(
         "NDC_SERVICE_CACHE_SECONDS", duration(minimum_seconds=0), default=timedelta(seconds=2),
-        meaning="how long the service trusts what it read of tokens, agreements and publications (a revoked "
-                "token is refused within this; validity and rows are always the database's, per request)",
+        meaning="how long the service trusts what it read of tokens and applied agreements (a revoked token is "
+                "refused within this; validity and rows are always the database's, per request)",
         shown="2")
 
     # --- extract and load ---

@@ -379,3 +379,20 @@ def test_the_init_script_creates_the_anchor_table_as_the_platform_does():
     assert len(statements) >= 6
     missing = [s for s in statements if s not in script]
     assert not missing, f"deploy/postgres-init/10-ndc.sh lacks ndc.audit.anchor.ANCHOR_DDL's: {missing}"
+
+
+def test_the_sharing_service_runs_as_its_own_login_never_the_platforms():
+    services = _services()
+    filled = _filled_env()
+    service = services["ndc-service"]
+    assert service["command"][:3] == ["ndc", "service", "serve"]
+    assert "localhost:8710/health" in _check(service)
+    assert service["ports"][0].endswith(":8710/tcp") or service["ports"][0].endswith(":8710")
+    environment = service["environment"]
+    assert environment["NDC_SERVICE_URL"].startswith(f"postgresql://ndc_service_api:{filled['NDC_SERVICE_DB_PASSWORD']}@")
+    assert "NDC_WAREHOUSE_URL" not in environment
+    assert filled["NDC_DB_PASSWORD"] not in " ".join(str(v) for v in environment.values())
+    assert service["depends_on"]["ndc-bootstrap"] == {"condition": "service_completed_successfully"}
+    # the bootstrap makes that login a member of ndc_service (its URL names the user only)
+    assert services["ndc-bootstrap"]["environment"]["NDC_SERVICE_URL"] == "postgresql://ndc_service_api@postgres:5432/ndc"
+    assert "ndc_service_api" in (REPO / "deploy/postgres-init/10-ndc.sh").read_text()

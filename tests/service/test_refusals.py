@@ -151,3 +151,18 @@ def test_an_agency_over_its_rate_is_refused_until_it_slows_down(server):
     assert other.status_code == 200  # the limit is per agency
     time.sleep(1.5)
     assert server.get(path, token=server.token(VSS), purpose="employer_check").status_code == 200
+
+
+def test_a_token_written_behind_the_ledgers_back_is_refused(server):
+    token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+    row = ("insert into ndc_meta.service_tokens (token_id, scope, login, agency, secret_sha256) values"
+           " (%s, 'agency', %s, %s, %s)")
+    values = (token_id, server.sharing.logins[QN][0], QN, tokens.secret_sha256(secret))
+    with psycopg.connect(server.deployment.runtime, autocommit=True) as conn, \
+            pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute(row, values)  # the platform's role only reads the tokens
+    with psycopg.connect(server.deployment.admin, autocommit=True) as conn:
+        conn.execute(row, values)  # the owner can, but the ledger does not record it
+    response = _lookup(server, _citizen(server, in_province_51=True), token=f"ndc_{token_id}.{secret}")
+    assert response.status_code == 401
+    _no_data(response)

@@ -293,6 +293,11 @@ def test_a_previous_release_warehouse_is_stamped_and_upgraded_without_loss(new_d
         assert row.pop("consumer") in {"quang_ngai", ""}
     for row in after["ndc_meta.applied_agreements"]:  # revision 0005: the validity as instants
         assert row.pop("starts_at") and row.pop("expires_at")
+        # revision 0006: how the sharing service reads it (the next apply fills them)
+        assert (row.pop("purposes"), row.pop("lookup_keys")) == ([], {})
+    # revision 0006: the request log's days, made ahead
+    days = {t for t in after if t.startswith("ndc_meta.service_requests_")}
+    assert len(days) == 3 and all(not after.pop(t) for t in days)
     # revision 0005 drops the pg_stat_statements counters (the views' read meters replace them)
     assert "ndc_meta.read_counters" not in after
     before.pop("ndc_meta.read_counters", None)
@@ -307,7 +312,9 @@ def test_a_previous_release_warehouse_is_stamped_and_upgraded_without_loss(new_d
                                             "ndc_meta.sharing_daily", "ndc_meta.contract_results_daily",
                                             # revision 0005: withdrawals, the agency-role registry, read meters
                                             "ndc_meta.approval_withdrawals", "ndc_meta.agency_roles",
-                                            "ndc_meta.read_meters"}
+                                            "ndc_meta.read_meters",
+                                            # revision 0006: the sharing service's tokens and request log
+                                            "ndc_meta.service_tokens", "ndc_meta.service_requests"}
     with database.connect(previous) as conn:
         assert ledger.verify(conn).problems == []
     assert schema_of(previous) == schema_of(fresh)

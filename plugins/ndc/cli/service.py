@@ -29,8 +29,10 @@ def serve(host: str | None, port: int | None) -> None:
     from ndc.warehouse import database
 
     settings = get_settings()
-    with database.connect(warehouse_url()) as conn:
-        database.ensure_meta(conn)
+    # The service's own login (a deployment's NDC_SERVICE_URL), else the warehouse's (the embedded server, started).
+    url = settings.service_url if settings.raw("NDC_SERVICE_URL") else warehouse_url()
+    with database.connect(url) as conn:
+        database.ensure_meta(conn)  # current already, or installed by a role that may (never by the service's login)
     uvicorn.run(FastLookups(create_app(settings)), host=host or settings.service_host,
                 port=port or settings.service_port, loop="uvloop", http="httptools", access_log=False,
                 log_level="warning")

@@ -126,6 +126,7 @@ def describe(agreement, agency) -> str:
              f"  valid: {agreement.start} to {agreement.expires} (inclusive, Việt Nam time)"]
     if agreement.purpose_allows_identifiers:
         lines.append("  purpose allows personal identifiers in clear")
+    lines.append(f"  request purposes (the sharing service): {', '.join(agreement.purposes) or 'none (SQL only)'}")
     if agreement.quasi_identifiers_in_clear:
         clear = ", ".join(agreement.quasi_identifiers_in_clear)
         lines.append(f"  quasi-identifiers in clear beside a pseudonym: {clear}")

@@ -17,7 +17,7 @@ from .charts import Series, horizontal_bars, line_chart, stacked_bars
 WINDOWS = (7, 30, 90)
 STATUS_TEXT = {"pass": "pass", "warn": "warn", "error": "error", "never_loaded": "never loaded",
                "missing": "missing", "no_sla": "no SLA"}
-UNITS = {"delivery": "Deliveries", "exchange": "Exchanges", "read": "Reads"}
+UNITS = {"delivery": "Deliveries", "exchange": "Exchanges", "read": "Reads", "request": "Service requests"}
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;font-size:14px;color:#1d1d1d;margin:16px;
@@ -318,8 +318,9 @@ def sharing_section(panel: dict, days: list[date]) -> str:
                for r in panel["by_day"]]
     total = f'<p>Sharing transactions in the window: <strong data-testid="sharing-total">{panel["total"]}</strong></p>'
     return ('<section id="sharing"><h2>Sharing transactions</h2><p class="muted">Deliveries to agencies, direct'
-            " exchanges and consumer reads (ndc_meta.sharing_transactions).</p>"
-            f"{total}{chart}<h3>Per agency</h3><table>{head}{''.join(rows) or _none(5)}</table>"
+            " exchanges, consumer reads and answered requests of the sharing service"
+            " (ndc_meta.sharing_transactions).</p>"
+            f"{total}{chart}<h3>Per agency</h3><table>{head}{''.join(rows) or _none(6)}</table>"
             f"<h3>Per day and agency</h3><table><tr><th>Day</th><th>Agency</th><th>Transactions</th></tr>"
             f"{''.join(per_day) or _none(3)}</table></section>")
 

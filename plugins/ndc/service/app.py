@@ -432,6 +432,13 @@ async def _answer(service: Service, logged: Logged, started: float, work) -> Res
     except Refused as refused:
         logged.reason = refused.reason
         response = _problem(refused.status, refused.reason, refused.headers)
+    except (psycopg.OperationalError, psycopg.InterfaceError):
+        logged.reason = "the warehouse is not reachable"
+        response = _problem(503, logged.reason)
+    except Exception:  # still logged, with no data
+        log.exception("request %s failed", logged.operation)
+        logged.reason = "internal error"
+        response = _problem(500, logged.reason)
     logged.status = response.status_code
     logged.total_ms = (time.perf_counter() - started) * 1000
     try:

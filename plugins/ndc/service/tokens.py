@@ -1,6 +1,8 @@
 """Client credentials of the sharing service: a bearer token per agency login (or per citizen portal, for the
 tracker). The token is ``ndc_<id>.<secret>``; the warehouse keeps its id and the SHA-256 of its secret, never the
-secret, and the ledger records each issue and revocation. The secret is shown once, when it is issued."""
+secret, and the ledger records each issue and revocation. The secret is shown once, when it is issued. Tokens are
+written only through the custodian's functions (``ndc_meta.issue_service_token``, ``revoke_service_token``), and the
+service accepts one only when the ledger records its issue."""
 
 from __future__ import annotations
 
@@ -54,21 +56,15 @@ def issue(conn: psycopg.Connection, *, login: str, scope: str = "agency", days: 
         raise NdcError(f"token scope must be one of {', '.join(SCOPES)}, not {scope!r}")
     if not is_identifier(login):
         raise NdcError(f"{login!r} is not a lower-case identifier (a login or a portal's name)")
-    agency = None
-    if scope == "agency":
-        row = conn.execute("select agency from ndc_meta.agency_roles where role = %s and kind = 'login'",
-                           (login,)).fetchone()
-        conn.commit()
-        if row is None:
-            raise NdcError(f"{login} is not an agency login the platform registered (listed in an agency file and "
-                           "applied with `ndc agreements apply`)")
-        agency = row[0]
     token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
     expires_at = datetime.now(UTC) + timedelta(days=days) if days else None
-    with conn.transaction():
-        conn.execute("insert into ndc_meta.service_tokens (token_id, scope, login, agency, secret_sha256, expires_at)"
-                     " values (%s, %s, %s, %s, %s, %s)",
-                     (token_id, scope, login, agency, secret_sha256(secret), expires_at))
+    try:
+        with conn.transaction():
+            agency = conn.execute("select ndc_meta.issue_service_token(%s, %s, %s, %s, %s)",
+                                  (token_id, scope, login, secret_sha256(secret), expires_at)).fetchone()[0]
+    except psycopg.errors.RaiseException as exc:
+        raise NdcError(f"{exc.diag.message_primary} (listed in an agency file and applied with `ndc agreements "
+                       "apply`)") from None
     record_event(conn, "service_token_issued", "service", login, None,
                  {"token_id": token_id, "scope": scope, "login": login, "consumer": agency,
                   "expires_at": expires_at.isoformat() if expires_at else None, "issued_by": conn.info.user})
@@ -78,16 +74,17 @@ def issue(conn: psycopg.Connection, *, login: str, scope: str = "agency", days: 
 def revoke(conn: psycopg.Connection, token_id: str, reason: str) -> None:
     """Revoke a token from now on (the service refuses it within ``NDC_SERVICE_CACHE_SECONDS``); recorded."""
     with conn.transaction():
-        row = conn.execute("update ndc_meta.service_tokens set revoked_at = now() where token_id = %s and"
-                           " revoked_at is null returning login, agency", (token_id,)).fetchone()
+        row = conn.execute("select * from ndc_meta.revoke_service_token(%s)", (token_id,)).fetchone()
     if row is None:
         raise NdcError(f"no token {token_id} in force (see `ndc service token list`)")
     record_event(conn, "service_token_revoked", "service", row[0], None,
                  {"token_id": token_id, "login": row[0], "consumer": row[1], "reason": reason})
 
 
-CREDENTIAL_QUERY = ("select token_id, scope, login, agency, secret_sha256, expires_at, revoked_at"
-                    " from ndc_meta.service_tokens where token_id = %s")
+# A token counts only when the ledger records its issue (a row written behind the ledger's back is refused).
+CREDENTIAL_QUERY = ("select t.token_id, t.scope, t.login, t.agency, t.secret_sha256, t.expires_at, t.revoked_at"
+                    " from ndc_meta.service_tokens t where t.token_id = %s and exists (select from ndc_meta.ledger l"
+                    " where l.kind = 'service_token_issued' and l.details->>'token_id' = t.token_id)")
 
 
 def listed(conn: psycopg.Connection) -> list[tuple]:

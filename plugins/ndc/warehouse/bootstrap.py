@@ -47,6 +47,7 @@ EVIDENCE = {
     "ndc_meta.agreement_keys": "select, insert",
     "ndc_meta.alembic_version": "select",
     "ndc_meta.service_requests": "select",
+    "ndc_meta.service_tokens": "select",
 }
 # Catalog functions that show any view's definition to any login (an agency's row filter, masks, agreement).
 VIEW_DEFINITIONS = ("pg_catalog.pg_get_viewdef(oid)", "pg_catalog.pg_get_viewdef(oid, boolean)",

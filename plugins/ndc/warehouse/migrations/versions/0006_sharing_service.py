@@ -8,7 +8,8 @@ sharing transaction.
   agreement views: rows, columns, masks, validity. It reads the applied agreements, the catalogue, the
   publications and its tokens, and appends to the request log and the ledger.
 * **``service_tokens``**: one row per issued token (the SHA-256 of its secret, never the secret), for an agency
-  login or for a citizen portal's tracker.
+  login or for a citizen portal's tracker, written only by ``issue_service_token`` and ``revoke_service_token``;
+  the service accepts a token only when the ledger records its issue.
 * **``service_requests``**: the request log, append-only (a trigger refuses UPDATE and DELETE; only its owner may
   TRUNCATE) and partitioned by day (UTC); ``ensure_request_partitions`` makes the days ahead. A row holds who asked,
   under which agreement and purpose, for which view, the key asked for and the keys a page returned as the
@@ -138,6 +139,31 @@ begin
     return v_count;
 end $$;
 
+-- Tokens are written only by these two functions (the runtime role may read the table, not write it); the service
+-- accepts a token only when the ledger records its issue, so a token made behind the ledger's back is refused.
+create function ndc_meta.issue_service_token(p_token_id text, p_scope text, p_login text, p_secret_sha256 text,
+        p_expires_at timestamptz) returns text language plpgsql security definer
+    set search_path = pg_catalog, pg_temp as $$
+declare
+    v_agency text;
+begin
+    if p_scope = 'agency' then
+        select agency into v_agency from ndc_meta.agency_roles where role = p_login and kind = 'login';
+        if not found then
+            raise exception '% is not an agency login the platform registered', p_login;
+        end if;
+    end if;
+    insert into ndc_meta.service_tokens (token_id, scope, login, agency, secret_sha256, expires_at, issued_by)
+    values (p_token_id, p_scope, p_login, v_agency, p_secret_sha256, p_expires_at, session_user);
+    return v_agency;
+end $$;
+create function ndc_meta.revoke_service_token(p_token_id text) returns table (login text, agency text)
+    language sql security definer set search_path = pg_catalog, pg_temp as $$
+    update ndc_meta.service_tokens t set revoked_at = now() where t.token_id = p_token_id and t.revoked_at is null
+    returning t.login, t.agency
+$$;
+create index ledger_token_issues on ndc_meta.ledger ((details->>'token_id')) where kind = 'service_token_issued';
+
 -- Every agreement's HMAC of one key (a citizen's PIN): what the tracker looks up in the request log.
 create function ndc_meta.key_digests(p_key text) returns table (agreement_id text, consumer text, digest text)
     language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
@@ -197,10 +223,11 @@ group by 1, 2, 3, 4;
 
 revoke all on ndc_meta.service_tokens, ndc_meta.service_requests from public;
 revoke all on function ndc_meta.ensure_request_partitions(date, int), ndc_meta.log_requests(bigint, int, jsonb),
+    ndc_meta.issue_service_token(text, text, text, text, timestamptz), ndc_meta.revoke_service_token(text),
     ndc_meta.key_digests(text), ndc_meta.ensure_service_member(text) from public;
 grant usage on schema ndc_meta to ndc_service;
 grant select on ndc_meta.applied_agreements, ndc_meta.catalog, ndc_meta.publications, ndc_meta.service_tokens,
-    ndc_meta.ledger_identity to ndc_service;
+    ndc_meta.ledger_identity, ndc_meta.alembic_version to ndc_service;
 grant select on ndc_meta.service_requests to ndc_service;
 grant select, insert on ndc_meta.ledger to ndc_service;
 grant usage on sequence ndc_meta.service_request_batches to ndc_service;
