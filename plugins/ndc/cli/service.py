@@ -35,7 +35,7 @@ def serve(host: str | None, port: int | None) -> None:
         database.ensure_meta(conn)  # current already, or installed by a role that may (never by the service's login)
     uvicorn.run(FastLookups(create_app(settings)), host=host or settings.service_host,
                 port=port or settings.service_port, loop="uvloop", http="httptools", access_log=False,
-                log_level="warning")
+                log_level="warning", proxy_headers=False, server_header=False)
 
 
 @service.group("token")

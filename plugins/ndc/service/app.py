@@ -168,11 +168,11 @@ class Service:
         self._refreshing = asyncio.Lock()
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.log.start)
+        await self.log.start()
         await self.pool.open()
 
     async def stop(self) -> None:
-        await asyncio.to_thread(self.log.stop)
+        await self.log.stop()
         await self.pool.close()
 
     async def credential(self, token_id: str) -> tokens.Credential | None:

@@ -1,12 +1,12 @@
 """The request log: every request to the sharing service, refused ones too, is a row of the append-only,
 day-partitioned ``ndc_meta.service_requests`` before its answer leaves.
 
-Requests are written by group commit: a writer thread writes what is pending in one call of
-``ndc_meta.log_requests`` (the service's only way to write the log) and only then releases the answers; when the
-write fails the requests get HTTP 503 and no data. After an idle spell the writer waits ``NDC_SERVICE_LOG_FLUSH_MS``
-for more requests to join; under load, what arrived during one write is the next write. Keys asked for and keys a
-page returned are turned into the agreement's HMAC by the database as they are written; no key in clear and no row
-value is stored.
+Requests are written by group commit: a writer (a task of the service's event loop) writes what is pending in
+one call of ``ndc_meta.log_requests`` (the service's only way to write the log) and only then releases the
+answers; when the write fails the requests get HTTP 503 and no data. After an idle spell the writer waits
+``NDC_SERVICE_LOG_FLUSH_MS`` for more requests to join; under load, what arrived during one write is the next
+write. Keys asked for and keys a page returned are turned into the agreement's HMAC by the database as they are
+written; no key in clear and no row value is stored.
 
 Rows belong to the writer's open *batch*. A batch is sealed after ``NDC_SERVICE_BATCH_REQUESTS`` requests or
 ``NDC_SERVICE_BATCH_SECONDS``: one ledger row (``kind = service_requests``) holds its count, its time span, the
@@ -17,6 +17,7 @@ SHA-256 of its rows (each ``row_to_json`` in UTC, in order) and its counts per a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import queue
@@ -82,13 +83,6 @@ def _jsonable(request: Request) -> dict:
     return row
 
 
-def ensure_partitions(conn: psycopg.Connection, day: datetime | None = None, days: int = 3) -> int:
-    """Days of the request log from yesterday (UTC) on: made ahead, so a request never waits for DDL."""
-    start = (day or datetime.now(UTC)).date() - timedelta(days=1)
-    with conn.transaction():
-        return conn.execute("select ndc_meta.ensure_request_partitions(%s, %s)", (start, days)).fetchone()[0]
-
-
 def seal(conn: psycopg.Connection, batch_id: int, first: datetime, last: datetime, *, late: bool = False) -> int:
     """One ledger row for ``batch_id``'s rows written between ``first`` and ``last``: their count, span,
     SHA-256 and counts per agency and view. Returns the rows sealed (0: nothing to seal, no ledger row)."""
@@ -142,92 +136,91 @@ def seal_unsealed(conn: psycopg.Connection, older_than: timedelta) -> list[int]:
 
 
 class RequestLog:
-    """The service's writer: :meth:`submit` returns a future settled once the request's row is committed."""
+    """The service's writer, a task of the service's event loop (no thread contends with the requests for the
+    interpreter): :meth:`submit` returns a future settled once the request's row is committed. Sealing, which reads
+    a whole batch back and appends to the ledger, runs on its own thread and connection."""
 
     def __init__(self, url: str, *, flush_ms: int, batch_requests: int, batch_seconds: float) -> None:
         self._url, self._flush = url, flush_ms / 1000
         self._batch_requests, self._batch_seconds = batch_requests, batch_seconds
-        self._pending: list[tuple[Request, asyncio.Future, asyncio.AbstractEventLoop]] = []
-        self._ready = threading.Condition()
+        self._pending: list[tuple[Request, asyncio.Future]] = []
+        self._wake = asyncio.Event()
         self._stopping = False
-        self._conn: psycopg.Connection | None = None
+        self._conn: psycopg.AsyncConnection | None = None
+        self._task: asyncio.Task | None = None
         self._batch: int | None = None
         self._batch_rows = 0
         self._batch_span: tuple[datetime, datetime] | None = None
         self._batch_opened = 0.0
         self._partitions_day = None
-        self._thread = threading.Thread(target=self._run, name="ndc-request-log", daemon=True)
-        # Sealing reads a whole batch back: on its own thread and connection, so writes never wait for it.
         self._to_seal: queue.Queue[tuple[int, tuple[datetime, datetime]] | None] = queue.Queue()
         self._sealer = threading.Thread(target=self._seal_batches, name="ndc-request-log-seal", daemon=True)
         self.written = 0
 
-    def start(self) -> None:
-        self._conn = database.connect(self._url)
-        self._ensure_partitions()
-        self._thread.start()
+    async def start(self) -> None:
+        self._conn = await self._connect()
+        await self._ensure_partitions()
         self._sealer.start()
+        self._task = asyncio.create_task(self._run(), name="ndc-request-log")
+
+    async def _connect(self) -> psycopg.AsyncConnection:
+        conn = await psycopg.AsyncConnection.connect(self._url, connect_timeout=10, autocommit=True)
+        await conn.execute("set timezone = 'UTC'")
+        return conn
 
     def submit(self, request: Request) -> asyncio.Future:
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        with self._ready:
-            self._pending.append((request, future, loop))
-            if len(self._pending) == 1:
-                self._ready.notify()
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((request, future))
+        self._wake.set()
         return future
 
-    def stop(self) -> None:
-        with self._ready:
-            self._stopping = True
-            self._ready.notify()
-        self._thread.join(timeout=30)
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
         self._rotate()
         self._to_seal.put(None)
-        self._sealer.join(timeout=60)
+        await asyncio.to_thread(self._sealer.join, 60)
         if self._conn is not None:
-            self._conn.close()
+            await self._conn.close()
 
-    def _ensure_partitions(self) -> None:
+    async def _ensure_partitions(self) -> None:
         today = datetime.now(UTC).date()
         if self._partitions_day != today:
-            ensure_partitions(self._conn)
+            await self._conn.execute("select ndc_meta.ensure_request_partitions(%s, 3)", (today - timedelta(days=1),))
             self._partitions_day = today
 
-    def _run(self) -> None:
-        while True:
-            with self._ready:
-                while not self._pending and not self._stopping:
-                    if not self._ready.wait(timeout=self._due_in()):
-                        break
+    async def _run(self) -> None:
+        while not (self._stopping and not self._pending):
+            if not self._pending:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._due_in())
+                self._wake.clear()
                 if len(self._pending) == 1 and not self._stopping:
-                    self._ready.wait(timeout=self._flush)  # after an idle spell: let more requests join
-                taken, self._pending = self._pending, []
-                stopping = self._stopping
+                    await asyncio.sleep(self._flush)  # after an idle spell: let more requests join
+            taken, self._pending = self._pending, []
             if taken:
-                self._write(taken)
+                await self._write(taken)
             if self._batch is not None and (self._batch_rows >= self._batch_requests
                                             or time.monotonic() - self._batch_opened >= self._batch_seconds):
                 self._rotate()
-            if stopping and not self._pending:
-                return
 
     def _due_in(self) -> float | None:
         return None if self._batch is None else max(0.01, self._batch_opened + self._batch_seconds
                                                     - time.monotonic())
 
-    def _write(self, taken: list[tuple[Request, asyncio.Future, asyncio.AbstractEventLoop]]) -> None:
+    async def _write(self, taken: list[tuple[Request, asyncio.Future]]) -> None:
         error: Exception | None = None
         try:
-            self._ensure_partitions()
+            await self._ensure_partitions()
             if self._batch is None:
-                self._batch = self._conn.execute("select nextval('ndc_meta.service_request_batches')").fetchone()[0]
-                self._conn.commit()
+                cursor = await self._conn.execute("select nextval('ndc_meta.service_request_batches')")
+                self._batch = (await cursor.fetchone())[0]
                 self._batch_rows, self._batch_opened, self._batch_span = 0, time.monotonic(), None
-            requests = [r for r, _, _ in taken]
-            with self._conn.transaction():
-                self._conn.execute(INSERT, {"batch": self._batch, "first": self._batch_rows + 1,
-                                            "rows": json.dumps([_jsonable(r) for r in requests])})
+            requests = [r for r, _ in taken]
+            await self._conn.execute(INSERT, {"batch": self._batch, "first": self._batch_rows + 1,
+                                              "rows": json.dumps([_jsonable(r) for r in requests])})
             first = min(r.requested_at for r in requests)
             last = max(r.requested_at for r in requests)
             span = self._batch_span
@@ -237,12 +230,13 @@ class RequestLog:
         except Exception as exc:  # the answers are withheld (HTTP 503): no data leaves unlogged
             log.exception("the request log could not be written: %d requests refused", len(taken))
             error = exc
-            self._reconnect()
-        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
-        for _, future, loop in taken:
-            by_loop.setdefault(loop, []).append(future)
-        for loop, futures in by_loop.items():  # one wake-up of each event loop per write
-            loop.call_soon_threadsafe(_settle, futures, error)
+            await self._reconnect()
+        for _, future in taken:
+            if not future.done():
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(error)
 
     def _rotate(self) -> None:
         """Hand the open batch to the sealer; the next write opens a new one."""
@@ -263,19 +257,9 @@ class RequestLog:
         if conn is not None:
             conn.close()
 
-    def _reconnect(self) -> None:
+    async def _reconnect(self) -> None:
         try:
-            self._conn.close()
-            self._conn = database.connect(self._url)
+            await self._conn.close()
+            self._conn = await self._connect()
         except Exception:
             log.exception("the request log's connection could not be reopened")
-
-
-def _settle(futures: list[asyncio.Future], error: Exception | None) -> None:
-    for future in futures:
-        if future.done():
-            continue
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(error)
