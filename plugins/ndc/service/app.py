@@ -331,17 +331,17 @@ async def _forget_prepared(conn: psycopg.AsyncConnection, prepared: set[str]) ->
 
 
 @functools.lru_cache(maxsize=4096)
-def _statement(kind: str, schema: str, view: str, columns: tuple[str, ...], limit: int = 0) -> str:
-    """The read of a lookup or a page, identifiers quoted, values as ``$1``... (bound per request). Identifiers
-    come from applied agreements and were checked at apply; they are checked again here."""
+def _statement(kind: str, schema: str, view: str, columns: tuple[str, ...]) -> str:
+    """The read of a lookup or a page, identifiers quoted, values (keys, a page's bound and its size) as ``$1``...
+    (bound per request). Identifiers come from applied agreements and were checked at apply; checked again here."""
     target = ".".join(f'"{part}"' for part in (_checked(schema), _checked(view)))
     names = ", ".join(f'"{_checked(c)}"' for c in columns)
     if kind == "lookup":
         return f"select coalesce(json_agg(v), '[]')::text, count(*) from {target} v where v.{names} = $1"
     bound = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
-    condition = f"where ({names}) > ({bound})" if kind == "after" else ""
+    condition, limit_at = (f"where ({names}) > ({bound})", len(columns) + 1) if kind == "after" else ("", 1)
     return (f"select coalesce(json_agg(t), '[]')::text, count(*) from (select * from {target} v {condition}"
-            f" order by {names} limit {int(limit)}) t")
+            f" order by {names} limit ${limit_at}::int) t")
 
 
 def _checked(name: str) -> str:
@@ -403,8 +403,8 @@ async def _page(service: Service, auth: HTTPAuthorizationCredentials | None, agr
     if not order:
         raise Refused(400, f"view {view} of agreement {agreement_id} shows no key to page by")
     bound = _uncursor(after, len(order)) if after else ()
-    statement = _statement("after" if bound else "first", f"agency_{applied.consumer}", view, tuple(order), limit)
-    body, count = await _read(service, credential.login, agreement_id, statement, tuple(bound), logged)
+    statement = _statement("after" if bound else "first", f"agency_{applied.consumer}", view, tuple(order))
+    body, count = await _read(service, credential.login, agreement_id, statement, (*bound, limit), logged)
     rows = json.loads(body)
     logged.rows = count
     if spec.get("column"):
