@@ -10,10 +10,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -101,12 +103,16 @@ def start_server(deployment: Deployment, port: int, extra: dict[str, str] | None
            "NDC_SERVICE_RATE_BURST": str(RATE), "NDC_SERVICE_CACHE_SECONDS": "0.2",
            "NDC_SERVICE_BATCH_SECONDS": "0.5", **(extra or {})}
     env.pop("NDC_ADMIN_URL", None)
-    process = subprocess.Popen([sys.executable, "-m", "ndc.cli", "service", "serve", "--port", str(port)], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # its output to a file (a pipe nobody reads while it runs could fill and stop it)
+    output = Path(tempfile.mkstemp(prefix="ndc-service-", suffix=".log")[1])
+    with output.open("w") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "ndc.cli", "service", "serve", "--port", str(port)],
+                                   env=env, stdout=sink, stderr=subprocess.STDOUT, text=True)
+    process.output = output
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"the service exited ({process.returncode}):\n{process.stdout.read()[-3000:]}")
+            pytest.fail(f"the service exited ({process.returncode}):\n{output.read_text()[-3000:]}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
                 return process
@@ -120,11 +126,13 @@ def stop_server(process: subprocess.Popen) -> str:
     """SIGTERM (uvicorn's graceful stop: the request log seals its open batch), then its output."""
     process.send_signal(signal.SIGTERM)
     try:
-        output, _ = process.communicate(timeout=60)
+        process.wait(timeout=60)
     except subprocess.TimeoutExpired:
         process.kill()
-        output, _ = process.communicate()
-    return output or ""
+        process.wait()
+    output = process.output.read_text()
+    process.output.unlink()
+    return output
 
 
 @pytest.fixture(scope="package")

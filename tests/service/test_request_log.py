@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from datetime import timedelta
 
 import psycopg
 import pytest
@@ -132,3 +133,29 @@ def test_sharing_transactions_count_the_answered_requests(server):
     assert answered[QN] > 0 and answered[VSS] > 0
     assert counted == answered
     assert operator == answered
+
+
+def test_a_batch_a_killed_service_left_open_is_sealed_late(server):
+    since = _last_batch(server)
+    port = free_port()
+    process = start_server(server.deployment, port, {"NDC_SERVICE_BATCH_SECONDS": "600"})
+    own = type(server)(f"http://127.0.0.1:{port}", server.sharing, server.tokens, process)
+    path = f"/v1/agreements/{QN_AGREEMENT}/views/citizens/records/{_digest(server, _pin(server))}"
+    for _ in range(3):
+        assert own.get(path, token=server.token(QN), purpose="public_services").status_code == 200
+    process.kill()  # no graceful stop: the open batch is not sealed
+    process.wait(timeout=30)
+    process.output.unlink()
+    with psycopg.connect(server.deployment.admin, autocommit=True) as conn:
+        left = [r[0] for r in conn.execute(
+            "select distinct batch_id from ndc_meta.service_requests r where batch_id > %s and login = %s and not"
+            " exists (select from ndc_meta.ledger l where l.kind = 'service_requests'"
+            " and (l.details->>'batch_id')::bigint = r.batch_id)", (since, server.sharing.logins[QN][0]))]
+    assert len(left) == 1
+    with database.connect(server.deployment.runtime) as conn:
+        sealed = requestlog.seal_unsealed(conn, timedelta(0))
+        _, problems = requestlog.verify(conn)
+        details = conn.execute("select details from ndc_meta.ledger where kind = 'service_requests'"
+                               " and (details->>'batch_id')::bigint = %s", (left[0],)).fetchone()[0]
+    assert left[0] in sealed and problems == []
+    assert (details["requests"], details["late"]) == (3, True)

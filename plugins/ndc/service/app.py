@@ -11,9 +11,9 @@ not allow.
 
 Per request: the bearer token (``Authorization: Bearer ndc_<id>.<secret>``, :mod:`ndc.service.tokens`), the
 agency's rate (HTTP 429), the agreement (the caller's agency must be its consumer), the purpose the caller names
-(``X-NDC-Purpose``, one of the agreement's ``purposes``), the view (one of the agreement's), then one pipelined
-transaction: the agreement in force at the statement's time and the latest publication (as the service), the rows
-(as the login). The request's log row is committed before the answer leaves."""
+(``X-NDC-Purpose``, one of the agreement's ``purposes``), the view (one of the agreement's), then one transaction
+sent as one query string: the agreement in force at the statement's time and the latest publication (as the
+service), the rows (as the login). The request's log row is committed before the answer leaves."""
 
 from __future__ import annotations
 
@@ -42,18 +42,21 @@ from psycopg import sql
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ndc.errors import NdcError
 from ndc.identifiers import is_identifier
 from ndc.service import tokens
 from ndc.service.ratelimit import RateLimit
 from ndc.service.requestlog import Request as Logged
 from ndc.service.requestlog import RequestLog
 from ndc.settings import Settings, get_settings
+from ndc.warehouse import database
 
 log = logging.getLogger(__name__)
 API = "/v1"
-KEY = r"^[0-9A-Za-z_.-]{1,64}$"
+KEY = r"[0-9A-Za-z_.-]{1,64}"  # a key in a path (a PIN, a code, a pseudonym): nothing in it needs escaping
+NAME = r"[a-z][a-z0-9_]{0,62}"  # an agreement, a view, a purpose
+NAME_ONLY, KEY_ONLY = f"^{NAME}$", f"^{KEY}$"
 PSEUDONYM = re.compile(r"^[0-9a-f]{64}$")
-NAME = r"^[a-z][a-z0-9_]{0,62}$"
 MAX_PAGE = 1000
 # Module level: the handlers' annotations are strings (``from __future__ import annotations``), resolved here.
 BEARER = HTTPBearer(auto_error=False, description="ndc_<id>.<secret>, issued per agency login or portal")
@@ -125,8 +128,7 @@ class Pool:
             self._idle.put_nowait(await self._connect())
 
     async def _connect(self) -> psycopg.AsyncConnection:
-        conn = await psycopg.AsyncConnection.connect(self._url, connect_timeout=10, autocommit=True)
-        await conn.execute("set timezone = 'UTC'")
+        conn = await database.connect_async(self._url)
         await conn.execute("set statement_timeout = '10s'")
         self.prepared[conn] = set()
         return conn
@@ -233,12 +235,6 @@ async def _authenticate(service: Service, auth: HTTPAuthorizationCredentials | N
     return found
 
 
-async def _agreement(service: Service, credential: tokens.Credential, agreement_id: str, view: str,
-                     purpose: str | None, logged: Logged) -> tuple[Applied, str | None]:
-    agreements, contracts = await service.agreements()
-    return _agreement_of(agreements, contracts, credential, agreement_id, view, purpose, logged)
-
-
 def _agreement_of(agreements: dict[str, Applied], contracts: dict[str, str], credential: tokens.Credential,
                   agreement_id: str, view: str, purpose: str | None, logged: Logged) -> tuple[Applied, str | None]:
     applied = agreements.get(agreement_id)
@@ -265,7 +261,7 @@ IN_FORCE = ("select set_config('role', $1, true), (select a.content_sha256 from 
 IN_FORCE_NAME = "ndc_in_force"
 
 
-PLAIN = re.compile(r"^[0-9A-Za-z_.-]{1,64}$")
+PLAIN = re.compile(KEY_ONLY)
 
 
 def _literal(conn: psycopg.AsyncConnection, value: object) -> str:
@@ -395,8 +391,9 @@ async def _lookup(service: Service, auth: HTTPAuthorizationCredentials | None, a
 
 async def _page(service: Service, auth: HTTPAuthorizationCredentials | None, agreement_id: str, view: str,
                 after: str | None, limit: int, purpose: str | None, logged: Logged) -> Response:
+    agreements, contracts = await service.agreements()
     credential = await _authenticate(service, auth, "agency", logged)
-    applied, contract = await _agreement(service, credential, agreement_id, view, purpose, logged)
+    applied, contract = _agreement_of(agreements, contracts, credential, agreement_id, view, purpose, logged)
     logged.contract_version = contract
     spec = applied.lookup_keys.get(view) or {}
     order = spec.get("order") or []
@@ -432,7 +429,7 @@ async def _answer(service: Service, logged: Logged, started: float, work) -> Res
     except Refused as refused:
         logged.reason = refused.reason
         response = _problem(refused.status, refused.reason, refused.headers)
-    except (psycopg.OperationalError, psycopg.InterfaceError):
+    except (psycopg.OperationalError, psycopg.InterfaceError, NdcError):  # NdcError: a connection could not reopen
         logged.reason = "the warehouse is not reachable"
         response = _problem(503, logged.reason)
     except Exception:  # still logged, with no data
@@ -471,10 +468,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get(API + "/agreements/{agreement_id}/views/{view}/records/{key}", response_model=Record,
              responses=refusals, summary="Look up one record by its key")
-    async def lookup(agreement_id: Annotated[str, Path(pattern=NAME)], view: Annotated[str, Path(pattern=NAME)],
-                     key: Annotated[str, Path(pattern=KEY, description="the PIN or enterprise code, or the "
+    async def lookup(agreement_id: Annotated[str, Path(pattern=NAME_ONLY)],
+                     view: Annotated[str, Path(pattern=NAME_ONLY)],
+                     key: Annotated[str, Path(pattern=KEY_ONLY, description="the PIN or enterprise code, or the "
                                                                        "agreement's pseudonym of it")],
-                     purpose: Annotated[str | None, Header(alias="X-NDC-Purpose", pattern=NAME)] = None,
+                     purpose: Annotated[str | None, Header(alias="X-NDC-Purpose", pattern=NAME_ONLY)] = None,
                      auth: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None) -> Response:
         started = time.perf_counter()
         logged = Logged(operation="lookup", status=0, agreement_id=agreement_id, view=view, purpose=purpose)
@@ -483,10 +481,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get(API + "/agreements/{agreement_id}/views/{view}/records", response_model=Page, responses=refusals,
              summary="Read a page of an agreed view, in key order")
-    async def page(agreement_id: Annotated[str, Path(pattern=NAME)], view: Annotated[str, Path(pattern=NAME)],
+    async def page(agreement_id: Annotated[str, Path(pattern=NAME_ONLY)], view: Annotated[str, Path(pattern=NAME_ONLY)],
                    after: Annotated[str | None, Query(max_length=512, description="the previous page's `next`")] = None,
                    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-                   purpose: Annotated[str | None, Header(alias="X-NDC-Purpose", pattern=NAME)] = None,
+                   purpose: Annotated[str | None, Header(alias="X-NDC-Purpose", pattern=NAME_ONLY)] = None,
                    auth: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None) -> Response:
         started = time.perf_counter()
         logged = Logged(operation="page", status=0, agreement_id=agreement_id, view=view, purpose=purpose)
@@ -522,9 +520,8 @@ class FastLookups:
     path and headers are well formed is answered here by the same code as the route; anything else goes to the
     FastAPI application, which validates, refuses with the reasons, and describes the API."""
 
-    PATH = re.compile(r"^/v1/agreements/([a-z][a-z0-9_]{0,62})/views/([a-z][a-z0-9_]{0,62})/records/"
-                      r"([0-9A-Za-z_.-]{1,64})$")
-    PURPOSE = re.compile(NAME)
+    PATH = re.compile(f"^{API}/agreements/({NAME})/views/({NAME})/records/({KEY})$")  # the route's own patterns
+    PURPOSE = re.compile(NAME_ONLY)
 
     def __init__(self, app: FastAPI) -> None:
         self.app, self.service = app, app.state.service

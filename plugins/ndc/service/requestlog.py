@@ -85,9 +85,12 @@ def _jsonable(request: Request) -> dict:
 
 def seal(conn: psycopg.Connection, batch_id: int, first: datetime, last: datetime, *, late: bool = False) -> int:
     """One ledger row for ``batch_id``'s rows written between ``first`` and ``last``: their count, span,
-    SHA-256 and counts per agency and view. Returns the rows sealed (0: nothing to seal, no ledger row)."""
+    SHA-256 and counts per agency and view. Returns the rows sealed (0: nothing to seal, or sealed already)."""
     params = {"batch": batch_id, "first": first, "last": last}
     with conn.transaction():
+        if conn.execute("select 1 from ndc_meta.ledger where kind = 'service_requests'"
+                        " and (details->>'batch_id')::bigint = %s", (batch_id,)).fetchone():
+            return 0  # sealed already (by its service, or by `ndc service seal`)
         conn.execute("set local timezone = 'UTC'")
         count, first_at, last_at, digest = conn.execute(BATCH_DIGEST, params).fetchone()
         counts = conn.execute(BATCH_COUNTS, params).fetchall()
@@ -130,9 +133,7 @@ def seal_unsealed(conn: psycopg.Connection, older_than: timedelta) -> list[int]:
         " and (l.details->>'batch_id')::bigint = r.batch_id) group by 1 having max(r.requested_at) < now() - %s"
         " order by 1", (older_than,)).fetchall()
     conn.commit()
-    for batch_id, first, last in open_batches:
-        seal(conn, batch_id, first, last, late=True)
-    return [b for b, _, _ in open_batches]
+    return [batch_id for batch_id, first, last in open_batches if seal(conn, batch_id, first, last, late=True)]
 
 
 class RequestLog:
@@ -158,15 +159,10 @@ class RequestLog:
         self.written = 0
 
     async def start(self) -> None:
-        self._conn = await self._connect()
+        self._conn = await database.connect_async(self._url)
         await self._ensure_partitions()
         self._sealer.start()
         self._task = asyncio.create_task(self._run(), name="ndc-request-log")
-
-    async def _connect(self) -> psycopg.AsyncConnection:
-        conn = await psycopg.AsyncConnection.connect(self._url, connect_timeout=10, autocommit=True)
-        await conn.execute("set timezone = 'UTC'")
-        return conn
 
     def submit(self, request: Request) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
@@ -260,6 +256,6 @@ class RequestLog:
     async def _reconnect(self) -> None:
         try:
             await self._conn.close()
-            self._conn = await self._connect()
+            self._conn = await database.connect_async(self._url)
         except Exception:
             log.exception("the request log's connection could not be reopened")

@@ -30,6 +30,19 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
     return conn
 
 
+async def connect_async(url: str, *, autocommit: bool = True) -> psycopg.AsyncConnection:
+    """:func:`connect` for an event loop (the sharing service): the same session settings and error."""
+    try:
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=autocommit, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise NdcError(f"cannot connect to {redact(url)}: {str(exc).strip()}") from None
+    await conn.execute("set timezone = 'UTC'")
+    await conn.execute("set datestyle = 'ISO, YMD'")
+    if not autocommit:
+        await conn.commit()
+    return conn
+
+
 def ensure_database(url: str) -> None:
     """Create the database named in ``url`` if it does not exist yet.
 

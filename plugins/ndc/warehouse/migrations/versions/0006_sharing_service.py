@@ -163,6 +163,8 @@ create function ndc_meta.revoke_service_token(p_token_id text) returns table (lo
     returning t.login, t.agency
 $$;
 create index ledger_token_issues on ndc_meta.ledger ((details->>'token_id')) where kind = 'service_token_issued';
+create index ledger_request_batches on ndc_meta.ledger (((details->>'batch_id')::bigint))
+    where kind = 'service_requests';
 
 -- Every agreement's HMAC of one key (a citizen's PIN): what the tracker looks up in the request log.
 create function ndc_meta.key_digests(p_key text) returns table (agreement_id text, consumer text, digest text)
